@@ -1,0 +1,77 @@
+"""The demo job: build the reference policy, tap it on sample inputs, report what was captured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from .models import TinyVLA, load_model
+from .tap import capture, pool
+
+__all__ = ["DemoResult", "run_demo"]
+
+DEFAULT_TAPS = ("vision.layers.-1.out", "llm.layers.-2.out", "llm.layers.-1.attn.probs", "expert.layers.-1.out")
+
+
+@dataclass
+class DemoResult:
+    """What the demo captured: per tap, shape, dtype, calls and a pooled summary."""
+
+    rows: list[dict]
+    actions: torch.Tensor
+    span_counts: dict[str, list[int]]
+
+
+def run_demo(
+    policy: str = "tiny_vla", batch_size: int = 2, seed: int = 0, console: Console | None = None
+) -> DemoResult:
+    """Tap the reference VLA on ``batch_size`` sample observations and print a table."""
+    console = console or Console(width=140)
+    torch.manual_seed(seed)
+    model = load_model(policy)
+    if not isinstance(model, TinyVLA):
+        raise TypeError(f"run_demo: policy {policy!r} is a {type(model).__name__}; the demo runs a TinyVLA")
+    batch = model.example_batch(batch_size, seed=seed)
+    layout = model.token_layout(batch)
+    with torch.no_grad(), capture(model, DEFAULT_TAPS, dtype="float32") as cap:
+        actions = model.sample_actions(batch, generator=torch.Generator().manual_seed(seed))
+    rows = []
+    for name in DEFAULT_TAPS:
+        calls = cap.calls(name)
+        t = calls[-1]
+        if name.startswith("llm") and name.endswith(".out"):
+            summary = pool(t, layout["prefix"], "mean_image_tokens").norm(dim=-1)
+            what = "‖mean image token‖"
+        elif name.endswith("probs"):
+            image = layout["prefix"]["image"]
+            summary = (t.mean(1) * image[:, None, :]).sum(-1).mean(-1)
+            what = "attention mass on image tokens"
+        else:
+            summary = t.float().mean(dim=(1, 2))
+            what = "mean activation"
+        rows.append(
+            {
+                "tap": name,
+                "shape": tuple(t.shape),
+                "dtype": str(t.dtype).removeprefix("torch."),
+                "calls": len(calls),
+                "summary": [round(float(v), 4) for v in summary.flatten()[:batch_size]],
+                "what": what,
+            }
+        )
+    table = Table(title=f"policylens demo: {len(rows)} taps on {type(model).__name__}, batch {batch_size}")
+    for col in ("tap", "shape", "dtype", "calls", "per-sample summary"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["tap"], str(r["shape"]), r["dtype"], str(r["calls"]), f"{r['what']}: {r['summary']}")
+    console.print(table)
+    counts = layout["prefix"].counts()
+    console.print("prefix token spans per sample:", {k: v for k, v in counts.items() if k != "pad"})
+    console.print(
+        f"sampled action chunk {tuple(actions.shape)}; first action of sample 0: "
+        f"{[round(float(v), 3) for v in actions[0, 0]]}"
+    )
+    return DemoResult(rows=rows, actions=actions, span_counts=counts)

@@ -1,0 +1,47 @@
+"""The ``policylens`` entry point."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="policylens: look inside VLA and diffusion robot policies.", no_args_is_help=True)
+
+
+@app.command()
+def demo(
+    policy: str = typer.Option("tiny_vla", help="Built-in policy name or checkpoint directory."),
+    batch_size: int = typer.Option(2, min=1, help="Sample observations to tap."),
+    seed: int = typer.Option(0, help="Seed for inputs and noise."),
+) -> None:
+    """Build the reference policy, tap it on sample inputs and print what was captured."""
+    from policylens._demo import run_demo
+
+    run_demo(policy=policy, batch_size=batch_size, seed=seed)
+
+
+@app.command()
+def taps(model: str = typer.Argument(..., help="Built-in policy name, policylens or HF checkpoint directory.")) -> None:
+    """List every tap point of MODEL: name, module path, shape."""
+    from policylens.models import load_model
+    from policylens.tap import list_taps
+
+    table = Table(title=f"tap points of {model}")
+    for col in ("name", "module path", "shape"):
+        table.add_column(col)
+    for info in list_taps(load_model(model)):
+        table.add_row(info.name, info.module_path, info.shape)
+    Console(width=200).print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the policylens version."""
+    from policylens import __version__
+
+    typer.echo(__version__)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,45 @@
+"""models: adapters for real architectures, and the project's reference policies.
+
+Importing this package registers adapters for HF PaliGemma, Gemma / Gemma2 / Qwen2 /
+Llama decoders, SigLIP, DINOv2, LeRobot's pi0 / pi0.5 / SmolVLA (by name, lazily) and
+``TinyVLA``.
+"""
+
+from ..tap import get_adapter, list_adapters, register_adapter
+from . import _hf_adapters, _lerobot_adapters  # noqa: F401  (registrations)
+from ._checkpoint import list_policy_types, load_policy, register_policy_type, save_policy
+from ._lerobot_adapters import lerobot_layout
+from ._loading import load_hf_model, load_model
+from ._tiny_vla import TinyVLA
+from ._tiny_vla_config import TinyVLAConfig
+from ._tokenizer import ByteTokenizer
+
+
+def _tiny_vla_config(model: object) -> dict:
+    if not isinstance(model, TinyVLA):
+        raise TypeError(f"not a TinyVLA: {type(model).__name__}")
+    return model.config.to_dict()
+
+
+register_policy_type(
+    "tiny_vla",
+    build=lambda cfg: TinyVLA(TinyVLAConfig.from_dict(cfg)),
+    config_of=_tiny_vla_config,
+    default=lambda: TinyVLA(TinyVLAConfig()).eval(),
+)
+
+__all__ = [
+    "ByteTokenizer",
+    "TinyVLA",
+    "TinyVLAConfig",
+    "get_adapter",
+    "lerobot_layout",
+    "list_adapters",
+    "list_policy_types",
+    "load_hf_model",
+    "load_model",
+    "load_policy",
+    "register_adapter",
+    "register_policy_type",
+    "save_policy",
+]

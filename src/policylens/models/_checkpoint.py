@@ -1,0 +1,83 @@
+"""Policy checkpoints: ``config.json`` (with a ``type``) + ``model.safetensors``.
+
+``load_policy`` reads the type and dispatches through a registry, so every policy class
+(TinyVLA, TinyDiffusionPolicy, user classes) loads with one call. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+__all__ = ["list_policy_types", "load_policy", "register_policy_type", "save_policy"]
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+# type -> (build from config dict, config of a model instance)
+_TYPES: dict[str, tuple[Callable[[dict], nn.Module], Callable[[nn.Module], dict]]] = {}
+_BUILTIN: dict[str, Callable[[], nn.Module]] = {}
+
+
+def register_policy_type(
+    name: str,
+    build: Callable[[dict], nn.Module],
+    config_of: Callable[[nn.Module], dict],
+    default: Callable[[], nn.Module] | None = None,
+) -> None:
+    """Register a policy class: ``build(config_dict) -> model`` and ``config_of(model) -> dict``.
+    ``default`` makes ``load_policy(name)`` build (or load) a ready instance."""
+    _TYPES[name] = (build, config_of)
+    if default is not None:
+        _BUILTIN[name] = default
+
+
+def list_policy_types() -> list[str]:
+    return sorted(_TYPES)
+
+
+def _type_of(model: nn.Module) -> str:
+    for name, (_build, config_of) in _TYPES.items():
+        try:
+            config_of(model)
+        except (TypeError, AttributeError):
+            continue
+        return name
+    raise TypeError(f"save_policy: {type(model).__name__} is not a registered policy type ({list_policy_types()})")
+
+
+def save_policy(model: nn.Module, directory: str | Path) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    kind = _type_of(model)
+    config = {"type": kind, **_TYPES[kind][1](model)}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    save_model(model, str(directory / WEIGHTS_FILE))
+    return directory
+
+
+def load_policy(path: str | Path) -> nn.Module:
+    """A policy from a checkpoint directory, or a built-in name (``list_policy_types()``)."""
+    if str(path) in _BUILTIN and not Path(path).exists():
+        return _BUILTIN[str(path)]()
+    directory = Path(path)
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"load_policy: {config_path} does not exist. Pass a checkpoint directory holding {CONFIG_FILE} and "
+            f"{WEIGHTS_FILE}, or a built-in name: {sorted(_BUILTIN)}"
+        )
+    config = json.loads(config_path.read_text())
+    kind = config.get("type")
+    if kind not in _TYPES:
+        raise ValueError(f"load_policy: {config_path} field 'type'={kind!r} is not one of {list_policy_types()}")
+    model = _TYPES[kind][0]({k: v for k, v in config.items() if k != "type"})
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"load_policy: {weights} is missing (the weights beside {config_path})")
+    load_model(model, str(weights))
+    return model.eval()

@@ -1,0 +1,44 @@
+"""Load any supported model: a built-in name, a policylens checkpoint, or a Hugging Face
+checkpoint directory / hub id (offline here; the same code loads hub checkpoints where
+the hub is reachable)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import transformers
+from torch import nn
+
+from ._checkpoint import CONFIG_FILE, list_policy_types, load_policy
+
+__all__ = ["load_hf_model", "load_model"]
+
+
+def load_hf_model(path_or_id: str | Path, attn_implementation: str = "sdpa") -> nn.Module:
+    """A ``transformers`` model from a checkpoint, using the class its config names in
+    ``architectures`` (e.g. ``PaliGemmaForConditionalGeneration``)."""
+    config = transformers.AutoConfig.from_pretrained(str(path_or_id))
+    names = list(getattr(config, "architectures", None) or [])
+    if not names:
+        raise ValueError(f"load_hf_model: {path_or_id}/config.json has no 'architectures' entry naming the model class")
+    cls = getattr(transformers, names[0], None)
+    if cls is None:
+        raise ValueError(f"load_hf_model: transformers {transformers.__version__} has no class {names[0]!r}")
+    return cls.from_pretrained(str(path_or_id), attn_implementation=attn_implementation).eval()
+
+
+def load_model(spec: str | Path) -> nn.Module:
+    """A built-in policy name, a policylens checkpoint directory, or an HF checkpoint."""
+    path = Path(spec)
+    config = path / CONFIG_FILE
+    if config.is_file() and "type" in json.loads(config.read_text()):
+        return load_policy(path)
+    if str(spec) in list_policy_types() and not path.exists():
+        return load_policy(spec)
+    if config.is_file():
+        return load_hf_model(path)
+    raise FileNotFoundError(
+        f"load_model: {spec!r} is neither a built-in policy ({list_policy_types()}) nor a directory holding "
+        f"{CONFIG_FILE}. Pass a policylens or Hugging Face checkpoint directory."
+    )

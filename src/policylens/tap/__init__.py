@@ -1,0 +1,41 @@
+"""tap: capture hidden states and attention probabilities from any ``torch.nn.Module``.
+
+>>> with capture(model, ["llm.layers.-2.out", "llm.layers.3.attn.probs"], dtype="float16") as cap:
+...     model(**batch)
+>>> cap["llm.layers.-2.out"].shape  # (B, T, D)
+"""
+
+from ._adapter import Adapter, Component, get_adapter, list_adapters, register_adapter, resolve_module
+from ._capture import Capture, capture
+from ._hf_attention import attention_with_probs
+from ._mha_attention import mha_probs
+from ._names import TapInfo, TapPoint, list_taps, resolve_taps
+from ._pooling import POOLINGS, bridge_features, masked_mean, pool
+from ._spans import Layout, TokenSpans, paligemma_spans, pi0_layout, prismatic_spans, suffix_spans
+
+__all__ = [
+    "POOLINGS",
+    "Adapter",
+    "Capture",
+    "Component",
+    "Layout",
+    "TapInfo",
+    "TapPoint",
+    "TokenSpans",
+    "attention_with_probs",
+    "bridge_features",
+    "capture",
+    "get_adapter",
+    "list_adapters",
+    "list_taps",
+    "masked_mean",
+    "mha_probs",
+    "paligemma_spans",
+    "pi0_layout",
+    "pool",
+    "prismatic_spans",
+    "register_adapter",
+    "resolve_module",
+    "resolve_taps",
+    "suffix_spans",
+]

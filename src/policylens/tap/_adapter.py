@@ -1,0 +1,115 @@
+"""Adapters: where an architecture keeps its layers, attention modules and token layout.
+
+An :class:`Adapter` names *components* (``vision``, ``llm``, ``expert`` ...), each a
+``ModuleList`` of blocks, plus single *extra* modules (``projector``). Tap names are
+built from it (see ``_names.py``). Adapters are registered per model class, keyed by
+the class's fully qualified name so that optional libraries (LeRobot) are never
+imported just to register them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+__all__ = ["Adapter", "Component", "get_adapter", "list_adapters", "register_adapter", "resolve_module"]
+
+ATTENTION_KINDS = ("hf", "mha", "none")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One stack of blocks.
+
+    ``layers`` lists candidate dotted paths to the ``ModuleList`` (the first that exists
+    wins, so one adapter serves several library versions). ``attn`` is the submodule whose
+    output is the attention branch; ``attn_core`` the one that computes probabilities
+    (for HF models: the module passed to the attention function).
+    """
+
+    name: str
+    layers: tuple[str, ...]
+    attn: str = "self_attn"
+    attn_core: str | None = None
+    mlp: str = "mlp"
+    norm: tuple[str, ...] = ()
+    attention: str = "hf"
+    sequence: str = "prefix"
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"Component {self.name!r}: attention={self.attention!r} is not one of {ATTENTION_KINDS}.")
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """Where a model keeps its parts; ``layout(model, batch)`` returns its token spans."""
+
+    name: str
+    components: tuple[Component, ...]
+    extras: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    layout: Callable[[nn.Module, Mapping[str, Any]], Any] | None = None
+
+    def component(self, name: str) -> Component:
+        for comp in self.components:
+            if comp.name == name:
+                return comp
+        names = [c.name for c in self.components]
+        raise KeyError(f"adapter {self.name!r} has no component {name!r}; it has {names}")
+
+
+_REGISTRY: dict[str, Callable[[nn.Module], Adapter]] = {}
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_adapter(cls: type | str, factory: Callable[[nn.Module], Adapter] | Adapter) -> None:
+    """Register an adapter for a model class (a class or its fully qualified name).
+
+    ``factory`` is an :class:`Adapter` or a callable ``model -> Adapter`` (for adapters
+    whose paths depend on the instance). Subclasses inherit their base's adapter.
+    """
+    key = cls if isinstance(cls, str) else _qualname(cls)
+    _REGISTRY[key] = factory if callable(factory) and not isinstance(factory, Adapter) else (lambda _m: factory)
+
+
+def list_adapters() -> list[str]:
+    """Fully qualified class names that have an adapter."""
+    _ensure_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_adapter(model: nn.Module) -> Adapter:
+    """The adapter for ``model``, found by its class or the nearest registered base class."""
+    _ensure_builtin()
+    if isinstance(getattr(model, "policylens_adapter", None), Adapter):
+        return model.policylens_adapter
+    for cls in type(model).__mro__:
+        key = _qualname(cls)
+        if key in _REGISTRY:
+            return _REGISTRY[key](model)
+    supported = "\n  ".join(short for short in sorted(k.rsplit(".", 1)[-1] for k in _REGISTRY))
+    raise TypeError(
+        f"policylens has no adapter for {_qualname(type(model))}. Supported classes:\n  {supported}\n"
+        "Register one with policylens.tap.register_adapter(YourModel, Adapter(name=..., components=("
+        "Component(name='llm', layers=('model.layers',)),))) or set `model.policylens_adapter`."
+    )
+
+
+def resolve_module(root: nn.Module, paths: tuple[str, ...], what: str) -> tuple[str, nn.Module]:
+    """The first of ``paths`` that exists under ``root``, as ``(path, module)``."""
+    for path in paths:
+        try:
+            return path, root.get_submodule(path)
+        except AttributeError:
+            continue
+    raise AttributeError(f"{type(root).__name__} has none of the module paths {list(paths)} for {what}")
+
+
+def _ensure_builtin() -> None:
+    import policylens.models  # noqa: F401  (registers the built-in adapters)

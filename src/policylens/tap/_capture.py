@@ -1,0 +1,221 @@
+"""``capture``: hook only the selected modules and collect their tensors.
+
+Each captured tensor is detached, optionally sliced to the wanted token positions and
+heads *before* it is copied, cast, and moved (device → pinned CPU memory with a
+non-blocking copy and a recorded CUDA event that is waited on before the tensor is
+read). A module called several times in one forward (a diffusion/flow action expert
+runs once per denoising step) keeps one record per call, in call order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from ._hf_attention import route_probs, unroute_probs
+from ._mha_attention import mha_probs
+from ._names import TapPoint, resolve_taps
+
+__all__ = ["Capture", "capture"]
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+class _StopForwardSignal(Exception):
+    """Raised by a hook once every tap has fired, when ``stop_early`` is set."""
+
+
+class Capture:
+    """Tensors captured by tap name. ``cap[name]`` is the tensor of a tap that fired once;
+    ``cap.calls(name)`` lists every call's tensor, ``cap.stacked(name)`` stacks them."""
+
+    def __init__(self, points: Sequence[TapPoint]) -> None:
+        self.points = list(points)
+        self._records: dict[str, list[Tensor]] = {p.name: [] for p in points}
+        self._events: list[torch.cuda.Event] = []
+
+    def _add(self, name: str, tensor: Tensor, event: torch.cuda.Event | None) -> None:
+        self._records[name].append(tensor)
+        if event is not None:
+            self._events.append(event)
+
+    def synchronize(self) -> None:
+        """Wait for pending device → host copies (called before any tensor is handed out)."""
+        for event in self._events:
+            event.synchronize()
+        self._events.clear()
+
+    def calls(self, name: str) -> list[Tensor]:
+        self.synchronize()
+        if name not in self._records:
+            raise KeyError(f"tap {name!r} was not captured; captured taps: {list(self._records)}")
+        return list(self._records[name])
+
+    def stacked(self, name: str) -> Tensor:
+        """All calls of ``name`` stacked on a new leading axis ``(n_calls, ...)``."""
+        return torch.stack(self.calls(name))
+
+    def __getitem__(self, name: str) -> Tensor:
+        records = self.calls(name)
+        if len(records) != 1:
+            raise KeyError(
+                f"tap {name!r} fired {len(records)} times in this capture; use cap.calls({name!r}) "
+                f"for one tensor per call (e.g. per denoising step) or cap.stacked({name!r})."
+            )
+        return records[0]
+
+    def keys(self) -> list[str]:
+        return list(self._records)
+
+    def items(self) -> Iterator[tuple[str, Tensor]]:
+        for name in self._records:
+            yield name, self[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def clear(self) -> None:
+        """Drop captured tensors (e.g. between batches) while the hooks stay in place."""
+        self.synchronize()
+        for records in self._records.values():
+            records.clear()
+
+
+def _first_tensor(obj: object) -> Tensor:
+    if isinstance(obj, Tensor):
+        return obj
+    if isinstance(obj, (tuple, list)):
+        return _first_tensor(obj[0])
+    if hasattr(obj, "to_tuple"):
+        return _first_tensor(obj.to_tuple())
+    raise TypeError(f"cannot find a tensor in a module output of type {type(obj).__name__}")
+
+
+def _input_tensor(args: tuple, kwargs: dict) -> Tensor:
+    if args:
+        return _first_tensor(args)
+    for key in ("hidden_states", "x", "src", "tgt", "query", "input"):
+        if key in kwargs:
+            return kwargs[key]
+    raise TypeError(f"cannot find the input hidden states among keyword arguments {list(kwargs)}")
+
+
+class _Sink:
+    """Turns one hooked tensor into a stored record: slice, cast, copy."""
+
+    def __init__(self, cap: Capture, point: TapPoint, dtype, device, positions, heads, counter) -> None:
+        self.cap, self.point, self.dtype, self.device = cap, point, dtype, torch.device(device)
+        self.positions, self.heads, self.counter = positions, heads, counter
+
+    def __call__(self, tensor: Tensor) -> None:
+        t = tensor.detach()
+        if self.point.kind == "probs":
+            if self.heads is not None:
+                t = t[:, self.heads]
+        elif self.positions is not None:
+            t = t[:, self.positions]
+        dtype = self.dtype or t.dtype
+        event = None
+        if t.device.type == "cuda" and self.device.type == "cpu":
+            out = torch.empty(t.shape, dtype=dtype, pin_memory=True)
+            out.copy_(t, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            out = t.to(device=self.device, dtype=dtype)
+            if out.data_ptr() == tensor.data_ptr():
+                out = out.clone()
+        self.cap._add(self.point.name, out, event)
+        self.counter.fired(self.point.name)
+
+
+class _Counter:
+    def __init__(self, names: list[str], stop_early: bool) -> None:
+        self.pending, self.stop_early = set(names), stop_early
+
+    def fired(self, name: str) -> None:
+        self.pending.discard(name)
+        if self.stop_early and not self.pending:
+            raise _StopForwardSignal
+
+
+def _attach(point: TapPoint, sink: _Sink) -> tuple[object, ...]:
+    module = point.module
+    if point.kind == "out":
+        return (module.register_forward_hook(lambda _m, _a, out: sink(_first_tensor(out))),)
+    if point.kind == "in":
+        return (module.register_forward_pre_hook(lambda _m, a, kw: sink(_input_tensor(a, kw)), with_kwargs=True),)
+    if isinstance(module, nn.MultiheadAttention):
+
+        def pre(m, args, kwargs):
+            names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask")
+            call = dict(zip(names, args, strict=False)) | kwargs
+            sink(
+                mha_probs(
+                    m,
+                    call["query"],
+                    call["key"],
+                    call.get("attn_mask"),
+                    call.get("key_padding_mask"),
+                    bool(call.get("is_causal", False)),
+                )
+            )
+
+        return (module.register_forward_pre_hook(pre, with_kwargs=True),)
+    impl = getattr(getattr(module, "config", None), "_attn_implementation", None)
+    if impl == "eager":
+        return (module.register_forward_hook(lambda _m, _a, out: sink(out[1])),)
+    if impl == "sdpa":
+        route_probs(module, sink)
+        return (module,)
+    raise ValueError(
+        f"tap {point.name!r}: attention probabilities need the 'sdpa' or 'eager' attention implementation, "
+        f"but {point.module_path} runs {impl!r}. Load the model with attn_implementation='sdpa'."
+    )
+
+
+@contextmanager
+def capture(
+    model: nn.Module,
+    taps: Sequence[str] | str,
+    *,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device = "cpu",
+    positions: slice | Tensor | None = None,
+    heads: Sequence[int] | Tensor | None = None,
+    stop_early: bool = False,
+) -> Iterator[Capture]:
+    """Capture the named taps during the forward passes run inside the ``with`` block.
+
+    ``dtype``: cast captured tensors (``float16``/``bfloat16``/``float32``; None keeps the
+    model's). ``positions``: token positions kept for hidden-state taps (dim 1), sliced
+    before the copy. ``heads``: heads kept for ``attn.probs`` taps. ``stop_early``: end the
+    forward right after the last tap fired (the rest of the ``with`` body is skipped).
+    """
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"capture: dtype={dtype!r} is not one of {sorted(DTYPES)}")
+        dtype = DTYPES[dtype]
+    points = resolve_taps(model, [taps] if isinstance(taps, str) else list(taps))
+    cap = Capture(points)
+    counter = _Counter([p.name for p in points], stop_early)
+    handles: list[object] = []
+    try:
+        for point in points:
+            handles.extend(_attach(point, _Sink(cap, point, dtype, device, positions, heads, counter)))
+        yield cap
+    except _StopForwardSignal:
+        pass
+    finally:
+        for handle in handles:
+            if isinstance(handle, nn.Module):
+                unroute_probs(handle)
+            else:
+                handle.remove()
+    cap.synchronize()

@@ -1,0 +1,149 @@
+"""Tap-point names: one grammar, resolved against a model's adapter.
+
+Grammar (``{i}`` may be negative, counted from the end)::
+
+    {component}.layers.{i}.in          input hidden states of block i   (B, T, D)
+    {component}.layers.{i}.out         output hidden states of block i  (B, T, D)
+    {component}.layers.{i}.attn.out    attention branch output          (B, T, D)
+    {component}.layers.{i}.attn.probs  attention probabilities          (B, H, Tq, Tk)
+    {component}.layers.{i}.mlp.out     MLP branch output                (B, T, D)
+    {component}.norm.out               final norm output                (B, T, D)
+    {extra}.out                        an extra module's output (e.g. ``projector.out``)
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from torch import nn
+
+from ._adapter import Adapter, Component, get_adapter, resolve_module
+
+__all__ = ["TapInfo", "TapPoint", "list_taps", "resolve_taps"]
+
+LAYER_POINTS = ("in", "out", "attn.out", "attn.probs", "mlp.out")
+
+
+@dataclass(frozen=True)
+class TapInfo:
+    """A tap point as listed by :func:`list_taps`."""
+
+    name: str
+    module_path: str
+    shape: str
+
+
+@dataclass(frozen=True)
+class TapPoint:
+    """A tap name resolved to a module and a hook kind (``in``, ``out`` or ``probs``)."""
+
+    name: str
+    canonical: str
+    module_path: str
+    module: nn.Module
+    kind: str
+    component: Component | None
+    layer: int | None
+
+
+def _layers(model: nn.Module, comp: Component) -> tuple[str, nn.ModuleList]:
+    return resolve_module(model, comp.layers, f"component {comp.name!r}")
+
+
+def _width(module: nn.Module) -> str:
+    """Output width: the last Linear's out_features, else a norm's weight length."""
+    for sub in reversed(list(module.modules())):
+        if isinstance(sub, nn.Linear):
+            return f"D={sub.out_features}"
+    weight = getattr(module, "weight", None)
+    if weight is not None and weight.dim() == 1:
+        return f"D={weight.shape[0]}"
+    return "D"
+
+
+def _heads(module: nn.Module) -> str:
+    for attr in ("num_heads", "num_attention_heads"):
+        value = getattr(module, attr, None) or getattr(getattr(module, "config", None), attr, None)
+        if isinstance(value, int):
+            return f"H={value}"
+    return "H"
+
+
+def _points_of(
+    model: nn.Module, adapter: Adapter
+) -> list[tuple[str, str, nn.Module, str, Component | None, int | None]]:
+    """(canonical name, module path, module, kind, component, layer) for every tap point, in order."""
+    points = []
+    for comp in adapter.components:
+        path, layers = _layers(model, comp)
+        for i, block in enumerate(layers):
+            base = f"{comp.name}.layers.{i}"
+            points.append((f"{base}.in", f"{path}.{i}", block, "in", comp, i))
+            points.append((f"{base}.out", f"{path}.{i}", block, "out", comp, i))
+            if comp.attn:
+                attn = block.get_submodule(comp.attn)
+                points.append((f"{base}.attn.out", f"{path}.{i}.{comp.attn}", attn, "out", comp, i))
+                if comp.attention != "none":
+                    core_name = comp.attn_core or comp.attn
+                    core = block.get_submodule(core_name)
+                    points.append((f"{base}.attn.probs", f"{path}.{i}.{core_name}", core, "probs", comp, i))
+            if comp.mlp:
+                mlp = block.get_submodule(comp.mlp)
+                points.append((f"{base}.mlp.out", f"{path}.{i}.{comp.mlp}", mlp, "out", comp, i))
+        if comp.norm:
+            norm_path, norm = resolve_module(model, comp.norm, f"{comp.name} final norm")
+            points.append((f"{comp.name}.norm.out", norm_path, norm, "out", comp, None))
+    for extra, paths in adapter.extras.items():
+        path, module = resolve_module(model, paths, f"extra {extra!r}")
+        points.append((f"{extra}.out", path, module, "out", None, None))
+    return points
+
+
+def list_taps(model: nn.Module) -> list[TapInfo]:
+    """Every tap point of ``model`` in a fixed order, with module path and shape."""
+    adapter = get_adapter(model)
+    infos = []
+    for name, path, module, kind, _comp, _layer in _points_of(model, adapter):
+        shape = f"(B, {_heads(module)}, Tq, Tk)" if kind == "probs" else f"(B, T, {_width(module)})"
+        infos.append(TapInfo(name=name, module_path=path, shape=shape))
+    return infos
+
+
+def _canonical(name: str, model: nn.Module, adapter: Adapter) -> str:
+    parts = name.split(".")
+    if len(parts) >= 4 and parts[1] == "layers":
+        try:
+            index = int(parts[2])
+        except ValueError:
+            return name
+        try:
+            comp = adapter.component(parts[0])
+        except KeyError:
+            return name
+        n = len(_layers(model, comp)[1])
+        if -n <= index < n:
+            parts[2] = str(index % n)
+    return ".".join(parts)
+
+
+def resolve_taps(model: nn.Module, taps: list[str] | tuple[str, ...]) -> list[TapPoint]:
+    """Resolve tap names (negative layer indices allowed) to modules; unknown names fail
+    with the closest valid names."""
+    if isinstance(taps, str):
+        taps = [taps]
+    adapter = get_adapter(model)
+    table = {p[0]: p for p in _points_of(model, adapter)}
+    resolved = []
+    for name in taps:
+        canonical = _canonical(name, model, adapter)
+        if canonical not in table:
+            close = difflib.get_close_matches(canonical, list(table), n=5, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise KeyError(
+                f"tap {name!r} does not exist on {type(model).__name__} (adapter {adapter.name!r}).{hint} "
+                f"`policylens taps` or policylens.tap.list_taps(model) lists all {len(table)} tap points."
+            )
+        _, path, module, kind, comp, layer = table[canonical]
+        resolved.append(TapPoint(name, canonical, path, module, kind, comp, layer))
+    return resolved
