@@ -85,12 +85,13 @@ def ways(model, batch, peers: bool) -> dict:
             from nnsight import NNsight
 
             wrapped = NNsight(model)
-            layers = model.model.language_model.layers
+            layers = wrapped.model.language_model.layers
 
             def nnsight_two():
                 with wrapped.trace(**batch):
-                    saved = [layers[3].output.save(), layers[-2].output.save()]
-                return saved
+                    first = layers[3].output.save()
+                    second = layers[-2].output.save()
+                return first, second
 
             out["nnsight: save 2 layer outputs"] = nnsight_two
         except ImportError:

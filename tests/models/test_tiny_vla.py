@@ -1,5 +1,6 @@
 """TinyVLA: a real PaliGemma prefix + flow-matching action expert."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,3 +109,20 @@ def test_load_policy_errors(tmp_path):
 def test_make_batch_needs_every_camera(vla):
     with pytest.raises(KeyError, match="hand_camera"):
         vla.make_batch({"varied_camera_1": torch.zeros(1, 8, 8, 3, dtype=torch.uint8)}, ["go"], torch.zeros(1, 7))
+
+
+def test_predict_chunk_from_one_observation(vla):
+    obs = {
+        "images": {c: np.zeros((40, 40, 3), dtype=np.uint8) for c in vla.config.cameras},
+        "instruction": "reach the red cube",
+        "proprio": np.zeros(7, dtype=np.float32),
+    }
+    chunk = vla.predict_chunk(obs, generator=torch.Generator().manual_seed(0))
+    assert chunk.shape == (4, 7)
+    batch = vla.make_batch(
+        {c: torch.zeros(1, 40, 40, 3, dtype=torch.uint8) for c in vla.config.cameras},
+        ["reach the red cube"],
+        torch.zeros(1, 7),
+    )
+    ref = vla.sample_actions(batch, generator=torch.Generator().manual_seed(0))[0].numpy()
+    np.testing.assert_array_equal(chunk, ref)

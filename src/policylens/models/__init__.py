@@ -13,6 +13,8 @@ from ._loading import load_hf_model, load_model
 from ._tiny_vla import TinyVLA
 from ._tiny_vla_config import TinyVLAConfig
 from ._tokenizer import ByteTokenizer
+from ._train_state import load_train_state, save_train_state
+from ._train_vla import VLATrainConfig, train_vla
 
 
 def _tiny_vla_config(model: object) -> dict:
@@ -32,6 +34,7 @@ __all__ = [
     "ByteTokenizer",
     "TinyVLA",
     "TinyVLAConfig",
+    "VLATrainConfig",
     "get_adapter",
     "lerobot_layout",
     "list_adapters",
@@ -39,7 +42,10 @@ __all__ = [
     "load_hf_model",
     "load_model",
     "load_policy",
+    "load_train_state",
     "register_adapter",
     "register_policy_type",
     "save_policy",
+    "save_train_state",
+    "train_vla",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from transformers import (
@@ -244,6 +245,15 @@ class TinyVLA(nn.Module):
             t = torch.full((b,), 1.0 + k * dt, device=state.device)
             x = x + dt * self.velocity(kv, valid, state, x, t)
         return self.unnormalize("action", x)
+
+    @torch.no_grad()
+    def predict_chunk(self, obs: dict, generator: torch.Generator | None = None) -> np.ndarray:
+        """One observation (``images`` {camera: (H, W, 3) uint8}, ``instruction``, ``proprio``
+        or ``state``) -> an action chunk ``(H, action_dim)`` in raw units."""
+        state = obs["proprio"] if "proprio" in obs else obs["state"]
+        images = {c: torch.as_tensor(np.asarray(obs["images"][c]))[None] for c in self.config.cameras}
+        batch = self.make_batch(images, [obs["instruction"]], torch.as_tensor(np.asarray(state))[None])
+        return self.sample_actions(batch, generator=generator)[0].numpy()
 
     def forward(
         self,
