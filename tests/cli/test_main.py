@@ -3,10 +3,10 @@
 import torch
 from typer.testing import CliRunner
 
-from conftest import tiny_paligemma
 from policylens._demo import run_demo
 from policylens.cli.main import app
 from policylens.models import TinyVLA, load_model
+from zoo import tiny_paligemma
 
 runner = CliRunner()
 

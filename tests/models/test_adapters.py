@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from conftest import tiny_decoder, tiny_vision
 from policylens.models import TinyVLA, TinyVLAConfig, get_adapter, lerobot_layout, list_adapters
 from policylens.tap import list_taps
+from zoo import tiny_decoder, tiny_vision
 
 
 def test_registry_covers_the_promised_architectures():

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers.modeling_utils import AttentionInterface
 
-from conftest import eager_twin, paligemma_batch, tiny_decoder, tiny_vision
 from policylens.tap import capture, mha_probs
+from zoo import eager_twin, paligemma_batch, tiny_decoder, tiny_vision
 
 ATOL = 1e-5
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from conftest import paligemma_batch, tiny_decoder
 from policylens.tap import capture
+from zoo import paligemma_batch, tiny_decoder
 
 
 def test_paligemma_hidden_states_equal_output_hidden_states(paligemma):

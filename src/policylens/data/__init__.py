@@ -1,0 +1,9 @@
+"""Episodes for policylens: DROID raw and LeRobot v3.0 readers/writers, point clouds, simulation.
+
+Subpackages: ``droid`` (``open_episode``), ``lerobot`` (``open_dataset``), ``pointcloud``
+(back-projection, PLY), ``sim`` (SimEnv, experts, ``generate_episodes``, ``evaluate_policy``).
+"""
+
+from ._episode import CameraCalibration, Episode, EpisodeFormatError, FrameSource
+
+__all__ = ["CameraCalibration", "Episode", "EpisodeFormatError", "FrameSource"]

@@ -1,0 +1,113 @@
+"""Closed-loop evaluation: roll a policy out in SimEnv and report success with a Wilson interval."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._env import CAMERAS, SimEnv
+
+EVAL_SEED_OFFSET = 10**9  # evaluation layouts never overlap training layouts (see layout_seed)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% by default)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    phat = successes / n
+    denom = 1 + z**2 / n
+    centre = (phat + z**2 / (2 * n)) / denom
+    half = z * math.sqrt(phat * (1 - phat) / n + z**2 / (4 * n**2)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass
+class EvalResult:
+    """Success rate of n rollouts with its Wilson 95% interval and per-episode outcomes."""
+
+    successes: int
+    n: int
+    episode_success: list[bool] = field(default_factory=list)
+    episode_length: list[int] = field(default_factory=list)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.n if self.n else 0.0
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.successes, self.n)
+
+    def __str__(self) -> str:
+        lo, hi = self.interval
+        return f"success {self.success_rate:.1%} ({self.successes}/{self.n}), 95% CI [{lo:.1%}, {hi:.1%}]"
+
+
+class ChunkedPolicy:
+    """Adapt a chunk predictor to ``act(obs)``: predict (horizon, 7), execute the first ``k``.
+
+    ``predictor`` is a callable ``obs -> (horizon, 7)`` or an object with ``predict_chunk(obs)``.
+    """
+
+    def __init__(self, predictor, k: int = 4) -> None:
+        if k < 1:
+            raise ValueError(f"k (actions executed per chunk) must be >= 1, got {k}")
+        self.predict = getattr(predictor, "predict_chunk", predictor)
+        self.inner, self.k = predictor, k
+        self.queue: list[np.ndarray] = []
+
+    def reset(self) -> None:
+        self.queue = []
+        if hasattr(self.inner, "reset"):
+            self.inner.reset()
+
+    def act(self, obs: dict) -> np.ndarray:
+        if not self.queue:
+            chunk = np.asarray(self.predict(obs), dtype=np.float32)  # (horizon, 7)
+            if chunk.ndim != 2 or chunk.shape[1] != 7:
+                raise ValueError(f"the predictor must return a (horizon, 7) chunk, got shape {chunk.shape}")
+            self.queue = list(chunk[: self.k])
+        return self.queue.pop(0)
+
+
+def evaluate_policy(
+    policy,
+    task: str = "reach",
+    episodes: int = 50,
+    seed: int = 0,
+    image_size: int = 224,
+    render: bool = True,
+    cameras=CAMERAS,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Run ``episodes`` closed-loop rollouts of ``policy`` (``act(obs) -> (7,)``, optional ``reset()``)."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if not hasattr(policy, "act"):
+        raise TypeError(f"policy must have act(obs) -> np.ndarray (7,); got {type(policy).__name__}")
+    result = EvalResult(0, 0)
+    with SimEnv(task, seed=seed, image_size=image_size, render=render, cameras=cameras) as env:
+        if hasattr(policy, "bind"):
+            policy.bind(env)
+        limit = max_steps or env.task.max_steps
+        bar = tqdm(range(episodes), desc=f"eval {task}", disable=not progress)
+        for i in bar:
+            obs = env.reset(seed=EVAL_SEED_OFFSET + int(seed) * 100_000 + i)
+            if hasattr(policy, "reset"):
+                policy.reset()
+            success, t = False, 0
+            while t < limit:
+                obs, done, info = env.step(policy.act(obs))
+                t, success = t + 1, info["success"]
+                if done:
+                    break
+            result.successes += int(success)
+            result.n += 1
+            result.episode_success.append(bool(success))
+            result.episode_length.append(t)
+            bar.set_postfix(success=f"{result.success_rate:.0%}")
+    return result
