@@ -15,13 +15,16 @@ def vla(
     steps: int = typer.Option(3000, min=1, help="Optimiser steps."),
     batch_size: int = typer.Option(16, min=1),
     seed: int = typer.Option(0),
+    image_size: int = typer.Option(224, help="Camera image size (a multiple of the patch size 14)."),
 ) -> None:
     """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK."""
     from policylens.data.sim import make_training_episodes
     from policylens.models import TinyVLA, TinyVLAConfig, VLATrainConfig, train_vla
 
-    model = TinyVLA(TinyVLAConfig())
-    raw = make_training_episodes(task, episodes, seed=seed, render=True, cameras=model.config.cameras)
+    model = TinyVLA(TinyVLAConfig(image_size=image_size))
+    raw = make_training_episodes(
+        task, episodes, seed=seed, render=True, image_size=image_size, cameras=model.config.cameras
+    )
     eps = [
         {"images": e["images"], "state": e["proprio"], "action": e["action"], "instruction": e["instruction"]}
         for e in raw

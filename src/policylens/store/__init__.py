@@ -1,0 +1,36 @@
+"""store: the on-disk feature store (zarr v3 arrays + JSON manifest) for anchor caches.
+
+>>> meta = StoreMeta(kind="hidden_feature", model_id="tiny", taps=["llm.layers.-2.out"], layers=[-2])
+>>> build_store("cache/", source, extractor, meta, batch_size=32)  # resumable, multi-rank
+>>> ds = open_store("cache/")  # kind detected; ds[i] / ds[[i, j]] -> {field: Tensor}
+>>> for batch in infinite_batches(build_anchor_dataloader("cache/", batch_size=64)): ...
+"""
+
+from ._errors import StoreError
+from ._hashing import hash_state_dict
+from ._loader import build_anchor_dataloader, infinite_batches
+from ._reader import FeatureStore, open_store
+from ._schema import KINDS, SCHEMA_VERSION, BridgeSpec, FieldSpec, StoreMeta, read_manifest
+from ._verify import VerifyReport, store_info, verify_store
+from ._writer import build_store, collate, default_chunk_rows
+
+__all__ = [
+    "KINDS",
+    "SCHEMA_VERSION",
+    "BridgeSpec",
+    "FeatureStore",
+    "FieldSpec",
+    "StoreError",
+    "StoreMeta",
+    "VerifyReport",
+    "build_anchor_dataloader",
+    "build_store",
+    "collate",
+    "default_chunk_rows",
+    "hash_state_dict",
+    "infinite_batches",
+    "open_store",
+    "read_manifest",
+    "store_info",
+    "verify_store",
+]

@@ -1,0 +1,172 @@
+"""``policylens cache`` commands (build / info / verify) through typer's CliRunner."""
+
+import json
+
+import pytest
+import torch
+from _store_fixtures import build
+from typer.testing import CliRunner
+
+from policylens.cli._cache import app, build_cache
+from policylens.store import StoreError, open_store
+
+runner = CliRunner()
+
+
+def test_info_and_verify_ok(tmp_path):
+    build(tmp_path / "s", "hidden_state", "bfloat16")
+    res = runner.invoke(app, ["info", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["kind"] == "hidden_state"
+    assert info["complete"] == [[0, 37]]
+    assert info["missing"] == []
+    assert info["fields"]["teacher_hidden"] == {"shape": [3, 4, 8], "dtype": "bfloat16", "role": "feature"}
+    res = runner.invoke(app, ["verify", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    assert "OK" in res.output
+    assert "neighbour_cosine_mean" in res.output
+
+
+def test_verify_exits_nonzero_on_problems(tmp_path):
+    build(tmp_path / "s", "hidden_feature")
+    (tmp_path / "s" / "data" / "target_features" / "c" / "0" / "0").write_bytes(b"\0" * 3)
+    res = runner.invoke(app, ["verify", str(tmp_path / "s")])
+    assert res.exit_code == 1
+    assert "problem" in res.output
+    res = runner.invoke(app, ["verify", "--repair", str(tmp_path / "s")])
+    assert res.exit_code == 1
+    assert "removed done markers of chunks [0]" in res.output
+    assert runner.invoke(app, ["info", str(tmp_path / "nothing")]).exit_code == 1
+    assert runner.invoke(app, ["verify", str(tmp_path / "nothing")]).exit_code == 1
+
+
+def _reference_feature(layer: int, batch: dict) -> torch.Tensor:
+    """Plain reference: a forward hook on the decoder layer, mean over image tokens by hand."""
+    from policylens.models import load_model
+
+    torch.manual_seed(0)
+    model = load_model("tiny_vla").eval()
+    got = {}
+    h = model.paligemma.language_model.layers[layer].register_forward_hook(
+        lambda _m, _a, out: got.setdefault("h", out[0] if isinstance(out, tuple) else out)
+    )
+    with torch.no_grad():
+        model.run_prefix(batch)
+    h.remove()
+    image = model.token_layout(batch)["prefix"]["image"][..., None]
+    return (got["h"].float() * image).sum(1) / image.sum(1)  # (B, D)
+
+
+def test_build_tiny_vla_matches_reference_and_resumes(tmp_path):
+    out = str(tmp_path / "c")
+    res = runner.invoke(
+        app,
+        [
+            "build",
+            "--dataset",
+            "synthetic:3",
+            "--layer",
+            "-2",
+            "--dtype",
+            "float32",
+            "--batch-size",
+            "2",
+            "--store-input",
+            "input_ids",
+            "--out",
+            out,
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "complete [[0, 3]]" in res.output
+    ds = open_store(out)
+    assert ds.meta["taps"] == ["llm.layers.-2.out"]
+    assert ds.meta["pooling"] == "mean_image_tokens"
+    assert ds.meta["weights_hash"].startswith("sha256:")
+    from policylens.models import load_model
+
+    torch.manual_seed(0)
+    model = load_model("tiny_vla")
+    batch = {
+        k: torch.cat([model.example_batch(1, seed=i)[k] for i in range(3)])
+        for k in ("pixel_values", "input_ids", "attention_mask", "state")
+    }
+    ref = _reference_feature(-2, batch)
+    torch.testing.assert_close(ds[[0, 1, 2]]["target_features"], ref, atol=1e-4, rtol=1e-4)
+    assert torch.equal(ds[[0, 1, 2]]["input_ids"], batch["input_ids"])
+    chunk = tmp_path / "c" / "data" / "target_features" / "c" / "0" / "0"
+    before = (chunk.read_bytes(), chunk.stat().st_mtime_ns)
+    res = runner.invoke(
+        app,
+        [
+            "build",
+            "--dataset",
+            "synthetic:3",
+            "--layer",
+            "-2",
+            "--dtype",
+            "float32",
+            "--batch-size",
+            "2",
+            "--store-input",
+            "input_ids",
+            "--out",
+            out,
+        ],
+    )
+    assert res.exit_code == 0, res.output  # same command again: resume, nothing left to do
+    assert (chunk.read_bytes(), chunk.stat().st_mtime_ns) == before  # not rewritten
+
+
+def test_build_other_kinds_and_bad_dataset(tmp_path):
+    m = build_cache(
+        "tiny_vla",
+        "synthetic:2",
+        str(tmp_path / "h"),
+        kind="hidden_state",
+        layers=[1, 3],
+        pooling="none",
+        batch_size=2,
+        progress=False,
+    )
+    assert m["fields"]["teacher_hidden"]["shape"] == [2, 544, 128]
+    m = build_cache("tiny_vla", "synthetic:2", str(tmp_path / "t"), kind="token_level", batch_size=2, progress=False)
+    assert m["fields"]["labels"] == {"shape": [544], "dtype": "int64", "role": "feature"}
+    assert open_store(tmp_path / "t")[0]["labels"].max() < 512
+    with pytest.raises(StoreError, match="expected 'synthetic:N'"):
+        build_cache("tiny_vla", "droid:/x", str(tmp_path / "x"), progress=False)
+
+
+def test_bridge_features_match_plain_hooks(tmp_path):
+    """CRaFT [C_R ; C_AQ] from the CLI path equals means taken by hand from plain forward hooks."""
+    from policylens.models import load_model
+
+    m = build_cache("tiny_vla", "synthetic:2", str(tmp_path / "b"), kind="bridge", batch_size=2, progress=False)
+    assert m["meta"]["bridge"]["raw_layer"] == 2
+    assert m["meta"]["bridge"]["query_layer"] == 3
+    assert m["meta"]["taps"] == ["llm.layers.2.out", "expert.layers.3.out"]
+    torch.manual_seed(0)
+    model = load_model("tiny_vla").eval()
+    batch = {
+        k: torch.cat([model.example_batch(1, seed=i)[k] for i in range(2)])
+        for k in ("pixel_values", "input_ids", "attention_mask", "state")
+    }
+    got: dict = {}
+    hooks = [
+        model.paligemma.language_model.layers[2].register_forward_hook(
+            lambda _m, _a, out: got.setdefault("raw", out[0] if isinstance(out, tuple) else out)
+        ),
+        model.expert.layers[3].register_forward_hook(
+            lambda _m, _a, out: got.setdefault("query", out[0] if isinstance(out, tuple) else out)
+        ),
+    ]
+    model.sample_actions(batch, generator=torch.Generator().manual_seed(0), steps=1)
+    for h in hooks:
+        h.remove()
+    image = model.token_layout(batch)["prefix"]["image"][..., None].float()
+    c_r = (got["raw"] * image).sum(1) / image.sum(1)  # (B, 128)
+    c_aq = got["query"][:, 1:].mean(1)  # (B, 64): the action-query tokens follow the state token
+    ref = torch.cat([c_r, c_aq], -1).half()
+    stored = open_store(tmp_path / "b")[[0, 1]]["target_features"]
+    torch.testing.assert_close(stored.float(), ref.float(), atol=2e-3, rtol=2e-3)

@@ -1,0 +1,211 @@
+"""Round trip of every kind and dtype, kind detection, reader paths against zarr, hashing, migration."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from _store_fixtures import TinyModel, TinySource, build, extractor
+
+from policylens.store import (
+    SCHEMA_VERSION,
+    BridgeSpec,
+    StoreError,
+    StoreMeta,
+    build_store,
+    collate,
+    hash_state_dict,
+    open_store,
+    read_manifest,
+)
+
+KINDS = ["hidden_feature", "hidden_state", "token_level"]
+FEATURE = {"hidden_feature": "target_features", "hidden_state": "teacher_hidden", "token_level": "labels"}
+
+
+def reference(kind: str, dtype: str, n: int = 37) -> torch.Tensor:
+    """The features computed directly, one sample at a time, cast the way the store casts."""
+    run = extractor(TinyModel(), kind)
+    out = torch.cat([run(collate([TinySource(n)[i]]))[FEATURE[kind]] for i in range(n)])
+    return out.to(getattr(torch, dtype)) if out.is_floating_point() else out
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_round_trip_every_kind_and_dtype(tmp_path, kind, dtype):
+    build(tmp_path / "s", kind, dtype, store_inputs=["pixel_values", "input_ids", "attention_mask"])
+    ds = open_store(tmp_path / "s")
+    assert ds.kind == kind
+    assert len(ds) == 37
+    ref = reference(kind, dtype)
+    got = ds[list(range(37))][FEATURE[kind]]
+    assert got.dtype == ref.dtype
+    # batched forward vs single-sample forward differ by float rounding only; the cast is exact
+    if ref.is_floating_point():
+        torch.testing.assert_close(got.float(), ref.float(), atol=1e-2, rtol=1e-2)
+    else:
+        assert torch.equal(got, ref)
+    src = TinySource()
+    for i in (0, 8, 36):
+        s = ds[i]
+        assert torch.equal(s["pixel_values"], src[i]["pixel_values"])
+        assert torch.equal(s["input_ids"], src[i]["input_ids"])
+        assert torch.equal(s["attention_mask"], src[i]["attention_mask"])
+        assert s["attention_mask"].dtype == torch.bool
+        assert int(s["sample_index"]) == i
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_bfloat16_and_all_dtypes_bit_exact(tmp_path, dtype):
+    """What the extractor returned (after the cast) is what comes back, bit for bit."""
+    vals = torch.randn(20, 16) * 1e3
+    vals[0, :4] = torch.tensor([float("inf"), -0.0, 1e-40, 3.0e38])
+
+    def run(batch):
+        return {"target_features": vals[batch["i"]]}
+
+    src = [{"i": i} for i in range(20)]
+    build_store(tmp_path / "s", src, run, StoreMeta(kind="hidden_feature", dtype=dtype), chunk_rows=6, progress=False)
+    got = open_store(tmp_path / "s")[list(range(20))]["target_features"]
+    want = vals.to(getattr(torch, dtype))
+    assert got.dtype == want.dtype
+    bits = torch.int16 if dtype != "float32" else torch.int32
+    assert torch.equal(got.view(bits), want.view(bits))
+
+
+def test_memmap_reader_matches_zarr_and_ram(tmp_path):
+    build(tmp_path / "s", "hidden_state", "bfloat16", store_inputs=["input_ids"])
+    ds, ram = open_store(tmp_path / "s"), open_store(tmp_path / "s", in_memory=True)
+    z = zarr.open_group(str(tmp_path / "s" / "data"), mode="r")
+    idx = [36, 0, 9, 9, 17, 3]
+    batch, batch_ram = ds[idx], ram.get_batch(np.array(idx))
+    for name in ("teacher_hidden", "input_ids", "sample_index"):
+        plain = np.asarray(z[name][:])[idx]
+        if name == "teacher_hidden":
+            plain = torch.from_numpy(plain.view(np.int16)).view(torch.bfloat16)
+        else:
+            plain = torch.from_numpy(plain)
+        assert torch.equal(batch[name], plain)
+        assert torch.equal(batch_ram[name], plain)
+        assert torch.equal(torch.stack([ds[i][name] for i in idx]), plain)
+        assert torch.equal(torch.stack([ram[i][name] for i in idx]), plain)
+    assert torch.equal(ds[-1]["teacher_hidden"], ds[36]["teacher_hidden"])
+    assert torch.equal(ds[2:5]["sample_index"], torch.tensor([2, 3, 4]))
+    with pytest.raises(IndexError):
+        ds[37]
+
+
+def test_kind_detected_and_taps_select_layers(tmp_path):
+    for kind in KINDS:
+        build(tmp_path / kind, kind)
+        m = read_manifest(tmp_path / kind)
+        assert open_store(tmp_path / kind).kind == kind == m["kind"]
+        assert m["schema_version"] == SCHEMA_VERSION
+    full = open_store(tmp_path / "hidden_state")
+    sub = open_store(tmp_path / "hidden_state", taps=["layers.2.out", "layers.0.out"])
+    assert sub[4]["teacher_hidden"].shape == (2, 4, 8)
+    assert torch.equal(sub[4]["teacher_hidden"], full[4]["teacher_hidden"][[2, 0]])
+    assert torch.equal(sub[[4, 5]]["teacher_hidden"], full[[4, 5]]["teacher_hidden"][:, [2, 0]])
+    assert sub.meta["taps"] == ["layers.2.out", "layers.0.out"]
+    assert sub.meta["layers"] == [2, 0]
+
+
+def test_manifest_records_provenance_and_bridge(tmp_path):
+    bridge = BridgeSpec.for_layers(8)
+    assert (bridge.raw_layer, bridge.query_layer) == (4, 7)
+
+    def run(batch):
+        return {"target_features": torch.ones(len(batch["i"]), 2 * 4)}  # [2D]: C_R ++ C_AQ
+
+    meta = StoreMeta(kind="hidden_feature", model_id="m", weights_hash="sha256:x", dataset_id="d", bridge=bridge)
+    build_store(tmp_path / "s", [{"i": i} for i in range(5)], run, meta, progress=False)
+    m = read_manifest(tmp_path / "s")
+    assert m["meta"]["bridge"] == {
+        "raw_layer": 4,
+        "query_layer": 7,
+        "raw_positions": "image",
+        "query_positions": "action",
+        "pooling": "mean",
+    }
+    assert m["meta"]["model_id"] == "m"
+    assert m["meta"]["dataset_id"] == "d"
+    assert m["complete"] == [[0, 5]]
+    assert m["sample_index"]["field"] == "sample_index"
+    assert m["sample_index"]["sha256"].startswith("sha256:")
+    assert m["fields"]["target_features"] == {"shape": [8], "dtype": "float16", "role": "feature"}
+
+
+def test_hash_state_dict_stable():
+    a, b = TinyModel(), TinyModel()
+    h = hash_state_dict(a)
+    assert h == hash_state_dict(b) == hash_state_dict(dict(reversed(list(a.state_dict().items()))))
+    with torch.no_grad():
+        b.layers[0].weight[0, 0] += 1e-3
+    assert hash_state_dict(b) != h
+    assert hash_state_dict(a.to(torch.bfloat16)) != h  # dtype is part of the identity
+    assert hash_state_dict(a).startswith("sha256:")
+
+
+def test_old_schema_opens_with_defaults_and_future_schema_fails(tmp_path):
+    build(tmp_path / "s", "hidden_feature")
+    path = tmp_path / "s" / "manifest.json"
+    m = json.loads(path.read_text())
+    old = {k: v for k, v in m.items() if k not in ("kind", "sample_index", "tool_version", "format")}
+    old["schema_version"] = 1
+    old["meta"] = {k: v for k, v in m["meta"].items() if k not in ("kind", "bridge", "extra")}
+    path.write_text(json.dumps(old))
+    ds = open_store(tmp_path / "s")
+    assert ds.kind == "hidden_feature"
+    assert ds.meta["bridge"] is None
+    assert len(ds) == 37
+    path.write_text(json.dumps({**m, "schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(StoreError, match="newer than this policylens supports"):
+        open_store(tmp_path / "s")
+    path.write_text(json.dumps({**m, "schema_version": 0}))
+    with pytest.raises(StoreError, match="Migrate it by rebuilding"):
+        open_store(tmp_path / "s")
+
+
+def test_meta_validation():
+    with pytest.raises(StoreError, match="kind='pooled'"):
+        StoreMeta(kind="pooled")
+    with pytest.raises(StoreError, match="dtype='fp8'"):
+        StoreMeta(kind="hidden_feature", dtype="fp8")
+
+
+def test_big_rows_batch_path_and_zero_copy_views(tmp_path):
+    """Rows >= 64 KB take the per-row copy path; copy=False views never write the file."""
+    data = torch.randn(10, 2, 64, 256)  # 128 KB per row (float32)
+
+    def run(batch):
+        return {"teacher_hidden": data[batch["i"]]}
+
+    meta = StoreMeta(kind="hidden_state", dtype="float32", taps=["a", "b"])
+    build_store(tmp_path / "s", [{"i": i} for i in range(10)], run, meta, chunk_rows=3, progress=False)
+    ds = open_store(tmp_path / "s")
+    idx = [9, 0, 4, 4, 7, 1]
+    assert torch.equal(ds[idx]["teacher_hidden"], data[idx])
+    assert torch.equal(open_store(tmp_path / "s", taps=["b"])[idx]["teacher_hidden"], data[idx][:, [1]])
+    view = open_store(tmp_path / "s", copy=False)
+    row = view[4]["teacher_hidden"]
+    assert torch.equal(row, data[4])
+    before = (tmp_path / "s" / "data" / "teacher_hidden" / "c" / "1" / "0" / "0" / "0").read_bytes()
+    row.zero_()  # copy-on-write: the file is untouched
+    after = (tmp_path / "s" / "data" / "teacher_hidden" / "c" / "1" / "0" / "0" / "0").read_bytes()
+    assert after == before
+    assert torch.equal(open_store(tmp_path / "s")[4]["teacher_hidden"], data[4])
+    copied = ds[5]["teacher_hidden"]
+    copied.zero_()
+    assert torch.equal(ds[5]["teacher_hidden"], data[5])  # default copy=True: reads are independent
+
+
+def test_default_chunk_rows_targets_bytes_and_whole_batches():
+    from policylens.store import FieldSpec, default_chunk_rows
+
+    feat = {"target_features": FieldSpec([2048], "float16")}  # 4 KB rows
+    assert default_chunk_rows(feat) == 1024  # 4 MiB chunks
+    big = {"teacher_hidden": FieldSpec([4, 544, 128], "float16")}  # 557 KB rows
+    assert default_chunk_rows(big) == 7
+    assert default_chunk_rows(big, batch_size=8) == 8  # never split a batch across chunks
+    assert default_chunk_rows(feat, batch_size=48) == 1008
