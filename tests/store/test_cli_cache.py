@@ -7,7 +7,8 @@ import torch
 from _store_fixtures import build
 from typer.testing import CliRunner
 
-from policylens.cli._cache import app, build_cache
+from policylens.anchors import build_cache
+from policylens.cli._cache import app
 from policylens.store import StoreError, open_store
 
 runner = CliRunner()
@@ -134,7 +135,7 @@ def test_build_other_kinds_and_bad_dataset(tmp_path):
     m = build_cache("tiny_vla", "synthetic:2", str(tmp_path / "t"), kind="token_level", batch_size=2, progress=False)
     assert m["fields"]["labels"] == {"shape": [544], "dtype": "int64", "role": "feature"}
     assert open_store(tmp_path / "t")[0]["labels"].max() < 512
-    with pytest.raises(StoreError, match="expected 'synthetic:N'"):
+    with pytest.raises(StoreError, match="no trajectory.h5 under /x"):
         build_cache("tiny_vla", "droid:/x", str(tmp_path / "x"), progress=False)
 
 
@@ -170,3 +171,28 @@ def test_bridge_features_match_plain_hooks(tmp_path):
     ref = torch.cat([c_r, c_aq], -1).half()
     stored = open_store(tmp_path / "b")[[0, 1]]["target_features"]
     torch.testing.assert_close(stored.float(), ref.float(), atol=2e-3, rtol=2e-3)
+
+
+def test_build_from_droid_and_lerobot_episodes(tmp_path):
+    """Anchor caches over real episode files: every step of every episode becomes a sample."""
+    from policylens.data.sim import generate_episodes
+    from policylens.store import open_store
+
+    droid = tmp_path / "droid"
+    generate_episodes("reach", 2, droid, seed=0, fmt="droid", image_size=56, progress=False)
+    lerobot = generate_episodes("reach", 2, tmp_path / "lerobot", seed=0, fmt="lerobot", image_size=56, progress=False)[
+        0
+    ]
+    stores = {}
+    for spec in (f"droid:{droid}", f"lerobot:{lerobot}"):
+        out = tmp_path / spec.split(":")[0] / "store"
+        manifest = build_cache("tiny_vla", spec, str(out), batch_size=4, progress=False)
+        stores[spec] = open_store(out)
+        assert manifest["num_samples"] == len(stores[spec]) > 2
+    droid_feats, lerobot_feats = (s[0]["target_features"] for s in stores.values())
+    assert droid_feats.shape == lerobot_feats.shape == (128,)
+
+
+def test_unknown_dataset_spec_lists_the_forms(tmp_path):
+    with pytest.raises(StoreError, match="droid:PATH or lerobot:PATH"):
+        build_cache("tiny_vla", "imagenet", str(tmp_path / "s"), progress=False)

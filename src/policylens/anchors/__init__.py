@@ -1,0 +1,7 @@
+"""anchors: teacher anchor caches — run a frozen policy over a dataset, tap, pool, store."""
+
+from ._build import build_cache
+from ._extractors import bridge_extractor, policy_extractor
+from ._sources import EpisodeSource, SyntheticSource, open_source
+
+__all__ = ["EpisodeSource", "SyntheticSource", "bridge_extractor", "build_cache", "open_source", "policy_extractor"]

@@ -1,0 +1,54 @@
+"""``build_cache``: load a policy, open a dataset source, write an anchor-cache store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..store import BridgeSpec, StoreMeta, build_store, hash_state_dict
+from ._extractors import bridge_extractor, policy_extractor
+from ._sources import open_source
+
+__all__ = ["build_cache"]
+
+
+def build_cache(
+    policy: str,
+    dataset: str,
+    out: str,
+    kind: str = "hidden_feature",
+    layers: Sequence[int] = (-2,),
+    pooling: str = "mean_image_tokens",
+    dtype: str = "float16",
+    batch_size: int = 8,
+    store_inputs: Sequence[str] = (),
+    progress: bool = True,
+) -> dict:
+    """Load ``policy`` (seeded, so built-in random-init policies are reproducible), build the store."""
+    from policylens.models import load_model
+
+    torch.manual_seed(0)
+    model = load_model(policy).eval()
+    source = open_source(model, dataset)
+    bridge = None
+    if kind == "bridge":  # a hidden_feature store of [C_R ; C_AQ]
+        bridge = BridgeSpec.for_layers(model.config.layers)
+        extractor, taps = bridge_extractor(model, bridge)
+        kind, layers, pooling = "hidden_feature", [bridge.raw_layer, bridge.query_layer], "bridge"
+    else:
+        extractor, taps = policy_extractor(model, kind, layers, pooling, dtype)
+    meta = StoreMeta(
+        bridge=bridge,
+        kind=kind,
+        model_id=policy,
+        weights_hash=hash_state_dict(model),
+        dataset_id=dataset,
+        taps=taps,
+        layers=list(layers) if kind != "token_level" else [],
+        pooling=pooling,
+        dtype=dtype,
+    )
+    return build_store(
+        out, source, extractor, meta, batch_size=batch_size, store_inputs=store_inputs, progress=progress
+    )
