@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -25,16 +26,41 @@ class DemoResult:
     span_counts: dict[str, list[int]]
 
 
+def _fmt(values) -> str:
+    return "[" + ", ".join(f"{float(v):+.3f}" for v in values) + "]"
+
+
+def episode_batch(model: TinyVLA, n: int, seed: int) -> tuple[dict[str, torch.Tensor], list[np.ndarray], list[str]]:
+    """The first observation of ``n`` freshly simulated reach episodes as model inputs, and the
+    scripted expert's first action of each."""
+    from .data.sim import make_training_episodes
+
+    eps = make_training_episodes(
+        "reach",
+        n,
+        seed=seed,
+        render=True,
+        image_size=model.config.image_size,
+        cameras=model.config.cameras,
+        progress=False,
+    )
+    images = {c: torch.as_tensor(np.stack([e["images"][c][0] for e in eps])) for c in model.config.cameras}
+    state = torch.as_tensor(np.stack([e["proprio"][0] for e in eps]))
+    batch = model.make_batch(images, [e["instruction"] for e in eps], state)
+    return batch, [e["action"][0] for e in eps], [e["instruction"] for e in eps]
+
+
 def run_demo(
     policy: str = "tiny_vla", batch_size: int = 2, seed: int = 0, console: Console | None = None
 ) -> DemoResult:
-    """Tap the reference VLA on ``batch_size`` sample observations and print a table."""
+    """Tap the reference VLA on the first frames of ``batch_size`` simulated reach episodes
+    and print what was captured."""
     console = console or Console(width=140)
     torch.manual_seed(seed)
     model = load_model(policy)
     if not isinstance(model, TinyVLA):
         raise TypeError(f"run_demo: policy {policy!r} is a {type(model).__name__}; the demo runs a TinyVLA")
-    batch = model.example_batch(batch_size, seed=seed)
+    batch, expert, instructions = episode_batch(model, batch_size, seed)
     layout = model.token_layout(batch)
     with torch.no_grad(), capture(model, DEFAULT_TAPS, dtype="float32") as cap:
         actions = model.sample_actions(batch, generator=torch.Generator().manual_seed(seed))
@@ -70,8 +96,8 @@ def run_demo(
     console.print(table)
     counts = layout["prefix"].counts()
     console.print("prefix token spans per sample:", {k: v for k, v in counts.items() if k != "pad"})
-    console.print(
-        f"sampled action chunk {tuple(actions.shape)}; first action of sample 0: "
-        f"{[round(float(v), 3) for v in actions[0, 0]]}"
-    )
+    for i, text in enumerate(instructions):
+        console.print(
+            f"episode {i} {text!r}: policy's first action xyz {_fmt(actions[i, 0, :3])}, expert's {_fmt(expert[i][:3])}"
+        )
     return DemoResult(rows=rows, actions=actions, span_counts=counts)

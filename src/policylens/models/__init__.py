@@ -5,6 +5,10 @@ Llama decoders, SigLIP, DINOv2, LeRobot's pi0 / pi0.5 / SmolVLA (by name, lazily
 ``TinyVLA``.
 """
 
+from pathlib import Path
+
+import torch
+
 from ..tap import get_adapter, list_adapters, register_adapter
 from . import _hf_adapters, _lerobot_adapters  # noqa: F401  (registrations)
 from ._checkpoint import list_policy_types, load_policy, register_policy_type, save_policy
@@ -23,11 +27,23 @@ def _tiny_vla_config(model: object) -> dict:
     return model.config.to_dict()
 
 
+TINY_VLA_ASSET = Path(__file__).resolve().parents[1] / "assets" / "tiny_vla_reach"
+
+
+def _default_tiny_vla() -> TinyVLA:
+    """The shipped trained reach checkpoint; a seeded random TinyVLA if it is absent."""
+    if (TINY_VLA_ASSET / "model.safetensors").is_file():
+        return load_policy(TINY_VLA_ASSET)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return TinyVLA(TinyVLAConfig()).eval()
+
+
 register_policy_type(
     "tiny_vla",
     build=lambda cfg: TinyVLA(TinyVLAConfig.from_dict(cfg)),
     config_of=_tiny_vla_config,
-    default=lambda: TinyVLA(TinyVLAConfig()).eval(),
+    default=_default_tiny_vla,
 )
 
 __all__ = [
