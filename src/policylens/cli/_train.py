@@ -16,6 +16,7 @@ def vla(
     batch_size: int = typer.Option(16, min=1),
     seed: int = typer.Option(0),
     image_size: int = typer.Option(224, help="Camera image size (a multiple of the patch size 14)."),
+    lr: float = typer.Option(3e-4, help="Peak learning rate (cosine decay after warm-up)."),
 ) -> None:
     """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK."""
     from policylens.data.sim import make_training_episodes
@@ -29,5 +30,5 @@ def vla(
         {"images": e["images"], "state": e["proprio"], "action": e["action"], "instruction": e["instruction"]}
         for e in raw
     ]
-    losses = train_vla(model, eps, VLATrainConfig(steps=steps, batch_size=batch_size, seed=seed), out)
+    losses = train_vla(model, eps, VLATrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr=lr), out)
     typer.echo(f"trained {len(losses)} steps; final loss {losses[-1]:.4f}; checkpoint in {out}")
