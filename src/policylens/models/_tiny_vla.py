@@ -48,6 +48,20 @@ def _additive(allowed: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]
 
 
+def _gemma_config(cfg: TinyVLAConfig, width: int, vocab_size: int) -> GemmaConfig:
+    # decoder and expert share depth, heads and head size, so the expert can read the decoder's keys/values
+    return GemmaConfig(
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.kv_heads,
+        head_dim=cfg.head_dim,
+        vocab_size=vocab_size,
+        max_position_embeddings=4096,
+    )
+
+
 class TinyVLA(nn.Module):
     """PaliGemma prefix + flow-matching action expert. See the module docstring."""
 
@@ -64,16 +78,7 @@ class TinyVLA(nn.Module):
             patch_size=cfg.patch_size,
             vision_use_head=False,
         )
-        text = GemmaConfig(
-            hidden_size=cfg.width,
-            intermediate_size=2 * cfg.width,
-            num_hidden_layers=cfg.layers,
-            num_attention_heads=cfg.heads,
-            num_key_value_heads=cfg.kv_heads,
-            head_dim=cfg.head_dim,
-            vocab_size=ByteTokenizer.vocab_size,
-            max_position_embeddings=4096,
-        )
+        text = _gemma_config(cfg, cfg.width, ByteTokenizer.vocab_size)
         pg = PaliGemmaConfig(
             vision_config=vision.to_dict(),
             text_config=text.to_dict(),
@@ -82,16 +87,7 @@ class TinyVLA(nn.Module):
         )
         pg._attn_implementation = "sdpa"
         self.paligemma = PaliGemmaModel(pg)
-        expert = GemmaConfig(
-            hidden_size=cfg.expert_width,
-            intermediate_size=2 * cfg.expert_width,
-            num_hidden_layers=cfg.layers,
-            num_attention_heads=cfg.heads,
-            num_key_value_heads=cfg.kv_heads,
-            head_dim=cfg.head_dim,
-            vocab_size=8,
-            max_position_embeddings=4096,
-        )
+        expert = _gemma_config(cfg, cfg.expert_width, vocab_size=8)  # inputs are embeddings: no vocabulary
         expert._attn_implementation = "sdpa"
         self.expert = GemmaModel(expert)
         w = cfg.expert_width
