@@ -45,13 +45,15 @@ def eval_policy(
         import torch
 
         from policylens.data.sim import ChunkedPolicy
-        from policylens.models import load_policy
+        from policylens.models import DiffusionChunkPredictor, TinyDiffusionPolicy, load_policy
 
         torch.manual_seed(seed)
         agent = load_policy(policy)
         config = getattr(agent, "config", None)
         image_size = getattr(config, "image_size", image_size)  # render at the size the policy was trained on
-        if not hasattr(agent, "act"):  # a chunk predictor: run the first half of each chunk
+        if isinstance(agent, TinyDiffusionPolicy):  # keeps its observation history; seeded noise per episode
+            agent = ChunkedPolicy(DiffusionChunkPredictor(agent, seed=seed), k=agent.config.n_action_steps)
+        elif not hasattr(agent, "act"):  # a chunk predictor: run the first half of each chunk
             agent = ChunkedPolicy(agent, k=max(1, getattr(config, "chunk_size", 8) // 2))
     result = evaluate_policy(agent, task, episodes=episodes, seed=seed, image_size=image_size, render=render)
     typer.echo(f"{policy} on {task}: {result}")

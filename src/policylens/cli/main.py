@@ -6,9 +6,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from policylens.cli import _cache, _sim, _train
+from policylens.cli import _accel, _cache, _sim, _train
 
 app = typer.Typer(help="policylens: look inside VLA and diffusion robot policies.", no_args_is_help=True)
+app.add_typer(_accel.app, name="accel")
 app.add_typer(_cache.app, name="cache")
 app.add_typer(_sim.app, name="sim")
 app.add_typer(_train.app, name="train")

@@ -19,6 +19,7 @@ from ._tiny_vla_config import TinyVLAConfig
 from ._tokenizer import ByteTokenizer
 from ._train_state import load_train_state, save_train_state
 from ._train_vla import VLATrainConfig, train_vla
+from .diffusion import POLICY_TYPE, DiffusionChunkPredictor, DiffusionPolicyConfig, TinyDiffusionPolicy
 
 
 def _tiny_vla_config(model: object) -> dict:
@@ -39,6 +40,21 @@ def _default_tiny_vla() -> TinyVLA:
         return TinyVLA(TinyVLAConfig()).eval()
 
 
+DIFFUSION_ASSET = Path(__file__).resolve().parents[1] / "assets" / "diffusion_reach"
+
+
+def _diffusion_config(model: object) -> dict:
+    if not isinstance(model, TinyDiffusionPolicy):
+        raise TypeError(f"not a TinyDiffusionPolicy: {type(model).__name__}")
+    return {k: v for k, v in model.config.to_dict().items() if k != "type"}
+
+
+register_policy_type(
+    POLICY_TYPE,
+    build=lambda cfg: TinyDiffusionPolicy(DiffusionPolicyConfig.from_dict(dict(cfg))),
+    config_of=_diffusion_config,
+    default=lambda: TinyDiffusionPolicy.from_pretrained(DIFFUSION_ASSET),
+)
 register_policy_type(
     "tiny_vla",
     build=lambda cfg: TinyVLA(TinyVLAConfig.from_dict(cfg)),
@@ -48,6 +64,9 @@ register_policy_type(
 
 __all__ = [
     "ByteTokenizer",
+    "DiffusionChunkPredictor",
+    "DiffusionPolicyConfig",
+    "TinyDiffusionPolicy",
     "TinyVLA",
     "TinyVLAConfig",
     "VLATrainConfig",

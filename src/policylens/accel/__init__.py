@@ -1,0 +1,61 @@
+"""accel: block-wise adaptive caching (BAC) of transformer diffusion denoisers.
+
+>>> cal = calibrate(policy, observations, num_updates=10, n_bu=2)
+>>> with cache_context(policy, BACConfig(mode="optimal", calibration=cal)):
+...     actions = policy.predict_action(obs, generator=torch.Generator().manual_seed(0))
+"""
+
+from ._calibrate import calibrate
+from ._calibration import Calibration
+from ._config import METRICS, MODES, BACConfig
+from ._eval import action_error, evaluate_mode, load_observations, random_observations, time_calls
+from ._hash import model_hash
+from ._metrics import step_matrices
+from ._plots import plot_bu_scores, plot_schedule, plot_similarity, save_plots
+from ._registry import BlockSpec, Branch, BranchSpec, discover_branches, list_blocks, register_block, unregister_block
+from ._runtime import apply_cache, cache_context, cache_info, remove_cache, reset_state
+from ._schedule import (
+    bubbling_union,
+    optimal_update_steps,
+    reuse_error_scores,
+    segment_scores,
+    steps_to_mask,
+    uniform_update_steps,
+)
+
+__all__ = [
+    "METRICS",
+    "MODES",
+    "BACConfig",
+    "BlockSpec",
+    "Branch",
+    "BranchSpec",
+    "Calibration",
+    "action_error",
+    "apply_cache",
+    "bubbling_union",
+    "cache_context",
+    "cache_info",
+    "calibrate",
+    "discover_branches",
+    "evaluate_mode",
+    "list_blocks",
+    "load_observations",
+    "model_hash",
+    "optimal_update_steps",
+    "plot_bu_scores",
+    "plot_schedule",
+    "plot_similarity",
+    "random_observations",
+    "register_block",
+    "remove_cache",
+    "reset_state",
+    "reuse_error_scores",
+    "save_plots",
+    "segment_scores",
+    "step_matrices",
+    "steps_to_mask",
+    "time_calls",
+    "uniform_update_steps",
+    "unregister_block",
+]

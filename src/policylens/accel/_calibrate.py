@@ -1,0 +1,135 @@
+"""Calibration: record every branch output at every denoising step over many observations and
+noise seeds, average the step-similarity matrices, build the schedule and measure its stability."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ._calibration import Calibration
+from ._config import METRICS
+from ._hash import model_hash
+from ._metrics import step_matrices
+from ._registry import discover_branches
+from ._runtime import _STATES
+
+
+def _default_run(policy: nn.Module, obs: Tensor, generator: torch.Generator) -> None:
+    policy.predict_action(obs, generator=generator)
+
+
+def _jaccard(a: list[int], b: list[int]) -> float:
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb)
+
+
+@torch.no_grad()
+def calibrate(
+    policy: nn.Module,
+    observations: Tensor,
+    num_updates: int = 10,
+    metric: str = "cosine",
+    n_bu: int = 0,
+    batch_size: int = 8,
+    num_seeds: int = 1,
+    seed: int = 0,
+    num_subsets: int = 2,
+    keep_metrics: tuple[str, ...] = ("cosine", "l1"),
+    run_fn: Callable[[nn.Module, Tensor, torch.Generator], None] = _default_run,
+    progress: bool = True,
+) -> Calibration:
+    """Calibrate BAC on ``observations`` (N, ...): each batch of ``batch_size`` runs one full denoising
+    loop per noise seed (``num_seeds`` seeds from ``seed``) through ``run_fn`` (default
+    ``policy.predict_action(obs, generator=g)``).
+
+    The schedule uses ``metric``; stability compares schedules made from ``num_subsets`` disjoint
+    subsets of the calibration runs with the full one (per-branch Jaccard of update steps).
+    """
+    if metric not in METRICS:
+        raise ValueError(f"calibrate: metric={metric!r}; expected one of {METRICS}.")
+    keep = tuple(dict.fromkeys((*keep_metrics, metric, "l1")))
+    bad = [m for m in keep if m not in METRICS]
+    if bad:
+        raise ValueError(f"calibrate: keep_metrics has unknown {bad}; expected names from {METRICS}.")
+    branches = discover_branches(policy)
+    if not branches:
+        raise ValueError(f"calibrate: no registered transformer blocks in {type(policy).__name__}.")
+    if policy in _STATES:
+        raise RuntimeError("calibrate: BAC caching is applied to this policy; call remove_cache(policy) first.")
+    if policy.training:
+        raise ValueError("calibrate: policy is in training mode; call policy.eval() first.")
+    feats: dict[str, list[Tensor]] = {b.name: [] for b in branches}
+
+    def make_hook(name: str):
+        def hook(module, args, output):
+            out = output[0] if isinstance(output, tuple) else output
+            feats[name].append(out.detach().reshape(out.shape[0], -1).float().cpu())  # (B, F)
+
+        return hook
+
+    handles = [b.output.register_forward_hook(make_hook(b.name)) for b in branches]
+    runs: list[dict[str, dict[str, np.ndarray]]] = []  # per run: metric -> branch -> (K, K)
+    weights: list[int] = []
+    jobs = [(s, i) for s in range(num_seeds) for i in range(0, len(observations), batch_size)]
+    K = None
+    try:
+        for s, i in tqdm(jobs, desc="BAC calibration", disable=not progress):
+            for v in feats.values():
+                v.clear()
+            obs = observations[i : i + batch_size]
+            run_fn(policy, obs, torch.Generator(device="cpu").manual_seed(seed + 1000 * s + i))
+            counts = {len(v) for v in feats.values()}
+            if len(counts) != 1 or (K is not None and counts != {K}):
+                raise ValueError(f"calibrate: branches saw different step counts {sorted(counts)} (expected {K}).")
+            K = counts.pop()
+            run: dict[str, dict[str, np.ndarray]] = {m: {} for m in keep}
+            for name, v in feats.items():
+                for m, mat in step_matrices(torch.stack(v), keep).items():  # (K, B, F) -> (K, K)
+                    run[m][name] = mat.numpy()
+            runs.append(run)
+            weights.append(len(obs))
+    finally:
+        for h in handles:
+            h.remove()
+    if K is None or K < 1:
+        raise ValueError("calibrate: no denoising step was recorded; check observations and run_fn.")
+
+    def average(idx: list[int]) -> dict[str, dict[str, np.ndarray]]:
+        w = np.asarray([weights[j] for j in idx], dtype=np.float64)
+        w /= w.sum()
+        return {m: {n: sum(wj * runs[j][m][n] for wj, j in zip(w, idx, strict=True)) for n in feats} for m in keep}
+
+    common = {
+        "num_steps": K,
+        "block_names": [b.name for b in branches],
+        "kinds": {b.name: b.kind for b in branches},
+        "layers": {b.name: b.layer for b in branches},
+        "model_hash": model_hash(policy),
+        "metric": metric,
+        "num_updates": min(num_updates, K),
+        "n_bu": n_bu,
+    }
+    cal = Calibration(**common, matrices=average(list(range(len(runs)))), num_samples=int(sum(weights)))
+    cal.stability = _stability(cal, runs, average, num_subsets, common)
+    return cal
+
+
+def _stability(cal: Calibration, runs, average, num_subsets: int, common) -> dict:
+    if num_subsets < 2 or len(runs) < num_subsets:
+        return {"num_subsets": 0, "note": f"needs >= {max(2, num_subsets)} calibration batches"}
+    groups = [list(range(g, len(runs), num_subsets)) for g in range(num_subsets)]
+    jac, same = [], []
+    for idx in groups:
+        sub = Calibration(**common, matrices=average(idx))
+        per = [_jaccard(sub.schedule[n], cal.schedule[n]) for n in cal.block_names]
+        jac.append(float(np.mean(per)))
+        same.append(float(np.mean([sub.schedule[n] == cal.schedule[n] for n in cal.block_names])))
+    return {
+        "num_subsets": num_subsets,
+        "mean_jaccard_vs_full": jac,
+        "fraction_identical_vs_full": same,
+    }

@@ -1,0 +1,204 @@
+"""Runtime caching: per-branch forward wrappers driven by static per-step update masks.
+
+Each branch's output submodule gets an instance-level ``forward`` that, while a schedule is
+active and the module is in eval mode, counts its calls since the last reset and either
+recomputes (mask True, result cached) or returns the cached output (mask False). The hot path
+reads only Python ints and bools: no ``.item()``, no device sync.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from ._config import BACConfig
+from ._registry import block_spec, discover_branches
+from ._resolve import resolve_schedule
+from ._schedule import steps_to_mask
+
+
+class _BranchState:
+    __slots__ = ("cache", "mask", "name", "num_steps", "step")
+
+    def __init__(self, name: str, mask: list[bool]) -> None:
+        self.name, self.mask, self.num_steps = name, mask, len(mask)
+        self.step, self.cache = 0, None
+
+
+@dataclass
+class _CacheState:
+    config: BACConfig
+    num_steps: int
+    schedule: dict[str, list[int]]
+    branches: list[_BranchState] = field(default_factory=list)
+    undo: list[Any] = field(default_factory=list)
+
+
+_STATES: weakref.WeakKeyDictionary[nn.Module, _CacheState] = weakref.WeakKeyDictionary()
+
+
+def _too_many(st: _BranchState) -> RuntimeError:
+    return RuntimeError(
+        f"BAC: branch {st.name!r} was called {st.num_steps + 1} times since the last reset, but the "
+        f"schedule was made for {st.num_steps} denoising steps. Use num_inference_steps={st.num_steps}, "
+        "or calibrate / configure a schedule for your step count; call reset_state(policy) before each "
+        "denoising loop if the policy has no predict_action."
+    )
+
+
+def _output_forward(module: nn.Module, orig, st: _BranchState):
+    @functools.wraps(orig)
+    def forward(*args, **kwargs):
+        if module.training:
+            return orig(*args, **kwargs)
+        s = st.step
+        if s >= st.num_steps:
+            raise _too_many(st)
+        st.step = s + 1
+        if st.mask[s]:
+            out = orig(*args, **kwargs)
+            st.cache = out
+            return out
+        return st.cache
+
+    return forward
+
+
+def _gate_forward(module: nn.Module, orig, st: _BranchState):
+    @functools.wraps(orig)
+    def forward(*args, **kwargs):
+        s = st.step
+        if module.training or s >= st.num_steps or st.mask[s]:
+            return orig(*args, **kwargs)
+        return args[0].new_zeros(())  # placeholder: the branch output comes from the cache
+
+    return forward
+
+
+def _override_forward(module: nn.Module, new) -> Any:
+    had = "forward" in module.__dict__
+    old = module.__dict__.get("forward")
+    module.forward = new
+
+    def undo() -> None:
+        if had:
+            module.forward = old
+        else:
+            del module.forward
+
+    return undo
+
+
+def _noop_pre_hook(module: nn.Module, args: Any) -> None:
+    return None
+
+
+def apply_cache(policy: nn.Module, config: BACConfig) -> nn.Module:
+    """Wrap every registered block's branches in ``policy`` according to ``config``; returns ``policy``."""
+    if policy in _STATES:
+        raise RuntimeError("apply_cache: BAC is already applied to this policy; call remove_cache(policy) first.")
+    branches = discover_branches(policy)
+    if not branches and config.mode != "original":
+        raise ValueError(
+            f"apply_cache: no registered transformer blocks found in {type(policy).__name__}; register custom "
+            "block types with accel.register_block(MyBlock, [BranchSpec(...)])."
+        )
+    num_steps, schedule = resolve_schedule(policy, branches, config)
+    state = _CacheState(config=config, num_steps=num_steps, schedule=schedule)
+    _STATES[policy] = state
+    if config.mode == "original":
+        return policy
+    blocks_seen: set[int] = set()
+    for br in branches:
+        st = _BranchState(br.name, steps_to_mask(schedule[br.name], num_steps))
+        state.branches.append(st)
+        state.undo.append(_override_forward(br.output, _output_forward(br.output, br.output.forward, st)))
+        for g in br.gates:
+            state.undo.append(_override_forward(g, _gate_forward(g, g.forward, st)))
+        if id(br.block) not in blocks_seen:
+            blocks_seen.add(id(br.block))
+            spec = block_spec(br.block)
+            if spec is not None and spec.disable_fast_path:
+                # torch's fused encoder-layer kernel skips submodules unless a hook is attached.
+                state.undo.append(br.block.register_forward_pre_hook(_noop_pre_hook).remove)
+    method = config.reset_method
+    if method is not None and callable(getattr(policy, method, None)):
+        orig = getattr(policy, method)
+
+        @functools.wraps(orig)
+        def with_reset(*args, **kwargs):
+            steps = kwargs.get("num_inference_steps")
+            if steps is not None and steps != num_steps:
+                raise ValueError(
+                    f"{method}: num_inference_steps={steps}, but the BAC schedule was made for {num_steps} "
+                    "steps; pass the matching step count or apply a schedule made for this one."
+                )
+            reset_state(policy)
+            return orig(*args, **kwargs)
+
+        state.undo.append(_override_forward_attr(policy, method, with_reset))
+    return policy
+
+
+def _override_forward_attr(module: nn.Module, attr: str, new) -> Any:
+    had = attr in module.__dict__
+    old = module.__dict__.get(attr)
+    object.__setattr__(module, attr, new)
+
+    def undo() -> None:
+        if had:
+            object.__setattr__(module, attr, old)
+        else:
+            object.__delattr__(module, attr)
+
+    return undo
+
+
+def remove_cache(policy: nn.Module) -> nn.Module:
+    """Undo :func:`apply_cache`: restores every wrapped forward and hook; weights are never touched."""
+    state = _STATES.pop(policy, None)
+    if state is None:
+        return policy
+    for undo in reversed(state.undo):
+        undo()
+    return policy
+
+
+def reset_state(policy: nn.Module) -> None:
+    """Start a new denoising loop: step counters to 0, cached outputs dropped."""
+    state = _STATES.get(policy)
+    if state is None:
+        return
+    for st in state.branches:
+        st.step, st.cache = 0, None
+
+
+@contextlib.contextmanager
+def cache_context(policy: nn.Module, config: BACConfig) -> Iterator[nn.Module]:
+    """``with cache_context(policy, config): policy.predict_action(obs)`` — removed on exit."""
+    apply_cache(policy, config)
+    try:
+        yield policy
+    finally:
+        remove_cache(policy)
+
+
+def cache_info(policy: nn.Module) -> dict[str, Any]:
+    """Mode, step count, per-branch update steps and the fraction of branch evaluations skipped."""
+    state = _STATES.get(policy)
+    if state is None:
+        return {"mode": None}
+    total = sum(len(v) for v in state.schedule.values())
+    n = len(state.schedule) * state.num_steps
+    return {
+        "mode": state.config.mode,
+        "num_steps": state.num_steps,
+        "schedule": state.schedule,
+        "skipped_fraction": 0.0 if state.config.mode == "original" or n == 0 else 1.0 - total / n,
+    }

@@ -1,0 +1,29 @@
+"""Reference diffusion policy: a small transformer denoiser (Chi et al. layout) with DDPM/DDIM sampling.
+
+>>> policy = TinyDiffusionPolicy(DiffusionPolicyConfig(obs_dim=10, action_dim=7)).eval()
+>>> actions = policy.predict_action(obs, generator=torch.Generator().manual_seed(0))  # (B, 16, 7)
+"""
+
+from ._config import POLICY_TYPE, DiffusionPolicyConfig
+from ._normalizer import MinMaxNormalizer
+from ._policy import TinyDiffusionPolicy
+from ._reach import REACH_CONFIG, DiffusionChunkPredictor, train_reach_policy
+from ._schedulers import DDIMScheduler, DDPMScheduler, make_betas
+from ._train import make_windows, train_diffusion_policy
+from ._transformer import TransformerForDiffusion
+
+__all__ = [
+    "POLICY_TYPE",
+    "REACH_CONFIG",
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "DiffusionChunkPredictor",
+    "DiffusionPolicyConfig",
+    "MinMaxNormalizer",
+    "TinyDiffusionPolicy",
+    "TransformerForDiffusion",
+    "make_betas",
+    "make_windows",
+    "train_diffusion_policy",
+    "train_reach_policy",
+]

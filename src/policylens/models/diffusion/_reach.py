@@ -1,0 +1,106 @@
+"""Train the reference reach policy on simulated expert episodes, and drive it in the simulator.
+
+Regenerate the shipped checkpoint::
+
+    python -m policylens.models.diffusion._reach --out src/policylens/assets/diffusion_reach
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._config import DiffusionPolicyConfig
+from ._policy import TinyDiffusionPolicy
+from ._train import train_diffusion_policy
+
+REACH_CONFIG = {
+    "obs_dim": 30,
+    "action_dim": 7,
+    "horizon": 16,
+    "n_obs_steps": 2,
+    "n_action_steps": 8,
+    "n_layer": 6,
+    "n_head": 4,
+    "n_emb": 128,
+}
+ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "diffusion_reach"
+
+
+class DiffusionChunkPredictor:
+    """``obs dict -> (n_action_steps, 7)`` chunk for ``data.sim.ChunkedPolicy``.
+
+    Keeps the last ``n_obs_steps`` ``obs["state"]`` vectors (the first one repeated at episode
+    start) and reseeds its noise generator at each ``reset()`` from ``seed`` and the episode index,
+    so every caching mode sees identical initial and per-step noise in episode i.
+    """
+
+    def __init__(self, policy: TinyDiffusionPolicy, seed: int = 0, **predict_kwargs) -> None:
+        self.policy, self.seed, self.kwargs = policy, seed, predict_kwargs
+        self.history: deque[np.ndarray] = deque(maxlen=policy.config.n_obs_steps)
+        self.episode = -1
+        self.generator = torch.Generator()
+
+    def reset(self) -> None:
+        self.history.clear()
+        self.episode += 1
+        self.generator.manual_seed(self.seed * 1_000_003 + self.episode)
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        c = self.policy.config
+        state = np.asarray(obs["state"], dtype=np.float32)
+        if not self.history:
+            self.history.extend([state] * c.n_obs_steps)
+        else:
+            self.history.append(state)
+        x = torch.from_numpy(np.stack(self.history))[None]  # (1, To, O)
+        chunk = self.policy.predict_action(x, generator=self.generator, **self.kwargs)[0]  # (T, A)
+        start = c.n_obs_steps - 1
+        return chunk[start : start + c.n_action_steps].numpy()
+
+
+def train_reach_policy(
+    n_episodes: int = 1000, steps: int = 6000, seed: int = 0, log_dir: str | Path | None = None, **train_kwargs
+) -> TinyDiffusionPolicy:
+    """Expert reach episodes from ``data.sim`` -> a trained :class:`TinyDiffusionPolicy`."""
+    from policylens.data.sim import make_training_episodes
+
+    episodes = make_training_episodes("reach", n_episodes, seed=seed)
+    config = DiffusionPolicyConfig(**REACH_CONFIG)
+    return train_diffusion_policy(episodes, config, steps=steps, seed=seed, log_dir=log_dir, **train_kwargs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Train the reference diffusion policy on the sim reach task.")
+    ap.add_argument("--out", default=str(ASSET_DIR))
+    ap.add_argument("--episodes", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--log-dir", default=None)
+    ap.add_argument("--eval-episodes", type=int, default=30)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    policy = train_reach_policy(
+        args.episodes, args.steps, args.seed, args.log_dir, batch_size=args.batch_size, lr=args.lr, warmup_steps=200
+    )
+    policy.save_pretrained(args.out)
+    print(f"saved to {args.out}")
+    if args.eval_episodes:
+        from policylens.data.sim import ChunkedPolicy, evaluate_policy
+
+        pred = DiffusionChunkPredictor(policy, seed=args.seed)
+        res = evaluate_policy(
+            ChunkedPolicy(pred, k=policy.config.n_action_steps), "reach", episodes=args.eval_episodes, render=False
+        )
+        print(res)
+
+
+if __name__ == "__main__":
+    main()

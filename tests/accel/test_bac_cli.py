@@ -1,0 +1,66 @@
+"""`policylens accel` CLI: calibrate then eval on a tiny saved policy."""
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from policylens.cli._accel import app
+from policylens.models.diffusion import DiffusionPolicyConfig, TinyDiffusionPolicy
+
+
+def test_calibrate_then_eval(tmp_path):
+    torch.manual_seed(0)
+    cfg = DiffusionPolicyConfig(
+        obs_dim=4,
+        action_dim=2,
+        horizon=8,
+        n_obs_steps=2,
+        n_action_steps=4,
+        n_layer=2,
+        n_head=2,
+        n_emb=16,
+        num_inference_steps=10,
+    )
+    TinyDiffusionPolicy(cfg).save_pretrained(tmp_path / "pol")
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--policy",
+            str(tmp_path / "pol"),
+            "--out",
+            str(tmp_path / "cal.json"),
+            "--num-obs",
+            "4",
+            "--batch-size",
+            "2",
+            "--num-updates",
+            "3",
+            "--n-bu",
+            "1",
+            "--plots",
+            str(tmp_path / "plots"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "cal.json").read_text())
+    assert data["num_steps"] == 10 and all(len(v) >= 3 for v in data["schedule"].values())
+    assert (tmp_path / "plots" / "schedule.png").is_file()
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "--policy",
+            str(tmp_path / "pol"),
+            "--calibration",
+            str(tmp_path / "cal.json"),
+            "--calls",
+            "2",
+            "--num-updates",
+            "3",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "optimal" in res.output and "uniform" in res.output and "1.00x" in res.output

@@ -1,0 +1,39 @@
+"""The docs examples of the diffusion policy and BAC run, and the shipped reach checkpoint loads."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from policylens.models.diffusion import TinyDiffusionPolicy
+from policylens.models.diffusion._reach import ASSET_DIR
+
+DOCS = Path(__file__).resolve().parents[3] / "docs"
+
+
+def _first_python_block(path: Path) -> str:
+    return re.search(r"```python\n(.*?)```", path.read_text(), re.S).group(1)
+
+
+def test_diffusion_policy_doc_example(tmp_path, monkeypatch):
+    code = re.search(r"## Example\n\n```python\n(.*?)```", (DOCS / "diffusion_policy.md").read_text(), re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(code, scope)
+    assert scope["actions"].shape == (4, 16, 7)
+    assert json.loads((tmp_path / "my_policy" / "config.json").read_text())["type"] == "tiny_diffusion_policy"
+
+
+@pytest.mark.skipif(not (ASSET_DIR / "config.json").is_file(), reason="reach checkpoint not generated")
+def test_shipped_checkpoint_and_bac_doc_example(tmp_path, monkeypatch):
+    policy = TinyDiffusionPolicy.from_pretrained(ASSET_DIR)
+    assert policy.config.num_inference_steps == 100 and policy.config.obs_dim == 30
+    assert sum(f.stat().st_size for f in ASSET_DIR.iterdir()) < 20 * 2**20
+    monkeypatch.chdir(Path(__file__).resolve().parents[3])
+    torch.set_num_threads(1)
+    code = _first_python_block(DOCS / "bac.md").replace('"bac_calibration.json"', repr(str(tmp_path / "c.json")))
+    scope: dict = {}
+    exec(code, scope)
+    assert scope["actions"].shape == (1, 16, 7) and (tmp_path / "c.json").is_file()
