@@ -22,3 +22,14 @@ def test_train_vla_then_eval_in_closed_loop(tmp_path):
     assert result.exit_code == 0, result.output
     assert "success" in result.output
     assert "(0/1)" in result.output or "(1/1)" in result.output
+
+
+def test_train_diffusion_then_eval_without_rendering(tmp_path):
+    out = tmp_path / "dp"
+    args = ["train", "diffusion", "--out", str(out), "--episodes", "2", "--steps", "2", "--batch-size", "4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["type"] == "tiny_diffusion_policy"
+    result = runner.invoke(app, ["sim", "eval", "--policy", str(out), "--episodes", "1", "--no-render"])
+    assert result.exit_code == 0, result.output
+    assert "on reach: success" in result.output

@@ -32,3 +32,26 @@ def vla(
     ]
     losses = train_vla(model, eps, VLATrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr=lr), out)
     typer.echo(f"trained {len(losses)} steps; final loss {losses[-1]:.4f}; checkpoint in {out}")
+
+
+@app.command("diffusion")
+def diffusion(
+    out: str = typer.Option("runs/diffusion_reach", help="Output directory for config.json + model.safetensors."),
+    episodes: int = typer.Option(1000, min=1, help="Expert reach episodes to generate (state only)."),
+    steps: int = typer.Option(6000, min=1, help="Optimiser steps."),
+    batch_size: int = typer.Option(64, min=1),
+    lr: float = typer.Option(5e-4),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(1, min=1, help="torch threads (1 is fastest on a shared 2-core machine)."),
+) -> None:
+    """Train TinyDiffusionPolicy (DDPM, 100 steps) on expert reach episodes; TensorBoard logs in OUT/tb."""
+    import torch
+
+    from policylens.models.diffusion import train_reach_policy
+
+    torch.set_num_threads(threads)
+    policy = train_reach_policy(
+        episodes, steps, seed, log_dir=f"{out}/tb", batch_size=batch_size, lr=lr, warmup_steps=min(200, steps)
+    )
+    policy.save_pretrained(out)
+    typer.echo(f"trained {steps} steps; checkpoint in {out}")
