@@ -126,3 +126,13 @@ def test_predict_chunk_from_one_observation(vla):
     )
     ref = vla.sample_actions(batch, generator=torch.Generator().manual_seed(0))[0].numpy()
     np.testing.assert_array_equal(chunk, ref)
+
+
+def test_use_state_false_ignores_the_state():
+    torch.manual_seed(0)
+    vla = TinyVLA(TinyVLAConfig(**SMALL, use_state=False)).eval()
+    batch = vla.example_batch(1)
+    a = vla.sample_actions(batch, generator=torch.Generator().manual_seed(0))
+    batch["state"] = batch["state"] + 5.0
+    b = vla.sample_actions(batch, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -17,12 +17,13 @@ def vla(
     seed: int = typer.Option(0),
     image_size: int = typer.Option(224, help="Camera image size (a multiple of the patch size 14)."),
     lr: float = typer.Option(3e-4, help="Peak learning rate (cosine decay after warm-up)."),
+    use_state: bool = typer.Option(True, help="Feed the proprio state token (--no-use-state: images + text only)."),
 ) -> None:
     """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK."""
     from policylens.data.sim import make_training_episodes
     from policylens.models import TinyVLA, TinyVLAConfig, VLATrainConfig, train_vla
 
-    model = TinyVLA(TinyVLAConfig(image_size=image_size))
+    model = TinyVLA(TinyVLAConfig(image_size=image_size, use_state=use_state))
     raw = make_training_episodes(
         task, episodes, seed=seed, render=True, image_size=image_size, cameras=model.config.cameras
     )

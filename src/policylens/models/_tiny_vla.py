@@ -192,6 +192,8 @@ class TinyVLA(nn.Module):
         for i, (k, v) in enumerate(kv):
             cache.update(k, v, i)
         w = self.config.expert_width
+        if not self.config.use_state:
+            state = torch.zeros_like(state)
         time = _time_embedding(t, w).to(x_t.dtype)[:, None].expand(-1, x_t.shape[1], -1)
         actions = self.time_mlp(torch.cat([self.action_in(x_t), time], -1))  # (B, H, w)
         suffix = torch.cat([self.state_proj(state)[:, None], actions], 1)  # (B, 1 + H, w)

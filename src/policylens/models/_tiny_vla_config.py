@@ -14,7 +14,9 @@ class TinyVLAConfig:
     Defaults: 224×224 images through a patch-14 SigLIP tower (256 tokens per camera),
     two cameras (a side view and the wrist), a 4-layer Gemma decoder of width 128 and an
     action expert of width 64 that shares the decoder's attention (same depth, heads
-    and head size), predicting chunks of ``chunk_size`` 7-D actions.
+    and head size), predicting chunks of ``chunk_size`` 7-D actions. ``use_state=False``
+    blanks the proprio state token, so the policy must act from images and language alone
+    (the proprio state lets a small policy copy its own motion instead of looking).
     """
 
     cameras: tuple[str, ...] = ("varied_camera_1", "hand_camera")
@@ -34,6 +36,7 @@ class TinyVLAConfig:
     action_dim: int = 7
     chunk_size: int = 8
     flow_steps: int = 10
+    use_state: bool = True
 
     def __post_init__(self) -> None:
         self.cameras = tuple(self.cameras)
@@ -47,7 +50,7 @@ class TinyVLAConfig:
             raise ValueError(f"TinyVLAConfig: heads={self.heads} is not a multiple of kv_heads={self.kv_heads}")
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, int) and value <= 0:
+            if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
                 raise ValueError(f"TinyVLAConfig.{f.name}={value} must be positive")
 
     @property
