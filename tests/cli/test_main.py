@@ -23,7 +23,8 @@ def test_demo_captures_every_default_tap():
     assert [r["tap"] for r in result.rows][1] == "llm.layers.-2.out"
     expert = next(r for r in result.rows if r["tap"].startswith("expert"))
     assert expert["calls"] == 10 and expert["shape"] == (1, 9, 64)
-    assert result.span_counts["image[hand_camera]"] == [256]
+    per_image = load_model("tiny_vla").config.tokens_per_image
+    assert result.span_counts["image[hand_camera]"] == [per_image]
     assert result.actions.shape == (1, 8, 7)
 
 
