@@ -13,18 +13,22 @@ app = typer.Typer(help="Diffusion inference caching (BAC): calibrate and evaluat
 console = Console()
 
 
-def _load(policy_dir: Path, obs_path: Path | None, num_obs: int, seed: int):
+def _load(policy_spec: str, obs_path: Path | None, num_obs: int, seed: int):
     from policylens.accel import load_observations, random_observations
-    from policylens.models.diffusion import TinyDiffusionPolicy
+    from policylens.models import TinyDiffusionPolicy, load_policy
 
-    policy = TinyDiffusionPolicy.from_pretrained(policy_dir)
+    policy = load_policy(policy_spec)
+    if not isinstance(policy, TinyDiffusionPolicy):
+        raise typer.BadParameter(f"{policy_spec!r} is a {type(policy).__name__}, not a TinyDiffusionPolicy")
     obs = load_observations(obs_path) if obs_path else random_observations(policy, num_obs, seed)
     return policy, obs
 
 
 @app.command()
 def calibrate(
-    policy: Annotated[Path, typer.Option(help="TinyDiffusionPolicy directory (config.json + model.safetensors).")],
+    policy: Annotated[
+        str, typer.Option(help="TinyDiffusionPolicy directory or the built-in name tiny_diffusion_policy.")
+    ],
     out: Annotated[Path, typer.Option(help="Calibration JSON to write.")],
     obs: Annotated[
         Path | None, typer.Option(help="safetensors with 'obs' (N, n_obs_steps, obs_dim); default: random.")
@@ -62,7 +66,7 @@ def calibrate(
 
 @app.command("eval")
 def evaluate(
-    policy: Annotated[Path, typer.Option(help="TinyDiffusionPolicy directory.")],
+    policy: Annotated[str, typer.Option(help="TinyDiffusionPolicy directory or tiny_diffusion_policy.")],
     calibration: Annotated[Path | None, typer.Option(help="Calibration JSON (for --mode optimal).")] = None,
     mode: Annotated[list[str] | None, typer.Option(help="Modes to compare (repeatable); default all three.")] = None,
     num_updates: Annotated[int, typer.Option(help="Uniform: updates per branch.")] = 10,
