@@ -80,3 +80,23 @@ def eager_twin(model: torch.nn.Module) -> torch.nn.Module:
     twin = copy.deepcopy(model)
     twin.set_attn_implementation("eager")
     return twin
+
+
+def tiny_diffusion_policy(seed: int = 0, steps: int = 12, n_cond_layers: int = 0):
+    """A 2-layer TinyDiffusionPolicy (obs 4, action 2, horizon 8) with ``steps`` denoising steps."""
+    from policylens.models.diffusion import DiffusionPolicyConfig, TinyDiffusionPolicy
+
+    torch.manual_seed(seed)
+    cfg = DiffusionPolicyConfig(
+        obs_dim=4,
+        action_dim=2,
+        horizon=8,
+        n_obs_steps=2,
+        n_action_steps=4,
+        n_layer=2,
+        n_head=2,
+        n_emb=16,
+        n_cond_layers=n_cond_layers,
+        num_inference_steps=steps,
+    )
+    return TinyDiffusionPolicy(cfg).eval()

@@ -18,23 +18,11 @@ from policylens.accel import (
     save_plots,
     step_matrices,
 )
-from policylens.models.diffusion import DiffusionPolicyConfig, TinyDiffusionPolicy
+from zoo import tiny_diffusion_policy
 
 
 def _policy(seed=0, steps=12):
-    torch.manual_seed(seed)
-    cfg = DiffusionPolicyConfig(
-        obs_dim=4,
-        action_dim=2,
-        horizon=8,
-        n_obs_steps=2,
-        n_action_steps=4,
-        n_layer=2,
-        n_head=2,
-        n_emb=16,
-        num_inference_steps=steps,
-    )
-    return TinyDiffusionPolicy(cfg).eval()
+    return tiny_diffusion_policy(seed=seed, steps=steps)
 
 
 @pytest.fixture(scope="module")

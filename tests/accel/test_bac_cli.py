@@ -2,27 +2,14 @@
 
 import json
 
-import torch
 from typer.testing import CliRunner
 
 from policylens.cli._accel import app
-from policylens.models.diffusion import DiffusionPolicyConfig, TinyDiffusionPolicy
+from zoo import tiny_diffusion_policy
 
 
 def test_calibrate_then_eval(tmp_path):
-    torch.manual_seed(0)
-    cfg = DiffusionPolicyConfig(
-        obs_dim=4,
-        action_dim=2,
-        horizon=8,
-        n_obs_steps=2,
-        n_action_steps=4,
-        n_layer=2,
-        n_head=2,
-        n_emb=16,
-        num_inference_steps=10,
-    )
-    TinyDiffusionPolicy(cfg).save_pretrained(tmp_path / "pol")
+    tiny_diffusion_policy(steps=10).save_pretrained(tmp_path / "pol")
     runner = CliRunner()
     res = runner.invoke(
         app,

@@ -18,7 +18,7 @@ from policylens.accel import (
     reset_state,
     unregister_block,
 )
-from policylens.models.diffusion import DiffusionPolicyConfig, TinyDiffusionPolicy
+from zoo import tiny_diffusion_policy
 
 
 class Double(nn.Module):
@@ -143,20 +143,7 @@ def test_encoder_fast_path_disabled_only_while_caching(monkeypatch):
 
 
 def _policy(n_cond_layers=0):
-    torch.manual_seed(0)
-    cfg = DiffusionPolicyConfig(
-        obs_dim=4,
-        action_dim=2,
-        horizon=8,
-        n_obs_steps=2,
-        n_action_steps=4,
-        n_layer=2,
-        n_head=2,
-        n_emb=16,
-        n_cond_layers=n_cond_layers,
-        num_inference_steps=12,
-    )
-    return TinyDiffusionPolicy(cfg).eval()
+    return tiny_diffusion_policy(n_cond_layers=n_cond_layers)
 
 
 def test_discovery_names_and_layers():

@@ -53,30 +53,23 @@ class TransformerForDiffusion(nn.Module):
         self.time_emb = SinusoidalPosEmb(c.n_emb)
         self.cond_obs_emb = nn.Linear(c.obs_dim, c.n_emb)
         self.cond_pos_emb = nn.Parameter(torch.zeros(1, n_cond_tokens, c.n_emb))
+        layer_args = {  # encoder and decoder blocks share these, as in the original
+            "d_model": c.n_emb,
+            "nhead": c.n_head,
+            "dim_feedforward": 4 * c.n_emb,
+            "dropout": c.p_drop_attn,
+            "activation": "gelu",
+            "batch_first": True,
+            "norm_first": True,
+        }
         if c.n_cond_layers > 0:
-            enc_layer = nn.TransformerEncoderLayer(
-                d_model=c.n_emb,
-                nhead=c.n_head,
-                dim_feedforward=4 * c.n_emb,
-                dropout=c.p_drop_attn,
-                activation="gelu",
-                batch_first=True,
-                norm_first=True,
-            )
+            enc_layer = nn.TransformerEncoderLayer(**layer_args)
             self.encoder: nn.Module = nn.TransformerEncoder(
                 enc_layer, num_layers=c.n_cond_layers, enable_nested_tensor=False
             )
         else:
             self.encoder = nn.Sequential(nn.Linear(c.n_emb, 4 * c.n_emb), nn.Mish(), nn.Linear(4 * c.n_emb, c.n_emb))
-        dec_layer = nn.TransformerDecoderLayer(
-            d_model=c.n_emb,
-            nhead=c.n_head,
-            dim_feedforward=4 * c.n_emb,
-            dropout=c.p_drop_attn,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
+        dec_layer = nn.TransformerDecoderLayer(**layer_args)
         self.decoder = nn.TransformerDecoder(dec_layer, num_layers=c.n_layer)
         if c.causal_attn:
             tgt_mask, mem_mask = _causal_masks(c.horizon, n_cond_tokens)
