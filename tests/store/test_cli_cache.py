@@ -131,10 +131,13 @@ def test_build_other_kinds_and_bad_dataset(tmp_path):
         batch_size=2,
         progress=False,
     )
-    assert m["fields"]["teacher_hidden"]["shape"] == [2, 544, 128]
+    from policylens.models import ByteTokenizer, load_model
+
+    prefix = load_model("tiny_vla").config.prefix_len  # image tokens of every camera + text tokens
+    assert m["fields"]["teacher_hidden"]["shape"] == [2, prefix, 128]
     m = build_cache("tiny_vla", "synthetic:2", str(tmp_path / "t"), kind="token_level", batch_size=2, progress=False)
-    assert m["fields"]["labels"] == {"shape": [544], "dtype": "int64", "role": "feature"}
-    assert open_store(tmp_path / "t")[0]["labels"].max() < 512
+    assert m["fields"]["labels"] == {"shape": [prefix], "dtype": "int64", "role": "feature"}
+    assert open_store(tmp_path / "t")[0]["labels"].max() < ByteTokenizer.vocab_size
     with pytest.raises(StoreError, match="no trajectory.h5 under /x"):
         build_cache("tiny_vla", "droid:/x", str(tmp_path / "x"), progress=False)
 
