@@ -48,3 +48,16 @@ def intrinsics_from(raw: np.ndarray | None) -> np.ndarray | None:
 
 def decode_attr(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_core(f: h5py.File, path: Path) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """The fields every DROID layout shares: actions ``(T, 7)`` (ee target + gripper), proprio
+    ``(T, 7)`` (ee pose + gripper) as float32, and the ``current_task`` attribute if present."""
+    cart = need(f, "action/cartesian_position", path, "(T, 6) absolute ee targets")
+    grip = need(f, "action/gripper_position", path, "(T,) gripper targets in [0, 1]")
+    ocart = need(f, "observation/robot_state/cartesian_position", path, "(T, 6) ee poses")
+    ogrip = need(f, "observation/robot_state/gripper_position", path, "(T,) gripper positions")
+    task = decode_attr(f.attrs["current_task"]) if "current_task" in f.attrs else None
+    actions = np.concatenate([cart, grip.reshape(-1, 1)], axis=1).astype(np.float32)
+    proprio = np.concatenate([ocart, ogrip.reshape(-1, 1)], axis=1).astype(np.float32)
+    return actions, proprio, task

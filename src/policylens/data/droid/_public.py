@@ -23,7 +23,7 @@ import numpy as np
 
 from .._episode import CameraCalibration, Episode, EpisodeFormatError
 from .._frames import VideoFrames, read_video
-from ._h5 import decode_attr, extrinsics_series, fixed_or_series, intrinsics_from, maybe, need
+from ._h5 import extrinsics_series, fixed_or_series, intrinsics_from, maybe, read_core
 
 SERIAL_KEYS = {
     "ext1_cam_serial": "varied_camera_1",
@@ -42,12 +42,8 @@ def open_public_episode(path: Path) -> Episode:
     if not traj.is_file():
         raise EpisodeFormatError(f"{traj} is missing; a public DROID episode holds trajectory.h5")
     with h5py.File(traj, "r") as f:
-        cart = need(f, "action/cartesian_position", traj, "(T, 6) absolute ee targets")
-        grip = need(f, "action/gripper_position", traj, "(T,) gripper targets")
-        ocart = need(f, "observation/robot_state/cartesian_position", traj, "(T, 6) ee poses")
-        ogrip = need(f, "observation/robot_state/gripper_position", traj, "(T,) gripper positions")
+        actions, proprio, task_attr = read_core(f, traj)
         enabled = maybe(f, "observation/controller_info/movement_enabled")
-        task_attr = decode_attr(f.attrs["current_task"]) if "current_task" in f.attrs else None
         serials = {}
         for key, cam in SERIAL_KEYS.items():
             if key in meta:
@@ -67,7 +63,7 @@ def open_public_episode(path: Path) -> Episode:
     instruction = meta.get("current_task", task_attr)
     if instruction is None:
         raise EpisodeFormatError(f"{meta_file} has no 'current_task' (the instruction) and neither has {traj}")
-    T_all = len(cart)
+    T_all = len(actions)
     keep = np.ones(T_all, dtype=bool) if enabled is None else np.asarray(enabled, dtype=bool)
     steps = np.flatnonzero(keep)
     cameras, calibration = {}, {}
@@ -89,8 +85,8 @@ def open_public_episode(path: Path) -> Episode:
     return Episode(
         path=path,
         instruction=str(instruction),
-        actions=np.concatenate([cart, grip.reshape(-1, 1)], axis=1)[steps].astype(np.float32),
-        proprio=np.concatenate([ocart, ogrip.reshape(-1, 1)], axis=1)[steps].astype(np.float32),
+        actions=actions[steps],
+        proprio=proprio[steps],
         cameras=cameras,
         calibration=calibration,
         success=bool(meta["success"]) if "success" in meta else path.parent.parent.name == "success",

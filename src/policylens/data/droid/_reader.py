@@ -10,7 +10,7 @@ import numpy as np
 
 from .._episode import CameraCalibration, Episode, EpisodeFormatError
 from .._frames import ImageFrames, VideoFrames
-from ._h5 import decode_attr, extrinsics_series, fixed_or_series, intrinsics_from, maybe, need
+from ._h5 import extrinsics_series, fixed_or_series, intrinsics_from, maybe, read_core
 from ._public import open_public_episode
 
 CAMERAS = ("varied_camera_1", "varied_camera_2", "hand_camera")
@@ -38,16 +38,12 @@ def _open_export(path: Path) -> Episode:
             "(plus instruction.txt and recordings/, or metadata_*.json for the public release)"
         )
     with h5py.File(traj, "r") as f:
-        cart = need(f, "action/cartesian_position", traj, "(T, 6) absolute ee targets")
-        grip = need(f, "action/gripper_position", traj, "(T,) gripper targets in [0, 1]")
-        ocart = need(f, "observation/robot_state/cartesian_position", traj, "(T, 6) ee poses")
-        ogrip = need(f, "observation/robot_state/gripper_position", traj, "(T,) gripper positions")
+        actions, proprio, attr_task = read_core(f, traj)
         state = maybe(f, "observation/policylens/state")
         ext_raw = {c: maybe(f, f"observation/camera_extrinsics/{c}") for c in CAMERAS}
         int_raw = {c: maybe(f, f"observation/camera_intrinsics/{c}") for c in CAMERAS}
-        attr_task = decode_attr(f.attrs["current_task"]) if "current_task" in f.attrs else None
         success_attr = bool(f.attrs["success"]) if "success" in f.attrs else None
-    T = len(cart)
+    T = len(actions)
     instruction = _instruction(path, attr_task)
     calib_json = _read_json(path / "calibration.json")
     meta = _read_json(path / "metadata.json") or {}
@@ -79,8 +75,8 @@ def _open_export(path: Path) -> Episode:
     return Episode(
         path=path,
         instruction=instruction,
-        actions=np.concatenate([cart, grip.reshape(T, 1)], axis=1).astype(np.float32),
-        proprio=np.concatenate([ocart, ogrip.reshape(T, 1)], axis=1).astype(np.float32),
+        actions=actions,
+        proprio=proprio,
         state=None if state is None else state.astype(np.float32),
         cameras=cameras,
         calibration=calibration,
