@@ -61,24 +61,9 @@ def _reference_feature(layer: int, batch: dict) -> torch.Tensor:
 
 def test_build_tiny_vla_matches_reference_and_resumes(tmp_path):
     out = str(tmp_path / "c")
-    res = runner.invoke(
-        app,
-        [
-            "build",
-            "--dataset",
-            "synthetic:3",
-            "--layer",
-            "-2",
-            "--dtype",
-            "float32",
-            "--batch-size",
-            "2",
-            "--store-input",
-            "input_ids",
-            "--out",
-            out,
-        ],
-    )
+    command = ["build", "--dataset", "synthetic:3", "--layer", "-2", "--dtype", "float32", "--batch-size", "2"]
+    command += ["--store-input", "input_ids", "--out", out]
+    res = runner.invoke(app, command)
     assert res.exit_code == 0, res.output
     assert "complete [[0, 3]]" in res.output
     ds = open_store(out)
@@ -98,24 +83,7 @@ def test_build_tiny_vla_matches_reference_and_resumes(tmp_path):
     assert torch.equal(ds[[0, 1, 2]]["input_ids"], batch["input_ids"])
     chunk = tmp_path / "c" / "data" / "target_features" / "c" / "0" / "0"
     before = (chunk.read_bytes(), chunk.stat().st_mtime_ns)
-    res = runner.invoke(
-        app,
-        [
-            "build",
-            "--dataset",
-            "synthetic:3",
-            "--layer",
-            "-2",
-            "--dtype",
-            "float32",
-            "--batch-size",
-            "2",
-            "--store-input",
-            "input_ids",
-            "--out",
-            out,
-        ],
-    )
+    res = runner.invoke(app, command)
     assert res.exit_code == 0, res.output  # same command again: resume, nothing left to do
     assert (chunk.read_bytes(), chunk.stat().st_mtime_ns) == before  # not rewritten
 
