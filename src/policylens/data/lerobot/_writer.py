@@ -8,6 +8,10 @@ data/chunk-000/file-000.parquet
 videos/observation.images.<camera>/chunk-000/file-000.mp4   (all episodes, back to back)
 meta/policylens.json   (extra: per-episode success, scene, camera intrinsics; ignored by LeRobot)
 ```
+Statistics (see ``_stats``) as lerobot 0.4.4 writes them: per episode, one ``stats/<feature>/<stat>`` column
+in ``meta/episodes`` for every feature (vectors, index/timestamp columns, videos, segmentation masks) and stat
+(min, max, mean, std, count, q01, q10, q50, q90, q99); ``meta/stats.json`` aggregates them like lerobot's
+``aggregate_stats``, so lerobot's ``delete_episodes`` / ``split_dataset`` recompute it consistently.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class LeRobotWriter:
     def add_episode(self, rec: dict) -> None:
         T, ep = len(rec["actions"]), len(self.episodes)
         task_index = self.tasks.setdefault(rec["instruction"], len(self.tasks))
+        ep_stats: dict[str, dict] = {}
         cols = {
             "observation.state": rec["state"],
             "observation.proprio": rec["proprio"],
@@ -75,7 +80,7 @@ class LeRobotWriter:
         for key, arr in cols.items():
             self.features.setdefault(key, _vec(key.split(".")[-1], arr.shape[1]))
             self.rows.setdefault(key, []).extend(arr.astype(np.float32))
-            self.stats.setdefault(key, RunningStats()).update(arr)
+            ep_stats[key] = self.stats.setdefault(key, RunningStats()).update(arr)
         ints = {
             "timestamp": np.arange(T, dtype=np.float32) / self.fps,
             "frame_index": np.arange(T),
@@ -85,7 +90,7 @@ class LeRobotWriter:
         }
         for key, arr in ints.items():
             self.rows.setdefault(key, []).extend(arr.tolist())
-            self.stats.setdefault(key, RunningStats()).update(arr.reshape(T, 1))
+            ep_stats[key] = self.stats.setdefault(key, RunningStats()).update(arr)
         meta = {
             "episode_index": ep,
             "tasks": [rec["instruction"]],
@@ -128,7 +133,7 @@ class LeRobotWriter:
                     "has_audio": False,
                 },
             }
-            self.stats.setdefault(key, RunningStats(image=True)).update(frames[:: max(1, T // 8)])
+            ep_stats[key] = self.stats.setdefault(key, RunningStats(image=True)).update(frames)
             if self.masks and "segmentation" in rec:
                 mkey = f"observation.segmentation.{cam}"
                 self.features[mkey] = {
@@ -136,7 +141,10 @@ class LeRobotWriter:
                     "shape": [frames.shape[1], frames.shape[2], 1],
                     "names": ["height", "width", "channels"],
                 }
-                self.rows.setdefault(mkey, []).extend(_png(m) for m in rec["segmentation"][cam])
+                masks = np.asarray(rec["segmentation"][cam], dtype=np.uint8)
+                self.rows.setdefault(mkey, []).extend(_png(m) for m in masks)
+                ep_stats[mkey] = self.stats.setdefault(mkey, RunningStats(image=True)).update(masks)
+        meta.update({f"stats/{k}/{s}": v for k, st in ep_stats.items() for s, v in st.items()})
         meta["meta/episodes/chunk_index"], meta["meta/episodes/file_index"] = 0, 0
         self.episodes.append(meta)
         self.extra.append(
