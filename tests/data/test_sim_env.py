@@ -84,6 +84,8 @@ def test_state_layout_encodes_target():
         assert onehot.sum() == 1 and int(onehot.argmax()) == env.scene_spec.target
         pos = env.scene.object_positions()
         np.testing.assert_allclose(s[7 : 7 + pos.size], pos.reshape(-1), atol=1e-6)
+        np.testing.assert_allclose(s[27:30], pos[env.scene_spec.target], atol=1e-6)
+        assert STATE_DIM == 33 and not s[30:].any()  # no tray in reach
         assert env.scene_spec.objects[env.scene_spec.target].name in obs["instruction"]
         assert "images" not in obs
 
@@ -97,3 +99,20 @@ def test_bad_inputs_are_named():
         env.reset(seed=0)
         with pytest.raises(ValueError, match=r"\(7,\)"):
             env.step(np.zeros(6))
+
+
+@pytest.mark.parametrize("task", ["reach", "put_in_tray"])
+def test_gripper_starts_at_the_sampled_point_pointing_down(task):
+    from policylens.data.sim._tasks import START_REGION
+
+    with SimEnv(task, image_size=64, render=False) as env:
+        starts = []
+        for seed in range(4):
+            obs = env.reset(seed=seed)
+            start = np.asarray(env.scene_spec.start_ee)
+            for (lo, hi), value in zip(START_REGION, start, strict=True):
+                assert lo <= value <= hi
+            np.testing.assert_allclose(obs["proprio"][:3], start, atol=2e-3)
+            np.testing.assert_allclose(obs["proprio"][3:6], 0.0, atol=1e-2)  # top-down
+            starts.append(start)
+        assert len({tuple(s.round(4)) for s in starts}) == 4  # the start changes with the layout

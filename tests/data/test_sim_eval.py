@@ -57,3 +57,26 @@ def test_training_episodes_are_deterministic_and_shaped():
     )[0]
     assert imgs["images"]["hand_camera"].shape[1:] == (32, 32, 3)
     assert list(imgs["image_steps"]) == list(range(0, len(imgs["action"]), 3))
+
+
+def test_action_noise_perturbs_execution_but_not_labels():
+    from policylens.data.sim import SimEnv, expert_action
+    from policylens.data.sim._record import record_episode
+
+    clean = make_training_episodes("reach", 1, seed=3, progress=False)[0]
+    noisy = make_training_episodes("reach", 1, seed=3, progress=False, action_noise=0.02)[0]
+    again = make_training_episodes("reach", 1, seed=3, progress=False, action_noise=0.02)[0]
+    np.testing.assert_array_equal(noisy["obs"], again["obs"])  # seeded noise
+    np.testing.assert_array_equal(clean["obs"][0], noisy["obs"][0])  # same layout and start
+    assert not np.allclose(clean["obs"][2, :3], noisy["obs"][2, :3], atol=1e-3)  # execution drifted
+    # every recorded action is the clean expert's answer in the state it was recorded from
+    with SimEnv("reach", render=False) as env:
+        env.reset(seed=300_000)
+        assert np.array_equal(env.state(), noisy["obs"][0])
+        np.testing.assert_allclose(noisy["action"][0], expert_action(env), atol=1e-6)
+        rng = np.random.default_rng([300_000, 7])
+        env.step(noisy["action"][0] + np.r_[rng.normal(0.0, 0.02, 3), np.zeros(4)].astype(np.float32))
+        np.testing.assert_allclose(env.state(), noisy["obs"][1], atol=1e-5)
+        np.testing.assert_allclose(noisy["action"][1], expert_action(env), atol=1e-5)
+    with SimEnv("reach", render=False) as env, pytest.raises(ValueError, match="action_noise"):
+        record_episode(env, 0, action_noise=-1.0)

@@ -36,8 +36,9 @@ def eval_policy(
     render: Annotated[bool, typer.Option(help="Render camera images (state-only policies can skip it).")] = True,
 ) -> None:
     """Run closed-loop rollouts and print the success rate with its 95% Wilson interval."""
-    from policylens.data.sim import ExpertPolicy, evaluate_policy
+    from policylens.data.sim import CAMERAS, ExpertPolicy, evaluate_policy
 
+    cameras = CAMERAS
     if policy == "expert":
         agent = ExpertPolicy()
         render = False
@@ -51,9 +52,12 @@ def eval_policy(
         agent = load_policy(policy)
         config = getattr(agent, "config", None)
         image_size = getattr(config, "image_size", image_size)  # render at the size the policy was trained on
+        cameras = getattr(config, "cameras", cameras)  # and only the cameras it reads
         if isinstance(agent, TinyDiffusionPolicy):  # keeps its observation history; seeded noise per episode
             agent = ChunkedPolicy(DiffusionChunkPredictor(agent, seed=seed), k=agent.config.n_action_steps)
         elif not hasattr(agent, "act"):  # a chunk predictor: run the first half of each chunk
             agent = ChunkedPolicy(agent, k=max(1, getattr(config, "chunk_size", 8) // 2))
-    result = evaluate_policy(agent, task, episodes=episodes, seed=seed, image_size=image_size, render=render)
+    result = evaluate_policy(
+        agent, task, episodes=episodes, seed=seed, image_size=image_size, render=render, cameras=cameras
+    )
     typer.echo(f"{policy} on {task}: {result}")

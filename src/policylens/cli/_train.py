@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+NOISE_HELP = "DART noise std (m) added to the executed expert xyz; the recorded labels stay clean."
 app = typer.Typer(help="Train the reference policies on simulated expert episodes.", no_args_is_help=True)
 
 
@@ -18,6 +19,7 @@ def vla(
     image_size: int = typer.Option(224, help="Camera image size (a multiple of the patch size 14)."),
     lr: float = typer.Option(3e-4, help="Peak learning rate (cosine decay after warm-up)."),
     use_state: bool = typer.Option(True, help="Feed the proprio state token (--no-use-state: images + text only)."),
+    action_noise: float = typer.Option(0.02, min=0.0, help=NOISE_HELP),
 ) -> None:
     """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK."""
     from policylens.data.sim import make_training_episodes
@@ -25,7 +27,13 @@ def vla(
 
     model = TinyVLA(TinyVLAConfig(image_size=image_size, use_state=use_state))
     raw = make_training_episodes(
-        task, episodes, seed=seed, render=True, image_size=image_size, cameras=model.config.cameras
+        task,
+        episodes,
+        seed=seed,
+        render=True,
+        image_size=image_size,
+        cameras=model.config.cameras,
+        action_noise=action_noise,
     )
     eps = [
         {"images": e["images"], "state": e["proprio"], "action": e["action"], "instruction": e["instruction"]}
@@ -38,12 +46,13 @@ def vla(
 @app.command("diffusion")
 def diffusion(
     out: str = typer.Option("runs/diffusion_reach", help="Output directory for config.json + model.safetensors."),
-    episodes: int = typer.Option(1000, min=1, help="Expert reach episodes to generate (state only)."),
+    episodes: int = typer.Option(1500, min=1, help="Expert reach episodes to generate (state only)."),
     steps: int = typer.Option(6000, min=1, help="Optimiser steps."),
     batch_size: int = typer.Option(64, min=1),
     lr: float = typer.Option(5e-4),
     seed: int = typer.Option(0),
     threads: int = typer.Option(1, min=1, help="torch threads (1 is fastest on a shared 2-core machine)."),
+    action_noise: float = typer.Option(0.02, min=0.0, help=NOISE_HELP),
 ) -> None:
     """Train TinyDiffusionPolicy (DDPM, 100 steps) on expert reach episodes; TensorBoard logs in OUT/tb."""
     import torch
@@ -52,7 +61,14 @@ def diffusion(
 
     torch.set_num_threads(threads)
     policy = train_reach_policy(
-        episodes, steps, seed, log_dir=f"{out}/tb", batch_size=batch_size, lr=lr, warmup_steps=min(200, steps)
+        episodes,
+        steps,
+        seed,
+        log_dir=f"{out}/tb",
+        action_noise=action_noise,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=min(200, steps),
     )
     policy.save_pretrained(out)
     typer.echo(f"trained {steps} steps; checkpoint in {out}")

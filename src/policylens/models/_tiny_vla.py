@@ -162,7 +162,10 @@ class TinyVLA(nn.Module):
         """Prefix embeddings ``(B, P, width)``: image features placed at image tokens."""
         b = pixel_values.shape[0]
         feats = self.paligemma.get_image_features(pixel_values.flatten(0, 1)).pooler_output  # (B*n, 256, W)
-        feats = feats.reshape(b, -1, feats.shape[-1]) / math.sqrt(self.config.width)
+        # fed unscaled, as transformers >= 5 PaliGemma does (Gemma's sqrt(width) now lives in
+        # embed_tokens, so text alone is scaled); dividing by sqrt(width) here, the pre-v5
+        # convention, left image tokens ~11x quieter than text and the policy ignored its cameras
+        feats = feats.reshape(b, -1, feats.shape[-1])
         embeds = self.paligemma.language_model.embed_tokens(input_ids)
         is_image = (input_ids == ByteTokenizer.image_id)[..., None]
         return embeds.masked_scatter(is_image, feats.to(embeds.dtype))

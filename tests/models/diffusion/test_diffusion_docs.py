@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from policylens.data.sim import STATE_DIM
 from policylens.models.diffusion import TinyDiffusionPolicy
 from policylens.models.diffusion._reach import ASSET_DIR
 
@@ -29,7 +30,7 @@ def test_diffusion_policy_doc_example(tmp_path, monkeypatch):
 @pytest.mark.skipif(not (ASSET_DIR / "config.json").is_file(), reason="reach checkpoint not generated")
 def test_shipped_checkpoint_and_bac_doc_example(tmp_path, monkeypatch):
     policy = TinyDiffusionPolicy.from_pretrained(ASSET_DIR)
-    assert policy.config.num_inference_steps == 100 and policy.config.obs_dim == 30
+    assert policy.config.num_inference_steps == 100 and policy.config.obs_dim == STATE_DIM
     assert sum(f.stat().st_size for f in ASSET_DIR.iterdir()) < 20 * 2**20
     monkeypatch.chdir(Path(__file__).resolve().parents[3])
     torch.set_num_threads(1)

@@ -143,10 +143,13 @@ def test_make_windows_pads_edges():
     T = 10
     ep = {"obs": np.arange(T * 5, dtype=np.float32).reshape(T, 5), "action": np.arange(T * 3).reshape(T, 3)}
     obs, act = make_windows([ep], cfg)
-    # starts from -(n_obs_steps - 1) = -1 to T - horizon + n_action_steps - 1 = 5
-    assert obs.shape == (7, 2, 5) and act.shape == (7, 8, 3)
+    # one window per step: every step is the current (last) observation exactly once
+    assert obs.shape == (T, 2, 5) and act.shape == (T, 8, 3)
+    np.testing.assert_array_equal(obs[:, -1, 0], np.arange(T) * 5)
     assert np.array_equal(act[0, :, 0], [0, 0, 3, 6, 9, 12, 15, 18])  # first step repeated
-    assert np.array_equal(act[-1, -3:, 0], [27, 27, 27])  # last step repeated
+    assert np.array_equal(act[-1, :, 0], [24, 27, 27, 27, 27, 27, 27, 27])  # last step repeated
+    short, _ = make_windows([{"obs": ep["obs"][:2], "action": ep["action"][:2]}], cfg)
+    assert len(short) == 2  # an episode shorter than the horizon still trains
     with pytest.raises(ValueError, match=r"episodes\[0\]\['obs'\]"):
         make_windows([{"obs": np.zeros((4, 2)), "action": np.zeros((4, 3))}], cfg)
 

@@ -29,7 +29,7 @@ from ._tasks import get_task
 CONTROL_HZ = 15
 SUBSTEPS = 16  # 240 Hz physics / 15 Hz control
 CAMERAS = ("varied_camera_1", "varied_camera_2", "hand_camera")
-STATE_DIM = 7 + 3 * MAX_OBJECTS + MAX_OBJECTS + 3  # proprio, object xyz, target one-hot, tray xyz
+STATE_DIM = 7 + 3 * MAX_OBJECTS + MAX_OBJECTS + 3 + 3  # proprio, object xyz, target one-hot, target xyz, tray xyz
 _DOWN = np.asarray(p.getMatrixFromQuaternion(p.getQuaternionFromEuler([math.pi, 0.0, 0.0]))).reshape(3, 3)
 # fixed external cameras (camera-to-world eye / target); the hand camera rides on the hand link
 _EXTERNAL = {
@@ -77,12 +77,25 @@ class SimEnv:
         rng = self.rng if seed is None else np.random.default_rng(seed)
         self.scene_spec = self.task.sample(rng)
         self.scene.build(self.scene_spec)
+        if self.scene_spec.start_ee is not None:
+            self._place_gripper(np.asarray(self.scene_spec.start_ee, dtype=np.float64))
         self.instruction = self.task.instruction(self.scene_spec)
         self.t, self.gripper_command, self.expert_memory = 0, 0.0, {}
         self.last_joint_targets = np.array(
             [self.scene.client.getJointState(self.scene.robot, j)[0] for j in ARM_JOINTS]
         )
         return self.observe(render)
+
+    def _place_gripper(self, pos: np.ndarray) -> None:
+        """Teleport the arm (joint reset, no physics) so the gripper points down at ``pos``."""
+        c, robot = self.scene.client, self.scene.robot
+        for _ in range(3):  # IK from the current joints, refined from its own answer
+            q = c.calculateInverseKinematics(
+                robot, EE_LINK, pos.tolist(), matrix_to_quat(_DOWN), maxNumIterations=100, residualThreshold=1e-6
+            )
+            for j, qj in zip(ARM_JOINTS, q[:7], strict=True):
+                c.resetJointState(robot, j, qj)
+        c.setJointMotorControlArray(robot, ARM_JOINTS, p.POSITION_CONTROL, targetPositions=q[:7], forces=[200.0] * 7)
 
     def step(self, action: np.ndarray, render: bool | None = None) -> tuple[dict, bool, dict]:
         """Execute one 15 Hz control step towards the absolute ee target ``action`` (7,)."""
@@ -128,12 +141,15 @@ class SimEnv:
         return 1.0 - float(self.proprio()[6])
 
     def state(self) -> np.ndarray:
-        """(STATE_DIM,) float32 = proprio (7) + object xyz (5 x 3, 0-padded) + target one-hot (5) + tray xyz."""
+        """(STATE_DIM,) float32 = proprio (7) + object xyz (5 x 3, 0-padded) + target one-hot (5)
+        + target xyz (3) + tray xyz (3, zero when absent)."""
         out = np.zeros(STATE_DIM, dtype=np.float32)
         out[:7] = self.proprio()
         pos = self.scene.object_positions()
         out[7 : 7 + pos.size] = pos.reshape(-1)
-        out[7 + 3 * MAX_OBJECTS + self.scene_spec.target] = 1.0
+        target = self.scene_spec.target
+        out[7 + 3 * MAX_OBJECTS + target] = 1.0
+        out[7 + 4 * MAX_OBJECTS : 10 + 4 * MAX_OBJECTS] = pos[target]
         if self.scene_spec.tray_xy is not None:
             out[-3:] = [*self.scene_spec.tray_xy, 0.0]
         return out

@@ -69,8 +69,9 @@ def make_training_episodes(
     cameras=CAMERAS,
     render_stride: int = 1,
     progress: bool = True,
+    action_noise: float = 0.0,
 ) -> list[dict]:
-    """In-memory expert episodes for trainers.
+    """In-memory expert episodes for trainers (``action_noise``: see ``record_episode``).
 
     Each: ``obs`` (T, state_dim) float32, ``proprio`` (T, 7), ``action`` (T, 7), ``instruction``,
     ``success``; with ``render=True`` also ``images`` {cam: (T', H, W, 3) uint8} where T' = T
@@ -79,7 +80,9 @@ def make_training_episodes(
     out = []
     with SimEnv(task, seed=seed, image_size=image_size, render=render, cameras=cameras) as env:
         for i in tqdm(range(n), desc=f"{task} episodes", disable=not progress):
-            rec = record_episode(env, layout_seed(seed, i), render=render, render_stride=render_stride)
+            rec = record_episode(
+                env, layout_seed(seed, i), render=render, render_stride=render_stride, action_noise=action_noise
+            )
             ep = {
                 "obs": rec["state"],
                 "proprio": rec["proprio"],

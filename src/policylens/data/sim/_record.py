@@ -33,14 +33,21 @@ def scene_description(env: SimEnv) -> dict:
     }
 
 
-def record_episode(env: SimEnv, seed: int, policy=None, render: bool = True, render_stride: int = 1) -> dict:
+def record_episode(
+    env: SimEnv, seed: int, policy=None, render: bool = True, render_stride: int = 1, action_noise: float = 0.0
+) -> dict:
     """Roll out ``policy`` (default: the scripted expert) from layout ``seed`` and record it.
 
     With ``render_stride`` k > 1 images are rendered at steps 0, k, 2k, ... only and
-    ``image_steps`` lists those steps.
+    ``image_steps`` lists those steps.  ``action_noise`` > 0 (metres) executes each action's
+    xyz plus Gaussian noise of that std while recording the clean action (DART-style data
+    that shows a cloned policy how to recover from its own drift); the noise is seeded by ``seed``.
     """
     if render_stride < 1:
         raise ValueError(f"render_stride must be >= 1, got {render_stride}")
+    if action_noise < 0:
+        raise ValueError(f"action_noise must be >= 0 metres, got {action_noise}")
+    noise_rng = np.random.default_rng([int(seed), 7])
     obs = env.reset(seed=seed, render=render)
     if policy is not None and hasattr(policy, "reset"):
         policy.reset()
@@ -66,7 +73,10 @@ def record_episode(env: SimEnv, seed: int, policy=None, render: bool = True, ren
         rec["joint_positions"].append([client.getJointState(robot, j)[0] for j in range(7)])
         t += 1
         want = render and (t % render_stride == 0)
-        obs, done, info = env.step(action, render=want)
+        executed = np.array(action, dtype=np.float32)
+        if action_noise > 0:
+            executed[:3] += noise_rng.normal(0.0, action_noise, 3).astype(np.float32)
+        obs, done, info = env.step(executed, render=want)
         rec["joint_targets"].append(env.last_joint_targets.copy())
         success = info["success"]
         if done:

@@ -58,11 +58,13 @@ class ObjectSpec:
 
 @dataclass
 class SceneSpec:
-    """A layout: objects (the target is ``objects[target]``) and the tray position, if any."""
+    """A layout: objects (the target is ``objects[target]``), the tray position and the gripper's
+    start point, if any."""
 
     objects: list[ObjectSpec]
     target: int
     tray_xy: tuple[float, float] | None = None
+    start_ee: tuple[float, float, float] | None = None  # gripper start point; None = the home pose
     extras: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

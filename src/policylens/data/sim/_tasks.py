@@ -2,7 +2,8 @@
 
 ``reach``: "reach the {colour} {shape}" among 2-4 distractors; only the colour-shape pair is
 unique, so the instruction decides the target.  ``put_in_tray``: "put the {colour} {shape} in
-the tray" among 1-3 distractors (graspable shapes only).
+the tray" among 1-3 distractors (graspable shapes only).  Both start the gripper, pointing
+down, at a random point of ``START_REGION``.
 """
 
 from __future__ import annotations
@@ -43,10 +44,18 @@ def _sample_objects(
     return [ObjectSpec(shape=pairs[k][1], colour=pairs[k][0], xy=xy) for k, xy in zip(chosen, xs, strict=True)]
 
 
+START_REGION = ((0.30, 0.55), (-0.20, 0.20), (0.25, 0.45))  # gripper start box (x, y, z) in metres
+
+
+def _sample_start(rng: np.random.Generator) -> tuple[float, float, float]:
+    """A random gripper start point above the table, so a policy cannot infer its goal from its pose."""
+    return tuple(float(rng.uniform(lo, hi)) for lo, hi in START_REGION)
+
+
 def _sample_reach(rng: np.random.Generator) -> SceneSpec:
     n = int(rng.integers(3, 6))  # target + 2..4 distractors
     objects = _sample_objects(rng, n, list(SHAPES), (0.35, 0.65, -0.25, 0.25))
-    return SceneSpec(objects=objects, target=int(rng.integers(n)))
+    return SceneSpec(objects=objects, target=int(rng.integers(n)), start_ee=_sample_start(rng))
 
 
 def _sample_tray(rng: np.random.Generator) -> SceneSpec:
@@ -55,7 +64,7 @@ def _sample_tray(rng: np.random.Generator) -> SceneSpec:
     tray = (float(rng.uniform(0.42, 0.55)), side * float(rng.uniform(0.22, 0.28)))
     region = (0.38, 0.62, -0.2, 0.05) if side > 0 else (0.38, 0.62, -0.05, 0.2)
     objects = _sample_objects(rng, n, ["cube", "cylinder"], region)
-    return SceneSpec(objects=objects, target=int(rng.integers(n)), tray_xy=tray)
+    return SceneSpec(objects=objects, target=int(rng.integers(n)), tray_xy=tray, start_ee=_sample_start(rng))
 
 
 def reach_goal(env) -> np.ndarray:

@@ -19,7 +19,7 @@ from ._policy import TinyDiffusionPolicy
 from ._train import train_diffusion_policy
 
 REACH_CONFIG = {
-    "obs_dim": 30,
+    "obs_dim": 33,
     "action_dim": 7,
     "horizon": 16,
     "n_obs_steps": 2,
@@ -64,12 +64,18 @@ class DiffusionChunkPredictor:
 
 
 def train_reach_policy(
-    n_episodes: int = 1000, steps: int = 6000, seed: int = 0, log_dir: str | Path | None = None, **train_kwargs
+    n_episodes: int = 1500,
+    steps: int = 6000,
+    seed: int = 0,
+    log_dir: str | Path | None = None,
+    action_noise: float = 0.02,
+    **train_kwargs,
 ) -> TinyDiffusionPolicy:
-    """Expert reach episodes from ``data.sim`` -> a trained :class:`TinyDiffusionPolicy`."""
+    """Expert reach episodes from ``data.sim`` (executed with ``action_noise`` metres of
+    DART-style noise, recorded clean) -> a trained :class:`TinyDiffusionPolicy`."""
     from policylens.data.sim import make_training_episodes
 
-    episodes = make_training_episodes("reach", n_episodes, seed=seed)
+    episodes = make_training_episodes("reach", n_episodes, seed=seed, action_noise=action_noise)
     config = DiffusionPolicyConfig(**REACH_CONFIG)
     return train_diffusion_policy(episodes, config, steps=steps, seed=seed, log_dir=log_dir, **train_kwargs)
 
@@ -77,18 +83,26 @@ def train_reach_policy(
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Train the reference diffusion policy on the sim reach task.")
     ap.add_argument("--out", default=str(ASSET_DIR))
-    ap.add_argument("--episodes", type=int, default=1000)
+    ap.add_argument("--episodes", type=int, default=1500)
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log-dir", default=None)
+    ap.add_argument("--action-noise", type=float, default=0.02)
     ap.add_argument("--eval-episodes", type=int, default=30)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     policy = train_reach_policy(
-        args.episodes, args.steps, args.seed, args.log_dir, batch_size=args.batch_size, lr=args.lr, warmup_steps=200
+        args.episodes,
+        args.steps,
+        args.seed,
+        args.log_dir,
+        action_noise=args.action_noise,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=200,
     )
     policy.save_pretrained(args.out)
     print(f"saved to {args.out}")

@@ -19,14 +19,16 @@ from ._policy import TinyDiffusionPolicy
 def make_windows(
     episodes: Sequence[dict[str, np.ndarray]], config: DiffusionPolicyConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cut every episode into (obs (N, To, O), action (N, T, A)) windows.
+    """Cut every episode into (obs (N, To, O), action (N, T, A)) windows, one per step.
 
-    As in the original sequence sampler, a window of ``horizon`` steps may start up to
-    ``n_obs_steps - 1`` steps before the episode and end ``n_action_steps - 1`` after it; the
-    missing steps repeat the first / last step.
+    Every step of an episode is the current (last) observation of exactly one window, as in
+    LeRobot's sampler: a window of ``horizon`` steps starts ``n_obs_steps - 1`` steps before it,
+    and steps outside the episode repeat its first / last step.  (The original sequence sampler
+    stops ``n_action_steps - 1`` steps past the end instead, which never trains on the last
+    ``horizon - n_action_steps - 1`` observations and drops episodes shorter than that.)
     """
     c = config
-    pad_before, pad_after = c.n_obs_steps - 1, c.n_action_steps - 1
+    pad_before, pad_after = c.n_obs_steps - 1, c.horizon - c.n_obs_steps
     obs_w, act_w = [], []
     for i, ep in enumerate(episodes):
         for key, dim in (("obs", c.obs_dim), ("action", c.action_dim)):
