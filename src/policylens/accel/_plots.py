@@ -24,10 +24,11 @@ def plot_similarity(cal: Calibration, path: str | Path, metric: str | None = Non
     fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    short = dict(zip(cal.block_names, _short_names(cal.block_names), strict=True))
     for ax, name in zip(axes.flat, cal.block_names, strict=False):
         ax.axis("on")
         ax.imshow(mats[name], cmap="viridis" if metric == "cosine" else "magma_r", origin="upper")
-        ax.set_title(name.split(".", 1)[-1][-28:], fontsize=6)
+        ax.set_title(short[name], fontsize=6)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"{metric} between branch outputs at steps a (rows) and t (cols), K={cal.num_steps}")
@@ -43,7 +44,7 @@ def plot_schedule(schedule: dict[str, list[int]], num_steps: int, path: str | Pa
         grid[i, schedule[n]] = 1.0
     fig, ax = plt.subplots(figsize=(10, 0.22 * len(names) + 1.2))
     ax.imshow(grid, aspect="auto", cmap="Greys", interpolation="nearest", vmin=0, vmax=1)
-    ax.set_yticks(range(len(names)), [n[-40:] for n in names], fontsize=6)
+    ax.set_yticks(range(len(names)), _short_names(names), fontsize=6)
     ax.set_xlabel("denoising step")
     ax.set_title(title or "update steps (black = recompute)")
     fig.tight_layout()
@@ -57,7 +58,7 @@ def plot_bu_scores(cal: Calibration, path: str | Path) -> Path:
     top = set(sorted(names, key=lambda n: -cal.bu_scores[n])[: cal.n_bu])
     fig, ax = plt.subplots(figsize=(10, 3))
     ax.bar(range(len(names)), scores, color=["tab:red" if n in top else "tab:blue" for n in names])
-    ax.set_xticks(range(len(names)), [n[-30:] for n in names], rotation=90, fontsize=6)
+    ax.set_xticks(range(len(names)), _short_names(names), rotation=90, fontsize=6)
     ax.set_ylabel("mean L1 reuse error")
     ax.set_title(f"Bubbling-Union scores (red: top n_bu={cal.n_bu})")
     fig.tight_layout()
@@ -77,6 +78,19 @@ def save_plots(cal: Calibration, out_dir: str | Path) -> list[Path]:
         ),
         plot_bu_scores(cal, out / "bu_scores.png"),
     ]
+
+
+def _short_names(names: list[str]) -> list[str]:
+    """Branch names without the dotted prefix they all share: ``model.decoder.layers.0.ffn`` -> ``layers.0.ffn``."""
+    parts = [n.split(".") for n in names]
+    k = 0
+    while (
+        len(names) > 1
+        and all(len(p) > k + 2 and p[k] == parts[0][k] for p in parts)
+        and not parts[0][k + 1].isdigit()  # keep "layers" before the layer index
+    ):
+        k += 1
+    return [".".join(p[k:]) for p in parts]
 
 
 def _save(fig, path: str | Path) -> Path:
