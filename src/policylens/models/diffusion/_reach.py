@@ -1,13 +1,11 @@
 """Train the reference reach policy on simulated expert episodes, and drive it in the simulator.
 
-Regenerate the shipped checkpoint::
-
-    python -m policylens.models.diffusion._reach --out src/policylens/assets/diffusion_reach
+Regenerate the shipped checkpoint with ``policylens train diffusion --out src/policylens/assets/diffusion_reach``
+(the CLI calls :func:`train_reach_policy`; see docs/diffusion_policy.md).
 """
 
 from __future__ import annotations
 
-import argparse
 from collections import deque
 from pathlib import Path
 
@@ -78,43 +76,3 @@ def train_reach_policy(
     episodes = make_training_episodes("reach", n_episodes, seed=seed, action_noise=action_noise)
     config = DiffusionPolicyConfig(**REACH_CONFIG)
     return train_diffusion_policy(episodes, config, steps=steps, seed=seed, log_dir=log_dir, **train_kwargs)
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Train the reference diffusion policy on the sim reach task.")
-    ap.add_argument("--out", default=str(ASSET_DIR))
-    ap.add_argument("--episodes", type=int, default=1500)
-    ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--log-dir", default=None)
-    ap.add_argument("--action-noise", type=float, default=0.02)
-    ap.add_argument("--eval-episodes", type=int, default=30)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    policy = train_reach_policy(
-        args.episodes,
-        args.steps,
-        args.seed,
-        args.log_dir,
-        action_noise=args.action_noise,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup_steps=200,
-    )
-    policy.save_pretrained(args.out)
-    print(f"saved to {args.out}")
-    if args.eval_episodes:
-        from policylens.data.sim import ChunkedPolicy, evaluate_policy
-
-        pred = DiffusionChunkPredictor(policy, seed=args.seed)
-        res = evaluate_policy(
-            ChunkedPolicy(pred, k=policy.config.n_action_steps), "reach", episodes=args.eval_episodes, render=False
-        )
-        print(res)
-
-
-if __name__ == "__main__":
-    main()
