@@ -29,7 +29,11 @@ from ._tasks import get_task
 CONTROL_HZ = 15
 SUBSTEPS = 16  # 240 Hz physics / 15 Hz control
 CAMERAS = ("varied_camera_1", "varied_camera_2", "hand_camera")
-STATE_DIM = 7 + 3 * MAX_OBJECTS + MAX_OBJECTS + 3 + 3  # proprio, object xyz, target one-hot, target xyz, tray xyz
+# state layout: proprio (7) | object xyz (3 per object) | target one-hot | target xyz (3) | tray xyz (3)
+_OBJECTS_AT = 7
+_ONEHOT_AT = _OBJECTS_AT + 3 * MAX_OBJECTS
+_TARGET_AT = _ONEHOT_AT + MAX_OBJECTS
+STATE_DIM = _TARGET_AT + 3 + 3
 _DOWN = np.asarray(p.getMatrixFromQuaternion(p.getQuaternionFromEuler([math.pi, 0.0, 0.0]))).reshape(3, 3)
 # fixed external cameras (camera-to-world eye / target); the hand camera rides on the hand link
 _EXTERNAL = {
@@ -146,10 +150,10 @@ class SimEnv:
         out = np.zeros(STATE_DIM, dtype=np.float32)
         out[:7] = self.proprio()
         pos = self.scene.object_positions()
-        out[7 : 7 + pos.size] = pos.reshape(-1)
+        out[_OBJECTS_AT : _OBJECTS_AT + pos.size] = pos.reshape(-1)
         target = self.scene_spec.target
-        out[7 + 3 * MAX_OBJECTS + target] = 1.0
-        out[7 + 4 * MAX_OBJECTS : 10 + 4 * MAX_OBJECTS] = pos[target]
+        out[_ONEHOT_AT + target] = 1.0
+        out[_TARGET_AT : _TARGET_AT + 3] = pos[target]
         if self.scene_spec.tray_xy is not None:
             out[-3:] = [*self.scene_spec.tray_xy, 0.0]
         return out
