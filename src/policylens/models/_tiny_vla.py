@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from ..tap import Layout, TokenSpans, paligemma_spans, suffix_spans
+from ._hf_compat import cache_kwargs, gemma_input_scale
 from ._tiny_vla_config import TinyVLAConfig
 from ._tokenizer import ByteTokenizer
 
@@ -159,14 +160,20 @@ class TinyVLA(nn.Module):
 
     # ----- the two phases -------------------------------------------------------------
     def embed_prefix(self, pixel_values: Tensor, input_ids: Tensor) -> Tensor:
-        """Prefix embeddings ``(B, P, width)``: image features placed at image tokens."""
+        """Prefix embeddings ``(B, P, width)``: image features placed at image tokens.
+
+        Image features enter the decoder unscaled and text embeddings times √width, as
+        transformers >= 5 PaliGemma does; on 4.x, whose ``GemmaModel.forward`` scales every
+        input embedding, both are divided by that factor first so the decoder sees the same
+        numbers. (Dividing image features by √width on 5.x, the old convention, left image
+        tokens ~11x quieter than text and the policy ignored its cameras.)
+        """
         b = pixel_values.shape[0]
-        feats = self.paligemma.get_image_features(pixel_values.flatten(0, 1)).pooler_output  # (B*n, 256, W)
-        # fed unscaled, as transformers >= 5 PaliGemma does (Gemma's sqrt(width) now lives in
-        # embed_tokens, so text alone is scaled); dividing by sqrt(width) here, the pre-v5
-        # convention, left image tokens ~11x quieter than text and the policy ignored its cameras
-        feats = feats.reshape(b, -1, feats.shape[-1])
-        embeds = self.paligemma.language_model.embed_tokens(input_ids)
+        pg = self.paligemma
+        patches = pg.vision_tower(pixel_values=pixel_values.flatten(0, 1)).last_hidden_state
+        feats = pg.multi_modal_projector(patches)  # (B*n, tokens_per_image, W)
+        feats = feats.reshape(b, -1, feats.shape[-1]) / gemma_input_scale(pg.language_model)
+        embeds = pg.language_model.embed_tokens(input_ids)
         is_image = (input_ids == ByteTokenizer.image_id)[..., None]
         return embeds.masked_scatter(is_image, feats.to(embeds.dtype))
 
@@ -178,7 +185,11 @@ class TinyVLA(nn.Module):
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)
         cache = DynamicCache()
         self.paligemma.language_model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **cache_kwargs(self.paligemma.language_model, cache),
         )
         return [(layer.keys, layer.values) for layer in cache.layers], valid
 
@@ -200,14 +211,15 @@ class TinyVLA(nn.Module):
         time = _time_embedding(t, w).to(x_t.dtype)[:, None].expand(-1, x_t.shape[1], -1)
         actions = self.time_mlp(torch.cat([self.action_in(x_t), time], -1))  # (B, H, w)
         suffix = torch.cat([self.state_proj(state)[:, None], actions], 1)  # (B, 1 + H, w)
+        suffix = suffix / gemma_input_scale(self.expert)  # 1 on transformers 5.x
         start = valid.long().sum(1, keepdim=True)
         positions = start + torch.arange(suffix.shape[1], device=suffix.device)[None]
         out = self.expert(
             inputs_embeds=suffix,
             attention_mask=self._suffix_mask(valid, suffix.dtype),
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
+            **cache_kwargs(self.expert, cache),
         ).last_hidden_state
         return self.action_out(out[:, 1:])
 
