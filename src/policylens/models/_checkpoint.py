@@ -10,8 +10,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_model
 from torch import nn
+
+from ._hf_compat import align_state_dict
 
 __all__ = ["list_policy_types", "load_policy", "register_policy_type", "save_policy"]
 
@@ -79,5 +81,5 @@ def load_policy(path: str | Path) -> nn.Module:
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"load_policy: {weights} is missing (the weights beside {config_path})")
-    load_model(model, str(weights))
+    model.load_state_dict(align_state_dict(load_file(str(weights)), model.state_dict().keys()))
     return model.eval()

@@ -11,6 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ._hf_compat import align_state_dict
+
 __all__ = ["load_train_state", "save_train_state"]
 
 
@@ -38,7 +40,8 @@ def load_train_state(directory: str | Path, model: nn.Module, optimizer: torch.o
         return 0
     meta = json.loads(meta_path.read_text())
     tensors = load_file(str(tensor_path))
-    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(align_state_dict(weights, model.state_dict().keys()))
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

@@ -85,8 +85,7 @@ def _points_of(
                 attn = block.get_submodule(comp.attn)
                 points.append((f"{base}.attn.out", f"{path}.{i}.{comp.attn}", attn, "out", comp, i))
                 if comp.attention != "none":
-                    core_name = comp.attn_core or comp.attn
-                    core = block.get_submodule(core_name)
+                    core_name, core = _attention_core(block, comp)
                     points.append((f"{base}.attn.probs", f"{path}.{i}.{core_name}", core, "probs", comp, i))
             if comp.mlp:
                 mlp = block.get_submodule(comp.mlp)
@@ -98,6 +97,19 @@ def _points_of(
         path, module = resolve_module(model, paths, f"extra {extra!r}")
         points.append((f"{extra}.out", path, module, "out", None, None))
     return points
+
+
+def _attention_core(block: nn.Module, comp: Component) -> tuple[str, nn.Module]:
+    """The submodule that computes the probabilities. For HF models it is the module handed
+    to the attention function, the one holding ``config``; some transformers 4.x models
+    (DINOv2, ViT) wrap it one level deeper than 5.x does, so look inside when needed."""
+    name = comp.attn_core or comp.attn
+    core = block.get_submodule(name)
+    if comp.attention == "hf" and not hasattr(core, "config"):
+        for sub_name, sub in core.named_modules():
+            if sub_name and hasattr(sub, "config"):
+                return f"{name}.{sub_name}", sub
+    return name, core
 
 
 def list_taps(model: nn.Module) -> list[TapInfo]:
