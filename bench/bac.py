@@ -6,12 +6,16 @@ Every mode uses identical initial and per-step noise (seeded ``torch.Generator``
 
     python bench/bac.py                                  # default sizes (~10 min on 2 CPU cores)
     python bench/bac.py --calls 100 --calls-batched 100 --episodes 50 --calib-obs 128   # full sizes
+    python bench/bac.py --smoke                          # every row at a tiny size (seconds): checks, not figures
+
+Outputs (calibration, plots, results.json) go to ``--out``, or to a fresh temporary directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -107,10 +111,14 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=20, help="closed-loop episodes per mode (full: 50)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a busy 2-core box)")
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--out", default="bench_out/bac")
+    ap.add_argument("--out", default=None, help="output directory (default: a new temporary directory)")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes that run in seconds (a check, not a figure)")
     args = ap.parse_args()
+    if args.smoke:
+        args.calib_obs, args.calib_seeds, args.batch, args.calls, args.calls_batched = 2, 1, 2, 1, 1
+        args.rounds, args.episodes, args.no_compile = 1, 1, True
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out = Path(args.out or tempfile.mkdtemp(prefix="policylens-bench-bac-"))
     out.mkdir(parents=True, exist_ok=True)
     POLICY = TinyDiffusionPolicy.from_pretrained(args.policy)
     EAGER = POLICY.model

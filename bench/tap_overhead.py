@@ -5,6 +5,7 @@ input: 3 cameras × 256 image tokens + 32 text tokens, batch 1. Every way is tim
 each of ``--rounds`` interleaved rounds; the table shows medians and p90s.
 
     python bench/tap_overhead.py [--rounds 7] [--device cpu|cuda] [--peers]
+    python bench/tap_overhead.py --smoke        # one round at 56 px (seconds): a check, not a figure
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ HIDDEN = ["llm.layers.3.out", "llm.layers.-2.out"]
 ATTN = ["llm.layers.3.attn.probs", "llm.layers.-2.attn.probs"]
 
 
-def build(device: str) -> tuple[torch.nn.Module, dict]:
+def build(device: str, smoke: bool = False) -> tuple[torch.nn.Module, dict]:
+    """The benchmark model; ``smoke`` shrinks images to 56 px (3 × 16 image tokens)."""
     torch.manual_seed(0)
+    image_size = 56 if smoke else 224
+    per_image = (image_size // 14) ** 2
     vision = SiglipVisionConfig(
         hidden_size=256,
         intermediate_size=1024,
         num_hidden_layers=4,
         num_attention_heads=4,
-        image_size=224,
+        image_size=image_size,
         patch_size=14,
     )
     text = GemmaConfig(
@@ -46,11 +50,11 @@ def build(device: str) -> tuple[torch.nn.Module, dict]:
         vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_id=1023, projection_dim=256
     )
     model = PaliGemmaForConditionalGeneration(cfg).eval().to(device)
-    ids = torch.cat([torch.full((1, 3 * 256), 1023), torch.randint(2, 1000, (1, 32))], 1).to(device)
+    ids = torch.cat([torch.full((1, 3 * per_image), 1023), torch.randint(2, 1000, (1, 32))], 1).to(device)
     batch = {
         "input_ids": ids,
         "attention_mask": torch.ones_like(ids),
-        "pixel_values": torch.randn(3, 3, 224, 224, device=device),
+        "pixel_values": torch.randn(3, 3, image_size, image_size, device=device),
     }
     return model, batch
 
@@ -109,8 +113,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--peers", action="store_true", help="add nnsight as a peer row if installed")
+    parser.add_argument("--smoke", action="store_true", help="one round on a tiny model (a check, not a figure)")
     args = parser.parse_args()
-    model, batch = build(args.device)
+    if args.smoke:
+        args.rounds = 1
+    model, batch = build(args.device, smoke=args.smoke)
     table = ways(model, batch, args.peers)
     times = {name: [] for name in table}
     with torch.no_grad():
@@ -126,7 +133,8 @@ def main() -> None:
     base = statistics.median(times["plain forward (SDPA)"])
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(
-        f"tap overhead, PaliGemma-shaped (SigLIP 4 + Gemma 8, width 256), 3×256 image + 32 text tokens, "
+        f"tap overhead, PaliGemma-shaped (SigLIP 4 + Gemma 8, width 256), "
+        f"3×{(batch['input_ids'].shape[1] - 32) // 3} image + 32 text tokens, "
         f"batch 1, {device}, median of {args.rounds} interleaved rounds"
     )
     print(f"{'way':46s} {'median ms':>10s} {'p90 ms':>8s} {'× plain':>8s}")
