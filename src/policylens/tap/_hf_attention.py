@@ -1,25 +1,37 @@
-"""Attention probabilities from Hugging Face models running SDPA, for selected layers only.
+"""Attention probabilities from Hugging Face models, for selected layers only.
 
-HF attention modules look their kernel up in ``AttentionInterface`` on every call.
-While a capture is active, the ``sdpa`` entry points to :func:`_routing_sdpa`, which
-computes ``softmax(QKᵀ·scale + mask)`` explicitly for the selected modules (the same
-math as HF's eager path, float32 softmax) and hands every other module to the original
-SDPA kernel untouched. Nothing in the model or its config changes.
+HF attention modules look their kernel up on every call: the ``sdpa`` entry of
+``AttentionInterface``, or, for the eager path, the ``eager_attention_forward`` function of
+their modeling file. Some callers (LeRobot's pi0 / pi0.5 joint prefix + expert pass) call
+that function directly, handing it a layer's attention module. While a capture is active:
+
+- the ``sdpa`` entry points to :func:`_routing_sdpa`, which computes
+  ``softmax(QKᵀ·scale + mask)`` explicitly for the selected modules (the same math as
+  HF's eager path, float32 softmax) and hands every other module to the original SDPA
+  kernel untouched;
+- the modeling file's ``eager_attention_forward`` is wrapped so that, when the module it is
+  handed is selected, the weights it already returns go to the sink as they are.
+
+So a layer is captured whichever path runs, including a model that switches from SDPA to
+eager after the hooks were attached. Nothing in the model or its config changes; the
+originals are restored when the last route is removed.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["attention_with_probs", "route_probs", "unroute_probs"]
+__all__ = ["attention_with_probs", "route_probs", "routes_eager", "unroute_probs"]
 
 _LOCK = threading.Lock()
 _SINKS: dict[int, Callable[[Tensor], None]] = {}
 _STATE: dict[str, object] = {"original": None, "depth": 0}
+_EAGER: dict[str, tuple[Callable, int]] = {}  # modeling module name -> (original function, routes)
 
 
 def _repeat_kv(x: Tensor, n_rep: int) -> Tensor:
@@ -80,6 +92,23 @@ def _routing_sdpa(module, query, key, value, attention_mask, dropout=0.0, scalin
     return out, probs
 
 
+def _wrap_eager(original: Callable) -> Callable:
+    def routed_eager_attention_forward(module, *args, **kwargs):
+        out, weights = original(module, *args, **kwargs)
+        sink = _SINKS.get(id(module))
+        if sink is not None and weights is not None:
+            sink(weights)
+        return out, weights
+
+    routed_eager_attention_forward.__wrapped__ = original
+    return routed_eager_attention_forward
+
+
+def routes_eager(module: nn.Module) -> bool:
+    """Whether ``module``'s modeling file has an ``eager_attention_forward`` to route."""
+    return callable(getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None))
+
+
 def route_probs(module: nn.Module, sink: Callable[[Tensor], None]) -> None:
     """Send ``module``'s attention probabilities to ``sink`` on every call until unrouted."""
     from transformers.modeling_utils import AttentionInterface
@@ -90,14 +119,27 @@ def route_probs(module: nn.Module, sink: Callable[[Tensor], None]) -> None:
             AttentionInterface._global_mapping["sdpa"] = _routing_sdpa
         _STATE["depth"] += 1
         _SINKS[id(module)] = sink
+        if routes_eager(module):
+            name = type(module).__module__
+            original, routes = _EAGER.get(name, (sys.modules[name].eager_attention_forward, 0))
+            if routes == 0:
+                sys.modules[name].eager_attention_forward = _wrap_eager(original)
+            _EAGER[name] = (original, routes + 1)
 
 
 def unroute_probs(module: nn.Module) -> None:
-    """Undo :func:`route_probs`; the last one restores the original SDPA entry."""
+    """Undo :func:`route_probs`; the last one restores the original SDPA entry and eager functions."""
     from transformers.modeling_utils import AttentionInterface
 
     with _LOCK:
         _SINKS.pop(id(module), None)
+        name = type(module).__module__
+        if name in _EAGER:
+            original, routes = _EAGER.pop(name)
+            if routes > 1:
+                _EAGER[name] = (original, routes - 1)
+            else:
+                sys.modules[name].eager_attention_forward = original
         _STATE["depth"] -= 1
         if _STATE["depth"] == 0:
             AttentionInterface._global_mapping["sdpa"] = _STATE["original"]
