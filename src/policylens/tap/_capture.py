@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from ._hf_attention import route_probs, unroute_probs
+from ._hf_attention import route_probs, routes_eager, unroute_probs
 from ._mha_attention import mha_probs
 from ._names import TapPoint, resolve_taps
 
@@ -169,9 +169,9 @@ def _attach(point: TapPoint, sink: _Sink) -> tuple[object, ...]:
 
         return (module.register_forward_pre_hook(pre, with_kwargs=True),)
     impl = getattr(getattr(module, "config", None), "_attn_implementation", None)
-    if impl == "eager":
+    if impl == "eager" and not routes_eager(module):  # eager math inline: the module returns the weights
         return (module.register_forward_hook(lambda _m, _a, out: sink(out[1])),)
-    if impl == "sdpa":
+    if impl in ("eager", "sdpa"):  # routed whichever of the two runs at call time
         route_probs(module, sink)
         return (module,)
     raise ValueError(
