@@ -1,12 +1,9 @@
 """DROID raw layout: write -> read round trip, the public-release layout, errors naming fields."""
 
-import json
-
 import h5py
 import numpy as np
 import pytest
 
-from policylens.data._frames import write_video
 from policylens.data.droid import EpisodeFormatError, open_episode
 from policylens.data.sim import SimEnv, record_episode
 
@@ -43,39 +40,8 @@ def test_mp4_only_episode_reads_frames(droid_dir, tmp_path):
     assert len(ep.frames("varied_camera_1")) == len(ref) and err.mean() < 6
 
 
-def _write_public(root, steps=6, fps_ratio=2, enabled=None):
-    """A synthetic episode in the public DROID release layout; video frame k has brightness 10 k."""
-    ep = root / "ILIAD" / "success" / "2023-06-11" / "Sun_Jun_11_15:52:37_2023"
-    (ep / "recordings" / "MP4").mkdir(parents=True)
-    serials = {"ext1_cam_serial": "111", "ext2_cam_serial": "222", "wrist_cam_serial": "333"}
-    meta = {"current_task": "put the marker in the cup", "success": True, "trajectory_length": steps, **serials}
-    (ep / "metadata_ILIAD+abc+2023-06-11-15h-52m-37s.json").write_text(json.dumps(meta))
-    n_frames = steps * fps_ratio
-    frames = np.stack([np.full((16, 32, 3), 10 * k, np.uint8) for k in range(n_frames)])
-    for s in ("111", "222"):
-        write_video(ep / "recordings" / "MP4" / f"{s}.mp4", frames, fps=15 * fps_ratio)
-    wide = np.concatenate([frames, np.zeros_like(frames)], axis=2)  # stereo: left | right
-    write_video(ep / "recordings" / "MP4" / "333-stereo.mp4", wide, fps=15 * fps_ratio)
-    with h5py.File(ep / "trajectory.h5", "w") as f:
-        f["action/cartesian_position"] = np.arange(steps * 6, dtype=np.float64).reshape(steps, 6)
-        f["action/gripper_position"] = np.linspace(0, 1, steps)
-        f["action/joint_position"] = np.zeros((steps, 7))
-        f["observation/robot_state/cartesian_position"] = np.ones((steps, 6))
-        f["observation/robot_state/gripper_position"] = np.zeros(steps)
-        f["observation/robot_state/joint_positions"] = np.zeros((steps, 7))
-        for s in ("111", "222", "333"):
-            f[f"observation/camera_extrinsics/{s}_left"] = np.tile([0.1, 0.2, 0.3, 0, 0, 0], (steps, 1))
-            f[f"observation/camera_intrinsics/{s}_left"] = np.tile(np.eye(3), (steps, 1, 1))
-            f[f"observation/camera_type/{s}"] = np.full(steps, 0 if s == "333" else 1)
-            stamps = 1_686_498_757_000 + np.arange(steps) * 1000 // 15  # ms, 15 Hz
-            f[f"observation/timestamp/cameras/{s}_estimated_capture"] = stamps
-        if enabled is not None:
-            f["observation/controller_info/movement_enabled"] = np.asarray(enabled)
-    return ep
-
-
-def test_public_layout_aligns_camera_clock(tmp_path):
-    ep = open_episode(_write_public(tmp_path))
+def test_public_layout_aligns_camera_clock(write_public, tmp_path):
+    ep = open_episode(write_public(tmp_path))
     assert ep.layout == "droid-public" and ep.instruction == "put the marker in the cup"
     assert sorted(ep.camera_names) == ["hand_camera", "varied_camera_1", "varied_camera_2"]
     for t in range(len(ep)):  # 30 fps video, 15 Hz control: step t shows frame 2 t
@@ -85,14 +51,14 @@ def test_public_layout_aligns_camera_clock(tmp_path):
     np.testing.assert_allclose(ep.calibration["varied_camera_1"].extrinsics[:3, 3], [0.1, 0.2, 0.3])
 
 
-def test_public_layout_drops_disabled_steps(tmp_path):
-    ep = open_episode(_write_public(tmp_path, enabled=[True, False, True, True, False, True]))
+def test_public_layout_drops_disabled_steps(write_public, tmp_path):
+    ep = open_episode(write_public(tmp_path, enabled=[True, False, True, True, False, True]))
     assert len(ep) == 4
     np.testing.assert_allclose(ep.actions[1, :6], np.arange(12, 18))
     assert abs(int(ep.frame("varied_camera_2", 1).mean()) - 40) <= 3  # step 2 -> frame 4
 
 
-def test_errors_name_the_missing_file_or_field(droid_dir, tmp_path):
+def test_errors_name_the_missing_file_or_field(droid_dir, write_public, tmp_path):
     import shutil
 
     with pytest.raises(EpisodeFormatError, match="does not exist"):
@@ -106,7 +72,42 @@ def test_errors_name_the_missing_file_or_field(droid_dir, tmp_path):
     (copy / "trajectory.h5").unlink()
     with pytest.raises(EpisodeFormatError, match=r"trajectory\.h5"):
         open_episode(copy)
-    pub = _write_public(tmp_path / "pub")
+    pub = write_public(tmp_path / "pub")
     (pub / "recordings" / "MP4" / "111.mp4").unlink()
     with pytest.raises(EpisodeFormatError, match=r"111\.mp4"):
         open_episode(pub)
+
+
+MS = 1_686_498_757_000 + np.arange(6) * 1000 / 15  # 6 steps at 15 Hz, in ms: 0.4 s with the last interval
+
+
+@pytest.mark.parametrize(
+    ("scale", "unit", "stamps_span"), [(1e-3, "seconds", "0.0003333 s"), (1e3, "microseconds", "333.3 s")]
+)
+def test_public_layout_rejects_stamps_in_other_units(write_public, tmp_path, scale, unit, stamps_span):
+    """Stamps in s or us read as ms would map every step to the first / last frame: the reader refuses."""
+    with pytest.raises(EpisodeFormatError) as err:
+        open_episode(write_public(tmp_path, stamps=MS * scale))
+    msg = str(err.value)
+    assert "observation/timestamp/cameras/111_estimated_capture" in msg and "trajectory.h5" in msg
+    assert f"spans {stamps_span} from the first to the last of its 6 steps" in msg  # the stamps' span
+    assert "lasts 0.4 s (12 frames)" in msg  # the video's duration: 12 frames at 30 fps
+    assert f"suggests the stamps are in {unit}" in msg
+
+
+def test_public_layout_rejects_clock_jumps(write_public, tmp_path):
+    jump = MS.copy()
+    jump[3:] += 3_600_000  # the clock jumps an hour ahead between steps 2 and 3
+    with pytest.raises(EpisodeFormatError, match=r"111_estimated_capture' spans 3600 s .* lasts 0\.4 s"):
+        open_episode(write_public(tmp_path / "ahead", stamps=jump))
+    back = MS.copy()
+    back[3:] -= 1_000  # ... or a second back
+    with pytest.raises(EpisodeFormatError, match=r"111_estimated_capture' goes back in time at step 3"):
+        open_episode(write_public(tmp_path / "back", stamps=back))
+
+
+def test_public_layout_accepts_ms_stamps_with_jitter(write_public, tmp_path):
+    """Real capture stamps jitter by a few ms; the span check must not fire, and step t still gets frame 2 t."""
+    ep = open_episode(write_public(tmp_path, stamps=MS + np.array([0, 3, -4, 2, 5, -1])))
+    brightness = [int(ep.frame("varied_camera_1", t).mean()) for t in range(6)]
+    np.testing.assert_allclose(brightness, 20 * np.arange(6), atol=3)  # frame k has brightness 10 k

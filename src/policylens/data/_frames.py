@@ -39,9 +39,23 @@ def read_video(path: Path, window: tuple[float, float] | None = None) -> tuple[n
     """
     if not path.is_file():
         raise EpisodeFormatError(f"video file {path} is missing; expected an MP4 readable by PyAV")
+    try:
+        frames, times = _decode(path, window)
+    except av.FFmpegError as e:
+        raise EpisodeFormatError(
+            f"video file {path} cannot be decoded ({e}); the file is truncated or damaged: re-copy or re-encode it"
+        ) from e
+    if not frames:
+        raise EpisodeFormatError(f"video file {path} holds no frames in window {window}")
+    return np.stack(frames), np.asarray(times)
+
+
+def _decode(path: Path, window: tuple[float, float] | None) -> tuple[list, list]:
     eps = 1e-4
     frames, times = [], []
     with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise EpisodeFormatError(f"video file {path} holds no video stream; it is truncated or not a video")
         stream = container.streams.video[0]
         if window is not None and window[0] > 0 and stream.time_base is not None:
             container.seek(int(window[0] / stream.time_base), stream=stream, backward=True, any_frame=False)
@@ -54,9 +68,7 @@ def read_video(path: Path, window: tuple[float, float] | None = None) -> tuple[n
                     break
             frames.append(frame.to_ndarray(format="rgb24"))
             times.append(t)
-    if not frames:
-        raise EpisodeFormatError(f"video file {path} holds no frames in window {window}")
-    return np.stack(frames), np.asarray(times)
+    return frames, times
 
 
 class VideoFrames:
@@ -112,10 +124,13 @@ class ImageFrames:
         path = self.directory / f"{t:05d}.{self.ext}"
         if not path.is_file():
             raise EpisodeFormatError(f"frame file {path} is missing; expected one file per step")
-        with Image.open(path) as im:
-            if self.kind == "rgb":
-                return np.asarray(im.convert("RGB"))
-            arr = np.asarray(im)
+        try:
+            with Image.open(path) as im:
+                if self.kind == "rgb":
+                    return np.asarray(im.convert("RGB"))
+                arr = np.asarray(im)
+        except OSError as e:  # PIL's UnidentifiedImageError and truncated-image errors
+            raise EpisodeFormatError(f"frame file {path} is not a readable image ({e}); re-copy or re-export it") from e
         if self.kind == "label":
             return arr.astype(np.uint8)
         return arr.astype(np.float32) / 1000.0  # mm -> m

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from .._episode import CameraCalibration, Episode, EpisodeFormatError
+from .._files import read_json, read_text
 from .._frames import ImageFrames, VideoFrames
-from ._h5 import extrinsics_series, fixed_or_series, intrinsics_from, maybe, read_core
+from ._h5 import fixed_or_series, maybe, open_h5, read_core, read_extrinsics, read_intrinsics
 from ._public import open_public_episode
 
 CAMERAS = ("varied_camera_1", "varied_camera_2", "hand_camera")
+STATE = "observation/policylens/state"
+CALIBRATION = "per camera: intrinsics (3x3), extrinsics (4x4 camera-to-world), width, height"
 
 
 def open_episode(path: str | Path) -> Episode:
@@ -37,16 +38,20 @@ def _open_export(path: Path) -> Episode:
             f"{traj} is missing; a DROID episode directory holds trajectory.h5 "
             "(plus instruction.txt and recordings/, or metadata_*.json for the public release)"
         )
-    with h5py.File(traj, "r") as f:
+    with open_h5(traj) as f:
         actions, proprio, attr_task = read_core(f, traj)
-        state = maybe(f, "observation/policylens/state")
-        ext_raw = {c: maybe(f, f"observation/camera_extrinsics/{c}") for c in CAMERAS}
-        int_raw = {c: maybe(f, f"observation/camera_intrinsics/{c}") for c in CAMERAS}
+        T = len(actions)
+        state = maybe(f, STATE, traj)
+        ext = {c: read_extrinsics(f, f"observation/camera_extrinsics/{c}", traj, T) for c in CAMERAS}
+        K = {c: read_intrinsics(f, f"observation/camera_intrinsics/{c}", traj) for c in CAMERAS}
         success_attr = bool(f.attrs["success"]) if "success" in f.attrs else None
-    T = len(actions)
+    if state is not None and (state.ndim != 2 or len(state) != T):
+        raise EpisodeFormatError(f"{traj}: field '{STATE}' has shape {state.shape}; expected (T, D) with T = {T}")
     instruction = _instruction(path, attr_task)
-    calib_json = _read_json(path / "calibration.json")
-    meta = _read_json(path / "metadata.json") or {}
+    calib_path = path / "calibration.json"
+    calib_json = read_json(calib_path, CALIBRATION) if calib_path.is_file() else {}
+    meta_path = path / "metadata.json"
+    meta = read_json(meta_path, "episode metadata (format, task, fps, success, ...)") if meta_path.is_file() else {}
     rec = path / "recordings"
     cameras, masks, depths, calibration = {}, {}, {}, {}
     for cam in CAMERAS:
@@ -61,7 +66,7 @@ def _open_export(path: Path) -> Episode:
             masks[cam] = ImageFrames(rec / "segmentation" / cam, T, "label", "png")
         if (rec / "depth" / cam).is_dir():
             depths[cam] = ImageFrames(rec / "depth" / cam, T, "depth_mm", "png")
-        calibration_cam = _calibration(cam, ext_raw[cam], int_raw[cam], calib_json)
+        calibration_cam = _calibration(cam, ext[cam], K[cam], calib_json, calib_path)
         if calibration_cam is not None:
             calibration[cam] = calibration_cam
     if not cameras:
@@ -91,7 +96,7 @@ def _open_export(path: Path) -> Episode:
 def _instruction(path: Path, attr_task: str | None) -> str:
     f = path / "instruction.txt"
     if f.is_file():
-        return f.read_text().strip()
+        return read_text(f, "the language instruction, one line").strip()
     if attr_task:
         return attr_task
     raise EpisodeFormatError(
@@ -100,26 +105,35 @@ def _instruction(path: Path, attr_task: str | None) -> str:
     )
 
 
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise EpisodeFormatError(f"{path} is not valid JSON: {e}") from e
-
-
-def _calibration(cam, ext_raw, int_raw, calib_json) -> CameraCalibration | None:
-    entry = (calib_json or {}).get(cam, {})
-    K = intrinsics_from(int_raw)
+def _calibration(cam: str, ext, intrinsics, calib_json: dict, calib_path: Path) -> CameraCalibration | None:
+    """Calibration from trajectory.h5 (preferred) or calibration.json; None when either part is absent."""
+    entry = calib_json.get(cam, {})
+    if not isinstance(entry, dict):
+        raise EpisodeFormatError(f"{calib_path}: field '{cam}' is a {type(entry).__name__}; expected {CALIBRATION}")
+    K = intrinsics
     if K is None and "intrinsics" in entry:
-        K = np.asarray(entry["intrinsics"])
-    if ext_raw is not None:
-        ext = fixed_or_series(extrinsics_series(ext_raw))
+        K = _json_matrix(entry["intrinsics"], (3, 3), f"{cam}.intrinsics", calib_path)
+    if ext is not None:
+        ext = fixed_or_series(ext)
     elif "extrinsics" in entry:
-        ext = np.asarray(entry["extrinsics"])
-    else:
+        ext = _json_matrix(entry["extrinsics"], (4, 4), f"{cam}.extrinsics", calib_path)
+    if ext is None or K is None:
         return None
-    if K is None:
-        return None
-    return CameraCalibration(K, ext, entry.get("width"), entry.get("height"))
+    size = {}
+    for key in ("width", "height"):
+        value = entry.get(key)
+        if value is not None and not (isinstance(value, int) and value >= 0):
+            raise EpisodeFormatError(f"{calib_path}: field '{cam}.{key}' is {value!r}; expected pixels (int >= 0)")
+        size[key] = value
+    return CameraCalibration(K, ext, size["width"], size["height"])
+
+
+def _json_matrix(value, shape: tuple[int, int], field: str, path: Path) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        arr = None
+    if arr is None or arr.shape != shape:
+        got = "is ragged or non-numeric" if arr is None else f"has shape {arr.shape}"
+        raise EpisodeFormatError(f"{path}: field '{field}' {got}; expected a {shape[0]}x{shape[1]} number matrix")
+    return arr
