@@ -6,7 +6,7 @@
 """
 
 from ._adapter import Adapter, Component, get_adapter, list_adapters, register_adapter, resolve_module
-from ._capture import Capture, capture
+from ._capture import Capture, TapNotFiredError, TapNotFiredWarning, capture
 from ._hf_attention import attention_with_probs
 from ._mha_attention import mha_probs
 from ._names import TapInfo, TapPoint, list_taps, resolve_taps
@@ -20,6 +20,8 @@ __all__ = [
     "Component",
     "Layout",
     "TapInfo",
+    "TapNotFiredError",
+    "TapNotFiredWarning",
     "TapPoint",
     "TokenSpans",
     "attention_with_probs",

@@ -9,6 +9,7 @@ runs once per denoising step) keeps one record per call, in call order.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -19,9 +20,18 @@ from ._hf_attention import route_probs, routes_eager, unroute_probs
 from ._mha_attention import mha_probs
 from ._names import TapPoint, resolve_taps
 
-__all__ = ["Capture", "capture"]
+__all__ = ["Capture", "TapNotFiredError", "TapNotFiredWarning", "capture"]
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+MISSING = ("raise", "warn", "ignore")
+
+
+class TapNotFiredError(RuntimeError):
+    """A requested tap fired 0 times during a capture."""
+
+
+class TapNotFiredWarning(UserWarning):
+    """The ``missing="warn"`` form of :class:`TapNotFiredError`."""
 
 
 class _StopForwardSignal(Exception):
@@ -190,6 +200,7 @@ def capture(
     positions: slice | Tensor | None = None,
     heads: Sequence[int] | Tensor | None = None,
     stop_early: bool = False,
+    missing: str = "raise",
 ) -> Iterator[Capture]:
     """Capture the named taps during the forward passes run inside the ``with`` block.
 
@@ -197,7 +208,12 @@ def capture(
     model's). ``positions``: token positions kept for hidden-state taps (dim 1), sliced
     before the copy. ``heads``: heads kept for ``attn.probs`` taps. ``stop_early``: end the
     forward right after the last tap fired (the rest of the ``with`` body is skipped).
+    ``missing``: what a tap that fired 0 times by the end of the block does — ``"raise"``
+    (:class:`TapNotFiredError`, the default: an empty capture is never silent), ``"warn"``
+    or ``"ignore"``.
     """
+    if missing not in MISSING:
+        raise ValueError(f"capture: missing={missing!r} is not one of {MISSING}")
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise ValueError(f"capture: dtype={dtype!r} is not one of {sorted(DTYPES)}")
@@ -219,3 +235,24 @@ def capture(
             else:
                 handle.remove()
     cap.synchronize()
+    _check_fired(cap, missing)
+
+
+def _check_fired(cap: Capture, missing: str) -> None:
+    silent = [p for p in cap.points if not cap._records[p.name]]
+    if not silent or missing == "ignore":
+        return
+    lines = [
+        f"{p.name} ({'attention function handed' if p.kind == 'probs' else 'hooked on'} {p.module_path})"
+        for p in silent
+    ]
+    message = (
+        f"{len(silent)} of {len(cap.points)} taps fired 0 times in this capture: {'; '.join(lines)}. "
+        "The forward did not run those modules: either this entry point does not use them (e.g. the action "
+        "expert in a prefix-only pass, the decoder's attention modules in a joint pass that calls the attention "
+        "function itself), or the model calls the pieces of a layer directly instead of the layer module (give its "
+        "adapter Component(..., calls='pieces')). Pass missing='warn' or missing='ignore' to allow it."
+    )
+    if missing == "raise":
+        raise TapNotFiredError(message)
+    warnings.warn(message, TapNotFiredWarning, stacklevel=3)
