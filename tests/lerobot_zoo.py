@@ -159,7 +159,8 @@ class PaliGemmaWithExpert(nn.Module):
             return out, None
         for i in range(len(self.language_model.layers)):  # joint training pass
             embeds = self.joint_layer(i, embeds, mask, positions)
-        return self.gemma_expert.model.norm(embeds[1]), None
+        prefix_out = self.language_model.norm(embeds[0])  # LeRobot normalises both streams
+        return self.gemma_expert.model.norm(embeds[1]), prefix_out
 
 
 class Pi0LikeModel(nn.Module):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from policylens.models import TinyVLA, TinyVLAConfig, get_adapter, lerobot_layout, list_adapters
+from policylens.models import TinyVLA, TinyVLAConfig, get_adapter, list_adapters
 from policylens.tap import list_taps
 from zoo import tiny_decoder, tiny_vision
 
@@ -49,17 +49,3 @@ def test_every_listed_tap_resolves_on_decoders_and_towers():
 
         names = [t.name for t in list_taps(model)]
         assert [p.name for p in resolve_taps(model, names)] == names
-
-
-def test_lerobot_layout_from_a_batch_like_lerobots():
-    class Cfg:
-        image_features = {"observation.images.top": None, "observation.images.wrist": None}
-        chunk_size = 3
-
-    batch = {"observation.images.top": torch.zeros(1), "observation.language.attention_mask": torch.ones(2, 5)}
-    layout = lerobot_layout("smolvla", Cfg(), batch)
-    assert layout["prefix"]["image[observation.images.wrist]"].sum() == 0
-    assert layout["prefix"].positions("image[observation.images.top]").tolist() == list(range(64))
-    assert layout["suffix"]["action"].sum(1).tolist() == [3, 3]
-    with pytest.raises(KeyError, match="attention_mask"):
-        lerobot_layout("pi0", Cfg(), {})

@@ -12,7 +12,7 @@ import torch
 from ..tap import get_adapter, list_adapters, register_adapter
 from . import _hf_adapters, _lerobot_adapters  # noqa: F401  (registrations)
 from ._checkpoint import list_policy_types, load_policy, register_policy_type, save_policy
-from ._lerobot_adapters import lerobot_layout
+from ._lerobot_adapters import lerobot_adapter, lerobot_layout
 from ._loading import load_hf_model, load_model
 from ._tiny_vla import TinyVLA
 from ._tiny_vla_config import TinyVLAConfig
@@ -71,6 +71,7 @@ __all__ = [
     "TinyVLAConfig",
     "VLATrainConfig",
     "get_adapter",
+    "lerobot_adapter",
     "lerobot_layout",
     "list_adapters",
     "list_policy_types",

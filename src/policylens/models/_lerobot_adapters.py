@@ -2,12 +2,23 @@
 
 LeRobot pins ``torch<2.11`` and ``transformers<5``, so it is never imported here: the
 adapters are registered by class name and only match when the user's environment has
-LeRobot and passes one of its policies. The token-layout logic is plain code
-(``policylens.tap.pi0_layout``) tested on tensors of the same layout.
+LeRobot and passes one of its policies (``tests/lerobot_zoo.py`` holds stand-ins with the
+same module tree and calling conventions, so CI covers them without LeRobot).
 
-Attention probabilities: pi0 / pi0.5 compute the joint prefix + expert attention by
-calling ``modeling_gemma.eager_attention_forward`` as a free function, which no module
-hook sees, so these adapters offer hidden-state taps only (``attention="none"``).
+How LeRobot 0.4.4 runs these models, and what follows for the taps:
+
+- SmolVLA calls each decoder layer's pieces (``input_layernorm``, ``q/k/v_proj``,
+  ``o_proj``, ``post_attention_layernorm``, ``mlp``) on every path; pi0 / pi0.5 do so in
+  the joint prefix + expert training pass. The decoder and expert components are therefore
+  ``calls="pieces"``: a layer's output is read at the next layer's ``input_layernorm`` input
+  (the final norm's input for the last layer), the same tensor the layer would return.
+- pi0 / pi0.5 attention: the prefix pass and each denoising step run the attention modules
+  with the eager implementation (switched on at call time); the joint training pass calls
+  ``modeling_gemma.eager_attention_forward`` as a free function on the joint sequence,
+  handing it the *decoder* layer's attention. Both are routed (``policylens.tap``), so
+  ``llm.layers.{i}.attn.probs`` is the joint map there (the expert's rows are the suffix
+  rows) and ``expert.layers.{i}.attn.probs`` fires only in the denoising steps.
+- SmolVLA computes attention in a method of its own; its probabilities are not offered.
 """
 
 from __future__ import annotations
@@ -19,67 +30,105 @@ from torch import Tensor, nn
 
 from ..tap import Adapter, Component, Layout, pi0_layout, register_adapter
 
-__all__ = ["lerobot_layout"]
+__all__ = ["lerobot_adapter", "lerobot_layout"]
 
 LANG_MASK_KEY = "observation.language.attention_mask"
-TOKENS_PER_IMAGE = {"pi0": 256, "pi05": 256, "smolvla": 64}
+_PI0_ROOT = "model.paligemma_with_expert."
+_SMOL_ROOT = "model.vlm_with_expert."
 
 
-def lerobot_layout(variant: str, config: object, batch: Mapping[str, Tensor]) -> Layout:
-    """Token layout of a LeRobot VLA batch: cameras are the config's image features present
-    in the batch (absent ones are padding, as LeRobot pads missing cameras)."""
+def _pi0_tokens_per_image(model: nn.Module) -> int:
+    vision = model.model.paligemma_with_expert.paligemma.config.vision_config
+    return (vision.image_size // vision.patch_size) ** 2
+
+
+def _smolvla_tokens_per_image(model: nn.Module) -> int:
+    vlm = model.model.vlm_with_expert.vlm.config
+    side = vlm.vision_config.image_size // vlm.vision_config.patch_size
+    return (side // vlm.scale_factor) ** 2
+
+
+def lerobot_layout(variant: str, model: nn.Module, batch: Mapping[str, Tensor]) -> Layout:
+    """Token layout of a pre-processed LeRobot batch, read from the policy's config and the batch.
+
+    pi0 / pi0.5 place the cameras present in the batch first, in ``config.image_features``
+    order, then one padding block per missing camera (mask 0); tokens per image come from
+    the vision config. Missing cameras get empty ``image[...]`` spans.
+    """
     if LANG_MASK_KEY not in batch:
         raise KeyError(f"lerobot_layout: the batch lacks {LANG_MASK_KEY!r}; run the policy's preprocessor first")
+    config = model.config
     lang = batch[LANG_MASK_KEY].bool()
     cameras = list(getattr(config, "image_features", {}) or {})
     if not cameras:
         raise ValueError("lerobot_layout: the policy config lists no image_features")
-    present = torch.tensor([[cam in batch for cam in cameras]] * lang.shape[0])
-    per_image = TOKENS_PER_IMAGE[variant]
+    present = [c for c in cameras if c in batch]
+    if not present:
+        raise ValueError(f"lerobot_layout: the batch holds none of the policy's cameras {cameras}")
+    order = present + [c for c in cameras if c not in batch]  # LeRobot pads missing cameras after the present ones
+    masks = torch.tensor([[c in batch for c in order]] * lang.shape[0])
+    per_image = _smolvla_tokens_per_image(model) if variant == "smolvla" else _pi0_tokens_per_image(model)
     chunk = int(getattr(config, "chunk_size", 50))
-    return pi0_layout(variant, present, per_image, lang, chunk, cameras=cameras)
+    return pi0_layout(variant, masks, per_image, lang, chunk, cameras=order)
 
 
-def _pi0_adapter(variant: str) -> Adapter:
-    root = "model.paligemma_with_expert."
-    return Adapter(
-        name=f"lerobot_{variant}",
-        components=(
+def lerobot_adapter(variant: str) -> Adapter:
+    """The adapter of LeRobot's ``pi0``, ``pi05`` or ``smolvla`` policy (see the module docstring)."""
+    if variant in ("pi0", "pi05"):
+        r = _PI0_ROOT
+        components = (
             Component(
                 "vision",
                 layers=(
-                    f"{root}paligemma.model.vision_tower.vision_model.encoder.layers",
-                    f"{root}paligemma.vision_tower.vision_model.encoder.layers",
+                    f"{r}paligemma.model.vision_tower.vision_model.encoder.layers",
+                    f"{r}paligemma.vision_tower.vision_model.encoder.layers",
+                    f"{r}paligemma.model.vision_tower.encoder.layers",
                 ),
-                attention="none",
                 sequence="vision",
             ),
             Component(
                 "llm",
-                layers=(f"{root}paligemma.model.language_model.layers", f"{root}paligemma.language_model.model.layers"),
-                attention="none",
+                layers=(f"{r}paligemma.model.language_model.layers", f"{r}paligemma.language_model.model.layers"),
+                norm=(f"{r}paligemma.model.language_model.norm", f"{r}paligemma.language_model.model.norm"),
+                calls="pieces",
             ),
-            Component("expert", layers=(f"{root}gemma_expert.model.layers",), attention="none", sequence="suffix"),
-        ),
-        layout=lambda model, batch: lerobot_layout(variant, model.config, batch),
-    )
-
-
-def _smolvla_adapter(_model: nn.Module) -> Adapter:
-    root = "model.vlm_with_expert."
-    return Adapter(
-        name="lerobot_smolvla",
-        components=(
             Component(
-                "vision", layers=(f"{root}vlm.model.vision_model.encoder.layers",), attention="none", sequence="vision"
+                "expert",
+                layers=(f"{r}gemma_expert.model.layers",),
+                norm=(f"{r}gemma_expert.model.norm",),
+                sequence="suffix",
+                calls="pieces",
             ),
-            Component("llm", layers=(f"{root}vlm.model.text_model.layers",), attention="none"),
-            Component("expert", layers=(f"{root}lm_expert.layers",), attention="none", sequence="suffix"),
-        ),
-        layout=lambda model, batch: lerobot_layout("smolvla", model.config, batch),
+        )
+    elif variant == "smolvla":
+        r = _SMOL_ROOT
+        components = (
+            Component("vision", layers=(f"{r}vlm.model.vision_model.encoder.layers",), sequence="vision"),
+            Component(
+                "llm",
+                layers=(f"{r}vlm.model.text_model.layers",),
+                norm=(f"{r}vlm.model.text_model.norm",),
+                attention="none",
+                calls="pieces",
+            ),
+            Component(
+                "expert",
+                layers=(f"{r}lm_expert.layers",),
+                norm=(f"{r}lm_expert.norm",),
+                attention="none",
+                sequence="suffix",
+                calls="pieces",
+            ),
+        )
+    else:
+        raise ValueError(f"lerobot_adapter: variant={variant!r} is not one of ['pi0', 'pi05', 'smolvla']")
+    return Adapter(
+        name=f"lerobot_{variant}",
+        components=components,
+        layout=lambda model, batch: lerobot_layout(variant, model, batch),
     )
 
 
-register_adapter("lerobot.policies.pi0.modeling_pi0.PI0Policy", lambda _m: _pi0_adapter("pi0"))
-register_adapter("lerobot.policies.pi05.modeling_pi05.PI05Policy", lambda _m: _pi0_adapter("pi05"))
-register_adapter("lerobot.policies.smolvla.modeling_smolvla.SmolVLAPolicy", _smolvla_adapter)
+register_adapter("lerobot.policies.pi0.modeling_pi0.PI0Policy", lambda _m: lerobot_adapter("pi0"))
+register_adapter("lerobot.policies.pi05.modeling_pi05.PI05Policy", lambda _m: lerobot_adapter("pi05"))
+register_adapter("lerobot.policies.smolvla.modeling_smolvla.SmolVLAPolicy", lambda _m: lerobot_adapter("smolvla"))

@@ -18,6 +18,7 @@ from torch import nn
 __all__ = ["Adapter", "Component", "get_adapter", "list_adapters", "register_adapter", "resolve_module"]
 
 ATTENTION_KINDS = ("hf", "mha", "none")
+CALL_KINDS = ("module", "pieces")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,14 @@ class Component:
     wins, so one adapter serves several library versions). ``attn`` is the submodule whose
     output is the attention branch; ``attn_core`` the one that computes probabilities
     (for HF models: the module passed to the attention function).
+
+    ``calls`` says how the model runs a block. ``"module"``: it calls the block module, so
+    hooks on the block give its input and output. ``"pieces"``: it calls the block's parts
+    directly (LeRobot's SmolVLA on every path, pi0 / pi0.5 in their joint training pass), so
+    the block module never runs; the taps are then taken where the values are observable:
+    ``in`` is the input of the block's ``input_norm``, ``out`` the input of the next block's
+    ``input_norm`` (the final ``norm``'s input for the last block), ``attn.out`` the output of
+    ``attn_out`` (the output projection). These are the same tensors the block would return.
     """
 
     name: str
@@ -38,10 +47,20 @@ class Component:
     norm: tuple[str, ...] = ()
     attention: str = "hf"
     sequence: str = "prefix"
+    calls: str = "module"
+    input_norm: str = "input_layernorm"
+    attn_out: str = "self_attn.o_proj"
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"Component {self.name!r}: attention={self.attention!r} is not one of {ATTENTION_KINDS}.")
+        if self.calls not in CALL_KINDS:
+            raise ValueError(f"Component {self.name!r}: calls={self.calls!r} is not one of {CALL_KINDS}.")
+        if self.calls == "pieces" and not self.norm:
+            raise ValueError(
+                f"Component {self.name!r}: calls='pieces' takes the last block's output at the final norm's input; "
+                "give norm=(<path of the final norm>, ...)."
+            )
 
 
 @dataclass(frozen=True)
