@@ -19,6 +19,7 @@ The module tree has LeRobot's paths (``model.paligemma_with_expert.paligemma…`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +49,7 @@ class Pi0LikeConfig:
         default_factory=lambda: {"observation.images.base": None, "observation.images.wrist": None}
     )
     chunk_size: int = 4
+    state_dim: int = 6
     max_state_dim: int = 6
     max_action_dim: int = 5
     num_inference_steps: int = 3
@@ -203,12 +205,15 @@ class Pi0LikeModel(nn.Module):
         v_t = self.action_out_proj(out[:, -self.config.chunk_size :])
         return ((noise - actions - v_t) ** 2).mean()
 
-    def sample_actions(self, images, img_masks, lang_tokens, lang_masks, state, noise):
+    def sample_actions(self, images, img_masks, lang_tokens, lang_masks, state, noise=None, num_steps=None):
+        if noise is None:
+            noise = torch.normal(0.0, 1.0, (state.shape[0], self.config.chunk_size, self.config.max_action_dim))
+        num_steps = num_steps or self.config.num_inference_steps
         pre, pre_pad, pre_att = self.embed_prefix(images, img_masks, lang_tokens, lang_masks)
         positions = torch.cumsum(pre_pad, 1) - 1
         _, kv = self.paligemma_with_expert(_mask_4d(make_att_2d_masks(pre_pad, pre_att)), positions, [pre, None])
-        x, dt = noise, -1.0 / self.config.num_inference_steps
-        for step in range(self.config.num_inference_steps):
+        x, dt = noise, -1.0 / num_steps
+        for step in range(num_steps):
             t = torch.full((x.shape[0],), 1.0 + step * dt)
             suf, suf_pad, suf_att = self.embed_suffix(state, x, t)
             b, s, p = suf.shape[0], suf.shape[1], pre_pad.shape[1]
@@ -220,15 +225,18 @@ class Pi0LikeModel(nn.Module):
 
 
 class Pi0LikePolicy(nn.Module):
-    """``predict_action_chunk(batch)`` and ``forward(batch)`` over a LeRobot-style batch."""
+    """LeRobot's ``PI0Policy`` surface: ``config.image_features`` / ``input_features``,
+    ``_preprocess_images``, ``prepare_state``, ``predict_action_chunk(batch)`` and the training
+    ``forward(batch)`` over a pre-processed LeRobot batch."""
 
     def __init__(self, config: Pi0LikeConfig | None = None, seed: int = 0) -> None:
         super().__init__()
         torch.manual_seed(seed)
         self.config = config or Pi0LikeConfig()
+        self.config.input_features = {STATE: SimpleNamespace(shape=(self.config.state_dim,))}
         self.model = Pi0LikeModel(self.config).eval()
 
-    def _images(self, batch):
+    def _preprocess_images(self, batch):
         present = [k for k in self.config.image_features if k in batch]
         images = [batch[k] * 2 - 1 for k in present]
         masks = [torch.ones(images[0].shape[0], dtype=torch.bool) for _ in present]
@@ -237,21 +245,44 @@ class Pi0LikePolicy(nn.Module):
             masks.append(torch.zeros_like(masks[0]))
         return images, masks
 
+    def prepare_state(self, batch):
+        state = batch[STATE]
+        return nn.functional.pad(state, (0, self.config.max_state_dim - state.shape[-1]))
+
     def _inputs(self, batch):
-        images, masks = self._images(batch)
-        return images, masks, batch[LANG_TOKENS], batch[LANG_MASK].bool(), batch[STATE]
+        images, masks = self._preprocess_images(batch)
+        return images, masks, batch[LANG_TOKENS], batch[LANG_MASK].bool(), self.prepare_state(batch)
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict, noise: Tensor | None = None) -> Tensor:
-        b = batch[STATE].shape[0]
-        noise = noise if noise is not None else torch.randn(b, self.config.chunk_size, self.config.max_action_dim)
-        return self.model.sample_actions(*self._inputs(batch), noise)
+        return self.model.sample_actions(*self._inputs(batch), noise=noise)
 
     def forward(self, batch: dict, noise: Tensor | None = None, time: Tensor | None = None) -> Tensor:
         actions = batch["action"]
         noise = noise if noise is not None else torch.randn_like(actions)
         time = time if time is not None else torch.full((actions.shape[0],), 0.5)
         return self.model(*self._inputs(batch), actions, noise, time)
+
+
+def byte_preprocessor(policy: Pi0LikePolicy, max_tokens: int = 8):
+    """A stand-in for LeRobot's pre-processor pipeline: resize images, tokenise the task
+    (bytes, right-padded to ``max_tokens``), pass the state. Called on a raw frame dict."""
+    size = policy.config.image_size
+
+    def run(frame: dict) -> dict:
+        out = {}
+        for key, value in frame.items():
+            if key.startswith("observation.images."):
+                out[key] = nn.functional.interpolate(value, size=(size, size), mode="bilinear", antialias=True)
+        tokens = torch.zeros(len(frame["task"]), max_tokens, dtype=torch.long)
+        mask = torch.zeros_like(tokens, dtype=torch.bool)
+        for i, text in enumerate(frame["task"]):
+            ids = [2 + b % 58 for b in text.encode()][:max_tokens]
+            tokens[i, : len(ids)], mask[i, : len(ids)] = torch.tensor(ids), True
+        out.update({LANG_TOKENS: tokens, LANG_MASK: mask, STATE: frame[STATE], "task": frame["task"]})
+        return out
+
+    return run
 
 
 def pi0_like_batch(policy: Pi0LikePolicy, batch_size: int = 2, cameras: list[str] | None = None, seed: int = 0):
@@ -268,7 +299,7 @@ def pi0_like_batch(policy: Pi0LikePolicy, batch_size: int = 2, cameras: list[str
         {
             LANG_TOKENS: tokens,
             LANG_MASK: mask,
-            STATE: torch.randn(batch_size, cfg.max_state_dim, generator=g),
+            STATE: torch.randn(batch_size, cfg.state_dim, generator=g),
             "action": torch.randn(batch_size, cfg.chunk_size, cfg.max_action_dim, generator=g),
         }
     )

@@ -13,6 +13,7 @@ from ..tap import get_adapter, list_adapters, register_adapter
 from . import _hf_adapters, _lerobot_adapters  # noqa: F401  (registrations)
 from ._checkpoint import list_policy_types, load_policy, register_policy_type, save_policy
 from ._lerobot_adapters import lerobot_adapter, lerobot_layout
+from ._lerobot_teacher import LeRobotTeacher, is_lerobot_checkpoint, load_lerobot_teacher
 from ._loading import load_hf_model, load_model
 from ._tiny_vla import TinyVLA
 from ._tiny_vla_config import TinyVLAConfig
@@ -66,16 +67,19 @@ __all__ = [
     "ByteTokenizer",
     "DiffusionChunkPredictor",
     "DiffusionPolicyConfig",
+    "LeRobotTeacher",
     "TinyDiffusionPolicy",
     "TinyVLA",
     "TinyVLAConfig",
     "VLATrainConfig",
     "get_adapter",
+    "is_lerobot_checkpoint",
     "lerobot_adapter",
     "lerobot_layout",
     "list_adapters",
     "list_policy_types",
     "load_hf_model",
+    "load_lerobot_teacher",
     "load_model",
     "load_policy",
     "load_train_state",

@@ -11,6 +11,7 @@ import transformers
 from torch import nn
 
 from ._checkpoint import CONFIG_FILE, list_policy_types, load_policy
+from ._lerobot_teacher import is_lerobot_checkpoint, load_lerobot_teacher
 
 __all__ = ["load_hf_model", "load_model"]
 
@@ -29,9 +30,13 @@ def load_hf_model(path_or_id: str | Path, attn_implementation: str = "sdpa") -> 
 
 
 def load_model(spec: str | Path) -> nn.Module:
-    """A built-in policy name, a policylens checkpoint directory, or an HF checkpoint."""
+    """A built-in policy name, a policylens checkpoint directory, a LeRobot pi0 / pi0.5 / SmolVLA
+    checkpoint directory (as a :class:`LeRobotTeacher`, with its saved pre-processor; needs
+    ``lerobot``), or an HF checkpoint."""
     path = Path(spec)
     config = path / CONFIG_FILE
+    if is_lerobot_checkpoint(path):
+        return load_lerobot_teacher(path)
     if config.is_file() and "type" in json.loads(config.read_text()):
         return load_policy(path)
     if str(spec) in list_policy_types() and not path.exists():
