@@ -146,3 +146,33 @@ def test_layout_matches_the_policys_pad_mask_with_missing_cameras(policy, presen
     first = (present or list(policy.config.image_features))[0]
     assert layout["prefix"].positions(f"image[{first}]").tolist() == [0, 1, 2, 3]  # present cameras come first
     assert layout["suffix"]["state"].sum(1).tolist() == [1, 1]
+
+
+class _CharTokenizer:
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(chr(i) for i in ids)
+
+
+def test_pi05_layout_finds_the_state_inside_the_prompt(policy):
+    from policylens.models import lerobot_layout
+
+    tok = _CharTokenizer()
+    prompts = ["Task: reach the red cube, State: 12 200 7;\nAction: ", "Task: go, State: 3;\nAction: "]
+    ids = [tok.encode(p) for p in prompts]
+    width = max(map(len, ids)) + 2
+    tokens = torch.zeros(2, width, dtype=torch.long)
+    mask = torch.zeros(2, width, dtype=torch.bool)
+    for i, row in enumerate(ids):
+        tokens[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), True
+    batch = pi0_like_batch(policy)
+    batch.update({"observation.language.tokens": tokens, LANG_MASK: mask})
+    with pytest.raises(ValueError, match="tokenizer"):
+        lerobot_layout("pi05", policy, batch)
+    layout = lerobot_layout("pi05", policy, batch, tokenizer=tok)
+    prefix = layout["prefix"]
+    state_text = ["".join(chr(tokens[b, p - 8]) for p in prefix.positions("state", b).tolist()) for b in range(2)]
+    assert state_text == ["122007", "3"]
+    assert (prefix["state"] & prefix["text"]).sum() == 0 and layout["suffix"]["state"].sum() == 0

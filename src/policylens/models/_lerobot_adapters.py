@@ -30,9 +30,11 @@ from torch import Tensor, nn
 
 from ..tap import Adapter, Component, Layout, pi0_layout, register_adapter
 
-__all__ = ["lerobot_adapter", "lerobot_layout"]
+__all__ = ["lerobot_adapter", "lerobot_layout", "pi05_state_tokens"]
 
 LANG_MASK_KEY = "observation.language.attention_mask"
+LANG_TOKENS_KEY = "observation.language.tokens"
+STATE_MARK = "State: "
 _PI0_ROOT = "model.paligemma_with_expert."
 _SMOL_ROOT = "model.vlm_with_expert."
 
@@ -48,12 +50,37 @@ def _smolvla_tokens_per_image(model: nn.Module) -> int:
     return (side // vlm.scale_factor) ** 2
 
 
-def lerobot_layout(variant: str, model: nn.Module, batch: Mapping[str, Tensor]) -> Layout:
+def pi05_state_tokens(tokens: Tensor, mask: Tensor, tokenizer) -> Tensor:
+    """``(B, L)`` bool: the language tokens that spell the discretised state in pi0.5's prompt
+    ``"Task: …, State: 12 200 …;\nAction: "``, found by decoding with ``tokenizer`` (anything
+    with ``decode(list[int]) -> str``). A token belongs to the state when its characters fall
+    between ``"State: "`` and the ``";"`` after it."""
+    out = torch.zeros_like(mask, dtype=torch.bool)
+    for b in range(tokens.shape[0]):
+        where = mask[b].bool().nonzero().flatten().tolist()
+        ids = tokens[b, where].tolist()
+        text = tokenizer.decode(ids)
+        start = text.find(STATE_MARK)
+        if start < 0:
+            continue
+        start += len(STATE_MARK)
+        stop = text.find(";", start)
+        stop = len(text) if stop < 0 else stop
+        ends = [len(tokenizer.decode(ids[: k + 1])) for k in range(len(ids))]
+        for k, pos in enumerate(where):
+            begin = ends[k - 1] if k else 0
+            out[b, pos] = begin < stop and ends[k] > start and tokenizer.decode(ids[k : k + 1]).strip() != ""
+    return out
+
+
+def lerobot_layout(variant: str, model: nn.Module, batch: Mapping[str, Tensor], tokenizer=None) -> Layout:
     """Token layout of a pre-processed LeRobot batch, read from the policy's config and the batch.
 
     pi0 / pi0.5 place the cameras present in the batch first, in ``config.image_features``
     order, then one padding block per missing camera (mask 0); tokens per image come from
-    the vision config. Missing cameras get empty ``image[...]`` spans.
+    the vision config. Missing cameras get empty ``image[...]`` spans. pi0.5 writes the state
+    into the prompt: with ``tokenizer`` (the pre-processor's; :class:`LeRobotTeacher` passes
+    it) those tokens form the ``state`` span, without it the layout refuses to guess.
     """
     if LANG_MASK_KEY not in batch:
         raise KeyError(f"lerobot_layout: the batch lacks {LANG_MASK_KEY!r}; run the policy's preprocessor first")
@@ -69,7 +96,15 @@ def lerobot_layout(variant: str, model: nn.Module, batch: Mapping[str, Tensor]) 
     masks = torch.tensor([[c in batch for c in order]] * lang.shape[0])
     per_image = _smolvla_tokens_per_image(model) if variant == "smolvla" else _pi0_tokens_per_image(model)
     chunk = int(getattr(config, "chunk_size", 50))
-    return pi0_layout(variant, masks, per_image, lang, chunk, cameras=order)
+    text_state = None
+    if variant == "pi05":
+        if tokenizer is None:
+            raise ValueError(
+                "lerobot_layout('pi05', ...): pi0.5 writes the discretised state into the prompt, so the state "
+                "span needs the pre-processor's tokenizer: pass tokenizer=... (LeRobotTeacher passes its own)."
+            )
+        text_state = pi05_state_tokens(batch[LANG_TOKENS_KEY], lang, tokenizer)
+    return pi0_layout(variant, masks, per_image, lang, chunk, cameras=order, text_state=text_state)
 
 
 def lerobot_adapter(variant: str) -> Adapter:

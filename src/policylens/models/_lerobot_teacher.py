@@ -60,7 +60,15 @@ class LeRobotTeacher(nn.Module):
         return {k: v for k, v in out.items() if isinstance(v, Tensor)}
 
     def token_layout(self, batch: Mapping[str, Tensor]) -> Layout:
-        return lerobot_layout(self.variant, self.policy, batch)
+        return lerobot_layout(self.variant, self.policy, batch, tokenizer=self.tokenizer)
+
+    @property
+    def tokenizer(self):
+        """The pre-processor's tokenizer (a step holding ``tokenizer``), or None."""
+        for step in getattr(self.preprocessor, "steps", ()):
+            if getattr(step, "tokenizer", None) is not None:
+                return step.tokenizer
+        return getattr(self.preprocessor, "tokenizer", None)
 
     @torch.no_grad()
     def run_prefix(self, batch: dict[str, Tensor]) -> Tensor:
