@@ -48,5 +48,43 @@ def test_taps_command_on_builtin_policy():
 
 def test_taps_command_on_missing_path_fails_clearly():
     result = runner.invoke(app, ["taps", "/no/such/model"])
-    assert result.exit_code != 0
-    assert "neither a built-in policy" in str(result.exception)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: load_model: '/no/such/model' is neither a built-in policy")
+
+
+def test_taps_of_the_diffusion_policy_fire(tmp_path):
+    """Every tap `policylens taps tiny_diffusion_policy` lists records once per denoising step."""
+    from policylens.tap import capture, list_taps
+    from zoo import tiny_diffusion_policy
+
+    result = runner.invoke(app, ["taps", "tiny_diffusion_policy"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "cross.layers.5.attn.probs" in result.output and "model.decoder.layers.5.multihead_attn" in result.output
+    for n_cond_layers in (0, 1):
+        policy = tiny_diffusion_policy(steps=3, n_cond_layers=n_cond_layers)
+        names = [t.name for t in list_taps(policy)]
+        assert ("encoder.layers.0.attn.probs" in names) == (n_cond_layers > 0)
+        with torch.no_grad(), capture(policy, names) as cap:
+            policy.predict_action(torch.rand(2, 2, 4), generator=torch.Generator().manual_seed(0))
+        assert {n: len(cap.calls(n)) for n in names} == dict.fromkeys(names, 3)
+        probs = cap.calls("cross.layers.1.attn.probs")[0]  # (B, H, horizon, 1 + n_obs_steps)
+        assert probs.shape == (2, 2, 8, 3)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(2, 2, 8))
+        # causal memory mask: action token 0 sees the time token and the first observation only
+        assert probs[:, :, 0, 2].abs().max() == 0
+        assert cap.calls("memory.out")[0].shape == (2, 3, 16)
+        assert torch.equal(cap.calls("cross.layers.0.out")[0], cap.calls("decoder.layers.0.out")[0])
+    # plain reference: the same call of the cross-attention with need_weights=True
+    reference = []
+    mha = policy.model.decoder.layers[1].multihead_attn
+
+    def pre(m, args, kwargs):
+        q, k, v = args
+        out = m.forward(q, k, v, attn_mask=kwargs.get("attn_mask"), need_weights=True, average_attn_weights=False)
+        reference.append(out[1])
+
+    handle = mha.register_forward_pre_hook(pre, with_kwargs=True)
+    with torch.no_grad(), capture(policy, ["cross.layers.1.attn.probs"]) as cap:
+        policy.predict_action(torch.rand(2, 2, 4), generator=torch.Generator().manual_seed(0))
+    handle.remove()
+    torch.testing.assert_close(cap.stacked("cross.layers.1.attn.probs"), torch.stack(reference), atol=1e-6, rtol=1e-5)

@@ -1,12 +1,17 @@
-"""TinyVLA training: a smoke run on synthetic episodes, resume from saved state."""
+"""TinyVLA training: a smoke run on synthetic episodes, resume from saved state, signals, run settings,
+the step seam."""
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
 import torch
 
-from policylens.models import TinyVLA, TinyVLAConfig, VLATrainConfig, load_policy, train_vla
+from policylens.models import TinyVLA, TinyVLAConfig, VLATrainConfig, load_policy, load_train_state, train_vla
+from policylens.models._train_state import TrainingInterrupted
+from policylens.models._train_vla import vla_step
 
 CFG = {"image_size": 28, "vision_layers": 1, "layers": 1, "max_text_tokens": 8, "chunk_size": 3}
 
@@ -36,8 +41,9 @@ def test_smoke_training_writes_checkpoint_and_normalization(tmp_path):
     np.testing.assert_allclose(model.action_mean.numpy(), all_actions.mean(0), rtol=1e-5)
     loaded = load_policy(tmp_path)
     torch.testing.assert_close(loaded.action_mean, model.action_mean)
-    assert json.loads((tmp_path / "train_state.json").read_text())["step"] == 2
+    assert json.loads((tmp_path / "train_state.json").read_text())["step"] == 3  # saved at the end too
     assert list((tmp_path / "tb").iterdir())
+    assert json.loads((tmp_path / "run.json").read_text())["settings"]["train"]["lr"] == 3e-4
 
 
 def test_resume_continues_from_saved_step(tmp_path):
@@ -55,3 +61,85 @@ def test_missing_episode_field_is_named(tmp_path):
     del eps[1]["instruction"]
     with pytest.raises(KeyError, match="episode 1 lacks field 'instruction'"):
         train_vla(TinyVLA(TinyVLAConfig(**CFG)), eps, VLATrainConfig(steps=1), tmp_path)
+
+
+def test_short_run_resumes_and_a_finished_one_trains_nothing_more(tmp_path):
+    """A run shorter than save_every keeps its state: the rerun starts where it ended."""
+    train_vla(TinyVLA(TinyVLAConfig(**CFG)), episodes(), VLATrainConfig(steps=2, batch_size=2), tmp_path)
+    assert json.loads((tmp_path / "train_state.json").read_text())["step"] == 2
+    again = TinyVLA(TinyVLAConfig(**CFG))
+    assert train_vla(again, episodes(), VLATrainConfig(steps=2, batch_size=2), tmp_path) == []
+    torch.testing.assert_close(again.state_dict(), load_policy(tmp_path).state_dict())
+
+
+def test_sigint_saves_state_then_the_rerun_resumes(tmp_path):
+    calls = []
+
+    def step_then_interrupt(model, batch, optimizer):
+        calls.append(len(batch["action"]))
+        out = vla_step(model, batch, optimizer)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-step; the loop finishes the step, saves, stops
+        return out
+
+    model = TinyVLA(TinyVLAConfig(**CFG))
+    config = VLATrainConfig(steps=6, batch_size=2, save_every=100)
+    with pytest.raises(TrainingInterrupted, match=r"SIGINT at step 2: state saved in .*rerun the same command"):
+        train_vla(model, episodes(), config, tmp_path, step=step_then_interrupt)
+    assert calls == [2, 2]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    saved = TinyVLA(TinyVLAConfig(**CFG))
+    opt = torch.optim.AdamW(saved.parameters())
+    assert load_train_state(tmp_path, saved, opt) == 2
+    torch.testing.assert_close(saved.state_dict(), model.state_dict())  # the state after step 2
+    losses = train_vla(TinyVLA(TinyVLAConfig(**CFG)), episodes(), config, tmp_path)
+    assert len(losses) == 4  # steps 2..5
+    assert json.loads((tmp_path / "train_state.json").read_text())["step"] == 6
+
+
+def test_other_settings_are_refused_unless_overwrite(tmp_path):
+    train_vla(TinyVLA(TinyVLAConfig(**CFG)), episodes(), VLATrainConfig(steps=1, batch_size=2), tmp_path)
+    with pytest.raises(FileExistsError, match=r"train.lr 0.0003 there, 0.001 now; train.seed 0 there, 1 now"):
+        train_vla(
+            TinyVLA(TinyVLAConfig(**CFG)), episodes(), VLATrainConfig(steps=1, batch_size=2, lr=1e-3, seed=1), tmp_path
+        )
+    with pytest.raises(FileExistsError, match=r"data.episodes 2 there, 3 now"):
+        train_vla(TinyVLA(TinyVLAConfig(**CFG)), episodes(3), VLATrainConfig(steps=1, batch_size=2), tmp_path)
+    with pytest.raises(FileExistsError, match=r"model.use_state True there, False now"):
+        train_vla(
+            TinyVLA(TinyVLAConfig(**CFG, use_state=False)), episodes(), VLATrainConfig(steps=1, batch_size=2), tmp_path
+        )
+    losses = train_vla(
+        TinyVLA(TinyVLAConfig(**CFG)),
+        episodes(),
+        VLATrainConfig(steps=2, batch_size=2, lr=1e-3),
+        tmp_path,
+        overwrite=True,
+    )
+    assert len(losses) == 2  # started over
+    assert json.loads((tmp_path / "run.json").read_text())["settings"]["train"]["lr"] == 1e-3
+
+
+def test_step_seam_plugs_in_another_loss(tmp_path):
+    """The loop only draws batches and calls ``step``: a wrapped vla_step reproduces the default run
+    exactly, and a step with an extra penalty trains on its own total."""
+    config = VLATrainConfig(steps=3, batch_size=2)
+    runs = {}
+    for name, step in (("default", vla_step), ("wrapped", lambda m, b, o: dict(vla_step(m, b, o)))):
+        torch.manual_seed(0)
+        model = TinyVLA(TinyVLAConfig(**CFG))
+        runs[name] = (train_vla(model, episodes(), config, tmp_path / name, step=step), model)
+    assert runs["default"][0] == runs["wrapped"][0]
+    torch.testing.assert_close(runs["default"][1].state_dict(), runs["wrapped"][1].state_dict())
+
+    def with_penalty(model, batch, optimizer):
+        flow = model.loss(batch)
+        penalty = sum(p.square().sum() for p in model.expert.parameters())
+        optimizer.zero_grad(set_to_none=True)
+        (flow + penalty).backward()
+        optimizer.step()
+        return {"loss": (flow + penalty).detach(), "flow_matching": flow.detach(), "penalty": penalty.detach()}
+
+    torch.manual_seed(0)
+    penalised = train_vla(TinyVLA(TinyVLAConfig(**CFG)), episodes(), config, tmp_path / "penalty", step=with_penalty)
+    assert all(p > d + 1.0 for p, d in zip(penalised, runs["default"][0], strict=True))  # the penalty is in the total

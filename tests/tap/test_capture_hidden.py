@@ -73,9 +73,17 @@ def test_unknown_tap_lists_close_matches(paligemma):
     with pytest.raises(KeyError, match=r"llm\.layers\.1\.out"):
         with capture(paligemma, ["llm.layer.1.out"]):
             pass
-    with pytest.raises(KeyError, match="does not exist"):
-        with capture(paligemma, ["llm.layers.9.out"]):
+    n = len(paligemma.model.language_model.layers)
+    with pytest.raises(KeyError, match=rf"does not exist.* llm has {n} layers: indices 0\.\.{n - 1} \(or -{n}\.\.-1\)"):
+        with capture(paligemma, ["llm.layers.99.out"]):
             pass
+    with pytest.raises(KeyError, match=rf"llm has {n} layers"):
+        with capture(paligemma, [f"llm.layers.-{n + 1}.attn.probs"]):
+            pass
+    with pytest.raises(KeyError) as not_a_layer:
+        with capture(paligemma, ["llm.layers.1.attention.out"]):
+            pass
+    assert "layers:" not in str(not_a_layer.value)  # an index in range: no layer-count note
 
 
 def test_bad_dtype_is_named():

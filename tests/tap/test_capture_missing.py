@@ -26,9 +26,10 @@ def test_a_tap_that_never_fires_raises_naming_it_and_its_module(vla):
 
 def test_warn_and_ignore_keep_what_did_fire(vla):
     model, batch = vla
-    with pytest.warns(TapNotFiredWarning, match="expert.layers.1.out"), capture(
-        model, ["llm.layers.0.out", "expert.layers.1.out"], missing="warn"
-    ) as cap:
+    with (
+        pytest.warns(TapNotFiredWarning, match="expert.layers.1.out"),
+        capture(model, ["llm.layers.0.out", "expert.layers.1.out"], missing="warn") as cap,
+    ):
         model.run_prefix(batch)
     assert cap["llm.layers.0.out"].shape[0] == 1 and cap.calls("expert.layers.1.out") == []
     with capture(model, ["expert.layers.1.out"], missing="ignore") as cap:

@@ -78,3 +78,18 @@ def test_tiny_vla_layout_per_camera(cameras):
         assert prefix.positions(f"image[{cam}]").tolist() == list(range(4 * k, 4 * k + 4))
     n_text = int(batch["attention_mask"][0].sum()) - 4 * len(cameras)
     assert prefix["text"][0].sum() == n_text
+
+
+def test_reprs_are_short_and_count_tokens_per_span():
+    ids = torch.cat([torch.full((6, 4), 7), torch.tensor([[1, 2, 0]] * 3 + [[1, 0, 0]] * 3)], 1)
+    spans = paligemma_spans(ids, (ids != 0).long(), image_token_id=7, tokens_per_image=2, cameras=["left", "wrist"])
+    text = repr(spans)
+    assert text == (
+        "TokenSpans(B=6, T=7, cameras=['left', 'wrist'], tokens per span: image[left]=2, image[wrist]=2, "
+        "text=[2, 2, 2, 1, ...], valid=[6, 6, 6, 5, ...], image=4, pad=[1, 1, 1, 2, ...])"
+    )
+    layout = TinyVLA(TinyVLAConfig(image_size=28, vision_layers=1, layers=1)).eval()
+    batch = layout.example_batch(2, seed=0)
+    shown = repr(layout.token_layout(batch))
+    assert shown.startswith("Layout(\n  vision: TokenSpans(") and "\n  suffix: TokenSpans(B=2, T=9" in shown
+    assert "tensor" not in shown and len(shown) < 600

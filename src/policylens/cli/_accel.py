@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -9,8 +11,32 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Diffusion inference caching (BAC): calibrate and evaluate.", no_args_is_help=True)
+from ._app import new_app
+from ._errors import CommandError
+
+app = new_app("Diffusion inference caching (BAC): calibrate and evaluate.")
 console = Console()
+
+
+class Mode(StrEnum):
+    """Caching modes (``policylens.accel.MODES``; kept here so --help needs no torch import)."""
+
+    original = "original"
+    uniform = "uniform"
+    optimal = "optimal"
+
+
+class Metric(StrEnum):
+    """Similarity metrics (``policylens.accel.METRICS``)."""
+
+    cosine = "cosine"
+    l1 = "l1"
+    l2 = "l2"
+    mse = "mse"
+
+
+POLICY_HELP = "TinyDiffusionPolicy directory or the built-in name tiny_diffusion_policy."
+OBS_HELP = "safetensors with 'obs' (N, n_obs_steps, obs_dim); default: random observations in the policy's range."
 
 
 def _load(policy_spec: str, obs_path: Path | None, num_obs: int, seed: int):
@@ -19,27 +45,40 @@ def _load(policy_spec: str, obs_path: Path | None, num_obs: int, seed: int):
 
     policy = load_policy(policy_spec)
     if not isinstance(policy, TinyDiffusionPolicy):
-        raise typer.BadParameter(f"{policy_spec!r} is a {type(policy).__name__}, not a TinyDiffusionPolicy")
+        raise CommandError(f"--policy {policy_spec!r} is a {type(policy).__name__}, not a TinyDiffusionPolicy")
     obs = load_observations(obs_path) if obs_path else random_observations(policy, num_obs, seed)
     return policy, obs
 
 
+def _load_calibration(path: Path):
+    """The calibration, or a one-line error naming the file, the field and the fix."""
+    from policylens.accel import Calibration
+
+    fix = f"write it again with `policylens accel calibrate --out {path}`"
+    try:
+        return Calibration.load(path)
+    except json.JSONDecodeError as exc:
+        raise CommandError(
+            f"--calibration {path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); {fix}"
+        ) from exc
+    except KeyError as exc:
+        raise CommandError(f"--calibration {path}: field {exc.args[0]!r} is missing; {fix}") from exc
+    except (AttributeError, TypeError) as exc:
+        raise CommandError(f"--calibration {path}: not a calibration ({exc}); {fix}") from exc
+
+
 @app.command()
 def calibrate(
-    policy: Annotated[
-        str, typer.Option(help="TinyDiffusionPolicy directory or the built-in name tiny_diffusion_policy.")
-    ],
+    policy: Annotated[str, typer.Option(help=POLICY_HELP)],
     out: Annotated[Path, typer.Option(help="Calibration JSON to write.")],
-    obs: Annotated[
-        Path | None, typer.Option(help="safetensors with 'obs' (N, n_obs_steps, obs_dim); default: random.")
-    ] = None,
-    num_obs: Annotated[int, typer.Option(help="Random observations when --obs is not given.")] = 32,
-    num_updates: Annotated[int, typer.Option(help="Update steps S per branch.")] = 10,
-    metric: Annotated[str, typer.Option(help="cosine | l1 | l2 | mse.")] = "cosine",
-    n_bu: Annotated[int, typer.Option(help="Branches that get the Bubbling Union.")] = 0,
-    batch_size: Annotated[int, typer.Option()] = 8,
-    seeds: Annotated[int, typer.Option(help="Noise seeds per observation batch.")] = 2,
-    seed: Annotated[int, typer.Option()] = 0,
+    obs: Annotated[Path | None, typer.Option(help=OBS_HELP)] = None,
+    num_obs: Annotated[int, typer.Option(min=1, help="Random observations when --obs is not given.")] = 32,
+    num_updates: Annotated[int, typer.Option(min=1, help="Update steps S per branch.")] = 10,
+    metric: Annotated[Metric, typer.Option(help="Similarity of branch outputs between steps.")] = Metric.cosine,
+    n_bu: Annotated[int, typer.Option(min=0, help="Branches that get the Bubbling Union.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Observations per calibration forward.")] = 8,
+    seeds: Annotated[int, typer.Option(min=1, help="Noise seeds per observation batch.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the random observations and of the noise.")] = 0,
     plots: Annotated[Path | None, typer.Option(help="Directory for similarity / schedule / BU-score PNGs.")] = None,
 ) -> None:
     """Record branch outputs at every denoising step, average the similarities, write the schedule."""
@@ -51,7 +90,7 @@ def calibrate(
         pol,
         observations,
         num_updates=num_updates,
-        metric=metric,
+        metric=metric.value,
         n_bu=n_bu,
         batch_size=batch_size,
         num_seeds=seeds,
@@ -64,38 +103,56 @@ def calibrate(
             console.print(f"wrote {p}")
 
 
+def eval_modes(modes: list[Mode] | None, calibration: Path | None) -> list[Mode]:
+    """The modes to run, ``original`` first (the baseline of every speed-up) even when not asked for.
+
+    Default: every mode, ``optimal`` only when a calibration is given.
+    """
+    if not modes:
+        modes = [m for m in Mode if m is not Mode.optimal or calibration is not None]
+    if Mode.optimal in modes and calibration is None:
+        raise CommandError("--mode optimal needs --calibration CAL.json; write one with `policylens accel calibrate`")
+    return [Mode.original, *dict.fromkeys(m for m in modes if m is not Mode.original)]
+
+
 @app.command("eval")
 def evaluate(
-    policy: Annotated[str, typer.Option(help="TinyDiffusionPolicy directory or tiny_diffusion_policy.")],
-    calibration: Annotated[Path | None, typer.Option(help="Calibration JSON (for --mode optimal).")] = None,
-    mode: Annotated[list[str] | None, typer.Option(help="Modes to compare (repeatable); default all three.")] = None,
-    num_updates: Annotated[int, typer.Option(help="Uniform: updates per branch.")] = 10,
-    obs: Annotated[Path | None, typer.Option()] = None,
-    batch: Annotated[int, typer.Option(help="Batch size per action chunk.")] = 1,
-    calls: Annotated[int, typer.Option(help="Timed calls per mode.")] = 10,
-    seed: Annotated[int, typer.Option()] = 0,
+    policy: Annotated[str, typer.Option(help=POLICY_HELP)],
+    calibration: Annotated[Path | None, typer.Option(help="Calibration JSON (needed by --mode optimal).")] = None,
+    mode: Annotated[
+        list[Mode] | None,
+        typer.Option(
+            help="Mode to compare (repeatable); default all, optimal only with --calibration. "
+            "original always runs: speed-ups are against it."
+        ),
+    ] = None,
+    num_updates: Annotated[int, typer.Option(min=1, help="Uniform: updates per branch.")] = 10,
+    obs: Annotated[Path | None, typer.Option(help=OBS_HELP)] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Batch size per action chunk.")] = 1,
+    calls: Annotated[int, typer.Option(min=1, help="Timed calls per mode.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the random observations and of the noise.")] = 0,
 ) -> None:
     """Time each mode per action chunk and measure its action error against the uncached policy."""
     from policylens.accel import BACConfig, evaluate_mode
 
+    modes = eval_modes(mode, calibration)
+    cal = _load_calibration(calibration) if calibration is not None and Mode.optimal in modes else None
     pol, observations = _load(policy, obs, batch, seed)
-    mode = mode or ["original", "uniform", "optimal"]
     observations = observations[:batch]
     table = Table("mode", "median ms", "p90 ms", "speed-up", "skipped", "action MSE", "max abs")
     base = None
-    for m in mode:
-        if m == "original":
+    for m in modes:
+        if m is Mode.original:
             cfg = None
-        elif m == "uniform":
+        elif m is Mode.uniform:
             cfg = BACConfig(mode="uniform", num_updates=num_updates)
         else:
-            if calibration is None:
-                raise typer.BadParameter("--mode optimal needs --calibration", param_hint="--calibration")
-            cfg = BACConfig(mode=m, calibration=calibration)
+            cfg = BACConfig(mode="optimal", calibration=cal)
         r = evaluate_mode(pol, cfg, observations, calls=calls, seed=seed)
         base = base or r["median_ms"]
+        label = m.value if (mode is None or m in mode) else f"{m.value} (baseline)"
         table.add_row(
-            m,
+            label,
             f"{r['median_ms']:.1f}",
             f"{r['p90_ms']:.1f}",
             f"{base / r['median_ms']:.2f}x",

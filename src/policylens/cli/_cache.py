@@ -1,18 +1,25 @@
 """``policylens cache``: build, inspect and verify anchor-cache feature stores.
 
 ``build`` wraps :func:`policylens.anchors.build_cache`; ``info`` and ``verify`` wrap
-``store_info`` / ``verify_store``.
+``store_info`` / ``verify_store``. Each exits 1 when the store is not sound. ``verify --repair``
+drops the done markers of damaged chunks and prints the ``cache build`` command, rebuilt from
+the manifest, that recomputes just those chunks (rebuilding needs the policy and the dataset,
+which the store does not hold).
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from policylens.store import StoreError, store_info, verify_store
+from policylens.store import ChunkDamage, StoreError, read_manifest, store_info, verify_store
+
+CLI_DATASETS = ("synthetic:", "droid:", "lerobot:")  # dataset ids that `cache build --dataset` takes
 
 app = typer.Typer(help="Anchor caches: build, inspect and verify feature stores.", no_args_is_help=True)
 
@@ -32,36 +39,90 @@ def build(
     """Run POLICY over DATASET and write (or resume) a feature store; torchrun ranks split the work."""
     from policylens.anchors import build_cache
 
-    m = build_cache(policy, dataset, out, kind, layer or [-2], pooling, dtype, batch_size, store_input or [])
-    typer.echo(f"{out}: {m['kind']}, {m['num_samples']} samples, complete {m['complete'] or 'not yet (other ranks)'}")
-
-
-@app.command()
-def info(path: str = typer.Argument(..., help="Store directory.")) -> None:
-    """Print kind, sizes, fields, provenance and completeness of a store."""
     try:
-        Console(width=160).print_json(json.dumps(store_info(path)))
+        m = build_cache(policy, dataset, out, kind, layer or [-2], pooling, dtype, batch_size, store_input or [])
     except StoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    typer.echo(f"{out}: {m['kind']}, {m['num_samples']} samples, complete {m['complete'] or 'not yet (other ranks)'}")
+
+
+def build_command(path: str) -> str | None:
+    """The ``policylens cache build`` command that wrote the store at ``path``, rebuilt from its
+    manifest; ``None`` when the store was not written by that command (its dataset id is not a
+    ``--dataset`` spec)."""
+    m = read_manifest(path)
+    meta = m["meta"]
+    if not str(meta.get("dataset_id", "")).startswith(CLI_DATASETS):
+        return None
+    args = ["policylens", "cache", "build", "--policy", meta["model_id"], "--dataset", meta["dataset_id"]]
+    if meta.get("bridge"):
+        args += ["--kind", "bridge"]  # build_cache picks the bridge layers and pooling itself
+    else:
+        args += ["--kind", m["kind"], *[a for i in meta["layers"] for a in ("--layer", str(i))]]
+        args += ["--pooling", meta["pooling"]]
+    args += ["--dtype", meta["dtype"]]
+    if m.get("batch_size") is not None:
+        args += ["--batch-size", str(m["batch_size"])]
+    args += [a for k, f in m["fields"].items() if f["role"] == "input" for a in ("--store-input", k)]
+    return shlex.join([*args, "--out", path])
+
+
+def _rerun_hint(path: str) -> str:
+    cmd = build_command(path)
+    if cmd is None:
+        return "rerun the build_store(...) call that wrote the store (same arguments)"
+    note = "" if read_manifest(path).get("batch_size") is not None else " (add the original --batch-size)"
+    return f"rerun its build{note}:\n  {cmd}"
+
+
+@app.command()
+def info(
+    path: str = typer.Argument(..., help="Store directory."),
+    check: bool = typer.Option(True, help="Read every chunk to compare its crc32c (--no-check: file sizes only)."),
+) -> None:
+    """Print kind, sizes, fields, provenance and completeness of a store; exit 1 if samples are missing."""
+    try:
+        res = store_info(path, check=check)
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    Console(width=160).print_json(json.dumps(res))
+    if res["missing"]:
+        for d in res["damaged"]:
+            typer.echo(f"problem: {ChunkDamage(**d)}", err=True)
+        fix = f"run `policylens cache verify --repair {path}` and " if res["damaged"] else ""
+        typer.echo(f"error: {path}: samples {res['missing']} are missing; {fix}{_rerun_hint(path)}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
 def verify(
     path: str = typer.Argument(..., help="Store directory."),
-    repair: bool = typer.Option(False, help="Drop done markers of damaged chunks so a rerun of build redoes them."),
+    repair: bool = typer.Option(False, help="Drop damaged chunks' done markers; print the build that redoes them."),
 ) -> None:
-    """Check shapes, dtypes, chunks, completeness, NaN/Inf and statistics; exit 1 on any problem."""
+    """Check shapes, dtypes, chunks and their crc32c checksums, completeness, NaN/Inf and statistics;
+    exit 1 on any problem."""
     rep = verify_store(path, repair=repair)
-    console = Console(width=160)
+    console = Console(width=160, soft_wrap=True)
     for name, st in rep.stats.items():
         console.print(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in st.items()))
     for w in rep.warnings:
-        console.print(f"[yellow]warning[/]: {w}")
+        console.print(f"[yellow]warning[/]: {escape(w)}")
     for p in rep.problems:
-        console.print(f"[red]problem[/]: {p}")
+        console.print(f"[red]problem[/]: {escape(p)}")
     if rep.repaired:
-        console.print(f"removed done markers of chunks {rep.repaired}; rerun the build command to recompute them")
-    console.print(f"{path}: " + ("[green]OK[/]" if rep.ok else f"[red]{len(rep.problems)} problem(s)[/]"))
+        ranges = sorted({(d.start, d.stop) for d in rep.damaged})
+        typer.echo(
+            f"removed done markers of chunks {rep.repaired} (samples {[list(r) for r in ranges]}); "
+            f"to recompute just those chunks, {_rerun_hint(path)}"
+        )
+    elif rep.damaged:
+        typer.echo(
+            f"run `policylens cache verify --repair {path}` to drop the damaged chunks and get the build to rerun"
+        )
+    elif rep.incomplete:
+        typer.echo(f"samples {rep.incomplete} are not built yet; to finish them, {_rerun_hint(path)}")
+    console.print(f"{escape(path)}: " + ("[green]OK[/]" if rep.ok else f"[red]{len(rep.problems)} problem(s)[/]"))
     if not rep.ok:
         raise typer.Exit(1)

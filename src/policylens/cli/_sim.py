@@ -2,28 +2,47 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Simulated Panda episodes: generate datasets, evaluate policies.", no_args_is_help=True)
+from ._app import new_app
+from ._errors import CommandError
+
+app = new_app("Simulated Panda episodes: generate datasets, evaluate policies.")
+
+
+class Format(StrEnum):
+    """On-disk episode formats (``policylens.data.sim._generate.FORMATS``)."""
+
+    droid = "droid"
+    lerobot = "lerobot"
 
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Option(help="Output directory.")],
+    out: Annotated[Path, typer.Option(help="Output directory; must be new or empty unless --overwrite / --append.")],
     task: Annotated[str, typer.Option(help="Task name: reach | put_in_tray.")] = "reach",
-    episodes: Annotated[int, typer.Option(help="Number of expert episodes.")] = 10,
-    fmt: Annotated[str, typer.Option("--format", help="droid | lerobot.")] = "droid",
+    episodes: Annotated[int, typer.Option(min=1, help="Number of expert episodes.")] = 10,
+    fmt: Annotated[Format, typer.Option("--format", help="Episode format on disk.")] = Format.droid,
     seed: Annotated[int, typer.Option(help="Run seed (layouts are deterministic under it).")] = 0,
     image_size: Annotated[int, typer.Option(help="Square image size in pixels (even).")] = 224,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete the dataset already in --out first.")] = False,
+    append: Annotated[
+        bool, typer.Option("--append", help="Add episodes after those in --out, under new folder names (DROID only).")
+    ] = False,
 ) -> None:
     """Roll out the scripted expert and write DROID raw or LeRobot v3.0 episodes."""
     from policylens.data.sim import generate_episodes
 
-    paths = generate_episodes(task, episodes, out, seed=seed, fmt=fmt, image_size=image_size)
-    typer.echo(f"wrote {episodes} {task} episodes as {fmt} under {out} ({len(paths)} paths)")
+    if overwrite and append:
+        raise CommandError("--overwrite and --append exclude each other; pass one")
+    if_exists = "overwrite" if overwrite else "append" if append else "error"
+    paths = generate_episodes(task, episodes, out, seed=seed, fmt=fmt.value, image_size=image_size, if_exists=if_exists)
+    verb = "appended" if append else "wrote"
+    typer.echo(f"{verb} {episodes} {task} episodes as {fmt.value} under {out} ({len(paths)} paths)")
 
 
 @app.command("eval")
@@ -32,7 +51,13 @@ def eval_policy(
     task: Annotated[str, typer.Option(help="Task name: reach | put_in_tray.")] = "reach",
     episodes: Annotated[int, typer.Option(help="Number of closed-loop rollouts.")] = 50,
     seed: Annotated[int, typer.Option(help="Evaluation seed (layouts disjoint from training ones).")] = 0,
-    image_size: Annotated[int, typer.Option(help="Square image size in pixels.")] = 224,
+    image_size: Annotated[
+        int,
+        typer.Option(
+            help="Square image size in pixels; a checkpoint with an image_size in its config renders at that "
+            "size instead (the size it was trained on)."
+        ),
+    ] = 224,
     render: Annotated[bool, typer.Option(help="Render camera images (state-only policies can skip it).")] = True,
 ) -> None:
     """Run closed-loop rollouts and print the success rate with its 95% Wilson interval."""

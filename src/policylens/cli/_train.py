@@ -1,31 +1,61 @@
-"""``policylens train``: train the reference policies on simulated expert episodes."""
+"""``policylens train``: train the reference policies on simulated expert episodes.
+
+An output directory belongs to one run (``run.json``): rerunning the same command resumes it
+(with a larger ``--steps`` it trains on), other settings are refused before any episode is made,
+``--overwrite`` replaces it. Ctrl-C / SIGTERM saves the state first; exit 130 / 143.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
 
+from ._app import new_app
+
 NOISE_HELP = "DART noise std (m) added to the executed expert xyz; the recorded labels stay clean."
-app = typer.Typer(help="Train the reference policies on simulated expert episodes.", no_args_is_help=True)
+OVERWRITE_HELP = "Replace the run in --out, whatever its settings (default: resume the same run, refuse another)."
+app = new_app("Train the reference policies on simulated expert episodes.")
+
+
+def _interrupted(exc: BaseException) -> typer.Exit:
+    typer.echo(f"interrupted: {exc}", err=True)
+    return typer.Exit(128 + getattr(exc, "signum", 2))
+
+
+def _trained_steps(out: str) -> int:
+    state = Path(out) / "train_state.json"
+    return int(json.loads(state.read_text())["step"]) if state.is_file() else 0
 
 
 @app.command("vla")
 def vla(
-    out: str = typer.Option("runs/tiny_vla_reach", help="Output directory (resumes if it holds a train state)."),
+    out: str = typer.Option("runs/tiny_vla_reach", help="Output directory (the same run resumes there)."),
     task: str = typer.Option("reach", help="Simulated task."),
     episodes: int = typer.Option(200, min=1, help="Expert episodes to generate."),
-    steps: int = typer.Option(3000, min=1, help="Optimiser steps."),
-    batch_size: int = typer.Option(16, min=1),
-    seed: int = typer.Option(0),
+    steps: int = typer.Option(3000, min=1, help="Optimiser steps in total (raise it to train a finished run on)."),
+    batch_size: int = typer.Option(16, min=1, help="Samples per optimiser step."),
+    seed: int = typer.Option(0, help="Seed of the episode layouts, the weights and the batches."),
     image_size: int = typer.Option(224, help="Camera image size (a multiple of the patch size 14)."),
     lr: float = typer.Option(3e-4, help="Peak learning rate (cosine decay after warm-up)."),
     use_state: bool = typer.Option(True, help="Feed the proprio state token (--no-use-state: images + text only)."),
     action_noise: float = typer.Option(0.02, min=0.0, help=NOISE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK."""
     from policylens.data.sim import make_training_episodes
     from policylens.models import TinyVLA, TinyVLAConfig, VLATrainConfig, train_vla
+    from policylens.models._train_state import TrainingInterrupted, check_run_dir
+    from policylens.models._train_vla import run_settings_of
 
     model = TinyVLA(TinyVLAConfig(image_size=image_size, use_state=use_state))
+    config = VLATrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr=lr)
+    data = {"task": task, "action_noise": action_noise}
+    if not overwrite:  # refuse another run's directory before spending minutes on rendering
+        known = run_settings_of(model, config, [], data)
+        known["data"] = {"episodes": episodes, **data}
+        check_run_dir(out, known, partial=True)
     raw = make_training_episodes(
         task,
         episodes,
@@ -39,36 +69,56 @@ def vla(
         {"images": e["images"], "state": e["proprio"], "action": e["action"], "instruction": e["instruction"]}
         for e in raw
     ]
-    losses = train_vla(model, eps, VLATrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr=lr), out)
+    try:
+        losses = train_vla(model, eps, config, out, run_settings=data, overwrite=overwrite)
+    except TrainingInterrupted as exc:
+        raise _interrupted(exc) from None
+    if not losses:
+        typer.echo(f"nothing to train: {out} already holds {_trained_steps(out)} steps; raise --steps to go on")
+        return
     typer.echo(f"trained {len(losses)} steps; final loss {losses[-1]:.4f}; checkpoint in {out}")
 
 
 @app.command("diffusion")
 def diffusion(
-    out: str = typer.Option("runs/diffusion_reach", help="Output directory for config.json + model.safetensors."),
+    out: str = typer.Option("runs/diffusion_reach", help="Output directory (the same run resumes there)."),
     episodes: int = typer.Option(1500, min=1, help="Expert reach episodes to generate (state only)."),
-    steps: int = typer.Option(6000, min=1, help="Optimiser steps."),
-    batch_size: int = typer.Option(64, min=1),
-    lr: float = typer.Option(5e-4),
-    seed: int = typer.Option(0),
+    steps: int = typer.Option(6000, min=1, help="Optimiser steps in total (raise it to train a finished run on)."),
+    batch_size: int = typer.Option(64, min=1, help="Training windows per optimiser step."),
+    lr: float = typer.Option(5e-4, help="Peak learning rate (warm-up, then cosine decay)."),
+    seed: int = typer.Option(0, help="Seed of the episode layouts, the weights and the batches."),
     threads: int = typer.Option(1, min=1, help="torch threads (1 is fastest on a shared 2-core machine)."),
     action_noise: float = typer.Option(0.02, min=0.0, help=NOISE_HELP),
+    save_every: int = typer.Option(500, min=1, help="Steps between saves of the resumable state."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Train TinyDiffusionPolicy (DDPM, 100 steps) on expert reach episodes; TensorBoard logs in OUT/tb."""
     import torch
 
+    from policylens.models._train_state import TrainingInterrupted, check_run_dir
     from policylens.models.diffusion import train_reach_policy
 
+    data = {"task": "reach", "action_noise": action_noise}
+    if not overwrite:
+        known = {"train": {"batch_size": batch_size, "lr": lr, "seed": seed}, "data": {"episodes": episodes, **data}}
+        check_run_dir(out, known, partial=True)
     torch.set_num_threads(threads)
-    policy = train_reach_policy(
-        episodes,
-        steps,
-        seed,
-        log_dir=f"{out}/tb",
-        action_noise=action_noise,
-        batch_size=batch_size,
-        lr=lr,
-        warmup_steps=min(200, steps),
-    )
+    try:
+        policy = train_reach_policy(
+            episodes,
+            steps,
+            seed,
+            log_dir=f"{out}/tb",
+            action_noise=action_noise,
+            batch_size=batch_size,
+            lr=lr,
+            warmup_steps=min(200, steps),
+            out_dir=out,
+            save_every=save_every,
+            run_settings=data,
+            overwrite=overwrite,
+        )
+    except TrainingInterrupted as exc:
+        raise _interrupted(exc) from None
     policy.save_pretrained(out)
-    typer.echo(f"trained {steps} steps; checkpoint in {out}")
+    typer.echo(f"trained to step {_trained_steps(out)}; checkpoint in {out}")

@@ -1,4 +1,9 @@
-"""The ``policylens`` entry point."""
+"""The ``policylens`` entry point.
+
+Errors the user can fix (a bad tap name, a missing checkpoint, a damaged store or calibration
+file) print one line and exit 2; ``--debug`` or ``POLICYLENS_DEBUG=1`` shows their traceback
+(see ``_errors`` and ``_app``).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,21 @@ from rich.console import Console
 from rich.table import Table
 
 from policylens.cli import _accel, _cache, _sim, _train
+from policylens.cli._app import new_app
+from policylens.cli._errors import DEBUG_ENV
 
-app = typer.Typer(help="policylens: look inside VLA and diffusion robot policies.", no_args_is_help=True)
+app = new_app("policylens: look inside VLA and diffusion robot policies.")
 app.add_typer(_accel.app, name="accel")
 app.add_typer(_cache.app, name="cache")
 app.add_typer(_sim.app, name="sim")
 app.add_typer(_train.app, name="train")
+
+
+@app.callback()
+def root(
+    debug: bool = typer.Option(False, "--debug", help=f"Show the full traceback of every error (also {DEBUG_ENV}=1)."),
+) -> None:
+    """policylens: look inside VLA and diffusion robot policies."""
 
 
 @app.command()

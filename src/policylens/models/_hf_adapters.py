@@ -1,5 +1,6 @@
 """Adapters for Hugging Face architectures: PaliGemma, Gemma/Gemma2/Qwen2/Llama decoders,
-SigLIP and DINOv2 vision towers, and the project's TinyVLA."""
+SigLIP and DINOv2 vision towers, and the project's reference policies TinyVLA and
+TinyDiffusionPolicy (whose denoiser is built from ``nn.Transformer*Layer`` blocks)."""
 
 from __future__ import annotations
 
@@ -123,3 +124,43 @@ for _family in (
 register_adapter(f"{_T}.siglip.modeling_siglip.SiglipVisionModel", SIGLIP)
 register_adapter(f"{_T}.dinov2.modeling_dinov2.Dinov2Model", DINOV2)
 register_adapter("policylens.models._tiny_vla.TinyVLA", TINY_VLA)
+
+
+def _diffusion_layout(model: nn.Module, batch: Mapping[str, Tensor]) -> Layout:
+    """``prefix``: the condition memory ``[time, obs_1 … obs_To]``; ``suffix``: the ``horizon`` action tokens."""
+    cfg = model.config
+    b = batch["obs"].shape[0]
+    time = torch.zeros(b, 1 + cfg.n_obs_steps, dtype=torch.bool)
+    time[:, 0] = True
+    prefix = TokenSpans({"time": time, "state": ~time, "valid": torch.ones_like(time)})
+    action = torch.ones(b, cfg.horizon, dtype=torch.bool)
+    return Layout({"prefix": prefix, "suffix": TokenSpans({"action": action, "valid": action})})
+
+
+def _diffusion_adapter(root: str):
+    """Decoder blocks (``nn.TransformerDecoderLayer``): ``decoder`` taps their self-attention over the
+    action tokens, ``cross`` their cross-attention to the condition memory (the same blocks, so
+    ``cross.layers.{i}.in`` / ``.out`` equal ``decoder.layers.{i}.in`` / ``.out``); ``mlp.out`` is
+    ``linear2``'s output, the feed-forward branch. ``encoder`` exists when ``n_cond_layers > 0``;
+    ``memory.out`` is the condition encoder's output either way."""
+
+    def factory(model: nn.Module) -> Adapter:
+        decoder = (f"{root}decoder.layers",)
+        components = [
+            Component("decoder", decoder, mlp="linear2", norm=(f"{root}ln_f",), attention="mha", sequence="suffix"),
+            Component("cross", decoder, attn="multihead_attn", mlp="", attention="mha", sequence="suffix"),
+        ]
+        if model.config.n_cond_layers > 0:
+            components.append(Component("encoder", (f"{root}encoder.layers",), mlp="linear2", attention="mha"))
+        return Adapter(
+            name="tiny_diffusion_policy",
+            components=tuple(components),
+            extras={"memory": (f"{root}encoder",)},
+            layout=_diffusion_layout,
+        )
+
+    return factory
+
+
+register_adapter("policylens.models.diffusion._policy.TinyDiffusionPolicy", _diffusion_adapter("model."))
+register_adapter("policylens.models.diffusion._transformer.TransformerForDiffusion", _diffusion_adapter(""))

@@ -1,10 +1,22 @@
 """Resumable training state without pickle: model + optimizer tensors in safetensors,
-step counter and optimizer hyper-parameters in JSON."""
+step counter and optimizer hyper-parameters in JSON; the run's settings in ``run.json``.
+
+A training output directory belongs to one run. :func:`claim_run_dir` records the settings
+that define the run (data, model, optimiser; not the number of steps, which a rerun may raise
+to train on) and refuses a directory that holds another run, naming the settings that differ.
+:func:`stop_on_signal` turns SIGINT / SIGTERM into a flag that the loop checks after each step,
+so it saves its state and raises :class:`TrainingInterrupted` instead of dying mid-step.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -13,7 +25,20 @@ from torch import nn
 
 from ._hf_compat import align_state_dict
 
-__all__ = ["load_train_state", "save_train_state"]
+__all__ = [
+    "RUN_FILE",
+    "TrainingInterrupted",
+    "check_run_dir",
+    "claim_run_dir",
+    "load_train_state",
+    "save_train_state",
+    "stop_on_signal",
+]
+
+RUN_FILE = "run.json"
+RUN_FORMAT = "policylens-run-1"
+# everything a training run writes into its directory (and all that overwrite=True deletes)
+RUN_OUTPUTS = ("train_state.safetensors", "train_state.json", RUN_FILE, "config.json", "model.safetensors", "tb")
 
 
 def save_train_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
@@ -49,3 +74,110 @@ def load_train_state(directory: str | Path, model: nn.Module, optimizer: torch.o
             state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     return int(meta["step"])
+
+
+def _flat(d: Mapping, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+_UNSET = object()
+
+
+def _show(settings: Mapping, key: str) -> str:
+    return repr(settings[key]) if key in settings else "unset"
+
+
+def check_run_dir(directory: str | Path, settings: Mapping, partial: bool = False) -> bool:
+    """Raise ``FileExistsError`` if ``directory`` holds another run than ``settings`` describes;
+    True if it holds this run (to resume), False if it holds none. ``partial``: compare only the
+    settings given (a command line can check what it knows before it makes the data)."""
+    directory = Path(directory)
+    run_file = directory / RUN_FILE
+    present = [name for name in RUN_OUTPUTS if (directory / name).exists()]
+    if not present:
+        return False
+    if not run_file.is_file():
+        raise FileExistsError(
+            f"{directory} holds training outputs {present} but no {RUN_FILE} recording their settings; "
+            "pass --overwrite (overwrite=True) to replace them, or choose another --out"
+        )
+    old = _flat(json.loads(run_file.read_text()).get("settings", {}))
+    new = _flat(json.loads(json.dumps(settings)))  # tuples -> lists, as they come back from the file
+    keys = sorted(new.keys() if partial else old.keys() | new.keys())
+    diffs = [
+        f"{k} {_show(old, k)} there, {_show(new, k)} now" for k in keys if old.get(k, _UNSET) != new.get(k, _UNSET)
+    ]
+    if diffs:
+        raise FileExistsError(
+            f"{run_file} records another run ({'; '.join(diffs)}); rerun with its settings to resume, pass "
+            "--overwrite (overwrite=True) to replace it, or choose another --out"
+        )
+    return True
+
+
+def claim_run_dir(directory: str | Path, settings: Mapping, overwrite: bool = False) -> bool:
+    """Make ``directory`` the output of the run described by ``settings`` (JSON-able).
+
+    Holding this run: nothing to do, True (the caller resumes). Holding no run: record
+    ``settings`` in ``run.json``, False. Holding another run: :func:`check_run_dir`'s error,
+    unless ``overwrite``, which deletes the run outputs (only those) and records ``settings``.
+    """
+    directory = Path(directory)
+    if not overwrite and check_run_dir(directory, settings):
+        return True
+    for name in RUN_OUTPUTS:
+        path = directory / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {"format": RUN_FORMAT, "settings": json.loads(json.dumps(settings))}
+    (directory / RUN_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    return False
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on a signal after saving its state; rerun the same command to resume."""
+
+    def __init__(self, signum: int, step: int, directory: str | Path) -> None:
+        self.signum, self.step, self.directory = signum, step, Path(directory)
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} at step {step}: state saved in {self.directory}/train_state.*; rerun the same command to resume"
+        )
+
+
+class _StopFlag:
+    signum: int | None = None
+
+
+@contextmanager
+def stop_on_signal(
+    enabled: bool = True, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+) -> Iterator[_StopFlag]:
+    """Within the block a first SIGINT / SIGTERM only sets ``flag.signum`` (the loop saves and
+    stops after its current step); a second one interrupts at once. Not ``enabled``, or outside
+    the main thread (where Python cannot install handlers), the flag never trips."""
+    flag = _StopFlag()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        if flag.signum is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopped without saving")
+        flag.signum = signum
+
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -3,26 +3,31 @@
 An episode is a dict: ``images`` {camera: (T, H, W, 3) uint8}, ``state`` (T, state_dim),
 ``action`` (T, action_dim), ``instruction`` str. A sample is (episode, t): the frames and
 state at t and the action chunk t … t+H−1 (the last action repeats past the end).
-Training is resumable: ``train_state.*`` is written every ``save_every`` steps and read
-back when the same output directory is used again.
+Training is resumable: ``train_state.*`` is written every ``save_every`` steps, at the end and
+on SIGINT / SIGTERM, and read back when the same run uses the same output directory again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ._checkpoint import save_policy
 from ._tiny_vla import TinyVLA
-from ._train_state import load_train_state, save_train_state
+from ._train_state import TrainingInterrupted, claim_run_dir, load_train_state, save_train_state, stop_on_signal
 
-__all__ = ["VLATrainConfig", "chunk_samples", "set_normalization", "train_vla"]
+__all__ = ["StepFn", "VLATrainConfig", "chunk_samples", "run_settings_of", "set_normalization", "train_vla", "vla_step"]
+
+StepFn = Callable[[TinyVLA, dict[str, Tensor], torch.optim.Optimizer], dict[str, Tensor]]
 
 
 @dataclass
@@ -75,13 +80,49 @@ def _batch(model: TinyVLA, episodes: list[dict], samples: list, rows: np.ndarray
     return batch
 
 
-def train_vla(model: TinyVLA, episodes: list[dict], config: VLATrainConfig, out_dir: str | Path) -> list[float]:
+def vla_step(model: TinyVLA, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+    """One optimisation step on ``batch``: flow-matching loss, backward, clip to norm 1, optimiser step.
+
+    Returns the scalars to log (detached); ``"loss"`` is the optimised total. Another loss plugs
+    into :func:`train_vla` as a function with this signature (``step=``)."""
+    loss = model.loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return {"loss": loss.detach()}
+
+
+def run_settings_of(model: TinyVLA, config: VLATrainConfig, episodes: list[dict], data: Mapping | None) -> dict:
+    """What makes a run this run: model config, optimiser settings, data (not ``steps``: a rerun may extend it)."""
+    train = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("steps", "save_every")}
+    counts = {"episodes": len(episodes), "steps_in_episodes": int(sum(len(ep["action"]) for ep in episodes))}
+    return {"model": model.config.to_dict(), "train": train, "data": {**counts, **(data or {})}}
+
+
+def train_vla(
+    model: TinyVLA,
+    episodes: list[dict],
+    config: VLATrainConfig,
+    out_dir: str | Path,
+    run_settings: Mapping | None = None,
+    overwrite: bool = False,
+    step: StepFn = vla_step,
+) -> list[float]:
     """Train ``model`` in place; write TensorBoard logs, resumable state and the final
-    checkpoint (``config.json`` + ``model.safetensors``) into ``out_dir``."""
+    checkpoint (``config.json`` + ``model.safetensors``) into ``out_dir``.
+
+    ``out_dir`` belongs to one run (``run.json``: model and optimiser settings, episode counts and
+    ``run_settings``, e.g. how the episodes were made): the same run resumes from its saved state,
+    another one is refused unless ``overwrite``. State is saved every ``config.save_every`` steps,
+    at the end, and on SIGINT / SIGTERM, which then raise :class:`TrainingInterrupted`.
+    Returns the losses of the steps run by this call.
+    """
     out_dir = Path(out_dir)
     samples = chunk_samples(episodes, model.config.chunk_size)
     if not samples:
         raise ValueError("train_vla: the episodes hold no steps")
+    claim_run_dir(out_dir, run_settings_of(model, config, episodes, run_settings), overwrite)
     torch.manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start = load_train_state(out_dir, model, opt)
@@ -96,20 +137,27 @@ def train_vla(model: TinyVLA, episodes: list[dict], config: VLATrainConfig, out_
     rng = np.random.default_rng(config.seed + start)
     losses: list[float] = []
     model.train()
-    for step in tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train TinyVLA"):
-        batch = _batch(model, episodes, samples, rng.integers(0, len(samples), config.batch_size))
-        loss = model.loss(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        writer.add_scalar("loss/flow_matching", losses[-1], step)
-        writer.add_scalar("lr", sched.get_last_lr()[0], step)
-        if (step + 1) % config.save_every == 0:
-            save_train_state(out_dir, model, opt, step + 1)
-    writer.close()
-    model.eval()
+    done = saved = start
+    try:
+        with stop_on_signal() as stop:
+            for i in tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train TinyVLA"):
+                batch = _batch(model, episodes, samples, rng.integers(0, len(samples), config.batch_size))
+                scalars = step(model, batch, opt)
+                sched.step()
+                done = i + 1
+                losses.append(float(scalars["loss"]))
+                for name, value in scalars.items():
+                    writer.add_scalar(f"train/{name}", float(value), i)
+                writer.add_scalar("train/lr", sched.get_last_lr()[0], i)
+                if done % config.save_every == 0 or stop.signum is not None:
+                    save_train_state(out_dir, model, opt, done)
+                    saved = done
+                if stop.signum is not None:
+                    raise TrainingInterrupted(stop.signum, done, out_dir)
+    finally:
+        writer.close()
+        model.eval()
+    if saved != done:
+        save_train_state(out_dir, model, opt, done)
     save_policy(model, out_dir)
     return losses

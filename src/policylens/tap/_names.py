@@ -70,6 +70,22 @@ def _heads(module: nn.Module) -> str:
     return "H"
 
 
+def _piece_points(model: nn.Module, comp: Component, path: str, layers: nn.ModuleList, i: int) -> list[tuple]:
+    """``in``, ``out`` and ``attn.out`` of block ``i`` of a component whose model calls the
+    block's pieces (see :class:`Component`): block inputs are ``input_norm`` inputs."""
+    base, n = f"{comp.name}.layers.{i}", len(layers)
+    if i + 1 < n:
+        out_path, out_module = f"{path}.{i + 1}.{comp.input_norm}", layers[i + 1].get_submodule(comp.input_norm)
+    else:
+        out_path, out_module = resolve_module(model, comp.norm, f"{comp.name} final norm")
+    attn_out = layers[i].get_submodule(comp.attn_out)
+    return [
+        (f"{base}.in", f"{path}.{i}.{comp.input_norm}", layers[i].get_submodule(comp.input_norm), "in", comp, i),
+        (f"{base}.out", out_path, out_module, "in", comp, i),
+        (f"{base}.attn.out", f"{path}.{i}.{comp.attn_out}", attn_out, "out", comp, i),
+    ]
+
+
 def _points_of(
     model: nn.Module, adapter: Adapter
 ) -> list[tuple[str, str, nn.Module, str, Component | None, int | None]]:
@@ -79,14 +95,17 @@ def _points_of(
         path, layers = _layers(model, comp)
         for i, block in enumerate(layers):
             base = f"{comp.name}.layers.{i}"
-            points.append((f"{base}.in", f"{path}.{i}", block, "in", comp, i))
-            points.append((f"{base}.out", f"{path}.{i}", block, "out", comp, i))
-            if comp.attn:
+            if comp.calls == "pieces":
+                points.extend(_piece_points(model, comp, path, layers, i))
+            else:
+                points.append((f"{base}.in", f"{path}.{i}", block, "in", comp, i))
+                points.append((f"{base}.out", f"{path}.{i}", block, "out", comp, i))
+            if comp.attn and comp.calls == "module":
                 attn = block.get_submodule(comp.attn)
                 points.append((f"{base}.attn.out", f"{path}.{i}.{comp.attn}", attn, "out", comp, i))
-                if comp.attention != "none":
-                    core_name, core = _attention_core(block, comp)
-                    points.append((f"{base}.attn.probs", f"{path}.{i}.{core_name}", core, "probs", comp, i))
+            if comp.attn and comp.attention != "none":
+                core_name, core = _attention_core(block, comp)
+                points.append((f"{base}.attn.probs", f"{path}.{i}.{core_name}", core, "probs", comp, i))
             if comp.mlp:
                 mlp = block.get_submodule(comp.mlp)
                 points.append((f"{base}.mlp.out", f"{path}.{i}.{comp.mlp}", mlp, "out", comp, i))
@@ -139,6 +158,21 @@ def _canonical(name: str, model: nn.Module, adapter: Adapter) -> str:
     return ".".join(parts)
 
 
+def _layer_hint(name: str, model: nn.Module, adapter: Adapter) -> str:
+    """' llm has 4 layers: indices 0..3 (or -4..-1).' when ``name`` indexes past a component's layers."""
+    parts = name.split(".")
+    if len(parts) < 3 or parts[1] != "layers":
+        return ""
+    try:
+        index, comp = int(parts[2]), adapter.component(parts[0])
+    except (ValueError, KeyError):
+        return ""
+    n = len(_layers(model, comp)[1])
+    if -n <= index < n:
+        return ""
+    return f" {comp.name} has {n} layers: indices 0..{n - 1} (or -{n}..-1)."
+
+
 def resolve_taps(model: nn.Module, taps: list[str] | tuple[str, ...]) -> list[TapPoint]:
     """Resolve tap names (negative layer indices allowed) to modules; unknown names fail
     with the closest valid names."""
@@ -153,7 +187,8 @@ def resolve_taps(model: nn.Module, taps: list[str] | tuple[str, ...]) -> list[Ta
             close = difflib.get_close_matches(canonical, list(table), n=5, cutoff=0.5)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise KeyError(
-                f"tap {name!r} does not exist on {type(model).__name__} (adapter {adapter.name!r}).{hint} "
+                f"tap {name!r} does not exist on {type(model).__name__} (adapter {adapter.name!r})."
+                f"{_layer_hint(name, model, adapter)}{hint} "
                 f"`policylens taps` or policylens.tap.list_taps(model) lists all {len(table)} tap points."
             )
         _, path, module, kind, comp, layer = table[canonical]

@@ -20,7 +20,16 @@ from torch import Tensor
 __all__ = ["Layout", "TokenSpans", "paligemma_spans", "pi0_layout", "prismatic_spans", "suffix_spans"]
 
 
-@dataclass
+def _count_str(mask: Tensor, limit: int = 4) -> str:
+    """True count per sample: ``16`` when all samples agree, else ``[8, 6, ...]``."""
+    counts = mask.sum(1).tolist()
+    if counts and all(c == counts[0] for c in counts):
+        return str(counts[0])
+    shown = ", ".join(str(c) for c in counts[:limit])
+    return f"[{shown}, ...]" if len(counts) > limit else f"[{shown}]"
+
+
+@dataclass(repr=False)
 class TokenSpans:
     """Boolean masks ``(B, T)`` by span name over one token sequence."""
 
@@ -62,12 +71,24 @@ class TokenSpans:
         """Tokens per span per sample (handy for printing)."""
         return {k: m.sum(1).tolist() for k, m in self.masks.items()}
 
+    def __repr__(self) -> str:
+        b, t = self.shape
+        cams = f", cameras={list(self.cameras)}" if self.cameras else ""
+        spans = ", ".join(f"{k}={_count_str(m)}" for k, m in self.masks.items())
+        return f"TokenSpans(B={b}, T={t}{cams}, tokens per span: {spans})"
 
-@dataclass
+
+@dataclass(repr=False)
 class Layout:
     """The spans of every token sequence a model runs, by sequence name."""
 
     sequences: dict[str, TokenSpans] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        if not self.sequences:
+            return "Layout()"
+        lines = "".join(f"\n  {name}: {spans!r}" for name, spans in self.sequences.items())
+        return f"Layout({lines}\n)"
 
     def __getitem__(self, sequence: str) -> TokenSpans:
         if sequence not in self.sequences:
@@ -172,10 +193,12 @@ def pi0_layout(
     chunk_size: int,
     cameras: Sequence[str] | None = None,
     n_state_tokens: int = 1,
+    text_state: Tensor | None = None,  # (B, L) bool: language tokens that spell the state (pi0.5)
 ) -> Layout:
     """Prefix + suffix layout of LeRobot's pi0 (suffix ``[state, actions]``), pi0.5 (state
-    is text in the prefix; suffix ``[actions]``) and SmolVLA (prefix ``[images, language,
-    state]``; suffix ``[actions]``). Missing cameras' tokens are padding."""
+    is text in the prefix: ``text_state`` marks those language tokens, which then form the
+    ``state`` span and leave ``text``; suffix ``[actions]``) and SmolVLA (prefix ``[images,
+    language, state]``; suffix ``[actions]``). Missing cameras' tokens are padding."""
     variants = ("pi0", "pi05", "smolvla")
     if variant not in variants:
         raise ValueError(f"pi0_layout: variant={variant!r} is not one of {variants}")
@@ -195,6 +218,9 @@ def pi0_layout(
     masks["text"] = text
     state = torch.zeros(b, t, dtype=torch.bool)
     state[:, t - state_len :] = state_len > 0
+    if text_state is not None:
+        state[:, n_img : n_img + lang_mask.shape[1]] = text_state.bool() & lang_mask.bool()
+        text &= ~state
     masks["state"] = state
     masks["valid"] = torch.cat([per_cam, lang_mask.bool(), torch.ones(b, state_len, dtype=torch.bool)], 1)
     prefix = TokenSpans(masks, names)

@@ -1,19 +1,28 @@
-"""Data-agnostic trainer for :class:`TinyDiffusionPolicy`: padded windows, AdamW + cosine LR + EMA."""
+"""Data-agnostic trainer for :class:`TinyDiffusionPolicy`: padded windows, AdamW + cosine LR + EMA.
+
+The loop draws batches and calls a step function (:func:`diffusion_step` by default: one
+optimisation step of the epsilon loss), so another loss plugs in without copying the loop.
+Given an ``out_dir`` it is resumable like ``train_vla`` (``models._train_state``).
+"""
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
+from .._train_state import TrainingInterrupted, claim_run_dir, load_train_state, save_train_state, stop_on_signal
 from ._config import DiffusionPolicyConfig
 from ._policy import TinyDiffusionPolicy
+
+StepFn = Callable[[TinyDiffusionPolicy, dict[str, torch.Tensor], torch.optim.Optimizer], dict[str, torch.Tensor]]
 
 
 def make_windows(
@@ -66,6 +75,22 @@ class _EMA:
             e.copy_(b)
 
 
+def diffusion_step(
+    policy: TinyDiffusionPolicy, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer
+) -> dict[str, torch.Tensor]:
+    """One optimisation step of the epsilon-prediction loss on ``batch``: normalised ``action``
+    (B, T, A) and ``obs`` (B, To, O), ``noise`` (B, T, A), ``timestep`` (B,). Returns the scalars to
+    log (detached); ``"loss"`` is the optimised total. Another loss plugs into
+    :func:`train_diffusion_policy` as a function with this signature (``step=``)."""
+    x0, noise, t = batch["action"], batch["noise"], batch["timestep"]
+    pred = policy.model(policy.ddpm.add_noise(x0, noise, t), t, batch["obs"])  # (B, T, A)
+    loss = F.mse_loss(pred, noise)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.detach()}
+
+
 def train_diffusion_policy(
     episodes: Sequence[dict[str, np.ndarray]],
     config: DiffusionPolicyConfig,
@@ -77,13 +102,24 @@ def train_diffusion_policy(
     seed: int = 0,
     log_dir: str | Path | None = None,
     progress: bool = True,
+    out_dir: str | Path | None = None,
+    save_every: int = 500,
+    run_settings: Mapping | None = None,
+    overwrite: bool = False,
+    step: StepFn | None = None,
 ) -> TinyDiffusionPolicy:
     """Train a policy on ``episodes`` (dicts of ``"obs"`` (T, obs_dim), ``"action"`` (T, action_dim)).
 
     Returns the EMA policy in eval mode. Scalars go to TensorBoard under ``log_dir`` if given.
+    With ``out_dir`` the run is resumable there: ``run.json`` records its settings (config, optimiser,
+    episode counts, ``run_settings``; another run is refused unless ``overwrite``), the weights, EMA
+    and optimiser state are saved every ``save_every`` steps, at the end and on SIGINT / SIGTERM
+    (which then raise ``TrainingInterrupted``), and a rerun continues from the saved step.
+    ``step`` replaces :func:`diffusion_step` (one optimisation step on a batch).
     """
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps={steps}, batch_size={batch_size}: expected both >= 1.")
+    if steps < 1 or batch_size < 1 or save_every < 1:
+        raise ValueError(f"steps={steps}, batch_size={batch_size}, save_every={save_every}: expected all >= 1.")
+    step = step or diffusion_step
     torch.manual_seed(seed)
     obs_np, act_np = make_windows(episodes, config)
     policy = TinyDiffusionPolicy(config)
@@ -94,39 +130,60 @@ def train_diffusion_policy(
     policy.train()
     ema = _EMA(policy)
     opt = torch.optim.AdamW(policy.model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+    state = nn.ModuleDict({"policy": policy, "ema": ema.model})  # what train_state.* holds
+    start = 0
+    if out_dir is not None:
+        optim = {"batch_size": batch_size, "lr": lr, "weight_decay": weight_decay}  # not steps / warm-up: extendable
+        counts = {"episodes": len(episodes), "windows": len(obs)}
+        settings = {
+            "config": config.to_dict(),
+            "train": {**optim, "seed": seed},
+            "data": {**counts, **(run_settings or {})},
+        }
+        claim_run_dir(out_dir, settings, overwrite)
+        start = load_train_state(out_dir, state, opt)
+        ema.step = start
 
     def lr_lambda(i: int) -> float:
         if i < warmup_steps:
             return (i + 1) / warmup_steps
         return 0.5 * (1 + math.cos(math.pi * (i - warmup_steps) / max(1, steps - warmup_steps)))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda, last_epoch=start - 1 if start else -1)
     writer = None
     if log_dir is not None:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(log_dir))
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + start)
     n_train = config.num_train_timesteps
-    bar = tqdm(range(steps), desc="train diffusion policy", disable=not progress)
-    for i in bar:
-        idx = torch.randint(0, len(obs), (batch_size,), generator=gen)
-        x0, cond = act[idx], obs[idx]  # (B, T, A), (B, To, O)
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, n_train, (batch_size,), generator=gen)
-        pred = policy.model(policy.ddpm.add_noise(x0, noise, t), t, cond)
-        loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        ema.update(policy)
-        if i % 50 == 0 or i == steps - 1:
-            val = loss.item()
-            bar.set_postfix(loss=f"{val:.4f}")
-            if writer is not None:
-                writer.add_scalar("train/loss", val, i)
-                writer.add_scalar("train/lr", sched.get_last_lr()[0], i)
-    if writer is not None:
-        writer.close()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train diffusion policy", disable=not progress)
+    done = saved = start
+    try:
+        with stop_on_signal(enabled=out_dir is not None) as stop:
+            for i in bar:
+                idx = torch.randint(0, len(obs), (batch_size,), generator=gen)
+                batch = {"action": act[idx], "obs": obs[idx]}  # (B, T, A), (B, To, O)
+                batch["noise"] = torch.randn(batch["action"].shape, generator=gen)
+                batch["timestep"] = torch.randint(0, n_train, (batch_size,), generator=gen)
+                scalars = step(policy, batch, opt)
+                sched.step()
+                ema.update(policy)
+                done = i + 1
+                if i % 50 == 0 or i == steps - 1:
+                    bar.set_postfix(loss=f"{float(scalars['loss']):.4f}")
+                    if writer is not None:
+                        for name, value in scalars.items():
+                            writer.add_scalar(f"train/{name}", float(value), i)
+                        writer.add_scalar("train/lr", sched.get_last_lr()[0], i)
+                if out_dir is not None and (done % save_every == 0 or stop.signum is not None):
+                    save_train_state(out_dir, state, opt, done)
+                    saved = done
+                if stop.signum is not None:
+                    raise TrainingInterrupted(stop.signum, done, out_dir)
+    finally:
+        if writer is not None:
+            writer.close()
+    if out_dir is not None and saved != done:
+        save_train_state(out_dir, state, opt, done)
     return ema.model.eval()
