@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..tap import Adapter, Component, Layout, pi0_layout, register_adapter
+from ..tap import Adapter, Component, Layout, TokenSpans, pi0_layout, register_adapter, suffix_spans
 
 __all__ = ["lerobot_adapter", "lerobot_layout", "pi05_state_tokens"]
 
@@ -44,10 +44,57 @@ def _pi0_tokens_per_image(model: nn.Module) -> int:
     return (vision.image_size // vision.patch_size) ** 2
 
 
-def _smolvla_tokens_per_image(model: nn.Module) -> int:
-    vlm = model.model.vlm_with_expert.vlm.config
-    side = vlm.vision_config.image_size // vlm.vision_config.patch_size
-    return (side // vlm.scale_factor) ** 2
+def _smolvla_layout(model: nn.Module, batch: Mapping[str, Tensor], lang: Tensor) -> Layout:
+    """SmolVLA's prefix ``[image blocks, language, state, padding]`` as ``embed_prefix`` builds it.
+
+    Image blocks: the cameras present (``config.image_features`` order), then padding images
+    (mask 0) for at most ``config.empty_cameras`` missing cameras — the rest are dropped.
+    A block is ``[start tokens, image tokens, end token]`` with ``add_image_special_tokens``
+    (special tokens always valid), else the image tokens alone; image tokens per block are
+    ``(H/patch · W/patch) / scale_factor²`` of the image after ``resize_imgs_with_padding``
+    (or as it comes). ``prefix_length`` pads the end (never truncates). A sample whose
+    ``{camera}_padding_mask`` is 0 has that camera's tokens invalid.
+    """
+    cfg, core = model.config, model.model
+    vlm = core.vlm_with_expert.vlm.config
+    cameras = list(cfg.image_features)
+    present = [c for c in cameras if c in batch]
+    padded = [c for c in cameras if c not in batch][: max(0, int(cfg.empty_cameras))]
+    if cfg.resize_imgs_with_padding is not None:
+        width, height = cfg.resize_imgs_with_padding
+    else:
+        height, width = batch[present[0]].shape[-2:]
+    patch = vlm.vision_config.patch_size
+    per_image = (height // patch) * (width // patch) // vlm.scale_factor**2
+    special = bool(getattr(cfg, "add_image_special_tokens", False))
+    before = int(core.global_image_start_token.numel()) if special else 0
+    after = int(core.image_end_token.numel()) if special else 0
+    b, n_lang = lang.shape
+    block = before + per_image + after
+    n_img = block * (len(present) + len(padded))
+    total = max(n_img + n_lang + 1, int(getattr(cfg, "prefix_length", 0) or 0))
+    masks = {name: torch.zeros(b, total, dtype=torch.bool) for name in ("text", "state", "valid", "image_special")}
+    for k, cam in enumerate(present + padded):
+        start = k * block
+        seen = torch.zeros(b, dtype=torch.bool) if cam in padded else torch.ones(b, dtype=torch.bool)
+        if f"{cam}_padding_mask" in batch:
+            seen &= batch[f"{cam}_padding_mask"].bool().reshape(b)
+        image = torch.zeros(b, total, dtype=torch.bool)
+        image[:, start + before : start + before + per_image] = seen[:, None]
+        masks[f"image[{cam}]"] = image
+        masks["image_special"][:, start : start + before] = True
+        masks["image_special"][:, start + before + per_image : start + block] = True
+    masks["valid"] = masks["image_special"].clone()
+    for cam in present + padded:
+        masks["valid"] |= masks[f"image[{cam}]"]
+    masks["text"][:, n_img : n_img + n_lang] = lang
+    masks["state"][:, n_img + n_lang] = True
+    masks["valid"] |= masks["text"] | masks["state"]
+    for cam in cameras:  # dropped cameras: empty spans
+        masks.setdefault(f"image[{cam}]", torch.zeros(b, total, dtype=torch.bool))
+    prefix = TokenSpans(masks, tuple(cameras))
+    suffix = suffix_spans(b, 0, int(cfg.chunk_size))
+    return Layout({"prefix": prefix, "suffix": suffix})
 
 
 def pi05_state_tokens(tokens: Tensor, mask: Tensor, tokenizer) -> Tensor:
@@ -78,7 +125,9 @@ def lerobot_layout(variant: str, model: nn.Module, batch: Mapping[str, Tensor], 
 
     pi0 / pi0.5 place the cameras present in the batch first, in ``config.image_features``
     order, then one padding block per missing camera (mask 0); tokens per image come from
-    the vision config. Missing cameras get empty ``image[...]`` spans. pi0.5 writes the state
+    the vision config. Missing cameras get empty ``image[...]`` spans. SmolVLA: see
+    :func:`_smolvla_layout` (padding images capped by ``empty_cameras``, image special tokens,
+    ``resize_imgs_with_padding``, ``prefix_length``). pi0.5 writes the state
     into the prompt: with ``tokenizer`` (the pre-processor's; :class:`LeRobotTeacher` passes
     it) those tokens form the ``state`` span, without it the layout refuses to guess.
     """
@@ -92,9 +141,11 @@ def lerobot_layout(variant: str, model: nn.Module, batch: Mapping[str, Tensor], 
     present = [c for c in cameras if c in batch]
     if not present:
         raise ValueError(f"lerobot_layout: the batch holds none of the policy's cameras {cameras}")
+    if variant == "smolvla":
+        return _smolvla_layout(model, batch, lang)
     order = present + [c for c in cameras if c not in batch]  # LeRobot pads missing cameras after the present ones
     masks = torch.tensor([[c in batch for c in order]] * lang.shape[0])
-    per_image = _smolvla_tokens_per_image(model) if variant == "smolvla" else _pi0_tokens_per_image(model)
+    per_image = _pi0_tokens_per_image(model)
     chunk = int(getattr(config, "chunk_size", 50))
     text_state = None
     if variant == "pi05":
