@@ -1,9 +1,13 @@
-"""Feature-store I/O benchmark: write, random reads against the usual baselines, chunk sizes, build.
+"""Feature-store I/O benchmark: write, random reads against the usual baselines, chunk sizes,
+the cost of checking chunk checksums on read, build.
 
     python bench/store_io.py            # ~6-8 minutes on 2 CPU cores, ~1 GB of temp disk
     python bench/store_io.py --quick    # smaller stores, shorter timings
+    python bench/store_io.py --smoke    # tiny sizes, a few seconds: checks that every section runs
 
-Read methods are each timed in a fresh subprocess (so peak memory is theirs alone):
+Everything is written under a temporary directory (removed at the end) unless ``--out DIR``
+names a new or empty directory to keep the stores in. Read methods are each timed in a fresh
+subprocess (so peak memory is theirs alone; ``--smoke`` runs them in-process):
 (a) list-of-dicts ``torch.save`` shards, loaded on demand per sample; (a') every shard held in
 RAM; (b) a raw NumPy memmap of one ``.npy`` file; plain zarr v3 indexing; and the policylens
 store (memmapped chunk files) per sample, per 64-sample batch, and held in RAM.
@@ -12,12 +16,14 @@ store (memmapped chunk files) per sample, per 64-sample batch, and held in RAM.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -129,21 +135,27 @@ READERS = [
 ]
 
 
-def run_child(spec: dict) -> dict:
+def run_child(spec: dict, in_process: bool = False) -> dict:
+    if in_process:
+        threads = torch.get_num_threads()
+        try:
+            return child(spec)
+        finally:
+            torch.set_num_threads(threads)
     res = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=True
     )
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def chunk_sweep(root: Path, n: int) -> None:
+def chunk_sweep(root: Path, n: int, sizes: tuple[int, ...] = (64, 256, 1024, 4096), seconds: float = 0.5) -> None:
     print("\n## chunk size (hidden_feature D=2048 float16, uncompressed)")
     print(
         f"{'rows/chunk':>10} {'chunk MB':>8} {'write MB/s':>10} {'store read/s':>12} {'batch64 read/s':>14} "
         f"{'zarr read/s':>11}"
     )
     data = make_data("hidden_feature", n)
-    for rows in (64, 256, 1024, 4096):
+    for rows in sizes:
         d = root / f"sweep{rows}"
         d.mkdir()
         w = write_all("hidden_feature", data, d, shard=n, chunk_rows=rows)["store"]
@@ -161,7 +173,7 @@ def chunk_sweep(root: Path, n: int) -> None:
         for fn, per in calls:
             fn()
             k, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < 0.5:
+            while time.perf_counter() - t0 < seconds:
                 fn()
                 k += per
             rates.append(k / (time.perf_counter() - t0))
@@ -171,15 +183,54 @@ def chunk_sweep(root: Path, n: int) -> None:
         shutil.rmtree(d)
 
 
-def build_vs_forward(n: int, batch: int) -> None:
+def _rate(fn, per_call: int, seconds: float) -> float:
+    """Calls of ``fn`` for about ``seconds``; returns samples per second."""
+    fn()
+    k, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        k += per_call
+    return k / (time.perf_counter() - t0)
+
+
+def check_overhead(root: Path, n: int, rounds: int, seconds: float) -> None:
+    """``open_store(check=False)`` against ``check=True`` (crc32c of each chunk when first mapped).
+
+    "first pass" opens the store and reads every sample once in 64-sample batches, so every
+    chunk is mapped (and checked) once: the whole cost of checking. "random" reads are warm:
+    the maps, and so the checks, are cached; they should match. Best of ``rounds`` each.
+    """
+    path = root / "hidden_feature.store"
+    labels = ("first pass (every chunk checked)", "random reads", "random batch64")
+    res: dict[str, dict[bool, list[float]]] = {k: {False: [], True: []} for k in labels}
+    rng = np.random.default_rng(0)
+    for r in range(rounds):  # interleaved rounds, alternating which goes first, best of them: the machine is shared
+        for check in (False, True) if r % 2 == 0 else (True, False):
+            for _ in range(5):  # a fresh store each time: every chunk mapped (and checked) again
+                t = time.perf_counter()
+                ds = open_store(path, fields=["target_features"], check=check)
+                for s in range(0, n, 64):
+                    ds.get_batch(np.arange(s, min(s + 64, n)))
+                res[labels[0]][check].append(n / (time.perf_counter() - t))
+            res[labels[1]][check].append(_rate(lambda ds=ds: ds[int(rng.integers(n))], 1, seconds))
+            res[labels[2]][check].append(_rate(lambda ds=ds: ds.get_batch(rng.integers(0, n, 64)), 64, seconds))
+    rows = open_store(path).rows
+    print(f"\n## read path: check=False vs check=True (hidden_feature, {n} samples, chunks of {rows} rows)")
+    print(f"{'samples/s':<34} {'check=False':>11} {'check=True':>11} {'True/False':>10}")
+    for label, r in res.items():
+        off, on = max(r[False]), max(r[True])
+        print(f"{label:<34} {off:>11.0f} {on:>11.0f} {on / off:>9.2f}×")
+
+
+def build_vs_forward(root: Path, n: int, batch: int, rounds: int = 3) -> None:
     """Cache build (tap + pool + background write) against the bare forward on the same source."""
-    from policylens.cli._cache import policy_extractor, synthetic_source
+    from policylens.anchors import open_source, policy_extractor
     from policylens.models import load_model
     from policylens.store import collate
 
     torch.manual_seed(0)
     model = load_model("tiny_vla").eval()
-    source = synthetic_source(model, f"synthetic:{n}")
+    source = open_source(model, f"synthetic:{n}")
 
     def bare() -> None:
         with torch.no_grad():
@@ -191,44 +242,68 @@ def build_vs_forward(n: int, batch: int) -> None:
         "hidden_state 4 layers x 544 tokens (none)": ("hidden_state", [0, 1, 2, 3], "none"),
     }
     times: dict[str, list[float]] = {"bare forward": []} | {k: [] for k in cases}
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(3):  # interleaved rounds, best of 3
+    for r in range(rounds):  # interleaved rounds, best of them
+        t = time.perf_counter()
+        bare()
+        times["bare forward"].append(time.perf_counter() - t)
+        for label, (kind, layers, pooling) in cases.items():
+            ex, taps = policy_extractor(model, kind, layers, pooling, "float16")
             t = time.perf_counter()
-            bare()
-            times["bare forward"].append(time.perf_counter() - t)
-            for label, (kind, layers, pooling) in cases.items():
-                ex, taps = policy_extractor(model, kind, layers, pooling, "float16")
-                t = time.perf_counter()
-                build_store(
-                    Path(tmp) / f"{kind}{r}",
-                    source,
-                    ex,
-                    StoreMeta(kind=kind, taps=taps),
-                    batch_size=batch,
-                    progress=False,
-                )
-                times[label].append(time.perf_counter() - t)
+            build_store(
+                root / f"build_{kind}{r}",
+                source,
+                ex,
+                StoreMeta(kind=kind, taps=taps),
+                batch_size=batch,
+                progress=False,
+            )
+            times[label].append(time.perf_counter() - t)
     threads = torch.get_num_threads()
-    print(f"\n## cache build vs bare forward (TinyVLA, synthetic:{n}, batch {batch}, best of 3, {threads} thread)")
+    print(
+        f"\n## cache build vs bare forward (TinyVLA, synthetic:{n}, batch {batch}, best of {rounds}, {threads} thread)"
+    )
     ref = n / min(times["bare forward"])
     for label, ts in times.items():
         rate = n / min(ts)
-        print(f"{label:<45} {rate:8.1f} samples/s   {rate / ref:5.2f}x bare")
+        print(f"{label:<45} {rate:8.1f} samples/s   {rate / ref:5.2f}× bare")
+
+
+@contextlib.contextmanager
+def work_dir(out: str | None) -> Iterator[Path]:
+    """``--out`` (a new or empty directory, kept) or a temporary directory (removed)."""
+    if out is None:
+        with tempfile.TemporaryDirectory(prefix="policylens-bench-") as tmp:
+            yield Path(tmp)
+        return
+    root = Path(out)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise SystemExit(f"--out {out}: exists and is not an empty directory; pass a new or empty directory.")
+    root.mkdir(parents=True, exist_ok=True)
+    yield root
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--child")
-    p.add_argument("--quick", action="store_true")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller stores, shorter timings")
+    size.add_argument("--smoke", action="store_true", help="tiny sizes, in-process readers: a few seconds")
+    p.add_argument("--out", help="keep the stores in this new or empty directory (default: a temp dir)")
     args = p.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
     torch.set_num_threads(2)
-    sizes = {"hidden_feature": (2000 if args.quick else 10000, 1000), "hidden_state": (200 if args.quick else 600, 100)}
-    seconds, rounds = (0.5, 1) if args.quick else (1.0, 3)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+    if args.smoke:
+        sizes = {"hidden_feature": (256, 64), "hidden_state": (12, 4)}
+        seconds, rounds, sweep, sweep_rows, forward = 0.02, 1, 512, (64, 256), (4, 2)
+    elif args.quick:
+        sizes = {"hidden_feature": (2000, 1000), "hidden_state": (200, 100)}
+        seconds, rounds, sweep, sweep_rows, forward = 0.5, 1, 2000, (64, 256, 1024, 4096), (16, 8)
+    else:
+        sizes = {"hidden_feature": (10000, 1000), "hidden_state": (600, 100)}
+        seconds, rounds, sweep, sweep_rows, forward = 1.0, 3, 10000, (64, 256, 1024, 4096), (48, 8)
+    with work_dir(args.out) as root:
         for kind, (n, shard) in sizes.items():
             data = make_data(kind, n)
             shape = SHAPES[kind][1]
@@ -236,11 +311,11 @@ def main() -> None:
             w = write_all(kind, data, root, shard)
             print("write MB/s: " + ", ".join(f"{k} {v:.0f}" for k, v in w.items()))
             del data
-            spec = {"root": tmp, "kind": kind, "n": n, "shard": shard, "seconds": seconds, "max_reads": 10**7}
+            spec = {"root": str(root), "kind": kind, "n": n, "shard": shard, "seconds": seconds, "max_reads": 10**7}
             runs: dict[str, list[dict]] = {m: [] for m in READERS}
             for _ in range(rounds):  # interleaved rounds, median rate: the machine is shared
                 for m in READERS:
-                    runs[m].append(run_child({**spec, "method": m}))
+                    runs[m].append(run_child({**spec, "method": m}, in_process=args.smoke))
             res = {
                 m: {
                     "rate": float(np.median([r["rate"] for r in rs])),
@@ -259,9 +334,10 @@ def main() -> None:
                     f"{m:<28} {r['rate']:>10.0f} {r['rate'] / a:>8.1f} {r['rate'] / a2:>8.2f} {r['rate'] / b:>7.2f} "
                     f"{r['peak_rss_mb']:>11.0f} {r['anon_mb']:>8.0f}"
                 )
-        chunk_sweep(root, 2000 if args.quick else 10000)
-    torch.set_num_threads(1)  # a shared 2-core machine: one thread keeps the forward timings stable
-    build_vs_forward(16 if args.quick else 48, 8)
+        check_overhead(root, sizes["hidden_feature"][0], max(rounds, 3), seconds)  # cheap: 3 rounds always
+        chunk_sweep(root, sweep, sweep_rows, seconds)
+        torch.set_num_threads(1)  # a shared 2-core machine: one thread keeps the forward timings stable
+        build_vs_forward(root, *forward, rounds=rounds)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,13 @@ def meta_for(kind: str, dtype: str, model: TinyModel) -> StoreMeta:
     )
 
 
+def flip(path, offset: int = 16, n: int = 8) -> None:
+    """Invert ``n`` bytes of a file in place from ``offset`` (what a bad disk or a stray write does)."""
+    b = bytearray(path.read_bytes())
+    b[offset : offset + n] = bytes(x ^ 0xFF for x in b[offset : offset + n])
+    path.write_bytes(bytes(b))
+
+
 def build(root, kind="hidden_feature", dtype="float16", n=37, delay=0.0, **kw):
     model = TinyModel()
     kw.setdefault("batch_size", 5)

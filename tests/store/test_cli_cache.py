@@ -1,15 +1,16 @@
 """``policylens cache`` commands (build / info / verify) through typer's CliRunner."""
 
 import json
+import shlex
 
 import pytest
 import torch
-from _store_fixtures import build
+from _store_fixtures import build, flip
 from typer.testing import CliRunner
 
 from policylens.anchors import build_cache
-from policylens.cli._cache import app
-from policylens.store import StoreError, open_store
+from policylens.cli._cache import app, build_command
+from policylens.store import StoreError, open_store, read_manifest
 
 runner = CliRunner()
 
@@ -40,6 +41,69 @@ def test_verify_exits_nonzero_on_problems(tmp_path):
     assert "removed done markers of chunks [0]" in res.output
     assert runner.invoke(app, ["info", str(tmp_path / "nothing")]).exit_code == 1
     assert runner.invoke(app, ["verify", str(tmp_path / "nothing")]).exit_code == 1
+
+
+def test_info_reports_a_missing_chunk_and_exits_nonzero(tmp_path):
+    build(tmp_path / "s", "hidden_feature", store_inputs=["input_ids"])
+    (tmp_path / "s" / "data" / "input_ids" / "c" / "1" / "0").unlink()
+    res = runner.invoke(app, ["info", str(tmp_path / "s")])
+    assert res.exit_code == 1
+    info = json.loads(res.stdout)
+    assert info["missing"] == [[8, 16]]
+    assert info["complete"] == [[0, 8], [16, 37]]
+    assert [(d["field"], d["chunk"], d["start"], d["stop"], d["problem"]) for d in info["damaged"]] == [
+        ("input_ids", 1, 8, 16, "is missing")
+    ]
+    assert "field 'input_ids': chunk 1 (samples [8, 16)" in res.stderr
+    assert f"policylens cache verify --repair {tmp_path / 's'}" in res.stderr
+    (tmp_path / "s" / "done" / "chunk-00000003").unlink()  # an unfinished build: missing too
+    res = runner.invoke(app, ["info", "--no-check", str(tmp_path / "s")])
+    assert res.exit_code == 1
+    assert json.loads(res.stdout)["missing"] == [[8, 16], [24, 32]]
+
+
+def test_flipped_bytes_fail_verify_and_info_and_repair_names_the_build_that_restores(tmp_path):
+    out = str(tmp_path / "c")
+    command = ["build", "--dataset", "synthetic:3", "--dtype", "float32", "--batch-size", "2"]
+    command += ["--store-input", "input_ids", "--out", out]
+    assert runner.invoke(app, command).exit_code == 0
+    chunk = tmp_path / "c" / "data" / "target_features" / "c" / "0" / "0"
+    good = chunk.read_bytes()
+    flip(chunk)
+    res = runner.invoke(app, ["verify", out])
+    assert res.exit_code == 1
+    assert f"problem: field 'target_features': chunk 0 (samples [0, 3), file {chunk}) fails its crc32c" in res.output
+    assert f"policylens cache verify --repair {out}" in res.output
+    assert runner.invoke(app, ["info", out]).exit_code == 1
+    assert runner.invoke(app, ["info", "--no-check", out]).exit_code == 0  # sizes are right
+
+    res = runner.invoke(app, ["verify", "--repair", out])
+    assert res.exit_code == 1
+    assert "removed done markers of chunks [0] (samples [[0, 3]])" in res.output
+    line = next(s for s in res.output.splitlines() if s.strip().startswith("policylens cache build"))
+    args = shlex.split(line)[2:]  # after "policylens cache"
+    expected = "build --policy tiny_vla --dataset synthetic:3 --kind hidden_feature --layer -2 --pooling "
+    expected += "mean_image_tokens --dtype float32 --batch-size 2 --store-input input_ids --out"
+    assert args == [*expected.split(), out]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert chunk.read_bytes() == good
+    assert runner.invoke(app, ["verify", out]).exit_code == 0
+    assert read_manifest(out)["complete"] == [[0, 3]]
+
+
+def test_store_input_added_on_rerun_is_refused(tmp_path):
+    out = str(tmp_path / "c")
+    command = ["build", "--dataset", "synthetic:2", "--batch-size", "2", "--out", out]
+    assert runner.invoke(app, command).exit_code == 0
+    res = runner.invoke(app, [*command, "--store-input", "input_ids"])
+    assert res.exit_code == 1
+    assert "built with different settings (store_inputs [] vs ['input_ids'])" in res.output
+    assert "new --out path" in res.output
+    assert "input_ids" not in read_manifest(out)["fields"]
+    build(tmp_path / "s", store_inputs=["input_ids"])
+    with pytest.raises(StoreError, match=r"store_inputs \['input_ids'\] vs \[\]"):  # and the other way round
+        build(tmp_path / "s")
 
 
 def _reference_feature(layer: int, batch: dict) -> torch.Tensor:
@@ -103,6 +167,10 @@ def test_build_other_kinds_and_bad_dataset(tmp_path):
 
     prefix = load_model("tiny_vla").config.prefix_len  # image tokens of every camera + text tokens
     assert m["fields"]["teacher_hidden"]["shape"] == [2, prefix, 128]
+    assert build_command(str(tmp_path / "h")) == (
+        f"policylens cache build --policy tiny_vla --dataset synthetic:2 --kind hidden_state --layer 1 --layer 3 "
+        f"--pooling none --dtype float16 --batch-size 2 --out {tmp_path / 'h'}"
+    )
     m = build_cache("tiny_vla", "synthetic:2", str(tmp_path / "t"), kind="token_level", batch_size=2, progress=False)
     assert m["fields"]["labels"] == {"shape": [prefix], "dtype": "int64", "role": "feature"}
     assert open_store(tmp_path / "t")[0]["labels"].max() < ByteTokenizer.vocab_size
@@ -118,6 +186,10 @@ def test_bridge_features_match_plain_hooks(tmp_path):
     assert m["meta"]["bridge"]["raw_layer"] == 2
     assert m["meta"]["bridge"]["query_layer"] == 3
     assert m["meta"]["taps"] == ["llm.layers.2.out", "expert.layers.3.out"]
+    assert build_command(str(tmp_path / "b")) == (
+        f"policylens cache build --policy tiny_vla --dataset synthetic:2 --kind bridge --dtype float16 "
+        f"--batch-size 2 --out {tmp_path / 'b'}"
+    )
     torch.manual_seed(0)
     model = load_model("tiny_vla").eval()
     batch = {

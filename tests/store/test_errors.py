@@ -27,19 +27,24 @@ def test_missing_manifest(tmp_path):
 def test_truncated_chunk(store):
     f = store / "data" / "target_features" / "c" / "2" / "0"
     f.write_bytes(f.read_bytes()[:10])
-    with pytest.raises(StoreError, match=r"field 'target_features'.*samples \[16, 24\].*10 bytes.*truncated") as e:
+    with pytest.raises(
+        StoreError, match=r"field 'target_features': chunk 2 \(samples \[16, 24\).*10 bytes.*truncated"
+    ) as e:
         open_store(store)
     assert str(store) in str(e.value)
+    assert "policylens cache verify --repair" in str(e.value)
     rep = verify_store(store)
     assert not rep.ok
-    assert any("c/2/0 is 10 bytes" in p for p in rep.problems)
+    assert any("c/2/0) has 10 bytes, expected 132" in p for p in rep.problems)  # 8 rows x 8 x 2 B + crc32c
 
 
 def test_missing_chunk_and_repair_then_resume(store):
     f = store / "data" / "input_ids" / "c" / "1" / "0"
     good = f.read_bytes()
     f.unlink()
-    with pytest.raises(StoreError, match=r"chunk file .*input_ids.* of field 'input_ids' .* is missing"):
+    with pytest.raises(
+        StoreError, match=r"field 'input_ids': chunk 1 \(samples \[8, 16\), file .*input_ids.*\) is missing"
+    ):
         open_store(store)
     rep = verify_store(store, repair=True)
     assert rep.repaired == [1]

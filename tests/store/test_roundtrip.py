@@ -198,14 +198,3 @@ def test_big_rows_batch_path_and_zero_copy_views(tmp_path):
     copied = ds[5]["teacher_hidden"]
     copied.zero_()
     assert torch.equal(ds[5]["teacher_hidden"], data[5])  # default copy=True: reads are independent
-
-
-def test_default_chunk_rows_targets_bytes_and_whole_batches():
-    from policylens.store import FieldSpec, default_chunk_rows
-
-    feat = {"target_features": FieldSpec([2048], "float16")}  # 4 KB rows
-    assert default_chunk_rows(feat) == 1024  # 4 MiB chunks
-    big = {"teacher_hidden": FieldSpec([4, 544, 128], "float16")}  # 557 KB rows
-    assert default_chunk_rows(big) == 7
-    assert default_chunk_rows(big, batch_size=8) == 8  # never split a batch across chunks
-    assert default_chunk_rows(feat, batch_size=48) == 1008

@@ -3,9 +3,12 @@
 >>> meta = StoreMeta(kind="hidden_feature", model_id="tiny", taps=["llm.layers.-2.out"], layers=[-2])
 >>> build_store("cache/", source, extractor, meta, batch_size=32)  # resumable, multi-rank
 >>> ds = open_store("cache/")  # kind detected; ds[i] / ds[[i, j]] -> {field: Tensor}
+>>> ds = open_store("cache/", check=True)  # each chunk's crc32c checked when first read
+>>> verify_store("cache/").damaged  # [ChunkDamage(field, chunk, start, stop, file, problem), ...]
 >>> for batch in infinite_batches(build_anchor_dataloader("cache/", batch_size=64)): ...
 """
 
+from ._chunks import ChunkDamage
 from ._errors import StoreError
 from ._hashing import hash_state_dict
 from ._loader import build_anchor_dataloader, infinite_batches
@@ -18,6 +21,7 @@ __all__ = [
     "KINDS",
     "SCHEMA_VERSION",
     "BridgeSpec",
+    "ChunkDamage",
     "FeatureStore",
     "FieldSpec",
     "StoreError",

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import zarr
+from zarr.codecs import Crc32cCodec
 
 from ._errors import StoreError
 from ._layout import DONE, data_dir
@@ -41,7 +42,8 @@ def _stale(lock: Path) -> bool:
 
 
 def create_arrays(root: Path, fields: dict[str, FieldSpec], num_samples: int, chunk_rows: int) -> None:
-    """One uncompressed zarr v3 array per field, shape ``(N, *shape)``, chunks ``(chunk_rows, *shape)``."""
+    """One uncompressed zarr v3 array per field, shape ``(N, *shape)``, chunks ``(chunk_rows, *shape)``,
+    each chunk followed by its crc32c (zarr's ``crc32c`` codec: the data stays memory-mappable)."""
     group = zarr.open_group(str(data_dir(root)), mode="a")
     for name, spec in fields.items():
         group.create_array(
@@ -49,7 +51,7 @@ def create_arrays(root: Path, fields: dict[str, FieldSpec], num_samples: int, ch
             shape=(num_samples, *spec.shape),
             chunks=(chunk_rows, *spec.shape),
             dtype=storage_dtype(spec.dtype),
-            compressors=None,
+            compressors=[Crc32cCodec()],
             filters=None,
             fill_value=0,
             overwrite=True,

@@ -54,7 +54,7 @@ def build_anchor_dataloader(
     """A DataLoader of anchor batches ``{field: Tensor (B, ...), "meta": dict}`` from a store.
 
     ``shuffle`` draws a new permutation each epoch from a generator seeded with ``seed``.
-    ``store_kwargs`` go to :func:`open_store` (``kind=``, ``taps=``, ``fields=``, ``in_memory=``).
+    ``store_kwargs`` go to :func:`open_store` (``kind=``, ``taps=``, ``fields=``, ``in_memory=``, ``check=``).
     """
     if batch_size < 1:
         raise StoreError(f"batch_size={batch_size}; expected >= 1.")

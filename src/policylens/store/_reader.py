@@ -6,6 +6,11 @@ directly. A single-row read costs microseconds instead of a zarr call's ~0.5 ms;
 ``ds[list_of_ids]`` reads a whole batch in one call. ``copy=False`` returns views of the map
 (zero-copy; in-place edits stay private to the process but persist in its cache);
 ``in_memory=True`` loads every field into RAM instead.
+
+Each chunk file ends with the crc32c of its data (zarr's ``crc32c`` codec), which the map
+leaves out. ``check=True`` compares it the first time a process maps the chunk (one pass
+over the chunk's bytes, then free while the map is cached), so a damaged chunk raises
+instead of returning wrong values; the default trusts the files, as ``np.memmap`` would.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ._chunks import CODECS, LEGACY_CODECS, ChunkDamage, checksum_problem, file_bytes, size_problem
 from ._errors import StoreError
-from ._layout import chunk_file, chunk_range, done_chunks, field_dir, marker, num_chunks, ranges_of
+from ._layout import chunk_file, chunk_range, done_chunks, field_dir, num_chunks, ranges_of
 from ._schema import KINDS, FieldSpec, kind_of_fields, read_manifest, storage_dtype
 
 MAX_OPEN_CHUNKS = 512
@@ -35,7 +41,8 @@ class FeatureStore(Dataset):
     store; for ``hidden_state`` they also select (and order) the layers of ``teacher_hidden``.
     ``fields``: read only these. ``in_memory``: load into RAM. ``copy=False``: single-sample
     reads return views of the memory map. ``allow_incomplete``: open a store still being built
-    (reading an unfinished sample raises).
+    (reading an unfinished sample raises). ``check``: verify each chunk's crc32c when it is
+    first read and raise :class:`StoreError` naming the field, chunk and samples if it fails.
     """
 
     def __init__(
@@ -48,6 +55,7 @@ class FeatureStore(Dataset):
         in_memory: bool = False,
         copy: bool = True,
         allow_incomplete: bool = False,
+        check: bool = False,
     ) -> None:
         self.root = Path(root)
         self.manifest = m = read_manifest(self.root)
@@ -81,8 +89,15 @@ class FeatureStore(Dataset):
                 "done marker (build interrupted?). Rerun the same `policylens cache build` command to finish "
                 "it, or open with allow_incomplete=True."
             )
-        self._check_files()
-        self.in_memory, self.copy = in_memory, copy
+        self._checksum = self._check_files()  # field -> its chunk files end with a crc32c
+        if check and not all(self._checksum.values()):
+            raise StoreError(
+                f"store {str(root)!r}: check=True, but fields "
+                f"{sorted(k for k, v in self._checksum.items() if not v)} have no per-chunk checksums (the store "
+                "was written before schema version 3), so damage cannot be detected. Open it with check=False, "
+                "or rebuild it with this policylens (`policylens cache build ... --out NEW_PATH`) to get checksums."
+            )
+        self.in_memory, self.copy, self.check = in_memory, copy, check
         self._plain = {
             k: self.specs[k].dtype != "bfloat16" and not (self._layers is not None and k == "teacher_hidden")
             for k in self.fields
@@ -109,7 +124,9 @@ class FeatureStore(Dataset):
                 raise StoreError(f"store {str(self.root)!r} has no tap {t!r}; its taps are {have}. Pass one of those.")
         return [have.index(t) for t in taps] if self.kind == "hidden_state" else None
 
-    def _check_files(self) -> None:
+    def _check_files(self) -> dict[str, bool]:
+        """Codecs, chunk grid and file sizes of the fields read; returns which carry checksums."""
+        checksum = {}
         for name in self.fields:
             spec = self.specs[name]
             meta_file = field_dir(self.root, name) / "zarr.json"
@@ -117,23 +134,29 @@ class FeatureStore(Dataset):
                 raise StoreError(f"store {str(self.root)!r}: field {name!r} has no array ({meta_file} missing).")
             zmeta = json.loads(meta_file.read_text())
             codecs = [c["name"] for c in zmeta.get("codecs", [])]
-            if codecs != ["bytes"] or zmeta["chunk_grid"]["configuration"]["chunk_shape"][0] != self.rows:
+            grid = zmeta["chunk_grid"]["configuration"]["chunk_shape"]
+            if codecs not in (CODECS, LEGACY_CODECS) or grid[0] != self.rows:
                 raise StoreError(
-                    f"store {str(self.root)!r}: field {name!r} array has codecs {codecs} and chunks "
-                    f"{zmeta['chunk_grid']['configuration']['chunk_shape']}; expected uncompressed ['bytes'] with "
-                    f"{self.rows} rows per chunk, as the manifest says. Rebuild the store with policylens."
+                    f"store {str(self.root)!r}: field {name!r} array has codecs {codecs} and chunks {grid}; "
+                    f"expected uncompressed {CODECS} (or {LEGACY_CODECS} before schema 3) with {self.rows} rows "
+                    "per chunk, as the manifest says. Rebuild the store with policylens."
                 )
-            expect = self.rows * spec.row_bytes
+            checksum[name] = codecs == CODECS
+            expect = file_bytes(self.rows, spec.row_bytes, checksum[name])
             for c in sorted(self.done):
                 path = chunk_file(self.root, name, c, 1 + len(spec.shape))
-                size = path.stat().st_size if path.is_file() else None
-                if size != expect:
-                    what = "is missing" if size is None else f"has {size} bytes, expected {expect} (truncated)"
+                problem = size_problem(path, expect)
+                if problem is not None:
                     raise StoreError(
-                        f"store {str(self.root)!r}: chunk file {path} of field {name!r} (samples "
-                        f"{list(chunk_range(c, self.rows, self.n))}) {what}. Delete {marker(self.root, c)} and "
-                        "rerun the same build command to recompute it (`policylens cache verify --repair` does this)."
+                        f"store {str(self.root)!r}: {self._damage(name, c, problem)}. Run "
+                        f"`policylens cache verify --repair {self.root}` and rerun the build it names to recompute it."
                     )
+        return checksum
+
+    def _damage(self, name: str, c: int, problem: str) -> ChunkDamage:
+        start, stop = chunk_range(c, self.rows, self.n)
+        path = chunk_file(self.root, name, c, 1 + len(self.specs[name].shape))
+        return ChunkDamage(name, c, start, stop, str(path), problem)
 
     def __len__(self) -> int:
         return self.n
@@ -159,7 +182,16 @@ class FeatureStore(Dataset):
         with open(chunk_file(self.root, name, c, 1 + len(spec.shape)), "rb") as f:
             # private copy-on-write map: arrays over it are writable and never write the file
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-        a = np.frombuffer(mm, dtype=storage_dtype(spec.dtype)).reshape(self.rows, *spec.shape)
+        if self.check:
+            end = self.rows * spec.row_bytes
+            problem = checksum_problem(mm[:end], mm[end:])
+            if problem is not None:
+                raise StoreError(
+                    f"store {str(self.root)!r}: {self._damage(name, c, problem)}. Run "
+                    f"`policylens cache verify --repair {self.root}` and rerun the build it names to recompute it."
+                )
+        count = self.rows * spec.row_bytes // storage_dtype(spec.dtype).itemsize  # the crc32c after it is left out
+        a = np.frombuffer(mm, dtype=storage_dtype(spec.dtype), count=count).reshape(self.rows, *spec.shape)
         if len(self._maps) >= MAX_OPEN_CHUNKS:  # bound open maps (each holds a file descriptor)
             self._maps.pop(next(iter(self._maps)))
         self._maps[(name, c)] = a

@@ -1,8 +1,12 @@
 """Manifest schema of the feature store: kinds, fields, dtypes, versioning and migration.
 
 A store is a directory ``<root>/manifest.json`` + ``<root>/data/`` (zarr v3 group, one array
-per field, shape ``(N, *field_shape)``, uncompressed) + ``<root>/done/`` (one marker per
-finished chunk). This module owns the JSON side; it never touches array data.
+per field, shape ``(N, *field_shape)``, uncompressed, a crc32c per chunk) + ``<root>/done/``
+(one marker per finished chunk). This module owns the JSON side; it never touches array data.
+
+Versions: 1 (pre-release), 2 (no per-chunk checksums), 3 (crc32c per chunk, ``batch_size``).
+Older manifests are upgraded in memory on read; a v2 store's chunks keep having no checksum
+(its arrays' ``zarr.json`` says so), which the reader and ``verify`` report.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 
 from ._errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MANIFEST = "manifest.json"
 
 # kind -> (feature field, per-sample rank, description)
@@ -140,8 +144,13 @@ def tool_version() -> str:
         return "0+unknown"
 
 
-def make_manifest(meta: StoreMeta, fields: dict[str, FieldSpec], num_samples: int, chunk_rows: int) -> dict:
-    """The manifest dict for a new store (``complete`` is filled in when the build finishes)."""
+def make_manifest(
+    meta: StoreMeta, fields: dict[str, FieldSpec], num_samples: int, chunk_rows: int, batch_size: int | None = None
+) -> dict:
+    """The manifest dict for a new store (``complete`` is filled in when the build finishes).
+
+    ``batch_size``: that of the build that creates the store, recorded so that a repair can
+    name the exact command that recomputes damaged chunks with the same batches."""
     feature = KINDS[meta.kind][0]
     if feature not in fields:
         raise StoreError(
@@ -161,6 +170,7 @@ def make_manifest(meta: StoreMeta, fields: dict[str, FieldSpec], num_samples: in
         "tool_version": tool_version(),
         "num_samples": int(num_samples),
         "chunk_rows": int(chunk_rows),
+        "batch_size": None if batch_size is None else int(batch_size),
         "fields": {k: asdict(v) for k, v in fields.items()},
         "meta": meta.to_json(),
         "sample_index": {"field": "sample_index", "dataset_id": meta.dataset_id},
@@ -187,7 +197,15 @@ def _migrate_v1(m: dict) -> dict:
     return m
 
 
-MIGRATIONS = {1: _migrate_v1}
+def _migrate_v2(m: dict) -> dict:
+    """v2 had no per-chunk checksums (read from each array's codecs) and no ``batch_size``."""
+    m = dict(m)
+    m.setdefault("batch_size", None)
+    m["schema_version"] = 3
+    return m
+
+
+MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2}
 
 
 def read_manifest(root: str | os.PathLike) -> dict:

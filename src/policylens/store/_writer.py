@@ -1,8 +1,9 @@
 """Build a feature store from a source and an extractor: chunked, resumable, multi-rank.
 
 The main thread runs the extractor (the model forward) batch by batch; a writer thread
-takes finished chunks from a bounded queue, writes them through zarr and then the chunk's
-done marker, so disk I/O overlaps with compute and a kill leaves only unmarked chunks.
+takes finished chunks from a bounded queue, writes each field's chunk file as zarr's
+``bytes`` + ``crc32c`` codecs store it (data, then its checksum) and then the chunk's done
+marker, so disk I/O overlaps with compute and a kill leaves only unmarked chunks.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ._chunks import CODECS, LEGACY_CODECS, field_codecs, has_checksum, seal
 from ._create import clean_stale_temps, create_once
 from ._errors import StoreError
 from ._layout import chunk_file, chunk_range, dist_env, done_chunks, mark_done, num_chunks, ranges_of, rank_chunks
 from ._schema import FieldSpec, StoreMeta, make_manifest, read_manifest, storage_dtype, write_manifest
 
 Extractor = Callable[[dict[str, Any]], Mapping[str, Tensor]]
-TARGET_CHUNK_BYTES = 4 << 20  # chosen by bench/store_io.py: 1-16 MiB write/read alike; 4 MiB is the middle
+MAX_CHUNK_BYTES = 4 << 20  # bench/store_io.py: batched reads gain up to here, writes are flat 1-16 MiB
+MIN_CHUNK_BYTES = 1 << 20  # below this, per-chunk costs (files, markers, maps) start to show
+MIN_CHUNKS = 16  # between those bounds, aim for this many chunks: a kill loses at most ~1/16
 
 
 def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -57,32 +61,45 @@ def _index_hash(indices: np.ndarray) -> str:
     return "sha256:" + hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()
 
 
-def default_chunk_rows(
-    fields: Mapping[str, FieldSpec], batch_size: int = 1, target_bytes: int = TARGET_CHUNK_BYTES
-) -> int:
-    """Rows per chunk: the widest field's chunk about ``target_bytes``, rounded to a multiple of
-    ``batch_size`` (at least one batch) so that chunk-aligned batches stay full."""
+def default_chunk_rows(fields: Mapping[str, FieldSpec], num_samples: int, batch_size: int = 1) -> int:
+    """Rows per chunk from the dataset size and the widest field's row size.
+
+    A chunk of the widest field holds at most ``MAX_CHUNK_BYTES``; between ``MIN_CHUNK_BYTES``
+    and that, chunks shrink so the store has about ``MIN_CHUNKS`` of them (the unit of resume
+    and of the rank split); never more rows than ``num_samples``, at least one. Below
+    ``num_samples`` the rows are a whole number of batches (at least one) so that batches
+    stay full.
+    """
+    if num_samples < 1:
+        raise StoreError(f"default_chunk_rows: num_samples={num_samples}; expected >= 1.")
     widest = max(f.row_bytes for f in fields.values())
-    rows = min(65536, max(1, target_bytes // widest))
-    return int(max(batch_size, rows // batch_size * batch_size))
+    most = max(1, MAX_CHUNK_BYTES // widest)
+    least = min(most, -(-MIN_CHUNK_BYTES // widest))  # rows of at least 1 MiB
+    rows = min(most, max(least, -(-num_samples // MIN_CHUNKS)))
+    if rows >= num_samples:
+        return int(num_samples)
+    return int(min(num_samples, max(batch_size, rows // batch_size * batch_size)))
 
 
-def write_chunk(path: Path, buf: np.ndarray) -> None:
+def write_chunk(path: Path, buf: np.ndarray, checksum: bool = True) -> None:
     """Write one full chunk ``(chunk_rows, *shape)`` as zarr's ``bytes`` codec stores it (raw C order,
-    little endian), through a temp file + rename so a kill never leaves a torn chunk file."""
+    little endian), followed by its crc32c when ``checksum`` (zarr's ``crc32c`` codec), through a
+    temp file + rename so a kill never leaves a torn chunk file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    payload = np.ascontiguousarray(buf, dtype=buf.dtype.newbyteorder("<")).tobytes()
     with open(tmp, "wb") as f:
-        f.write(np.ascontiguousarray(buf, dtype=buf.dtype.newbyteorder("<")).data)
+        f.write(seal(payload) if checksum else payload)
     os.replace(tmp, path)
 
 
 class _Writer(threading.Thread):
     """Writes queued chunks (all fields) then their done markers; re-raises errors in the caller."""
 
-    def __init__(self, root: Path, maxsize: int) -> None:
+    def __init__(self, root: Path, maxsize: int, checksum: Mapping[str, bool]) -> None:
         super().__init__(daemon=True, name="policylens-store-writer")
         self.root, self.q, self.error = root, queue.Queue(maxsize=maxsize), None
+        self.checksum = checksum  # field -> its chunks carry a crc32c (False: a pre-v3 store)
 
     def run(self) -> None:
         while (item := self.q.get()) is not None:
@@ -91,7 +108,7 @@ class _Writer(threading.Thread):
             chunk, bufs = item
             try:
                 for name, buf in bufs.items():
-                    write_chunk(chunk_file(self.root, name, chunk, buf.ndim), buf)
+                    write_chunk(chunk_file(self.root, name, chunk, buf.ndim), buf, self.checksum[name])
                 mark_done(self.root, chunk)
             except BaseException as exc:  # surfaced in put()/close()
                 self.error = exc
@@ -170,22 +187,23 @@ def build_store(
 
     def make() -> tuple[dict, dict[str, FieldSpec]]:
         fields = _probe(source, idx, extractor, meta, store_inputs, min(batch_size, len(idx)), first)
-        rows = chunk_rows or default_chunk_rows(fields, batch_size)
-        manifest = make_manifest(meta, fields, len(idx), rows)
+        rows = chunk_rows or default_chunk_rows(fields, len(idx), batch_size)
+        manifest = make_manifest(meta, fields, len(idx), rows, batch_size)
         manifest["sample_index"]["sha256"] = _index_hash(idx)
         return manifest, fields
 
     create_once(root, make)
     clean_stale_temps(root)
     manifest = read_manifest(root)
-    _check_same_build(root, manifest, meta, idx, chunk_rows)
+    _check_same_build(root, manifest, meta, idx, chunk_rows, store_inputs)
     fields = {k: FieldSpec(**v) for k, v in manifest["fields"].items()}
+    checksum = {k: _checksummed(root, k) for k in fields}
     rows, n = manifest["chunk_rows"], manifest["num_samples"]
     mine = rank_chunks(num_chunks(n, rows), rank, world_size)
     done = done_chunks(root)
     pending = [c for c in mine if c not in done]
     total = sum(chunk_range(c, rows, n)[1] - chunk_range(c, rows, n)[0] for c in mine)
-    writer = _Writer(root, queue_size)
+    writer = _Writer(root, queue_size, checksum)
     writer.start()
     bar = tqdm(
         total=total,
@@ -234,9 +252,25 @@ def _checked(root: Path, name: str, spec: FieldSpec, out: Mapping[str, Any], row
     return arr
 
 
-def _check_same_build(root: Path, m: dict, meta: StoreMeta, idx: np.ndarray, chunk_rows: int | None) -> None:
+def _checksummed(root: Path, name: str) -> bool:
+    """Whether field ``name``'s chunks carry a crc32c (resuming a pre-v3 store keeps its format)."""
+    codecs = field_codecs(root, name)
+    if codecs not in (CODECS, LEGACY_CODECS):
+        raise StoreError(
+            f"store {str(root)!r}: field {name!r} array has codecs {codecs}; expected {CODECS} (or "
+            f"{LEGACY_CODECS} for stores written before schema 3). Use a new --out path, or delete the store."
+        )
+    return has_checksum(codecs)
+
+
+def _check_same_build(
+    root: Path, m: dict, meta: StoreMeta, idx: np.ndarray, chunk_rows: int | None, store_inputs: Sequence[str]
+) -> None:
     """Resuming into a store made by a different build would mix results: refuse with the difference."""
     problems = []
+    have = sorted(k for k, f in m["fields"].items() if f.get("role") == "input")
+    if have != sorted(store_inputs):
+        problems.append(f"store_inputs {have} vs {sorted(store_inputs)}")
     if m["num_samples"] != len(idx):
         problems.append(f"num_samples {m['num_samples']} vs {len(idx)}")
     if m["sample_index"].get("sha256") not in (None, _index_hash(idx)):
