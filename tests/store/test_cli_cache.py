@@ -39,8 +39,8 @@ def test_verify_exits_nonzero_on_problems(tmp_path):
     res = runner.invoke(app, ["verify", "--repair", str(tmp_path / "s")])
     assert res.exit_code == 1
     assert "removed done markers of chunks [0]" in res.output
-    assert runner.invoke(app, ["info", str(tmp_path / "nothing")]).exit_code == 1
-    assert runner.invoke(app, ["verify", str(tmp_path / "nothing")]).exit_code == 1
+    assert runner.invoke(app, ["info", str(tmp_path / "nothing")]).exit_code == 2  # bad input, not a bad store
+    assert runner.invoke(app, ["verify", str(tmp_path / "nothing")]).exit_code == 1  # reported as a problem
 
 
 def test_info_reports_a_missing_chunk_and_exits_nonzero(tmp_path):
@@ -97,7 +97,7 @@ def test_store_input_added_on_rerun_is_refused(tmp_path):
     command = ["build", "--dataset", "synthetic:2", "--batch-size", "2", "--out", out]
     assert runner.invoke(app, command).exit_code == 0
     res = runner.invoke(app, [*command, "--store-input", "input_ids"])
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # a known error: one line, exit 2
     assert "built with different settings (store_inputs [] vs ['input_ids'])" in res.output
     assert "new --out path" in res.output
     assert "input_ids" not in read_manifest(out)["fields"]

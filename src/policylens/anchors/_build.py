@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -24,13 +24,20 @@ def build_cache(
     batch_size: int = 8,
     store_inputs: Sequence[str] = (),
     progress: bool = True,
+    camera_map: Mapping[str, str] | str | None = None,
 ) -> dict:
-    """Load ``policy`` (seeded, so built-in random-init policies are reproducible), build the store."""
+    """Load ``policy`` (seeded, so built-in random-init policies are reproducible), build the store.
+
+    ``policy``: a built-in name or checkpoint directory (LeRobot pi0 / pi0.5 / SmolVLA ones too,
+    read through their saved pre-processor). ``camera_map``: dataset camera -> policy camera
+    (``{"side": "varied_camera_1"}`` or ``"side=varied_camera_1"``), recorded in the manifest.
+    """
     from policylens.models import load_model
+    from policylens.tap import resolve_taps
 
     torch.manual_seed(0)
     model = load_model(policy).eval()
-    source = open_source(model, dataset)
+    source = open_source(model, dataset, camera_map=camera_map)
     bridge = None
     if kind == "bridge":  # a hidden_feature store of [C_R ; C_AQ]
         bridge = BridgeSpec.for_layers(model.config.layers)
@@ -38,6 +45,8 @@ def build_cache(
         kind, layers, pooling = "hidden_feature", [bridge.raw_layer, bridge.query_layer], "bridge"
     else:
         extractor, taps = policy_extractor(model, kind, layers, pooling, dtype)
+    resolve_taps(model, taps)  # a bad layer fails here, before the store directory exists
+    cameras = getattr(source, "camera_map", None)
     meta = StoreMeta(
         bridge=bridge,
         kind=kind,
@@ -48,6 +57,7 @@ def build_cache(
         layers=list(layers) if kind != "token_level" else [],
         pooling=pooling,
         dtype=dtype,
+        extra={"camera_map": dict(cameras)} if cameras else {},
     )
     return build_store(
         out, source, extractor, meta, batch_size=batch_size, store_inputs=store_inputs, progress=progress

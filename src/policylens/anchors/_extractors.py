@@ -61,16 +61,17 @@ def bridge_extractor(
     ``llm.layers.{raw_layer}.out`` over image tokens, C_AQ = mean of
     ``expert.layers.{query_layer}.out`` over action-query tokens at the first flow step
     (t = 1, noise from a generator seeded 0 per batch: deterministic, batches are chunk-aligned)."""
-    from policylens.tap import bridge_features, capture, suffix_spans
+    from policylens.tap import bridge_features, capture
 
     taps = [f"llm.layers.{bridge.raw_layer}.out", f"expert.layers.{bridge.query_layer}.out"]
 
     def run(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        image = model.token_layout(batch)["prefix"]["image"]  # (B, P)
+        layout = model.token_layout(batch)
+        image = layout["prefix"]["image"]  # (B, P)
         with torch.no_grad(), capture(model, taps, stop_early=True) as cap:
             model.sample_actions(batch, generator=torch.Generator().manual_seed(0), steps=1)
-        query = cap.calls(taps[1])[0]  # (B, 1 + H, D_expert)
-        action = suffix_spans(query.shape[0], 1, query.shape[1] - 1)["action"]
+        query = cap.calls(taps[1])[0]  # (B, S, D_expert): the suffix at the first flow step
+        action = layout["suffix"]["action"][:, -query.shape[1] :]  # (B, S)
         return {"target_features": bridge_features(cap.calls(taps[0])[0], image, query, action)}
 
     return run, taps

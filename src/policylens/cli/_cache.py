@@ -1,7 +1,8 @@
 """``policylens cache``: build, inspect and verify anchor-cache feature stores.
 
 ``build`` wraps :func:`policylens.anchors.build_cache`; ``info`` and ``verify`` wrap
-``store_info`` / ``verify_store``. Each exits 1 when the store is not sound. ``verify --repair``
+``store_info`` / ``verify_store``. Each exits 1 when the store is not sound, 2 on bad input
+(no store there, settings that differ from the store's). ``verify --repair``
 drops the done markers of damaged chunks and prints the ``cache build`` command, rebuilt from
 the manifest, that recomputes just those chunks (rebuilding needs the policy and the dataset,
 which the store does not hold).
@@ -17,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from policylens.cli._errors import EXIT_KNOWN
 from policylens.store import ChunkDamage, StoreError, read_manifest, store_info, verify_store
 
 CLI_DATASETS = ("synthetic:", "droid:", "lerobot:")  # dataset ids that `cache build --dataset` takes
@@ -34,16 +36,22 @@ def build(
     dtype: str = typer.Option("float16", help="float16 | bfloat16 | float32."),
     batch_size: int = typer.Option(8, min=1, help="Samples per forward."),
     store_input: Annotated[list[str] | None, typer.Option(help="Input to store too (input_ids); repeatable.")] = None,
+    camera_map: str | None = typer.Option(
+        None, help="Dataset camera -> policy camera, e.g. side=varied_camera_1,wrist=hand_camera (droid:/lerobot:)."
+    ),
     out: str = typer.Option(..., help="Store directory (rerun the same command to resume)."),
 ) -> None:
     """Run POLICY over DATASET and write (or resume) a feature store; torchrun ranks split the work."""
-    from policylens.anchors import build_cache
+    from policylens.anchors import build_cache, parse_camera_map
 
     try:
-        m = build_cache(policy, dataset, out, kind, layer or [-2], pooling, dtype, batch_size, store_input or [])
+        cameras = parse_camera_map(camera_map) if camera_map else None
+        m = build_cache(
+            policy, dataset, out, kind, layer or [-2], pooling, dtype, batch_size, store_input or [], camera_map=cameras
+        )
     except StoreError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_KNOWN) from None
     typer.echo(f"{out}: {m['kind']}, {m['num_samples']} samples, complete {m['complete'] or 'not yet (other ranks)'}")
 
 
@@ -65,6 +73,9 @@ def build_command(path: str) -> str | None:
     if m.get("batch_size") is not None:
         args += ["--batch-size", str(m["batch_size"])]
     args += [a for k, f in m["fields"].items() if f["role"] == "input" for a in ("--store-input", k)]
+    cameras = (meta.get("extra") or {}).get("camera_map")
+    if cameras:
+        args += ["--camera-map", ",".join(f"{k}={v}" for k, v in sorted(cameras.items()))]
     return shlex.join([*args, "--out", path])
 
 
@@ -86,7 +97,7 @@ def info(
         res = store_info(path, check=check)
     except StoreError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_KNOWN) from None
     Console(width=160).print_json(json.dumps(res))
     if res["missing"]:
         for d in res["damaged"]:
@@ -103,7 +114,11 @@ def verify(
 ) -> None:
     """Check shapes, dtypes, chunks and their crc32c checksums, completeness, NaN/Inf and statistics;
     exit 1 on any problem."""
-    rep = verify_store(path, repair=repair)
+    try:
+        rep = verify_store(path, repair=repair)
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_KNOWN) from None
     console = Console(width=160, soft_wrap=True)
     for name, st in rep.stats.items():
         console.print(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in st.items()))
