@@ -46,7 +46,7 @@ def test_corrupted_calibration_json(tmp_path):
     cal.write_text('{"format": "policylens-bac-calibration", ')
     args = ["accel", "eval", "--policy", str(tmp_path / "pol"), "--calibration", str(cal), "--mode", "optimal"]
     line = _one_line(runner.invoke(app, args))
-    assert f"--calibration {cal}: not valid JSON" in line and "policylens accel calibrate" in line
+    assert f"{cal} is not valid JSON" in line and "policylens accel calibrate" in line
 
 
 def test_calibration_missing_a_field_names_it(tmp_path):

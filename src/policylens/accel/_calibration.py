@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._jsonfile import read_json_file
 from ._config import METRICS
 from ._schedule import bubbling_union, optimal_update_steps, reuse_error_scores
 
@@ -97,7 +98,7 @@ class Calibration:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"calibration file {path} not found; write one with `policylens accel calibrate`.")
-        data = json.loads(path.read_text())
+        data = read_json_file(path, "a BAC calibration written by `policylens accel calibrate`")
         if data.get("format") != FORMAT or data.get("version") != VERSION:
             raise ValueError(
                 f"{path}: format={data.get('format')!r} version={data.get('version')!r}; expected "

@@ -1,3 +1,5 @@
 """cli: the ``policylens`` command; each subcommand is a few lines around a library function."""
 
-__all__: list[str] = []
+from ._errors import CommandError, register_known_error
+
+__all__ = ["CommandError", "register_known_error"]

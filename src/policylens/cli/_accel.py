@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -56,11 +55,7 @@ def _load_calibration(path: Path):
 
     fix = f"write it again with `policylens accel calibrate --out {path}`"
     try:
-        return Calibration.load(path)
-    except json.JSONDecodeError as exc:
-        raise CommandError(
-            f"--calibration {path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); {fix}"
-        ) from exc
+        return Calibration.load(path)  # a file that is not JSON raises naming it
     except KeyError as exc:
         raise CommandError(f"--calibration {path}: field {exc.args[0]!r} is missing; {fix}") from exc
     except (AttributeError, TypeError) as exc:

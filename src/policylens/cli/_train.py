@@ -45,9 +45,15 @@ def vla(
 ) -> None:
     """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK."""
     from policylens.data.sim import make_training_episodes
-    from policylens.models import TinyVLA, TinyVLAConfig, VLATrainConfig, train_vla
-    from policylens.models._train_state import TrainingInterrupted, check_run_dir
-    from policylens.models._train_vla import run_settings_of
+    from policylens.models import (
+        TinyVLA,
+        TinyVLAConfig,
+        TrainingInterrupted,
+        VLATrainConfig,
+        check_run_dir,
+        run_settings_of,
+        train_vla,
+    )
 
     model = TinyVLA(TinyVLAConfig(image_size=image_size, use_state=use_state))
     config = VLATrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr=lr)
@@ -95,7 +101,7 @@ def diffusion(
     """Train TinyDiffusionPolicy (DDPM, 100 steps) on expert reach episodes; TensorBoard logs in OUT/tb."""
     import torch
 
-    from policylens.models._train_state import TrainingInterrupted, check_run_dir
+    from policylens.models import TrainingInterrupted, check_run_dir
     from policylens.models.diffusion import train_reach_policy
 
     data = {"task": "reach", "action_noise": action_noise}

@@ -7,12 +7,12 @@ Every reader goes through these, so a truncated ``info.json`` or a damaged parqu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._jsonfile import read_json_file
 from ._episode import EpisodeFormatError
 
 __all__ = ["read_json", "read_parquet", "read_text"]
@@ -33,17 +33,7 @@ def read_text(path: Path, what: str) -> str:
 
 def read_json(path: Path, what: str) -> dict:
     """The JSON object in ``path``; a truncated or non-object file raises naming it."""
-    text = read_text(path, what)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise EpisodeFormatError(
-            f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); expected {what}. "
-            "The file is truncated or damaged: re-copy or re-export it."
-        ) from e
-    if not isinstance(value, dict):
-        raise EpisodeFormatError(f"{path} holds a JSON {type(value).__name__}; expected an object: {what}")
-    return value
+    return read_json_file(path, what, EpisodeFormatError)
 
 
 def read_parquet(path: Path, what: str) -> pa.Table:

@@ -18,8 +18,8 @@ from ._loading import load_hf_model, load_model
 from ._tiny_vla import TinyVLA
 from ._tiny_vla_config import TinyVLAConfig
 from ._tokenizer import ByteTokenizer
-from ._train_state import load_train_state, save_train_state
-from ._train_vla import VLATrainConfig, train_vla
+from ._train_state import TrainingInterrupted, check_run_dir, claim_run_dir, load_train_state, save_train_state
+from ._train_vla import VLATrainConfig, run_settings_of, train_vla, vla_step
 from .diffusion import POLICY_TYPE, DiffusionChunkPredictor, DiffusionPolicyConfig, TinyDiffusionPolicy
 
 
@@ -71,7 +71,10 @@ __all__ = [
     "TinyDiffusionPolicy",
     "TinyVLA",
     "TinyVLAConfig",
+    "TrainingInterrupted",
     "VLATrainConfig",
+    "check_run_dir",
+    "claim_run_dir",
     "get_adapter",
     "is_lerobot_checkpoint",
     "lerobot_adapter",
@@ -85,7 +88,9 @@ __all__ = [
     "load_train_state",
     "register_adapter",
     "register_policy_type",
+    "run_settings_of",
     "save_policy",
     "save_train_state",
     "train_vla",
+    "vla_step",
 ]

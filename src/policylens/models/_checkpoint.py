@@ -13,6 +13,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_model
 from torch import nn
 
+from .._jsonfile import read_json_file
 from ._hf_compat import align_state_dict
 
 __all__ = ["list_policy_types", "load_policy", "register_policy_type", "save_policy"]
@@ -73,7 +74,7 @@ def load_policy(path: str | Path) -> nn.Module:
             f"load_policy: {config_path} does not exist. Pass a checkpoint directory holding {CONFIG_FILE} and "
             f"{WEIGHTS_FILE}, or a built-in name: {sorted(_BUILTIN)}"
         )
-    config = json.loads(config_path.read_text())
+    config = read_json_file(config_path, f"a policy checkpoint config ({CONFIG_FILE} with a 'type' field)")
     kind = config.get("type")
     if kind not in _TYPES:
         raise ValueError(f"load_policy: {config_path} field 'type'={kind!r} is not one of {list_policy_types()}")

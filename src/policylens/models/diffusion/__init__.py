@@ -9,7 +9,7 @@ from ._normalizer import MinMaxNormalizer
 from ._policy import TinyDiffusionPolicy
 from ._reach import REACH_CONFIG, DiffusionChunkPredictor, train_reach_policy
 from ._schedulers import DDIMScheduler, DDPMScheduler, make_betas
-from ._train import make_windows, train_diffusion_policy
+from ._train import diffusion_step, make_windows, train_diffusion_policy
 from ._transformer import TransformerForDiffusion
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "MinMaxNormalizer",
     "TinyDiffusionPolicy",
     "TransformerForDiffusion",
+    "diffusion_step",
     "make_betas",
     "make_windows",
     "train_diffusion_policy",

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ..._jsonfile import read_json_file
 from ._config import POLICY_TYPE, DiffusionPolicyConfig
 from ._normalizer import MinMaxNormalizer
 from ._schedulers import DDIMScheduler, DDPMScheduler
@@ -99,6 +100,6 @@ class TinyDiffusionPolicy(nn.Module):
                     f"{p} not found; a TinyDiffusionPolicy directory holds {CONFIG_FILE} and {WEIGHTS_FILE} "
                     "(write one with TinyDiffusionPolicy.save_pretrained)."
                 )
-        policy = cls(DiffusionPolicyConfig.from_dict(json.loads(cfg_path.read_text())))
+        policy = cls(DiffusionPolicyConfig.from_dict(read_json_file(cfg_path, "a TinyDiffusionPolicy config")))
         policy.load_state_dict(load_file(str(w_path), device=map_location))
         return policy.eval()

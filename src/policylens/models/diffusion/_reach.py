@@ -1,7 +1,7 @@
 """Train the reference reach policy on simulated expert episodes, and drive it in the simulator.
 
-Regenerate the shipped checkpoint with ``policylens train diffusion --out src/policylens/assets/diffusion_reach``
-(the CLI calls :func:`train_reach_policy`; see docs/diffusion_policy.md).
+Retrain it with ``policylens train diffusion --out runs/diffusion_reach`` (the CLI calls
+:func:`train_reach_policy`); docs/diffusion_policy.md says how the shipped checkpoint was made.
 """
 
 from __future__ import annotations
