@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ._checkpoint import save_policy
@@ -133,6 +132,8 @@ def train_vla(
         lambda s: min(1.0, (s + 1) / config.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps))),
         last_epoch=start - 1 if start else -1,
     )
+    from torch.utils.tensorboard import SummaryWriter  # TensorBoard loads only when a run trains
+
     writer = SummaryWriter(str(out_dir / "tb"))
     rng = np.random.default_rng(config.seed + start)
     losses: list[float] = []
