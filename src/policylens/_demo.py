@@ -1,8 +1,11 @@
-"""The demo job: build the reference policy, tap it on sample inputs, report what was captured."""
+"""The demo job: tap the reference policy on simulated inputs and report what was captured, then
+build an anchor cache and time a BAC speed-up (``_demo_jobs``), ending with where the outputs are."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +27,9 @@ class DemoResult:
     rows: list[dict]
     actions: torch.Tensor
     span_counts: dict[str, list[int]]
+    out: Path | None = None
+    cache: dict | None = None
+    bac: dict | None = None
 
 
 def _fmt(values) -> str:
@@ -51,10 +57,16 @@ def episode_batch(model: TinyVLA, n: int, seed: int) -> tuple[dict[str, torch.Te
 
 
 def run_demo(
-    policy: str = "tiny_vla", batch_size: int = 2, seed: int = 0, console: Console | None = None
+    policy: str = "tiny_vla",
+    batch_size: int = 2,
+    seed: int = 0,
+    console: Console | None = None,
+    out: str | Path | None = None,
+    jobs: bool = True,
 ) -> DemoResult:
     """Tap the reference VLA on the first frames of ``batch_size`` simulated reach episodes
-    and print what was captured."""
+    and print what was captured; with ``jobs``, also build an anchor cache over simulated DROID
+    episodes and time a BAC speed-up, writing under ``out`` (default: a new temporary folder)."""
     console = console or Console(width=140)
     torch.manual_seed(seed)
     model = load_model(policy)
@@ -100,4 +112,13 @@ def run_demo(
         console.print(
             f"episode {i} {text!r}: policy's first action xyz {_fmt(actions[i, 0, :3])}, expert's {_fmt(expert[i][:3])}"
         )
-    return DemoResult(rows=rows, actions=actions, span_counts=counts)
+    result = DemoResult(rows=rows, actions=actions, span_counts=counts)
+    if jobs:
+        from ._demo_jobs import demo_bac, demo_cache
+
+        result.out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="policylens-demo-"))
+        result.out.mkdir(parents=True, exist_ok=True)
+        result.cache = demo_cache(policy, result.out, episodes=2, seed=seed, console=console)
+        result.bac = demo_bac(result.out, seed=seed, calls=5, console=console)
+        console.print(f"outputs: {result.out} (episodes/, anchors/, bac.json)")
+    return result

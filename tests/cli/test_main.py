@@ -1,5 +1,6 @@
 """The ``policylens`` entry point: demo, taps, version."""
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -19,13 +20,28 @@ def test_help_lists_commands():
 
 
 def test_demo_captures_every_default_tap():
-    result = run_demo(batch_size=1)
+    result = run_demo(batch_size=1, jobs=False)
     assert [r["tap"] for r in result.rows][1] == "llm.layers.-2.out"
     expert = next(r for r in result.rows if r["tap"].startswith("expert"))
     assert expert["calls"] == 10 and expert["shape"] == (1, 9, 64)
     per_image = load_model("tiny_vla").config.tokens_per_image
     assert result.span_counts["image[hand_camera]"] == [per_image]
     assert result.actions.shape == (1, 8, 7)
+
+
+def test_demo_jobs_write_a_verified_cache_and_a_bac_timing(tmp_path):
+    import json
+
+    from policylens.store import open_store
+
+    result = run_demo(batch_size=1, out=tmp_path / "demo")
+    assert result.out == tmp_path / "demo"
+    store = open_store(tmp_path / "demo" / "anchors", check=True)
+    assert len(store) == result.cache["num_samples"] > 2 and store[0]["target_features"].shape == (128,)
+    assert len(list((tmp_path / "demo" / "episodes").rglob("trajectory.h5"))) == 2
+    bac = json.loads((tmp_path / "demo" / "bac.json").read_text())
+    assert bac["speedup"] == pytest.approx(bac["original_ms"] / bac["uniform_S10_ms"])
+    assert 0 < bac["action_mse"] < 1  # the cached chunk stays near the uncached one
 
 
 def test_taps_command_on_an_hf_checkpoint_directory(tmp_path):

@@ -116,7 +116,7 @@ class EpisodeSource:
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         e, t = self.index[int(i)]
         ep, cams = self.episodes[e], self.cameras[e]
-        images = {c: torch.as_tensor(np.asarray(ep.frame(cams[c], t)))[None] for c in self.model.config.cameras}
+        images = {c: torch.from_numpy(np.array(ep.frame(cams[c], t)))[None] for c in self.model.config.cameras}
         state = torch.as_tensor(np.asarray(ep.proprio[t], dtype=np.float32))[None]
         batch = self.model.make_batch(images, [ep.instruction], state)
         return {k: v[0] for k, v in batch.items()}

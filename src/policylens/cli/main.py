@@ -34,11 +34,13 @@ def demo(
     policy: str = typer.Option("tiny_vla", help="Built-in policy name or checkpoint directory."),
     batch_size: int = typer.Option(2, min=1, help="Sample observations to tap."),
     seed: int = typer.Option(0, help="Seed for inputs and noise."),
+    out: str | None = typer.Option(None, help="Folder for the demo's outputs (default: a new temporary folder)."),
+    jobs: bool = typer.Option(True, help="Also build an anchor cache and time BAC (--no-jobs: taps only)."),
 ) -> None:
-    """Build the reference policy, tap it on sample inputs and print what was captured."""
+    """Tap the reference VLA on simulated inputs, build an anchor cache, time a BAC speed-up."""
     from policylens._demo import run_demo
 
-    run_demo(policy=policy, batch_size=batch_size, seed=seed)
+    run_demo(policy=policy, batch_size=batch_size, seed=seed, out=out, jobs=jobs)
 
 
 @app.command()
