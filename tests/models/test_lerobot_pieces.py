@@ -146,6 +146,8 @@ def test_layout_matches_the_policys_pad_mask_with_missing_cameras(policy, presen
     first = (present or list(policy.config.image_features))[0]
     assert layout["prefix"].positions(f"image[{first}]").tolist() == [0, 1, 2, 3]  # present cameras come first
     assert layout["suffix"]["state"].sum(1).tolist() == [1, 1]
+    assert set(layout["prefix"].grids) == set(present or policy.config.image_features)  # 28 px / patch 14: 2 x 2
+    assert {(g.rows, g.cols) for g in layout["prefix"].grids.values()} == {(2, 2)}
 
 
 class _CharTokenizer:

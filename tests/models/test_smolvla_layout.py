@@ -68,6 +68,8 @@ def test_prefix_length_and_spans(options, cameras, length, per_image, valid_imag
     state_at = prefix.positions("state", 0).item()
     assert prefix["valid"][:, state_at + 1 :].sum() == 0  # prefix_length padding comes after the state
     assert layout["suffix"]["action"].sum(1).tolist() == [10, 10]
+    side = int(per_image**0.5)
+    assert {cam: (g.rows, g.cols) for cam, g in prefix.grids.items()} == dict.fromkeys(cameras, (side, side))
 
 
 def test_present_cameras_come_first_and_a_padding_mask_hides_a_sample():

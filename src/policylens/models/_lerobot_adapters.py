@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..tap import Adapter, Component, Layout, TokenSpans, pi0_layout, register_adapter, suffix_spans
+from ..tap import Adapter, Component, Layout, PatchGrid, TokenSpans, pi0_layout, register_adapter, suffix_spans
 
 __all__ = ["lerobot_adapter", "lerobot_layout", "pi05_state_tokens"]
 
@@ -92,7 +92,8 @@ def _smolvla_layout(model: nn.Module, batch: Mapping[str, Tensor], lang: Tensor)
     masks["valid"] |= masks["text"] | masks["state"]
     for cam in cameras:  # dropped cameras: empty spans
         masks.setdefault(f"image[{cam}]", torch.zeros(b, total, dtype=torch.bool))
-    prefix = TokenSpans(masks, tuple(cameras))
+    grid = PatchGrid(height // patch // vlm.scale_factor, width // patch // vlm.scale_factor)
+    prefix = TokenSpans(masks, tuple(cameras), grids=dict.fromkeys(present, grid))
     suffix = suffix_spans(b, 0, int(cfg.chunk_size))
     return Layout({"prefix": prefix, "suffix": suffix})
 
@@ -155,7 +156,11 @@ def lerobot_layout(variant: str, model: nn.Module, batch: Mapping[str, Tensor], 
                 "span needs the pre-processor's tokenizer: pass tokenizer=... (LeRobotTeacher passes its own)."
             )
         text_state = pi05_state_tokens(batch[LANG_TOKENS_KEY], lang, tokenizer)
-    return pi0_layout(variant, masks, per_image, lang, chunk, cameras=order, text_state=text_state)
+    layout = pi0_layout(variant, masks, per_image, lang, chunk, cameras=order, text_state=text_state)
+    vision = model.model.paligemma_with_expert.paligemma.config.vision_config
+    side = vision.image_size // vision.patch_size
+    layout["prefix"].grids.update(dict.fromkeys(present, PatchGrid(side, side)))
+    return layout
 
 
 def lerobot_adapter(variant: str) -> Adapter:

@@ -27,7 +27,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from ..tap import Layout, TokenSpans, paligemma_spans, suffix_spans
+from ..tap import ImageTransform, Layout, PatchGrid, TokenSpans, paligemma_spans, suffix_spans
 from ._hf_compat import cache_kwargs, gemma_input_scale
 from ._tiny_vla_config import TinyVLAConfig
 from ._tokenizer import ByteTokenizer
@@ -143,11 +143,14 @@ class TinyVLA(nn.Module):
         return batch
 
     def token_layout(self, batch: dict[str, Tensor]) -> Layout:
-        """Token spans of every sequence: ``vision`` (per image), ``prefix``, ``suffix``."""
+        """Token spans of every sequence: ``vision`` (per image), ``prefix``, ``suffix``; each
+        camera's image tokens are a row-major patch grid (``prefix.grids``)."""
         cfg = self.config
         prefix = paligemma_spans(
             batch["input_ids"], batch.get("attention_mask"), ByteTokenizer.image_id, cfg.tokens_per_image, cfg.cameras
         )
+        side = cfg.image_size // cfg.patch_size
+        prefix.grids.update({cam: PatchGrid(side, side) for cam in cfg.cameras})
         b = batch["input_ids"].shape[0]
         vision_mask = torch.ones(b * len(cfg.cameras), cfg.tokens_per_image, dtype=torch.bool)
         return Layout(
@@ -157,6 +160,10 @@ class TinyVLA(nn.Module):
                 "suffix": suffix_spans(b, 1, cfg.chunk_size),
             }
         )
+
+    def image_transform(self, frame_size: tuple[int, int]) -> ImageTransform:
+        """How ``make_batch`` turns an (H, W) camera frame into the model input: a plain resize."""
+        return ImageTransform.resize(tuple(frame_size), (self.config.image_size,) * 2)
 
     # ----- the two phases -------------------------------------------------------------
     def embed_prefix(self, pixel_values: Tensor, input_ids: Tensor) -> Tensor:

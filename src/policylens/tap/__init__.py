@@ -7,6 +7,7 @@
 
 from ._adapter import Adapter, Component, get_adapter, list_adapters, register_adapter, resolve_module
 from ._capture import Capture, TapNotFiredError, TapNotFiredWarning, capture
+from ._grid import ImageTransform, PatchGrid
 from ._hf_attention import attention_with_probs
 from ._mha_attention import mha_probs
 from ._names import TapInfo, TapPoint, list_taps, resolve_taps
@@ -18,7 +19,9 @@ __all__ = [
     "Adapter",
     "Capture",
     "Component",
+    "ImageTransform",
     "Layout",
+    "PatchGrid",
     "TapInfo",
     "TapNotFiredError",
     "TapNotFiredWarning",

@@ -116,18 +116,36 @@ def _input_tensor(args: tuple, kwargs: dict) -> Tensor:
     raise TypeError(f"cannot find the input hidden states among keyword arguments {list(kwargs)}")
 
 
+def _select(t: Tensor, dim: int, index: slice | Tensor | Sequence[int]) -> Tensor:
+    """``t`` restricted to ``index`` along ``dim``: a slice, integer positions or a boolean mask
+    over positions; positions past this call's length are dropped."""
+    if isinstance(index, slice):
+        return t[(slice(None),) * dim + (index,)]
+    idx = torch.as_tensor(index, device=t.device)
+    if idx.dtype == torch.bool:
+        idx = idx[: t.shape[dim]].nonzero().flatten()
+    else:
+        idx = idx[idx < t.shape[dim]]
+    return t.index_select(dim, idx)
+
+
 class _Sink:
     """Turns one hooked tensor into a stored record: slice, cast, copy."""
 
-    def __init__(self, cap: Capture, point: TapPoint, dtype, device, positions, heads, counter) -> None:
+    def __init__(self, cap: Capture, point: TapPoint, dtype, device, positions, heads, counter, block=None) -> None:
         self.cap, self.point, self.dtype, self.device = cap, point, dtype, torch.device(device)
         self.positions, self.heads, self.counter = positions, heads, counter
+        self.queries, self.keys = block or (None, None)
 
     def __call__(self, tensor: Tensor) -> None:
         t = tensor.detach()
         if self.point.kind == "probs":
             if self.heads is not None:
                 t = t[:, self.heads]
+            if self.queries is not None:
+                t = _select(t, 2, self.queries)
+            if self.keys is not None:
+                t = _select(t, 3, self.keys)
         elif self.positions is not None:
             t = t[:, self.positions]
         dtype = self.dtype or t.dtype
@@ -199,6 +217,8 @@ def capture(
     device: str | torch.device = "cpu",
     positions: slice | Tensor | None = None,
     heads: Sequence[int] | Tensor | None = None,
+    queries: slice | Tensor | None = None,
+    keys: slice | Tensor | None = None,
     stop_early: bool = False,
     missing: str = "raise",
 ) -> Iterator[Capture]:
@@ -206,7 +226,11 @@ def capture(
 
     ``dtype``: cast captured tensors (``float16``/``bfloat16``/``float32``; None keeps the
     model's). ``positions``: token positions kept for hidden-state taps (dim 1), sliced
-    before the copy. ``heads``: heads kept for ``attn.probs`` taps. ``stop_early``: end the
+    before the copy. ``heads``: heads kept for ``attn.probs`` taps; ``queries`` / ``keys``:
+    the query rows (dim 2) and key columns (dim 3) they keep — e.g. text × image tokens — so
+    only that block of the ``(B, H, Tq, Tk)`` map is copied off the device. Each is a slice,
+    integer positions or a boolean mask over positions; positions past a call's length (an
+    expert call sees fewer queries than the prefix) are dropped for that call. ``stop_early``: end the
     forward right after the last tap fired (the rest of the ``with`` body is skipped).
     ``missing``: what a tap that fired 0 times by the end of the block does — ``"raise"``
     (:class:`TapNotFiredError`, the default: an empty capture is never silent), ``"warn"``
@@ -224,7 +248,8 @@ def capture(
     handles: list[object] = []
     try:
         for point in points:
-            handles.extend(_attach(point, _Sink(cap, point, dtype, device, positions, heads, counter)))
+            sink = _Sink(cap, point, dtype, device, positions, heads, counter, (queries, keys))
+            handles.extend(_attach(point, sink))
         yield cap
     except _StopForwardSignal:
         pass

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ._grid import PatchGrid
+
 __all__ = ["Layout", "TokenSpans", "paligemma_spans", "pi0_layout", "prismatic_spans", "suffix_spans"]
 
 
@@ -31,10 +33,13 @@ def _count_str(mask: Tensor, limit: int = 4) -> str:
 
 @dataclass(repr=False)
 class TokenSpans:
-    """Boolean masks ``(B, T)`` by span name over one token sequence."""
+    """Boolean masks ``(B, T)`` by span name over one token sequence. ``grids``: for cameras
+    whose image tokens are a patch grid, the :class:`PatchGrid` of each (``image_grid`` maps a
+    per-token vector onto it; ``ImageTransform`` carries it back to the frame)."""
 
     masks: dict[str, Tensor]
     cameras: tuple[str, ...] = ()
+    grids: dict[str, PatchGrid] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         shapes = {tuple(m.shape) for m in self.masks.values()}
@@ -62,6 +67,21 @@ class TokenSpans:
 
     def __contains__(self, name: object) -> bool:
         return name in self.masks
+
+    def image_grid(self, camera: str, values: Tensor) -> Tensor:
+        """``(B, T)`` per-token values (e.g. one query row of an attention map) -> ``(B, rows,
+        cols)`` on camera ``camera``'s patch grid, from its ``image[camera]`` tokens."""
+        if camera not in self.grids:
+            raise KeyError(f"TokenSpans.image_grid: no patch grid for camera {camera!r}; grids: {list(self.grids)}")
+        grid, mask = self.grids[camera], self[f"image[{camera}]"]
+        rows = [values[b, mask[b]] for b in range(values.shape[0])]
+        bad = [b for b, r in enumerate(rows) if r.shape[-1] != grid.n_tokens - grid.prefix_tokens]
+        if bad:
+            raise ValueError(
+                f"TokenSpans.image_grid: sample {bad[0]} has {int(mask[bad[0]].sum())} image[{camera}] tokens, "
+                f"the grid has {grid.rows}x{grid.cols}; a padded (absent) camera has no grid to show."
+            )
+        return torch.stack([PatchGrid(grid.rows, grid.cols).to_grid(r) for r in rows])
 
     def positions(self, name: str, sample: int = 0) -> Tensor:
         """Token indices of span ``name`` in one sample."""

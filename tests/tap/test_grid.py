@@ -1,0 +1,71 @@
+"""Token -> patch grid -> frame pixels, checked with hand-made attention patterns: plain resize,
+resize with padding bars, a crop, a flip, and two cameras; and attention blocks sliced to
+query x key spans before the copy equal the same block of the full map."""
+
+import pytest
+import torch
+
+from policylens.models import TinyVLA, TinyVLAConfig
+from policylens.tap import ImageTransform, PatchGrid, capture
+
+
+def _hot(rows, cols, r, c):
+    grid = torch.zeros(rows, cols)
+    grid[r, c] = 1.0
+    return grid
+
+
+def test_plain_resize_puts_a_patch_on_its_frame_pixels():
+    t = ImageTransform.resize((120, 160), (56, 56))
+    frame = t.grid_to_frame(_hot(4, 4, 1, 3))  # patch row 1, column 3 of 4x4
+    ys, xs = frame.nonzero(as_tuple=True)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (30, 59, 120, 159)
+    assert t.padding_mass(_hot(4, 4, 1, 3)) == 0.0
+
+
+def test_resize_with_pad_reports_bar_mass_and_maps_content_back():
+    t = ImageTransform.resize_with_pad((100, 200), (56, 56))  # content 28 x 56, 28 rows of bars on top
+    assert t.pad == (28, 0, 0, 0)
+    assert t.padding_mass(_hot(4, 4, 0, 0)) == pytest.approx(1.0)  # row 0 is all bar
+    frame = t.grid_to_frame(_hot(4, 4, 3, 0))  # the last content row, first column
+    ys, xs = frame.nonzero(as_tuple=True)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (50, 99, 0, 49)
+    assert t.grid_to_frame(_hot(4, 4, 0, 2)).sum() == 0  # bars are never drawn on the frame
+
+
+def test_crop_and_flip():
+    t = ImageTransform((100, 100), (20, 20), crop=(10, 50, 40, 40), hflip=True)
+    frame = t.grid_to_frame(_hot(2, 2, 0, 0))  # top-left of the mirrored input = top-right of the crop
+    ys, xs = frame.nonzero(as_tuple=True)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (10, 29, 70, 89)
+
+
+def test_two_cameras_each_on_their_own_grid():
+    torch.manual_seed(0)
+    model = TinyVLA(TinyVLAConfig(image_size=28, patch_size=14)).eval()
+    batch = model.example_batch(batch_size=2)
+    prefix = model.token_layout(batch)["prefix"]
+    row = torch.zeros(2, prefix.shape[1])
+    wrist = prefix.positions("image[hand_camera]", 0)
+    row[:, wrist[2]] = 1.0  # third patch of the wrist camera: grid row 1, column 0
+    assert torch.equal(prefix.image_grid("hand_camera", row)[0], _hot(2, 2, 1, 0))
+    assert prefix.image_grid("varied_camera_1", row).sum() == 0
+    assert prefix.grids["hand_camera"] == PatchGrid(2, 2)
+    assert model.image_transform((224, 224)) == ImageTransform.resize((224, 224), (28, 28))
+
+
+def test_query_key_block_is_sliced_before_the_copy():
+    torch.manual_seed(0)
+    model = TinyVLA(TinyVLAConfig(image_size=28, patch_size=14)).eval()
+    batch = model.example_batch(batch_size=2)
+    prefix = model.token_layout(batch)["prefix"]
+    text = prefix["text"].any(0)  # union over the batch
+    image = prefix["image"].any(0)
+    with capture(model, ["llm.layers.1.attn.probs"]) as full:
+        model.run_prefix(batch)
+    with capture(model, ["llm.layers.1.attn.probs"], queries=text, keys=image, heads=[0, 2], dtype="float16") as cut:
+        model.run_prefix(batch)
+    block = cut["llm.layers.1.attn.probs"]
+    assert block.shape == (2, 2, int(text.sum()), int(image.sum())) and block.dtype == torch.float16
+    ref = full["llm.layers.1.attn.probs"][:, [0, 2]][:, :, text][..., image]
+    torch.testing.assert_close(block.float(), ref, rtol=0, atol=1e-3)
