@@ -1,0 +1,117 @@
+"""Attention maps of a VLA's two phases, per camera, on each camera's patch grid.
+
+- **prefix**: the instruction (text) tokens' attention over the prefix, in the decoder layer
+  ``llm.layers.{l}``: one forward, queries = text tokens.
+- **suffix**: the action tokens' attention over the prefix, in the expert layer
+  ``expert.layers.{l}``: one map per flow / denoising step, then aggregated (``mean`` over
+  steps, ``last``, or one step by index).
+
+Only the needed block leaves the model: the capture keeps the phase's query rows (the union
+over the batch) and the prefix key columns, in float16. Each query row is renormalised over
+nothing: the numbers are the model's probabilities. A map is the mean over the phase's valid
+query tokens of each sample, per head, over camera ``k``'s image tokens, laid on its patch grid.
+Mass that does not land on any camera's image tokens is reported as numbers (``mass``:
+``text``, ``state``, ``first`` — the first prefix token, a common attention sink — ``pad``,
+``suffix``), never drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..tap import TokenSpans, capture
+
+__all__ = ["PHASES", "AttentionMaps", "extract_attention"]
+
+PHASES = {"prefix": ("llm", "text"), "suffix": ("expert", "action")}
+STEP_MODES = ("mean", "last")
+
+
+@dataclass
+class AttentionMaps:
+    """One phase of one layer for a batch: ``maps[camera]`` ``(B, heads, rows, cols)``,
+    ``mass[name]`` ``(B, heads)`` (attention mass per key span), and for the suffix the
+    per-step maps before aggregation (``steps[camera]``: ``(S, B, heads, rows, cols)``)."""
+
+    phase: str
+    layer: int
+    maps: dict[str, Tensor]
+    mass: dict[str, Tensor]
+    steps: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _query_mean(probs: Tensor, queries: Tensor) -> Tensor:
+    """``(B, H, Q, K)`` rows kept for the union of queries, per-sample ``queries`` ``(B, Q)``
+    -> ``(B, H, K)`` mean over each sample's own query rows."""
+    w = queries.to(probs.dtype)[:, None, :, None]  # (B, 1, Q, 1)
+    return (probs * w).sum(2) / w.sum(2).clamp(min=1)
+
+
+def _split(row: Tensor, prefix: TokenSpans, cameras: Sequence[str]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """``(B, H, K)`` attention over keys (prefix first, then any suffix) -> camera maps and the
+    mass on every other span."""
+    h = row.shape[1]
+    p = prefix.shape[1]
+    flat = row.permute(0, 2, 1)  # (B, K, H)
+    maps = {c: torch.stack([prefix.image_grid(c, flat[:, :p, j]) for j in range(h)], 1) for c in cameras}
+    first = torch.zeros_like(prefix["valid"])
+    first[:, 0] = True
+    spans = {"image": prefix["image"], "text": prefix["text"], "first": first & ~prefix["image"], "pad": prefix["pad"]}
+    if "state" in prefix:
+        spans["state"] = prefix["state"]
+    mass = {name: (row[..., :p] * m.to(row.dtype)[:, None, :]).sum(-1) for name, m in spans.items()}
+    mass["suffix"] = row[..., p:].sum(-1)
+    return maps, mass
+
+
+@torch.no_grad()
+def extract_attention(
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    layers: Sequence[int],
+    phases: Sequence[str] = ("prefix", "suffix"),
+    heads: Sequence[int] | None = None,
+    step: str | int = "mean",
+    seed: int = 0,
+) -> dict[tuple[str, int], AttentionMaps]:
+    """Prefix and suffix attention maps of ``layers`` from one ``model.sample_actions`` call.
+
+    ``model`` needs ``token_layout(batch)`` with patch grids (``prefix.grids``) and
+    ``sample_actions(batch, generator=...)``; ``heads`` keeps a subset; ``step`` aggregates the
+    suffix's per-step maps (``"mean"``, ``"last"`` or a step index).
+    """
+    for phase in phases:
+        if phase not in PHASES:
+            raise ValueError(f"extract_attention: phase {phase!r} is not one of {sorted(PHASES)}")
+    if not (step in STEP_MODES or isinstance(step, int)):
+        raise ValueError(f"extract_attention: step={step!r}; expected one of {STEP_MODES} or a step index")
+    layout = model.token_layout(batch)
+    prefix, suffix = layout["prefix"], layout["suffix"]
+    cameras = [c for c in prefix.cameras if c in prefix.grids and bool(prefix[f"image[{c}]"].any())]
+    if not cameras:
+        raise ValueError("extract_attention: the layout has no camera with a patch grid (prefix.grids)")
+    taps = {(ph, li): f"{PHASES[ph][0]}.layers.{li}.attn.probs" for ph in phases for li in layers}
+    rows = {"prefix": prefix["text"], "suffix": suffix["action"]}
+    out: dict[tuple[str, int], AttentionMaps] = {}
+    for phase in phases:  # one capture per phase: the query rows differ
+        query = rows[phase]
+        names = [taps[(phase, li)] for li in layers]
+        union = query.any(0)  # (Q,) rows kept: every sample's query tokens
+        # the prefix maps need only the prefix pass: stop the forward once they are captured
+        with capture(model, names, queries=union, heads=heads, dtype="float16", stop_early=phase == "prefix") as cap:
+            model.sample_actions(batch, generator=torch.Generator().manual_seed(seed))
+        for li, name in zip(layers, names, strict=True):
+            calls = cap.calls(name)
+            per_step = [_split(_query_mean(c.float(), query[:, union]), prefix, cameras) for c in calls]
+            steps = {c: torch.stack([m[c] for m, _ in per_step]) for c in cameras}
+            mass_steps = {k: torch.stack([s[k] for _, s in per_step]) for k in per_step[0][1]}
+            pick = (lambda t: t.mean(0)) if step == "mean" else (lambda t: t[-1] if step == "last" else t[step])
+            out[(phase, li)] = AttentionMaps(
+                phase, li, {c: pick(t) for c, t in steps.items()}, {k: pick(t) for k, t in mass_steps.items()},
+                steps if phase == "suffix" else {},
+            )
+    return out
