@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from policylens.anchors import build_cache
 from policylens.cli._cache import app, build_command
+from policylens.data import EpisodeFormatError
 from policylens.store import StoreError, open_store, read_manifest
 
 runner = CliRunner()
@@ -174,7 +175,7 @@ def test_build_other_kinds_and_bad_dataset(tmp_path):
     m = build_cache("tiny_vla", "synthetic:2", str(tmp_path / "t"), kind="token_level", batch_size=2, progress=False)
     assert m["fields"]["labels"] == {"shape": [prefix], "dtype": "int64", "role": "feature"}
     assert open_store(tmp_path / "t")[0]["labels"].max() < ByteTokenizer.vocab_size
-    with pytest.raises(StoreError, match="no trajectory.h5 under /x"):
+    with pytest.raises(EpisodeFormatError, match="/x: no trajectory.h5 under it"):
         build_cache("tiny_vla", "droid:/x", str(tmp_path / "x"), progress=False)
 
 

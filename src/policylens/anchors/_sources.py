@@ -10,7 +10,6 @@ CLI string ``side=varied_camera_1,wrist=hand_camera``); the state must have the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -140,15 +139,6 @@ def _check_map(camera_map: dict[str, str], policy_cameras: list[str]) -> None:
         raise StoreError(f"camera_map maps several dataset cameras onto {twice}; map one dataset camera to each.")
 
 
-def _droid_episodes(root: Path) -> list:
-    from ..data.droid import open_episode
-
-    dirs = [root] if (root / "trajectory.h5").is_file() else sorted(p.parent for p in root.rglob("trajectory.h5"))
-    if not dirs:
-        raise StoreError(f"--dataset droid:{root}: no trajectory.h5 under {root}; pass a DROID episode or its root")
-    return [open_episode(d) for d in dirs]
-
-
 def open_source(
     model: nn.Module, dataset: str, camera_map: Mapping[str, str] | str | None = None
 ) -> SyntheticSource | EpisodeSource:
@@ -165,13 +155,10 @@ def open_source(
                 "drop it or use droid:PATH / lerobot:PATH."
             )
         return SyntheticSource(model, int(arg))
-    if kind == "droid" and arg:
-        return EpisodeSource(model, _droid_episodes(Path(arg)), dataset, camera_map)
-    if kind == "lerobot" and arg:
-        from ..data.lerobot import open_dataset
+    if kind in ("droid", "lerobot") and arg:
+        from ..data import open_episodes
 
-        data = open_dataset(arg)
-        return EpisodeSource(model, [data[i] for i in range(len(data))], dataset, camera_map)
+        return EpisodeSource(model, open_episodes(dataset), dataset, camera_map)
     raise StoreError(
         f"--dataset={dataset!r}: expected synthetic:N (N >= 1), droid:PATH or lerobot:PATH (e.g. synthetic:256)."
     )

@@ -5,5 +5,6 @@ Subpackages: ``droid`` (``open_episode``), ``lerobot`` (``open_dataset``), ``poi
 """
 
 from ._episode import CameraCalibration, Episode, EpisodeFormatError, FrameSource
+from ._open import open_episodes
 
-__all__ = ["CameraCalibration", "Episode", "EpisodeFormatError", "FrameSource"]
+__all__ = ["CameraCalibration", "Episode", "EpisodeFormatError", "FrameSource", "open_episodes"]
