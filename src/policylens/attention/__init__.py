@@ -1,7 +1,51 @@
 """attention: where a VLA looks — attention maps of the prefix (text -> image) and suffix
-(action -> image) phases per camera on each camera's patch grid, overlays and videos,
-object-overlap metrics and statistics over episodes."""
+(action -> image) phases per camera on each camera's patch grid, overlays and videos, the
+resumable job over episodes, object-overlap metrics and statistics over episodes."""
 
 from ._extract import PHASES, AttentionMaps, extract_attention
+from ._overlap import mask_from_coco_rle, mask_from_png, otsu_threshold, overlap_metrics, random_blobs, resize_to
+from ._pipeline import AttentionRunConfig, episode_dir, run_attention
+from ._render import head_grid, layer_strip, most_active_head, normalize_map, overlay, save_image
+from ._stats import (
+    BootstrapCI,
+    PairedDiff,
+    bootstrap_ci,
+    episode_counts,
+    holm,
+    paired_bootstrap_diff,
+    summary_table,
+    wilson_interval,
+)
+from ._video import available_codecs, read_video_frames, write_video
 
-__all__ = ["PHASES", "AttentionMaps", "extract_attention"]
+__all__ = [
+    "PHASES",
+    "AttentionMaps",
+    "AttentionRunConfig",
+    "BootstrapCI",
+    "PairedDiff",
+    "available_codecs",
+    "bootstrap_ci",
+    "episode_counts",
+    "episode_dir",
+    "extract_attention",
+    "head_grid",
+    "holm",
+    "layer_strip",
+    "mask_from_coco_rle",
+    "mask_from_png",
+    "most_active_head",
+    "normalize_map",
+    "otsu_threshold",
+    "overlap_metrics",
+    "overlay",
+    "paired_bootstrap_diff",
+    "random_blobs",
+    "read_video_frames",
+    "resize_to",
+    "run_attention",
+    "save_image",
+    "summary_table",
+    "wilson_interval",
+    "write_video",
+]

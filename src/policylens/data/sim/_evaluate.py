@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..._intervals import wilson_interval
 from ._env import CAMERAS, SimEnv
 
 EVAL_SEED_OFFSET = 10**9  # evaluation layouts never overlap training layouts (see layout_seed)
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% by default)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    phat = successes / n
-    denom = 1 + z**2 / n
-    centre = (phat + z**2 / (2 * n)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / n + z**2 / (4 * n**2)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 @dataclass

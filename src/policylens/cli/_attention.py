@@ -1,0 +1,57 @@
+"""``policylens attention``: attention maps, overlays and videos of a policy over episodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._app import new_app
+from ._errors import CommandError
+
+app = new_app("Attention analysis: maps, overlays and videos over DROID / LeRobot episodes.")
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CommandError(f"{option}={text!r}: expected comma-separated integers, e.g. 1,2,3") from None
+
+
+@app.command()
+def run(
+    episodes: Annotated[str, typer.Option(help="droid:PATH, lerobot:PATH, or a folder holding either.")],
+    out: Annotated[Path, typer.Option(help="Output folder (rerun the same command to resume).")],
+    policy: Annotated[str, typer.Option(help="Built-in policy name or checkpoint directory.")] = "tiny_vla",
+    layers: Annotated[str, typer.Option(help="Decoder / expert layers, comma-separated (negative from the end).")] = (
+        "1,2,3"
+    ),
+    every: Annotated[int, typer.Option(min=1, help="A keyframe every N frames (8: the open-loop chunk).")] = 8,
+    keyframes: Annotated[str | None, typer.Option(help="Explicit keyframes, comma-separated (overrides --every).")] = (
+        None
+    ),
+    phases: Annotated[str, typer.Option(help="prefix (text -> image), suffix (action -> image) or both.")] = (
+        "prefix,suffix"
+    ),
+    step: Annotated[str, typer.Option(help="Suffix flow steps: mean | last | a step index.")] = "mean",
+    heads: Annotated[bool, typer.Option(help="Also draw every head (--no-heads: the most active one only).")] = True,
+    videos: Annotated[bool, typer.Option(help="Write WebM / MP4 videos over the keyframes.")] = True,
+    mode: Annotated[str, typer.Option(help="Map normalisation: minmax (per map) | log.")] = "minmax",
+) -> None:
+    """Tap POLICY's attention on every keyframe of every episode; images, videos and float16 arrays in OUT."""
+    from policylens.attention import AttentionRunConfig, run_attention
+
+    config = AttentionRunConfig(
+        layers=_ints(layers, "--layers"),
+        every=every,
+        keyframes=_ints(keyframes, "--keyframes") if keyframes else None,
+        phases=tuple(p.strip() for p in phases.split(",") if p.strip()),
+        step=int(step) if step.lstrip("-").isdigit() else step,
+        heads=heads,
+        videos=videos,
+        mode=mode,
+    )
+    done = run_attention(policy, episodes, out, config)
+    typer.echo(f"{len(done)} episodes, {sum(len(d['keyframes']) for d in done)} keyframes -> {out}")

@@ -1,0 +1,80 @@
+"""The attention job over DROID episodes: the output tree, float16 arrays that equal the maps
+extracted directly, resume after a kill, and no mixing of runs with other settings."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from policylens.attention import AttentionRunConfig, run_attention
+from policylens.models import load_model
+
+CONFIG = AttentionRunConfig(layers=(1,), every=4, heads=True, videos=True)
+
+
+@pytest.fixture(scope="module")
+def droid(tmp_path_factory):
+    from policylens.data.sim import generate_episodes
+
+    root = tmp_path_factory.mktemp("attn")
+    generate_episodes("reach", 2, root / "eps", seed=0, fmt="droid", image_size=112, progress=False)
+    return root / "eps"
+
+
+def test_output_tree_and_arrays(droid, tmp_path):
+    done = run_attention("tiny_vla", f"droid:{droid}", tmp_path / "out", CONFIG, progress=False)
+    assert len(done) == 2
+    folder = tmp_path / "out" / "success" / "2026-01-01" / "2026-01-01-00h-00m-00s"
+    assert done[0]["folder"] == str(folder) and done[0]["keyframes"][:2] == [0, 4]
+    for name in (
+        "00000/prefix_L1_max.jpg",
+        "00004/suffix_L1_max.jpg",
+        "00000/L1_prefix_heads/head_03.jpg",
+        "L01_prefix_max.webm",
+        "L01_suffix_head00.mp4",
+        "done.json",
+    ):
+        assert (folder / name).is_file(), name
+    group = zarr.open_group(str(folder / "attention.zarr"), mode="r")
+    maps = group["prefix_L1/hand_camera"][:]
+    assert maps.dtype == np.float16 and maps.shape == (len(done[0]["keyframes"]), 4, 8, 8)
+    mass = group["mass/suffix_L1/image"][:]
+    assert mass.shape == (len(done[0]["keyframes"]), 4) and (mass > 0).all() and (mass <= 1.001).all()
+    # the stored map of keyframe 4 equals a direct extraction on the same frame
+    from policylens.attention import extract_attention
+    from policylens.data import open_episodes
+
+    model = load_model("tiny_vla").eval()
+    ep = open_episodes(f"droid:{droid}")[0]
+    images = {c: torch.from_numpy(np.asarray(ep.frame(c, 4)))[None] for c in model.config.cameras}
+    batch = model.make_batch(images, [ep.instruction], torch.as_tensor(ep.proprio[4:5], dtype=torch.float32))
+    direct = extract_attention(model, batch, [1], ["prefix"])[("prefix", 1)].maps["hand_camera"][0]
+    torch.testing.assert_close(torch.from_numpy(maps[1].astype(np.float32)), direct, rtol=0, atol=2e-3)
+
+
+def test_resume_skips_finished_and_redoes_half_written_episodes(droid, tmp_path):
+    out = tmp_path / "out"
+    first = run_attention("tiny_vla", f"droid:{droid}", out, CONFIG, progress=False)
+    second_folder = first[1]["folder"]
+    (out / second_folder.split(str(out) + "/")[1] / "done.json").unlink()  # as if killed before the marker
+    stale = out / second_folder.split(str(out) + "/")[1] / "stale.txt"
+    stale.write_text("left by the killed run")
+    marker = (out / first[0]["folder"].split(str(out) + "/")[1] / "done.json").stat().st_mtime_ns
+    again = run_attention("tiny_vla", f"droid:{droid}", out, CONFIG, progress=False)
+    assert again == first
+    assert (out / first[0]["folder"].split(str(out) + "/")[1] / "done.json").stat().st_mtime_ns == marker
+    assert not stale.exists()  # the half-written episode was removed and redone
+
+
+def test_other_settings_are_refused(droid, tmp_path):
+    run_attention("tiny_vla", f"droid:{droid}", tmp_path / "out", CONFIG, progress=False)
+    other = AttentionRunConfig(layers=(2,), every=4, heads=True, videos=True)
+    with pytest.raises(ValueError, match="layers differ"):
+        run_attention("tiny_vla", f"droid:{droid}", tmp_path / "out", other, progress=False)
+    shutil.rmtree(tmp_path / "out")
+    with pytest.raises(ValueError, match="every=0"):
+        AttentionRunConfig(every=0)
+    assert json.loads(json.dumps(CONFIG.__dict__, default=list))["every"] == 4
