@@ -78,3 +78,18 @@ def test_other_settings_are_refused(droid, tmp_path):
     with pytest.raises(ValueError, match="every=0"):
         AttentionRunConfig(every=0)
     assert json.loads(json.dumps(CONFIG.__dict__, default=list))["every"] == 4
+
+
+def test_object_overlap_rows_per_keyframe_and_per_run(droid, tmp_path):
+    done = run_attention("tiny_vla", f"droid:{droid}", tmp_path / "out", CONFIG, progress=False)
+    frames = json.loads((tmp_path / "out" / done[0]["folder"].split("/out/")[1] / "overlap.json").read_text())
+    objects = {r["object"] for r in frames}
+    assert {"target", "distractor", "random", "arm_object"} <= objects
+    target = [r for r in frames if r["object"] == "target"]
+    assert all(0 <= r["mass"] <= 1 and 0 < r["area"] < 1 for r in target)
+    run = json.loads((tmp_path / "out" / "overlap.json").read_text())
+    row = next(r for r in run if r["object"] == "random" and r["outcome"] == "all" and r["phase"] == "prefix")
+    assert row["n_episodes"] == 2 and row["n_frames"] > 2
+    assert row["mass_low"] <= row["mass"] <= row["mass_high"]
+    # equal-area random blobs sit near chance: E/A close to 1 on average
+    assert 0.3 < row["ratio"] < 3

@@ -11,7 +11,11 @@ Output (``OUT``)::
       L{l:02d}_{phase}_head{h:02d}.mp4          one video per head (H.264)
       attention.zarr/                           float16 maps {phase}_L{l}/{camera} (keyframes, heads, rows,
                                                 cols) and mass/{phase}_L{l}/{span} (keyframes, heads)
+      overlap.json                              per keyframe: object-overlap metrics (target, distractors,
+                                                equal-area random blobs, the object the arm went to)
       done.json                                 written last: frames, keyframes, layers, heads, weights hash
+    overlap.json                                the run's overlap per layer / phase / camera / object /
+                                                outcome, with 95% bootstrap intervals over episodes
 
 A rerun skips episodes with ``done.json``; a half-written one (no marker) is removed and redone.
 """
@@ -28,6 +32,7 @@ import torch
 from torch import nn
 
 from ._extract import PHASES, extract_attention
+from ._objects import frame_rows, nearest_object, summarize_overlap
 from ._render import most_active_head, overlay, save_image
 from ._video import write_video
 
@@ -49,6 +54,8 @@ class AttentionRunConfig:
     mode: str = "minmax"
     batch_size: int = 8
     seed: int = 0
+    overlap: bool = True
+    n_random: int = 10
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -119,6 +126,10 @@ def _episode(model: nn.Module, ep, index: int, out: Path, cfg: AttentionRunConfi
     frames = tuple(t for t in frames if 0 <= t < len(ep))
     arrays: dict[str, list] = {}
     videos: dict[str, list] = {}
+    scene = ep.metadata.get("scene") if cfg.overlap else None
+    overlap: list[dict] = []
+    rng = np.random.default_rng(cfg.seed)
+    arm = nearest_object(scene, np.asarray(ep.proprio[-1])) if scene else None
     for start in range(0, len(frames), cfg.batch_size):
         chunk = frames[start : start + cfg.batch_size]
         raw = {c: np.stack([np.asarray(ep.frame(cams[c], t)) for t in chunk]) for c in cams}
@@ -142,6 +153,12 @@ def _episode(model: nn.Module, ep, index: int, out: Path, cfg: AttentionRunConfi
                     ]
                     for c in cams
                 }
+                for c in cams:
+                    seg = ep.mask(cams[c], t) if scene else None
+                    if seg is not None:
+                        mean_map = np.mean(frame_maps[c], axis=0)  # (H, W) mean over heads
+                        for row in frame_rows(mean_map, np.asarray(seg), scene, arm, rng, cfg.n_random):
+                            overlap.append({"layer": layer, "phase": phase, "camera": c, "t": t, **row})
                 kw = {"cmap": cfg.cmap, "mode": cfg.mode}
                 img = _side_by_side([overlay(raw[c][b], frame_maps[c][best], **kw) for c in cams])
                 save_image(img, folder / f"{t:05d}" / f"{key}_max.jpg")
@@ -155,6 +172,8 @@ def _episode(model: nn.Module, ep, index: int, out: Path, cfg: AttentionRunConfi
         for name, seq in videos.items():
             write_video(seq, folder / name, fps=2)
     _write_arrays(folder / "attention.zarr", {k: np.concatenate(v) for k, v in arrays.items()})
+    if overlap:
+        (folder / "overlap.json").write_text(json.dumps(overlap) + "\n")
     done = {
         "episode": str(ep.path),
         "instruction": ep.instruction,
@@ -199,7 +218,10 @@ def run_attention(
             **asdict(cfg),
         },
     )
-    return [
+    done = [
         _episode(model, ep, i, out, cfg, weights)
         for i, ep in enumerate(tqdm(eps, desc="attention episodes", disable=not progress))
     ]
+    if cfg.overlap:
+        summarize_overlap(out)
+    return done

@@ -23,6 +23,7 @@ How LeRobot 0.4.4 runs these models, and what follows for the taps:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import torch
@@ -34,7 +35,7 @@ __all__ = ["lerobot_adapter", "lerobot_layout", "pi05_state_tokens"]
 
 LANG_MASK_KEY = "observation.language.attention_mask"
 LANG_TOKENS_KEY = "observation.language.tokens"
-STATE_MARK = "State: "
+STATE_MARK = re.compile(r"State\s*:\s*")  # decoders may space out punctuation: "State : 12"
 _PI0_ROOT = "model.paligemma_with_expert."
 _SMOL_ROOT = "model.vlm_with_expert."
 
@@ -101,23 +102,27 @@ def _smolvla_layout(model: nn.Module, batch: Mapping[str, Tensor], lang: Tensor)
 def pi05_state_tokens(tokens: Tensor, mask: Tensor, tokenizer) -> Tensor:
     """``(B, L)`` bool: the language tokens that spell the discretised state in pi0.5's prompt
     ``"Task: …, State: 12 200 …;\nAction: "``, found by decoding with ``tokenizer`` (anything
-    with ``decode(list[int]) -> str``). A token belongs to the state when its characters fall
-    between ``"State: "`` and the ``";"`` after it."""
+    with ``decode(list[int]) -> str``). A token belongs to the state when its characters (less
+    the whitespace a decoder puts before them) fall between ``"State:"`` and the ``";"`` after it."""
     out = torch.zeros_like(mask, dtype=torch.bool)
     for b in range(tokens.shape[0]):
         where = mask[b].bool().nonzero().flatten().tolist()
         ids = tokens[b, where].tolist()
         text = tokenizer.decode(ids)
-        start = text.find(STATE_MARK)
-        if start < 0:
-            continue
-        start += len(STATE_MARK)
+        found = STATE_MARK.search(text)
+        if found is None:
+            raise ValueError(
+                f"pi05_state_tokens: sample {b}'s prompt has no 'State:' ({text[:80]!r}...); pi0.5's pre-processor "
+                "writes 'Task: ..., State: ...;' — pass the batch after the policy's own pre-processor"
+            )
+        start = found.end()
         stop = text.find(";", start)
         stop = len(text) if stop < 0 else stop
         ends = [len(tokenizer.decode(ids[: k + 1])) for k in range(len(ids))]
         for k, pos in enumerate(where):
-            begin = ends[k - 1] if k else 0
-            out[b, pos] = begin < stop and ends[k] > start and tokenizer.decode(ids[k : k + 1]).strip() != ""
+            piece = text[ends[k - 1] if k else 0 : ends[k]]  # this token's characters, after any space
+            first = ends[k] - len(piece.lstrip())
+            out[b, pos] = piece.strip() != "" and first < stop and ends[k] > start
     return out
 
 

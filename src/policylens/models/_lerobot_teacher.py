@@ -64,10 +64,13 @@ class LeRobotTeacher(nn.Module):
 
     @property
     def tokenizer(self):
-        """The pre-processor's tokenizer (a step holding ``tokenizer``), or None."""
+        """The pre-processor's tokenizer, or None: LeRobot's ``TokenizerProcessorStep`` keeps the one it
+        loaded by name (every saved / ``from_pretrained`` pipeline) in ``input_tokenizer``; ``tokenizer``
+        is only set when an object was handed in."""
         for step in getattr(self.preprocessor, "steps", ()):
-            if getattr(step, "tokenizer", None) is not None:
-                return step.tokenizer
+            for attr in ("tokenizer", "input_tokenizer"):
+                if getattr(step, attr, None) is not None:
+                    return getattr(step, attr)
         return getattr(self.preprocessor, "tokenizer", None)
 
     @torch.no_grad()
@@ -124,7 +127,7 @@ def load_lerobot_teacher(path: str | Path) -> LeRobotTeacher:
     except ImportError as exc:
         raise ImportError(
             f"{path} is a LeRobot {variant!r} checkpoint; loading it needs lerobot in this environment "
-            "(pip install lerobot; pi0 / pi0.5 also LeRobot's pi extra: pip install 'lerobot[pi]')."
+            "(pip install lerobot; pi0 / pi0.5 also need LeRobot's pi dependencies, see LeRobot's pi0 docs)."
         ) from exc
     policy = get_policy_class(variant).from_pretrained(str(path)).eval()
     preprocessor, _ = make_pre_post_processors(policy.config, pretrained_path=str(path))
