@@ -6,8 +6,8 @@
   ``expert.layers.{l}``: one map per flow / denoising step, then aggregated (``mean`` over
   steps, ``last``, or one step by index).
 
-Only the needed block leaves the model: the capture keeps the phase's query rows (the union
-over the batch) and the prefix key columns, in float16. Each query row is renormalised over
+Both phases come from one ``sample_actions`` call; only the needed block leaves the model:
+the capture keeps each tap's query rows (the union over the batch), in float16. Each query row is renormalised over
 nothing: the numbers are the model's probabilities. A map is the mean over the phase's valid
 query tokens of each sample, per head, over camera ``k``'s image tokens, laid on its patch grid.
 Mass that does not land on any camera's image tokens is reported as numbers (``mass``:
@@ -96,22 +96,25 @@ def extract_attention(
         raise ValueError("extract_attention: the layout has no camera with a patch grid (prefix.grids)")
     taps = {(ph, li): f"{PHASES[ph][0]}.layers.{li}.attn.probs" for ph in phases for li in layers}
     rows = {"prefix": prefix["text"], "suffix": suffix["action"]}
+    queries = {name: rows[ph].any(0) for (ph, _), name in taps.items()}  # (Q,) rows kept per tap
+    prefix_only = set(phases) == {"prefix"}  # then the forward can stop after the prefix pass
+    with capture(
+        model, list(taps.values()), queries=queries, heads=heads, dtype="float16", stop_early=prefix_only
+    ) as cap:
+        model.sample_actions(batch, generator=torch.Generator().manual_seed(seed))  # one forward, both phases
     out: dict[tuple[str, int], AttentionMaps] = {}
-    for phase in phases:  # one capture per phase: the query rows differ
+    for (phase, li), name in taps.items():
         query = rows[phase]
-        names = [taps[(phase, li)] for li in layers]
-        union = query.any(0)  # (Q,) rows kept: every sample's query tokens
-        # the prefix maps need only the prefix pass: stop the forward once they are captured
-        with capture(model, names, queries=union, heads=heads, dtype="float16", stop_early=phase == "prefix") as cap:
-            model.sample_actions(batch, generator=torch.Generator().manual_seed(seed))
-        for li, name in zip(layers, names, strict=True):
-            calls = cap.calls(name)
-            per_step = [_split(_query_mean(c.float(), query[:, union]), prefix, cameras) for c in calls]
-            steps = {c: torch.stack([m[c] for m, _ in per_step]) for c in cameras}
-            mass_steps = {k: torch.stack([s[k] for _, s in per_step]) for k in per_step[0][1]}
-            pick = (lambda t: t.mean(0)) if step == "mean" else (lambda t: t[-1] if step == "last" else t[step])
-            out[(phase, li)] = AttentionMaps(
-                phase, li, {c: pick(t) for c, t in steps.items()}, {k: pick(t) for k, t in mass_steps.items()},
-                steps if phase == "suffix" else {},
-            )
+        calls = cap.calls(name)
+        per_step = [_split(_query_mean(c.float(), query[:, queries[name]]), prefix, cameras) for c in calls]
+        steps = {c: torch.stack([m[c] for m, _ in per_step]) for c in cameras}
+        mass_steps = {k: torch.stack([s[k] for _, s in per_step]) for k in per_step[0][1]}
+        pick = (lambda t: t.mean(0)) if step == "mean" else (lambda t: t[-1] if step == "last" else t[step])
+        out[(phase, li)] = AttentionMaps(
+            phase,
+            li,
+            {c: pick(t) for c, t in steps.items()},
+            {k: pick(t) for k, t in mass_steps.items()},
+            steps if phase == "suffix" else {},
+        )
     return out

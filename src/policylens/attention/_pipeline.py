@@ -50,6 +50,7 @@ class AttentionRunConfig:
     step: str = "mean"
     heads: bool = True
     videos: bool = True
+    render: bool = True
     cmap: str = "jet"
     mode: str = "minmax"
     batch_size: int = 8
@@ -99,6 +100,20 @@ def _check_run(out: Path, settings: dict) -> None:
     else:
         out.mkdir(parents=True, exist_ok=True)
         run.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def _draw(folder: Path, t: int, key: tuple, frames: dict, frame_maps: dict, best: int, cfg, videos: dict) -> None:
+    """The keyframe's images: the most active head, and every head; frames kept for the videos."""
+    phase, layer = key
+    kw = {"cmap": cfg.cmap, "mode": cfg.mode}
+    img = _side_by_side([overlay(frames[c], frame_maps[c][best], **kw) for c in frames])
+    save_image(img, folder / f"{t:05d}" / f"{phase}_L{layer}_max.jpg")
+    videos.setdefault(f"L{layer:02d}_{phase}_max.webm", []).append(img)
+    if cfg.heads:
+        for h in range(len(next(iter(frame_maps.values())))):
+            tile = _side_by_side([overlay(frames[c], frame_maps[c][h], **kw) for c in frames])
+            save_image(tile, folder / f"{t:05d}" / f"L{layer}_{phase}_heads" / f"head_{h:02d}.jpg")
+            videos.setdefault(f"L{layer:02d}_{phase}_head{h:02d}.mp4", []).append(tile)
 
 
 def _write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -159,16 +174,10 @@ def _episode(model: nn.Module, ep, index: int, out: Path, cfg: AttentionRunConfi
                         mean_map = np.mean(frame_maps[c], axis=0)  # (H, W) mean over heads
                         for row in frame_rows(mean_map, np.asarray(seg), scene, arm, rng, cfg.n_random):
                             overlap.append({"layer": layer, "phase": phase, "camera": c, "t": t, **row})
-                kw = {"cmap": cfg.cmap, "mode": cfg.mode}
-                img = _side_by_side([overlay(raw[c][b], frame_maps[c][best], **kw) for c in cams])
-                save_image(img, folder / f"{t:05d}" / f"{key}_max.jpg")
-                videos.setdefault(f"L{layer:02d}_{phase}_max.webm", []).append(img)
-                if cfg.heads:
-                    for h in range(len(heads[next(iter(cams))])):
-                        tile = _side_by_side([overlay(raw[c][b], frame_maps[c][h], **kw) for c in cams])
-                        save_image(tile, folder / f"{t:05d}" / f"L{layer}_{phase}_heads" / f"head_{h:02d}.jpg")
-                        videos.setdefault(f"L{layer:02d}_{phase}_head{h:02d}.mp4", []).append(tile)
-    if cfg.videos:
+                if cfg.render:
+                    frames_b = {c: raw[c][b] for c in cams}
+                    _draw(folder, t, (phase, layer), frames_b, frame_maps, best, cfg, videos)
+    if cfg.videos and cfg.render:
         for name, seq in videos.items():
             write_video(seq, folder / name, fps=2)
     _write_arrays(folder / "attention.zarr", {k: np.concatenate(v) for k, v in arrays.items()})

@@ -10,7 +10,7 @@ runs once per denoising step) keeps one record per call, in call order.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -116,6 +116,11 @@ def _input_tensor(args: tuple, kwargs: dict) -> Tensor:
     raise TypeError(f"cannot find the input hidden states among keyword arguments {list(kwargs)}")
 
 
+def _for(selector, name: str):
+    """The selector of tap ``name`` when ``selector`` maps tap names to selectors."""
+    return selector.get(name) if isinstance(selector, Mapping) else selector
+
+
 def _select(t: Tensor, dim: int, index: slice | Tensor | Sequence[int]) -> Tensor:
     """``t`` restricted to ``index`` along ``dim``: a slice, integer positions or a boolean mask
     over positions; positions past this call's length are dropped."""
@@ -217,8 +222,8 @@ def capture(
     device: str | torch.device = "cpu",
     positions: slice | Tensor | None = None,
     heads: Sequence[int] | Tensor | None = None,
-    queries: slice | Tensor | None = None,
-    keys: slice | Tensor | None = None,
+    queries: slice | Tensor | Mapping[str, slice | Tensor] | None = None,
+    keys: slice | Tensor | Mapping[str, slice | Tensor] | None = None,
     stop_early: bool = False,
     missing: str = "raise",
 ) -> Iterator[Capture]:
@@ -229,8 +234,9 @@ def capture(
     before the copy. ``heads``: heads kept for ``attn.probs`` taps; ``queries`` / ``keys``:
     the query rows (dim 2) and key columns (dim 3) they keep — e.g. text × image tokens — so
     only that block of the ``(B, H, Tq, Tk)`` map is copied off the device. Each is a slice,
-    integer positions or a boolean mask over positions; positions past a call's length (an
-    expert call sees fewer queries than the prefix) are dropped for that call. ``stop_early``: end the
+    integer positions or a boolean mask over positions, or a mapping from tap name to one of
+    those (different rows per tap: text rows for decoder taps, action rows for expert taps, in
+    one forward); positions past a call's length are dropped for that call. ``stop_early``: end the
     forward right after the last tap fired (the rest of the ``with`` body is skipped).
     ``missing``: what a tap that fired 0 times by the end of the block does — ``"raise"``
     (:class:`TapNotFiredError`, the default: an empty capture is never silent), ``"warn"``
@@ -248,7 +254,8 @@ def capture(
     handles: list[object] = []
     try:
         for point in points:
-            sink = _Sink(cap, point, dtype, device, positions, heads, counter, (queries, keys))
+            block = (_for(queries, point.name), _for(keys, point.name))
+            sink = _Sink(cap, point, dtype, device, positions, heads, counter, block)
             handles.extend(_attach(point, sink))
         yield cap
     except _StopForwardSignal:
