@@ -33,16 +33,46 @@ def generate(
     append: Annotated[
         bool, typer.Option("--append", help="Add episodes after those in --out, under new folder names (DROID only).")
     ] = False,
+    policy: Annotated[
+        str, typer.Option(help="'expert', or a checkpoint whose own rollouts (on evaluation layouts) are recorded.")
+    ] = "expert",
 ) -> None:
-    """Roll out the scripted expert and write DROID raw or LeRobot v3.0 episodes."""
+    """Roll out the scripted expert (or --policy, on held-out layouts) and write DROID raw or LeRobot episodes."""
     from policylens.data.sim import generate_episodes
 
     if overwrite and append:
         raise CommandError("--overwrite and --append exclude each other; pass one")
     if_exists = "overwrite" if overwrite else "append" if append else "error"
-    paths = generate_episodes(task, episodes, out, seed=seed, fmt=fmt.value, image_size=image_size, if_exists=if_exists)
+    kw = {"image_size": image_size}
+    if policy != "expert":  # the policy's own rollouts on held-out layouts, with its cameras and size
+        agent, size, cameras, _ = _agent(policy, seed, image_size, True)
+        kw = {"image_size": size, "cameras": cameras, "policy": agent}
+    paths = generate_episodes(task, episodes, out, seed=seed, fmt=fmt.value, if_exists=if_exists, **kw)
     verb = "appended" if append else "wrote"
     typer.echo(f"{verb} {episodes} {task} episodes as {fmt.value} under {out} ({len(paths)} paths)")
+
+
+def _agent(policy: str, seed: int, image_size: int, render: bool):
+    """The sim agent for ``policy`` ('expert' or a checkpoint), the image size and cameras it
+    reads (a checkpoint's own), and whether to render."""
+    from policylens.data.sim import CAMERAS, ChunkedPolicy, ExpertPolicy
+
+    if policy == "expert":
+        return ExpertPolicy(), image_size, CAMERAS, False
+    import torch
+
+    from policylens.models import DiffusionChunkPredictor, TinyDiffusionPolicy, load_policy
+
+    torch.manual_seed(seed)
+    agent = load_policy(policy)
+    config = getattr(agent, "config", None)
+    image_size = getattr(config, "image_size", image_size)  # render at the size the policy was trained on
+    cameras = getattr(config, "cameras", CAMERAS)  # and only the cameras it reads
+    if isinstance(agent, TinyDiffusionPolicy):  # keeps its observation history; seeded noise per episode
+        agent = ChunkedPolicy(DiffusionChunkPredictor(agent, seed=seed), k=agent.config.n_action_steps)
+    elif not hasattr(agent, "act"):  # a chunk predictor: run the first half of each chunk
+        agent = ChunkedPolicy(agent, k=max(1, getattr(config, "chunk_size", 8) // 2))
+    return agent, image_size, cameras, render
 
 
 @app.command("eval")
@@ -61,27 +91,9 @@ def eval_policy(
     render: Annotated[bool, typer.Option(help="Render camera images (state-only policies can skip it).")] = True,
 ) -> None:
     """Run closed-loop rollouts and print the success rate with its 95% Wilson interval."""
-    from policylens.data.sim import CAMERAS, ExpertPolicy, evaluate_policy
+    from policylens.data.sim import evaluate_policy
 
-    cameras = CAMERAS
-    if policy == "expert":
-        agent = ExpertPolicy()
-        render = False
-    else:
-        import torch
-
-        from policylens.data.sim import ChunkedPolicy
-        from policylens.models import DiffusionChunkPredictor, TinyDiffusionPolicy, load_policy
-
-        torch.manual_seed(seed)
-        agent = load_policy(policy)
-        config = getattr(agent, "config", None)
-        image_size = getattr(config, "image_size", image_size)  # render at the size the policy was trained on
-        cameras = getattr(config, "cameras", cameras)  # and only the cameras it reads
-        if isinstance(agent, TinyDiffusionPolicy):  # keeps its observation history; seeded noise per episode
-            agent = ChunkedPolicy(DiffusionChunkPredictor(agent, seed=seed), k=agent.config.n_action_steps)
-        elif not hasattr(agent, "act"):  # a chunk predictor: run the first half of each chunk
-            agent = ChunkedPolicy(agent, k=max(1, getattr(config, "chunk_size", 8) // 2))
+    agent, image_size, cameras, render = _agent(policy, seed, image_size, render)
     result = evaluate_policy(
         agent, task, episodes=episodes, seed=seed, image_size=image_size, render=render, cameras=cameras
     )

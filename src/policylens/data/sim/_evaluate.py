@@ -62,6 +62,11 @@ class ChunkedPolicy:
         return self.queue.pop(0)
 
 
+def eval_layout_seed(seed: int, i: int) -> int:
+    """Layout seed of evaluation episode ``i``: disjoint from the training layouts."""
+    return EVAL_SEED_OFFSET + int(seed) * 100_000 + i
+
+
 def evaluate_policy(
     policy,
     task: str = "reach",
@@ -85,7 +90,7 @@ def evaluate_policy(
         limit = max_steps or env.task.max_steps
         bar = tqdm(range(episodes), desc=f"eval {task}", disable=not progress)
         for i in bar:
-            obs = env.reset(seed=EVAL_SEED_OFFSET + int(seed) * 100_000 + i)
+            obs = env.reset(seed=eval_layout_seed(seed, i))
             if hasattr(policy, "reset"):
                 policy.reset()
             success, t = False, 0

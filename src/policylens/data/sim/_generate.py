@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..droid._writer import episode_dirname, write_droid_episode
 from ..lerobot._writer import LeRobotWriter
 from ._env import CAMERAS, CONTROL_HZ, SimEnv
+from ._evaluate import eval_layout_seed
 from ._record import record_episode
 
 FORMATS = ("droid", "lerobot")
@@ -44,8 +45,14 @@ def generate_episodes(
     cameras=CAMERAS,
     progress: bool = True,
     if_exists: str = "error",
+    policy=None,
 ) -> list[Path]:
     """Roll out the scripted expert ``n_episodes`` times and write them as ``fmt``.
+
+    With ``policy`` (an agent with ``act(obs)``, e.g. ``ChunkedPolicy(TinyVLA)``) its own
+    closed-loop rollouts are written instead, successes and failures, on the held-out
+    evaluation layouts that ``evaluate_policy(seed=seed)`` uses (so a recording reproduces the
+    reported success rate); the recorded actions are the policy's.
 
     Returns the episode directories (droid) or ``[dataset root]`` (lerobot).  Deterministic:
     the same arguments give the same arrays.  ``if_exists`` says what to do with a non-empty
@@ -63,8 +70,11 @@ def generate_episodes(
     writer = LeRobotWriter(out, fps=CONTROL_HZ) if fmt == "lerobot" else None
     paths: list[Path] = []
     with SimEnv(task, seed=seed, image_size=image_size, render=True, cameras=cameras) as env:
+        if hasattr(policy, "bind"):  # agents that read the live environment (the scripted expert)
+            policy.bind(env)
         for i in tqdm(range(first, first + n_episodes), desc=f"{task} -> {fmt}", disable=not progress):
-            rec = record_episode(env, layout_seed(seed, i), render=True)
+            layout = layout_seed(seed, i) if policy is None else eval_layout_seed(seed, i)
+            rec = record_episode(env, layout, policy=policy, render=True)
             if writer is None:
                 paths.append(write_droid_episode(out, rec, i))
             else:
