@@ -6,6 +6,7 @@ from ._extract import PHASES, AttentionMaps, extract_attention
 from ._overlap import mask_from_coco_rle, mask_from_png, otsu_threshold, overlap_metrics, random_blobs, resize_to
 from ._pipeline import AttentionRunConfig, episode_dir, run_attention
 from ._render import head_grid, layer_strip, most_active_head, normalize_map, overlay, save_image
+from ._report import write_report
 from ._stats import (
     BootstrapCI,
     PairedDiff,
@@ -47,5 +48,6 @@ __all__ = [
     "save_image",
     "summary_table",
     "wilson_interval",
+    "write_report",
     "write_video",
 ]

@@ -55,3 +55,17 @@ def run(
     )
     done = run_attention(policy, episodes, out, config)
     typer.echo(f"{len(done)} episodes, {sum(len(d['keyframes']) for d in done)} keyframes -> {out}")
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Argument(help="An attention run folder (the --out of `policylens attention run`).")],
+    examples: Annotated[int, typer.Option(min=0, help="Example episodes per outcome whose overlays are shown.")] = 3,
+    n_boot: Annotated[int, typer.Option(min=1, help="Bootstrap resamples of the episodes per interval.")] = 2000,
+) -> None:
+    """Write OUT/report.html (self-contained) and OUT/report.md: attention mass per layer with intervals
+    over episodes, success vs failure, example overlays and links to the videos."""
+    from policylens.attention._report import write_report
+
+    html_path, md_path = write_report(out, n_boot=n_boot, examples=examples)
+    typer.echo(f"{html_path}\n{md_path}")
