@@ -2,7 +2,19 @@
 (action -> image) phases per camera on each camera's patch grid, overlays and videos, the
 resumable job over episodes, object-overlap metrics and statistics over episodes."""
 
+from ._closed_loop import closed_loop_masked
 from ._extract import PHASES, AttentionMaps, extract_attention
+from ._faithfulness import (
+    FILLS,
+    DeletionCurve,
+    FaithfulnessResult,
+    apply_fill,
+    deletion_curve,
+    direction_cosine,
+    faithfulness,
+    mask_regions,
+    scale_invariant_mse,
+)
 from ._overlap import mask_from_coco_rle, mask_from_png, otsu_threshold, overlap_metrics, random_blobs, resize_to
 from ._pipeline import AttentionRunConfig, episode_dir, run_attention
 from ._render import head_grid, layer_strip, most_active_head, normalize_map, overlay, save_image
@@ -20,21 +32,30 @@ from ._stats import (
 from ._video import available_codecs, read_video_frames, write_video
 
 __all__ = [
+    "FILLS",
     "PHASES",
     "AttentionMaps",
     "AttentionRunConfig",
     "BootstrapCI",
+    "DeletionCurve",
+    "FaithfulnessResult",
     "PairedDiff",
+    "apply_fill",
     "available_codecs",
     "bootstrap_ci",
+    "closed_loop_masked",
+    "deletion_curve",
+    "direction_cosine",
     "episode_counts",
     "episode_dir",
     "extract_attention",
+    "faithfulness",
     "head_grid",
     "holm",
     "layer_strip",
     "mask_from_coco_rle",
     "mask_from_png",
+    "mask_regions",
     "most_active_head",
     "normalize_map",
     "otsu_threshold",
@@ -46,6 +67,7 @@ __all__ = [
     "resize_to",
     "run_attention",
     "save_image",
+    "scale_invariant_mse",
     "summary_table",
     "wilson_interval",
     "write_report",
