@@ -56,8 +56,15 @@ def _split(row: Tensor, prefix: TokenSpans, cameras: Sequence[str]) -> tuple[dic
     mass on every other span."""
     h = row.shape[1]
     p = prefix.shape[1]
-    flat = row.permute(0, 2, 1)  # (B, K, H)
-    maps = {c: torch.stack([prefix.image_grid(c, flat[:, :p, j]) for j in range(h)], 1) for c in cameras}
+    maps = {}
+    for c in cameras:
+        mask, grid = prefix[f"image[{c}]"], prefix.grids[c]
+        if bool((mask == mask[:1]).all()):  # the usual case: the camera's tokens sit at the same positions
+            idx = mask[0].nonzero().flatten()
+            maps[c] = row[..., idx].reshape(row.shape[0], h, grid.rows, grid.cols)
+        else:
+            flat = row.permute(0, 2, 1)  # (B, K, H)
+            maps[c] = torch.stack([prefix.image_grid(c, flat[:, :p, j]) for j in range(h)], 1)
     first = torch.zeros_like(prefix["valid"])
     first[:, 0] = True
     spans = {"image": prefix["image"], "text": prefix["text"], "first": first & ~prefix["image"], "pad": prefix["pad"]}
