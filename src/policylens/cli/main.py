@@ -13,7 +13,7 @@ from rich.table import Table
 
 from policylens.cli import _accel, _attention, _cache, _sim, _train
 from policylens.cli._app import new_app
-from policylens.cli._errors import DEBUG_ENV
+from policylens.cli._errors import DEBUG_ENV, CommandError
 
 app = new_app("policylens: look inside VLA and diffusion robot policies.")
 app.add_typer(_accel.app, name="accel")
@@ -45,16 +45,29 @@ def demo(
 
 
 @app.command()
-def taps(model: str = typer.Argument(..., help="Built-in policy name, policylens or HF checkpoint directory.")) -> None:
-    """List every tap point of MODEL: name, module path, shape."""
+def taps(
+    model: str = typer.Argument(..., help="Built-in policy name, policylens or HF checkpoint directory."),
+    probe: bool = typer.Option(
+        False, help="Run the model's entry points (inference, training) once and show which taps fire on each."
+    ),
+) -> None:
+    """List every tap point of MODEL: name, module path, shape (and, with --probe, where it fires)."""
     from policylens.models import load_model
-    from policylens.tap import list_taps
+    from policylens.tap import example_entry_points, list_taps, probe_taps
 
+    loaded = load_model(model)
+    fired = {}
+    if probe:
+        points = example_entry_points(loaded)
+        if not points:
+            raise CommandError(f"--probe: {type(loaded).__name__} has no example_batch() to make inputs from")
+        fired = probe_taps(loaded, points)
     table = Table(title=f"tap points of {model}")
-    for col in ("name", "module path", "shape"):
+    for col in ("name", "module path", "shape", *(("fires on (calls)",) if probe else ())):
         table.add_column(col)
-    for info in list_taps(load_model(model)):
-        table.add_row(info.name, info.module_path, info.shape)
+    for info in list_taps(loaded):
+        where = ", ".join(f"{k} ({v})" for k, v in fired.get(info.name, {}).items()) or "never"
+        table.add_row(info.name, info.module_path, info.shape, *((where,) if probe else ()))
     Console(width=200).print(table)
 
 

@@ -12,6 +12,7 @@ from ._hf_attention import attention_with_probs
 from ._mha_attention import mha_probs
 from ._names import TapInfo, TapPoint, list_taps, resolve_taps
 from ._pooling import POOLINGS, bridge_features, masked_mean, pool
+from ._probe import example_entry_points, probe_taps
 from ._spans import Layout, TokenSpans, paligemma_spans, pi0_layout, prismatic_spans, suffix_spans
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "attention_with_probs",
     "bridge_features",
     "capture",
+    "example_entry_points",
     "get_adapter",
     "list_adapters",
     "list_taps",
@@ -39,6 +41,7 @@ __all__ = [
     "pi0_layout",
     "pool",
     "prismatic_spans",
+    "probe_taps",
     "register_adapter",
     "resolve_module",
     "resolve_taps",
