@@ -93,3 +93,13 @@ def test_object_overlap_rows_per_keyframe_and_per_run(droid, tmp_path):
     assert row["mass_low"] <= row["mass"] <= row["mass_high"]
     # equal-area random blobs sit near chance: E/A close to 1 on average
     assert 0.3 < row["ratio"] < 3
+
+
+def test_lerobot_episodes_are_read_too(tmp_path):
+    from policylens.data.sim import generate_episodes
+
+    root = generate_episodes("reach", 1, tmp_path / "lr", seed=0, fmt="lerobot", image_size=56, progress=False)[0]
+    cfg = AttentionRunConfig(layers=(1,), every=8, heads=False, videos=False)
+    done = run_attention("tiny_vla", f"lerobot:{root}", tmp_path / "out", cfg, progress=False)
+    assert done[0]["folder"].endswith("undated/episode_000000") and (tmp_path / "out").is_dir()
+    assert len(done[0]["keyframes"]) >= 1

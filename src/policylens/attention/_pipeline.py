@@ -74,9 +74,9 @@ def _find(names: list[str], cam: str) -> str | None:
 def episode_dir(out: Path, ep, index: int) -> Path:
     """``OUT/{outcome}/{date}/{episode}`` for one episode."""
     outcome = {True: "success", False: "failure"}.get(ep.success, "unknown")
-    date = str(ep.metadata.get("date") or (ep.path.parent.name if ep.layout else "undated"))[:10]
-    name = ep.path.name if ep.layout.startswith("droid") or (ep.path / "trajectory.h5").exists() else None
-    return out / outcome / date / (name or f"episode_{index:06d}")
+    droid = ep.layout.startswith("droid")  # DROID folders are <outcome>/<date>/<time>/; LeRobot has none
+    date = str(ep.metadata.get("date") or (ep.path.parent.name if droid else "undated"))[:10]
+    return out / outcome / date / (ep.path.name if droid else f"episode_{index:06d}")
 
 
 def _side_by_side(images: list[np.ndarray]) -> np.ndarray:
