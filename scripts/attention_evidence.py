@@ -8,7 +8,8 @@ For the first keyframe of every episode under ``--episodes`` (the VLA's own roll
 ``--area`` of the frame) or the whole view are filled with the frame's mean colour, with identical
 flow noise, and the noise floor (other noise, nothing masked). Rows: mean over episodes with 95%
 bootstrap intervals resampling episodes; high vs random and high vs noise floor as paired sign-flip
-tests, Holm-corrected across layers and models. Writes ``RUN/faithfulness.json`` for the report.
+tests, Holm-corrected across layers and models; deletion curves (patches removed most- vs
+least-attended first, area under the change). Writes ``RUN/faithfulness.json`` for the report.
 
     python scripts/attention_evidence.py --episodes runs/vla_rollouts --run runs/attn
 """
@@ -22,7 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policylens.attention import bootstrap_ci, faithfulness, holm, paired_bootstrap_diff
+from policylens.attention import (
+    bootstrap_ci,
+    deletion_curve,
+    extract_attention,
+    faithfulness,
+    holm,
+    paired_bootstrap_diff,
+)
 from policylens.data import open_episodes
 from policylens.models import TinyVLA, load_model
 
@@ -55,6 +63,13 @@ def measure(model, frames: dict, layer: int, area: float, n_random: int, batch: 
             "state": frames["state"][start : start + batch],
         }
         res = faithfulness(model, part, layer, fills=("mean",), n_random=n_random, area_frac=area)
+        images = {c: torch.from_numpy(v) for c, v in part["images"].items()}
+        inputs = model.make_batch(images, part["instructions"], torch.from_numpy(part["state"]))
+        maps = extract_attention(model, inputs, [layer], ["prefix"])[("prefix", layer)].maps
+        grids = {c: m.mean(1).numpy() for c, m in maps.items()}  # (B, rows, cols), mean over heads
+        for order in ("most", "least"):
+            curve = deletion_curve(model, part, grids, order=order, steps=8)
+            out.setdefault(f"deletion AUC, {order}-attended first", []).append(curve.auc)
         for (_view, _fill, cond), change in res.changes.items():
             if not cond.startswith("random_"):
                 out.setdefault(cond, []).append(change["si_mse"])
@@ -94,18 +109,20 @@ def main() -> None:
                         "n_frames": len(values),
                     }
                 )
-            for other in ("random", "noise floor", "low"):
-                d = paired_bootstrap_diff(list(per["high"][:, None]), list(per[other][:, None]), rng=0)
+            pairs = [("high", o) for o in ("random", "noise floor", "low")]
+            pairs.append(("deletion AUC, most-attended first", "deletion AUC, least-attended first"))
+            for first, other in pairs:
+                d = paired_bootstrap_diff(list(per[first][:, None]), list(per[other][:, None]), rng=0)
                 tests.append(
                     {
                         "model": label,
                         "layer": layer,
-                        "comparison": f"high - {other}",
+                        "comparison": f"{first} - {other}",
                         "diff": d[0],
                         "low": d[1],
                         "high": d[2],
                         "p": d[3],
-                        "n_episodes": len(per["high"]),
+                        "n_episodes": len(per[first]),
                     }
                 )
     for t, p in zip(tests, holm([t["p"] for t in tests]), strict=True):
