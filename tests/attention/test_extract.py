@@ -53,3 +53,21 @@ def test_bad_phase_and_step_are_named(vla):
         extract_attention(model, batch, layers=[0], phases=["middle"])
     with pytest.raises(ValueError, match="step='median'"):
         extract_attention(model, batch, layers=[0], step="median")
+
+
+def test_hf_paligemma_prefix_maps_match_eager_output_attentions():
+    from zoo import eager_twin, paligemma_batch, tiny_paligemma
+
+    model = tiny_paligemma()
+    batch = paligemma_batch(n_images=2, text=5, batch=2)
+    maps = extract_attention(model, batch, layers=[1], phases=["prefix"])[("prefix", 1)]
+    ref = eager_twin(model)(**batch, output_attentions=True).attentions[1]  # (B, H, T, T)
+    mask = batch["attention_mask"].bool()
+    for b in range(2):
+        text = torch.zeros_like(mask[b])
+        text[8:] = mask[b, 8:]  # 2 images x 4 tokens, then text
+        for k, cam in enumerate(["cam0", "cam1"]):
+            expected = ref[b][:, text][:, :, 4 * k : 4 * k + 4].mean(1).reshape(-1, 2, 2)
+            torch.testing.assert_close(maps.maps[cam][b], expected, rtol=0, atol=2e-3)
+    with pytest.raises(ValueError, match="phases=\\['prefix'\\]"):
+        extract_attention(model, batch, layers=[1])

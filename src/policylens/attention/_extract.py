@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..tap import TokenSpans, capture
+from ..tap import TokenSpans, capture, get_adapter
 
 __all__ = ["PHASES", "AttentionMaps", "extract_attention"]
 
@@ -87,28 +87,40 @@ def extract_attention(
 ) -> dict[tuple[str, int], AttentionMaps]:
     """Prefix and suffix attention maps of ``layers`` from one ``model.sample_actions`` call.
 
-    ``model`` needs ``token_layout(batch)`` with patch grids (``prefix.grids``) and
-    ``sample_actions(batch, generator=...)``; ``heads`` keeps a subset; ``step`` aggregates the
-    suffix's per-step maps (``"mean"``, ``"last"`` or a step index).
+    ``model``: a VLA with ``token_layout(batch)`` (patch grids in ``prefix.grids``) and
+    ``sample_actions(batch, generator=...)``, or, for the prefix phase alone, any model whose
+    adapter gives a prefix layout with grids (HF PaliGemma: text -> image in one ``model(**batch)``).
+    ``heads`` keeps a subset; ``step`` aggregates the suffix's per-step maps (``"mean"``,
+    ``"last"`` or a step index).
     """
     for phase in phases:
         if phase not in PHASES:
             raise ValueError(f"extract_attention: phase {phase!r} is not one of {sorted(PHASES)}")
     if not (step in STEP_MODES or isinstance(step, int)):
         raise ValueError(f"extract_attention: step={step!r}; expected one of {STEP_MODES} or a step index")
-    layout = model.token_layout(batch)
-    prefix, suffix = layout["prefix"], layout["suffix"]
+    sample = getattr(model, "sample_actions", None)
+    if sample is None and set(phases) != {"prefix"}:
+        raise ValueError(
+            f"extract_attention: {type(model).__name__} has no sample_actions(), so it has no action phase; "
+            "pass phases=['prefix']"
+        )
+    layout = model.token_layout(batch) if hasattr(model, "token_layout") else get_adapter(model).layout(model, batch)
+    prefix = layout["prefix"]
+    suffix = layout["suffix"] if "suffix" in layout.sequences else None
     cameras = [c for c in prefix.cameras if c in prefix.grids and bool(prefix[f"image[{c}]"].any())]
     if not cameras:
         raise ValueError("extract_attention: the layout has no camera with a patch grid (prefix.grids)")
     taps = {(ph, li): f"{PHASES[ph][0]}.layers.{li}.attn.probs" for ph in phases for li in layers}
-    rows = {"prefix": prefix["text"], "suffix": suffix["action"]}
+    rows = {"prefix": prefix["text"], "suffix": suffix["action"] if suffix is not None else None}
     queries = {name: rows[ph].any(0) for (ph, _), name in taps.items()}  # (Q,) rows kept per tap
     prefix_only = set(phases) == {"prefix"}  # then the forward can stop after the prefix pass
     with capture(
         model, list(taps.values()), queries=queries, heads=heads, dtype="float16", stop_early=prefix_only
     ) as cap:
-        model.sample_actions(batch, generator=torch.Generator().manual_seed(seed))  # one forward, both phases
+        if sample is None:
+            model(**batch)
+        else:
+            sample(batch, generator=torch.Generator().manual_seed(seed))  # one forward, both phases
     out: dict[tuple[str, int], AttentionMaps] = {}
     for (phase, li), name in taps.items():
         query = rows[phase]

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ..tap import Adapter, Component, Layout, TokenSpans, paligemma_spans, register_adapter
+from ..tap import Adapter, Component, Layout, PatchGrid, TokenSpans, paligemma_spans, register_adapter
 
 __all__: list[str] = []
 
@@ -42,6 +42,8 @@ def _paligemma_layout(model: nn.Module, batch: Mapping[str, Tensor]) -> Layout:
     cfg = model.config
     per_image = cfg.text_config.num_image_tokens
     prefix = paligemma_spans(batch["input_ids"], batch.get("attention_mask"), cfg.image_token_id, per_image)
+    side = cfg.vision_config.image_size // cfg.vision_config.patch_size
+    prefix.grids.update(dict.fromkeys(prefix.cameras, PatchGrid(side, side)))  # row-major SigLIP patches
     n_images = int(batch["pixel_values"].shape[0])
     all_tokens = torch.ones(n_images, per_image, dtype=torch.bool)
     return Layout({"vision": TokenSpans({"image[all]": all_tokens, "valid": all_tokens}), "prefix": prefix})
