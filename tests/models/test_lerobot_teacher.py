@@ -76,3 +76,17 @@ def test_a_lerobot_checkpoint_directory_is_recognised(tmp_path):
             load_model(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"type": "tiny_vla"}))
     assert not is_lerobot_checkpoint(tmp_path)
+
+
+def test_attention_maps_of_a_lerobot_teacher(teacher):
+    from policylens.attention import extract_attention
+
+    batch = pi0_like_batch(teacher.policy)
+    batch["observation.state"] = batch["observation.state"][:, :7]
+    out = extract_attention(teacher, batch, layers=[1])
+    prefix, suffix = out[("prefix", 1)], out[("suffix", 1)]
+    assert set(prefix.maps) == {"observation.images.base", "observation.images.wrist"}
+    assert prefix.maps["observation.images.wrist"].shape == (2, 4, 2, 2)
+    assert suffix.steps["observation.images.base"].shape[0] == teacher.policy.config.num_inference_steps
+    total = prefix.mass["image"] + prefix.mass["text"] + prefix.mass["pad"]
+    torch.testing.assert_close(total, torch.ones_like(total), rtol=0, atol=5e-3)
