@@ -131,8 +131,15 @@ def _attention_core(block: nn.Module, comp: Component) -> tuple[str, nn.Module]:
     return name, core
 
 
+def unwrap_compiled(model: nn.Module) -> nn.Module:
+    """The module ``torch.compile(model)`` wraps (taps live on its submodules; the compiled
+    wrapper runs them, hooks included), or ``model`` itself."""
+    return getattr(model, "_orig_mod", model)
+
+
 def list_taps(model: nn.Module) -> list[TapInfo]:
     """Every tap point of ``model`` in a fixed order, with module path and shape."""
+    model = unwrap_compiled(model)
     adapter = get_adapter(model)
     infos = []
     for name, path, module, kind, _comp, _layer in _points_of(model, adapter):
@@ -176,6 +183,7 @@ def _layer_hint(name: str, model: nn.Module, adapter: Adapter) -> str:
 def resolve_taps(model: nn.Module, taps: list[str] | tuple[str, ...]) -> list[TapPoint]:
     """Resolve tap names (negative layer indices allowed) to modules; unknown names fail
     with the closest valid names."""
+    model = unwrap_compiled(model)
     if isinstance(taps, str):
         taps = [taps]
     adapter = get_adapter(model)
