@@ -3,6 +3,7 @@ extracted directly, resume after a kill, and no mixing of runs with other settin
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,14 @@ def test_lerobot_episodes_are_read_too(tmp_path):
     done = run_attention("tiny_vla", f"lerobot:{root}", tmp_path / "out", cfg, progress=False)
     assert done[0]["folder"].endswith("undated/episode_000000") and (tmp_path / "out").is_dir()
     assert len(done[0]["keyframes"]) >= 1
+
+
+def test_two_workers_write_the_same_outputs(droid, tmp_path):
+    cfg = AttentionRunConfig(layers=(1,), every=4, heads=False, videos=False)
+    one = run_attention("tiny_vla", f"droid:{droid}", tmp_path / "one", cfg, progress=False)
+    two = run_attention("tiny_vla", f"droid:{droid}", tmp_path / "two", cfg, progress=False, workers=2)
+    assert [d["keyframes"] for d in one] == [d["keyframes"] for d in two]
+    for a, b in zip(one, two, strict=True):
+        za = zarr.open_group(str(Path(a["folder"]) / "attention.zarr"), mode="r")
+        zb = zarr.open_group(str(Path(b["folder"]) / "attention.zarr"), mode="r")
+        np.testing.assert_array_equal(za["prefix_L1/hand_camera"][:], zb["prefix_L1/hand_camera"][:])

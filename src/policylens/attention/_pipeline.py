@@ -199,12 +199,35 @@ def _episode(model: nn.Module, ep, index: int, out: Path, cfg: AttentionRunConfi
     return done
 
 
+_WORKER: dict = {}
+
+
+def _worker_init(policy: str, episodes: str, out: str, cfg: AttentionRunConfig, weights: str, threads: int) -> None:
+    from ..data import open_episodes
+    from ..models import load_model
+
+    torch.set_num_threads(threads)
+    _WORKER.update(model=load_model(policy).eval(), eps=open_episodes(episodes), out=Path(out), cfg=cfg, w=weights)
+
+
+def _worker_episode(i: int) -> dict:
+    w = _WORKER
+    return _episode(w["model"], w["eps"][i], i, w["out"], w["cfg"], w["w"])
+
+
 def run_attention(
-    policy, episodes: str, out: str | Path, config: AttentionRunConfig | None = None, progress: bool = True
+    policy,
+    episodes: str,
+    out: str | Path,
+    config: AttentionRunConfig | None = None,
+    progress: bool = True,
+    workers: int = 1,
 ) -> list[dict]:
     """Run the attention job of ``policy`` (a name, checkpoint or module) over ``episodes``
     (``droid:PATH``, ``lerobot:PATH`` or a detected PATH) into ``out``; returns each episode's
-    ``done.json`` record. Resumable: rerun the same call after a kill."""
+    ``done.json`` record. Resumable: rerun the same call after a kill. ``workers`` > 1 runs
+    episodes in that many processes (``policy`` must then be a name or checkpoint path); the
+    outputs are the same as with one."""
     from tqdm import tqdm
 
     from ..data import open_episodes
@@ -227,10 +250,22 @@ def run_attention(
             **asdict(cfg),
         },
     )
-    done = [
-        _episode(model, ep, i, out, cfg, weights)
-        for i, ep in enumerate(tqdm(eps, desc="attention episodes", disable=not progress))
-    ]
+    if workers > 1:
+        if not isinstance(policy, (str, Path)):
+            raise ValueError("run_attention: workers > 1 loads the policy in each process; pass its name or path")
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        threads = max(1, torch.get_num_threads() // workers)
+        init = (str(policy), str(episodes), str(out), cfg, weights, threads)
+        with ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_worker_init, initargs=init) as pool:
+            jobs = pool.map(_worker_episode, range(len(eps)))
+            done = list(tqdm(jobs, total=len(eps), desc="attention episodes", disable=not progress))
+    else:
+        done = [
+            _episode(model, ep, i, out, cfg, weights)
+            for i, ep in enumerate(tqdm(eps, desc="attention episodes", disable=not progress))
+        ]
     if cfg.overlap:
         summarize_overlap(out)
     return done

@@ -39,6 +39,7 @@ def run(
     heads: Annotated[bool, typer.Option(help="Also draw every head (--no-heads: the most active one only).")] = True,
     videos: Annotated[bool, typer.Option(help="Write WebM / MP4 videos over the keyframes.")] = True,
     mode: Annotated[str, typer.Option(help="Map normalisation: minmax (per map) | log.")] = "minmax",
+    workers: Annotated[int, typer.Option(min=1, help="Episodes processed in parallel processes.")] = 1,
 ) -> None:
     """Tap POLICY's attention on every keyframe of every episode; images, videos and float16 arrays in OUT."""
     from policylens.attention import AttentionRunConfig, run_attention
@@ -53,7 +54,7 @@ def run(
         videos=videos,
         mode=mode,
     )
-    done = run_attention(policy, episodes, out, config)
+    done = run_attention(policy, episodes, out, config, workers=workers)
     typer.echo(f"{len(done)} episodes, {sum(len(d['keyframes']) for d in done)} keyframes -> {out}")
 
 
