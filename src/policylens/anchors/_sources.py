@@ -90,7 +90,7 @@ class EpisodeSource:
         names = list(ep.camera_names)
         out = {}
         for src, dst in self.camera_map.items():
-            found = _find(names, src)
+            found = ep.find_camera(src)
             if found is None:
                 raise StoreError(
                     f"camera_map names dataset camera {src!r}, but episode {e} ({ep.path}) has cameras {names}; "
@@ -99,7 +99,7 @@ class EpisodeSource:
             out[dst] = found
         for cam in self.model.config.cameras:
             if cam not in out:
-                found = _find(names, cam)
+                found = ep.find_camera(cam)
                 if found is None:
                     raise StoreError(
                         f"episode {e} ({ep.path}) has no camera {cam!r} that the policy reads; it has {names}. "
@@ -119,12 +119,6 @@ class EpisodeSource:
         state = torch.as_tensor(np.asarray(ep.proprio[t], dtype=np.float32))[None]
         batch = self.model.make_batch(images, [ep.instruction], state)
         return {k: v[0] for k, v in batch.items()}
-
-
-def _find(names: list[str], cam: str) -> str | None:
-    """The episode camera called ``cam``, else one whose name or ``cam`` is the other's LeRobot key
-    (``observation.images.side`` <-> ``side``), else None."""
-    return next((n for n in names if n == cam or n.endswith(f".{cam}") or cam.endswith(f".{n}")), None)
 
 
 def _check_map(camera_map: dict[str, str], policy_cameras: list[str]) -> None:

@@ -67,10 +67,6 @@ class AttentionRunConfig:
             raise ValueError(f"AttentionRunConfig.phases: {bad} not in {sorted(PHASES)}")
 
 
-def _find(names: list[str], cam: str) -> str | None:
-    return next((n for n in names if n == cam or n.endswith(f".{cam}") or cam.endswith(f".{n}")), None)
-
-
 def episode_dir(out: Path, ep, index: int) -> Path:
     """``OUT/{outcome}/{date}/{episode}`` for one episode."""
     outcome = {True: "success", False: "failure"}.get(ep.success, "unknown")
@@ -131,7 +127,7 @@ def _episode(model: nn.Module, ep, index: int, out: Path, cfg: AttentionRunConfi
         return json.loads((folder / "done.json").read_text())
     if folder.exists():  # a killed run left it half-written
         shutil.rmtree(folder)
-    cams = {c: _find(list(ep.camera_names), c) for c in model.config.cameras}
+    cams = {c: ep.find_camera(c) for c in model.config.cameras}
     missing = [c for c, n in cams.items() if n is None]
     if missing:
         raise ValueError(

@@ -93,6 +93,12 @@ class Episode:
         if camera not in table:
             raise KeyError(f"camera={camera!r} is not in episode {self.path}; available: {sorted(table)}")
 
+    def find_camera(self, camera: str) -> str | None:
+        """The episode's camera called ``camera``, else one whose name or ``camera`` is the other's
+        LeRobot key (``observation.images.side`` <-> ``side``), else None."""
+        names = list(self.camera_names)
+        return next((n for n in names if n == camera or n.endswith(f".{camera}") or camera.endswith(f".{n}")), None)
+
     def frames(self, camera: str) -> FrameSource:
         """All RGB frames of ``camera`` (lazy): ``frames(cam)[t] -> (H, W, 3) uint8``."""
         self._check_camera(camera, self.cameras)
