@@ -18,7 +18,9 @@ interpreter with it first on PYTHONPATH. Checks (a PASS / FAIL table; exit 1 on 
 3. the layout equals the one the policy's own ``embed_prefix`` builds (``lerobot_builders.prefix_layout``);
 4. ``build_cache`` on a saved checkpoint and a policylens-made LeRobot dataset stores what a direct capture
    computes on the same pre-processed frames (``hidden_feature``; pi0 also ``bridge``);
-5. installing policylens kept lerobot's torch / transformers / tokenizers.
+5. installing policylens kept lerobot's torch / transformers / tokenizers;
+6. ``LeRobotTeacher.image_transform`` finds the bars the policy's own image preprocessing drew and maps its
+   input back onto the frame (the attention job's overlays).
 """
 
 from __future__ import annotations
@@ -392,6 +394,28 @@ def check_cache(kind: str, dataset: Path, out: Path) -> None:
             r.update(ok=diff == 0, value=f"{diff:g}", detail=detail)
 
 
+# ---- 6. the attention job's token -> pixel map undoes the policy's own image resize ---------------------------------
+
+
+def check_image_transform(kind: str, policy, pre) -> None:
+    """A white square on a wide grey frame through the policy's own image preprocessing; the teacher's
+    ``image_transform`` must find the bars it drew and map the model input back onto the square."""
+    from policylens.models import LeRobotTeacher
+
+    with row(kind, "6 image_transform == the policy's resize-with-pad") as r:
+        teacher, (h, w) = LeRobotTeacher(policy, pre, kind), (48, 120)
+        frame = torch.full((1, 3, h, w), 0.5)
+        frame[..., 18:30, 20:40] = 1.0
+        own = policy._preprocess_images if hasattr(policy, "_preprocess_images") else policy.prepare_images
+        x = own({teacher.config.cameras[0]: frame})[0][0][0, 0].float().cpu()  # (h', w') in [-1, 1], bars < -1
+        t = teacher.image_transform((h, w))
+        bars = (x < -0.5).float()
+        bars_ok = abs(t.padding_mass(bars) - 1.0) < 1e-6 and t.padding_mass(1 - bars) == 0.0
+        back, square = t.grid_to_frame((x > 0.5).float(), mode="bilinear") > 0.5, frame[0, 0] > 0.75
+        iou = float((back & square).sum() / (back | square).sum())
+        r.update(ok=bars_ok and iou > 0.7, value=f"IoU {iou:.2f}", detail=f"pad {t.pad}, input {tuple(x.shape)}")
+
+
 # ---- 5. installing policylens kept lerobot's pins ------------------------------------------------------------------
 
 
@@ -418,6 +442,7 @@ def run_policy(kind: str, dataset: Path, out: Path) -> None:
     if kind != "smolvla":
         check_attention(kind, policy, batch)  # first, while the policy has never run
     check_taps(kind, policy, batch)
+    check_image_transform(kind, policy, pre)
     check_layouts(kind)
     check_cache(kind, dataset, out)
 

@@ -264,8 +264,18 @@ class Pi0LikePolicy(nn.Module):
         return self.model(*self._inputs(batch), actions, noise, time)
 
 
+def _resize_with_pad(images: Tensor, size: int) -> Tensor:
+    """pi0's resize: keep the aspect ratio, centre the content, black bars (0 in [0, 1])."""
+    h, w = images.shape[-2:]
+    ratio = max(w / size, h / size)
+    new_h, new_w = int(h / ratio), int(w / ratio)
+    small = nn.functional.interpolate(images, size=(new_h, new_w), mode="bilinear", antialias=True)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    return nn.functional.pad(small, (left, size - new_w - left, top, size - new_h - top))
+
+
 def byte_preprocessor(policy: Pi0LikePolicy, max_tokens: int = 8):
-    """A stand-in for LeRobot's pre-processor pipeline: resize images, tokenise the task
+    """A stand-in for LeRobot's pre-processor pipeline and pi0's image resize: resize with pad, tokenise the task
     (bytes, right-padded to ``max_tokens``), pass the state. Called on a raw frame dict."""
     size = policy.config.image_size
 
@@ -273,7 +283,7 @@ def byte_preprocessor(policy: Pi0LikePolicy, max_tokens: int = 8):
         out = {}
         for key, value in frame.items():
             if key.startswith("observation.images."):
-                out[key] = nn.functional.interpolate(value, size=(size, size), mode="bilinear", antialias=True)
+                out[key] = _resize_with_pad(value, size)
         tokens = torch.zeros(len(frame["task"]), max_tokens, dtype=torch.long)
         mask = torch.zeros_like(tokens, dtype=torch.bool)
         for i, text in enumerate(frame["task"]):

@@ -90,3 +90,30 @@ def test_attention_maps_of_a_lerobot_teacher(teacher):
     assert suffix.steps["observation.images.base"].shape[0] == teacher.policy.config.num_inference_steps
     total = prefix.mass["image"] + prefix.mass["text"] + prefix.mass["pad"]
     torch.testing.assert_close(total, torch.ones_like(total), rtol=0, atol=5e-3)
+
+
+def test_image_transform_undoes_the_policys_resize_with_pad(teacher):
+    """A bright square on a wide frame goes through make_batch (resize with centred bars);
+    the teacher's transform maps the model input back onto the square."""
+    frame = torch.zeros(1, 40, 100, 3, dtype=torch.uint8)
+    frame[:, 14:26, 20:32] = 255
+    images = dict.fromkeys(teacher.config.cameras, frame)
+    batch = teacher.make_batch(images, ["reach"], torch.zeros(1, 7))
+    model_input = batch["observation.images.base"][0, 0]  # (28, 28), content 11 rows tall
+    t = teacher.image_transform((40, 100))
+    assert t.pad[0] + t.pad[2] == 28 - 11 and t.pad[0] == 8
+    back = t.grid_to_frame(model_input, mode="bilinear") > 0.5
+    square = frame[0, :, :, 0] > 0
+    assert (back & square).sum() / (back | square).sum() > 0.6
+
+
+def test_attention_job_runs_on_a_lerobot_teacher_with_a_camera_map(teacher, reach, tmp_path):
+    from policylens.attention import AttentionRunConfig, run_attention
+
+    cfg = AttentionRunConfig(layers=(1,), every=8, heads=False, videos=False, camera_map=CAMERAS)
+    done = run_attention(teacher, f"lerobot:{reach}", tmp_path / "out", cfg, progress=False)
+    folder = tmp_path / "out" / done[0]["folder"].split("/out/")[1]
+    assert (folder / "00000" / "prefix_L1_max.jpg").is_file() and (folder / "00000" / "suffix_L1_max.jpg").is_file()
+    assert done[0]["heads"] == 4
+    with pytest.raises(ValueError, match="no camera.*camera_map"):
+        run_attention(teacher, f"lerobot:{reach}", tmp_path / "other", AttentionRunConfig(layers=(1,)), progress=False)

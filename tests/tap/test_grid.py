@@ -24,13 +24,40 @@ def test_plain_resize_puts_a_patch_on_its_frame_pixels():
 
 
 def test_resize_with_pad_reports_bar_mass_and_maps_content_back():
-    t = ImageTransform.resize_with_pad((100, 200), (56, 56))  # content 28 x 56, 28 rows of bars on top
+    t = ImageTransform.resize_with_pad((100, 200), (56, 56), bars="top_left")  # SmolVLA: 28 rows of bars on top
     assert t.pad == (28, 0, 0, 0)
     assert t.padding_mass(_hot(4, 4, 0, 0)) == pytest.approx(1.0)  # row 0 is all bar
     frame = t.grid_to_frame(_hot(4, 4, 3, 0))  # the last content row, first column
     ys, xs = frame.nonzero(as_tuple=True)
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (50, 99, 0, 49)
     assert t.grid_to_frame(_hot(4, 4, 0, 2)).sum() == 0  # bars are never drawn on the frame
+
+
+def _openpi_resize_with_pad(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The reference: LeRobot pi0's ``resize_with_pad_torch`` (openpi) written out, (C, H, W)."""
+    ratio = max(image.shape[2] / width, image.shape[1] / height)
+    new_h, new_w = int(image.shape[1] / ratio), int(image.shape[2] / ratio)
+    small = torch.nn.functional.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    pads = (left, width - new_w - left, top, height - new_h - top)
+    return torch.nn.functional.pad(small, pads, value=-1.0)[0]
+
+
+@pytest.mark.parametrize("frame_size", [(100, 200), (90, 60), (75, 75), (48, 130)])
+def test_centred_bars_match_the_reference_resize_with_pad(frame_size):
+    """A bright square on the frame goes through the reference; read back per input pixel with
+    the transform, it lands on itself; the bars the reference drew are exactly the transform's."""
+    h, w = frame_size
+    frame = torch.zeros(3, h, w)
+    frame[:, h // 2 - 12 : h // 2 + 12, w // 4 - 12 : w // 4 + 12] = 1.0
+    model_input = _openpi_resize_with_pad(frame, 56, 56)[0]
+    t = ImageTransform.resize_with_pad(frame_size, (56, 56))
+    bars = (model_input == -1).float()  # a per-pixel "grid" of 56 x 56
+    assert t.padding_mass(bars) == pytest.approx(1.0 if bars.any() else 0.0)
+    assert t.padding_mass(1 - bars) == 0.0
+    back = t.grid_to_frame(model_input.clamp(min=0), mode="bilinear") > 0.5
+    square = frame[0] > 0.5
+    assert (back & square).sum() / (back | square).sum() > 0.7  # IoU after a down- and up-sampling
 
 
 def test_crop_and_flip():

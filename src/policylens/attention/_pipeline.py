@@ -57,6 +57,7 @@ class AttentionRunConfig:
     seed: int = 0
     overlap: bool = True
     n_random: int = 10
+    camera_map: dict = field(default_factory=dict)  # dataset camera -> policy camera
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -127,11 +128,13 @@ def _episode(model: nn.Module, ep, index: int, out: Path, cfg: AttentionRunConfi
         return json.loads((folder / "done.json").read_text())
     if folder.exists():  # a killed run left it half-written
         shutil.rmtree(folder)
-    cams = {c: ep.find_camera(c) for c in model.config.cameras}
+    dataset_name = {policy_cam: data_cam for data_cam, policy_cam in cfg.camera_map.items()}
+    cams = {c: ep.find_camera(dataset_name.get(c, c)) for c in model.config.cameras}
     missing = [c for c, n in cams.items() if n is None]
     if missing:
         raise ValueError(
-            f"episode {ep.path}: no camera {missing} that the policy reads; it has {list(ep.camera_names)}"
+            f"episode {ep.path}: no camera {missing} that the policy reads; it has {list(ep.camera_names)}; "
+            "map them with camera_map (--camera-map dataset=policy,...)"
         )
     frames = cfg.keyframes or tuple(range(0, len(ep), cfg.every))
     frames = tuple(t for t in frames if 0 <= t < len(ep))

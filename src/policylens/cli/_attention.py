@@ -40,8 +40,12 @@ def run(
     videos: Annotated[bool, typer.Option(help="Write WebM / MP4 videos over the keyframes.")] = True,
     mode: Annotated[str, typer.Option(help="Map normalisation: minmax (per map) | log.")] = "minmax",
     workers: Annotated[int, typer.Option(min=1, help="Episodes processed in parallel processes.")] = 1,
+    camera_map: Annotated[
+        str | None, typer.Option(help="Dataset camera -> policy camera, e.g. varied_camera_1=observation.images.base.")
+    ] = None,
 ) -> None:
     """Tap POLICY's attention on every keyframe of every episode; images, videos and float16 arrays in OUT."""
+    from policylens.anchors import parse_camera_map
     from policylens.attention import AttentionRunConfig, run_attention
 
     config = AttentionRunConfig(
@@ -53,6 +57,7 @@ def run(
         heads=heads,
         videos=videos,
         mode=mode,
+        camera_map=parse_camera_map(camera_map) if camera_map else {},
     )
     done = run_attention(policy, episodes, out, config, workers=workers)
     typer.echo(f"{len(done)} episodes, {sum(len(d['keyframes']) for d in done)} keyframes -> {out}")

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor, nn
 
-from ..tap import Adapter, Layout, register_adapter
+from ..tap import Adapter, ImageTransform, Layout, register_adapter
 from ._lerobot_adapters import lerobot_adapter, lerobot_layout
 
 __all__ = ["LEROBOT_TYPES", "LeRobotTeacher", "is_lerobot_checkpoint", "load_lerobot_teacher"]
@@ -61,6 +61,22 @@ class LeRobotTeacher(nn.Module):
 
     def token_layout(self, batch: Mapping[str, Tensor]) -> Layout:
         return lerobot_layout(self.variant, self.policy, batch, tokenizer=self.tokenizer)
+
+    def image_transform(self, frame_size: tuple[int, int]) -> ImageTransform:
+        """How the policy turns an (H, W) camera frame into its model input, read from its config:
+        pi0 / pi0.5 ``resize_with_pad_torch(img, *image_resolution)`` (bars centred, as openpi);
+        SmolVLA ``resize_with_pad(img, *resize_imgs_with_padding)`` (width first, bars top and
+        left; None: no resize). The attention job maps patch grids back onto frames with it."""
+        cfg = self.policy.config
+        if self.variant == "smolvla":
+            size = getattr(cfg, "resize_imgs_with_padding", None)
+            if size is None:
+                return ImageTransform.resize(tuple(frame_size), tuple(frame_size))
+            return ImageTransform.resize_with_pad(frame_size, (size[1], size[0]), bars="top_left")
+        size = tuple(getattr(cfg, "image_resolution", None) or (cfg.image_size, cfg.image_size))
+        if tuple(frame_size) == size:  # the policy resizes only when the size differs
+            return ImageTransform.resize(size, size)
+        return ImageTransform.resize_with_pad(frame_size, size, bars="centre")
 
     @property
     def tokenizer(self):

@@ -63,15 +63,25 @@ class ImageTransform:
         return cls(tuple(frame_size), tuple(input_size), **kw)
 
     @classmethod
-    def resize_with_pad(cls, frame_size: tuple[int, int], input_size: tuple[int, int], **kw) -> ImageTransform:
-        """Keep the aspect ratio, pad the short side (LeRobot's pi0 ``resize_with_pad``: bars
-        at the top and left, as openpi pads)."""
+    def resize_with_pad(
+        cls, frame_size: tuple[int, int], input_size: tuple[int, int], bars: str = "centre", **kw
+    ) -> ImageTransform:
+        """Keep the aspect ratio, pad the short side. ``bars="centre"`` splits the padding
+        (the odd pixel at the bottom / right), as LeRobot's pi0 / pi0.5 ``resize_with_pad_torch``
+        and openpi do; ``bars="top_left"`` puts it all at the top and left, as SmolVLA's
+        ``resize_with_pad`` does. Sizes are rounded the way both round them."""
+        if bars not in ("centre", "top_left"):
+            raise ValueError(f"ImageTransform.resize_with_pad: bars={bars!r}; use 'centre' or 'top_left'")
         crop = kw.get("crop")
         src_h, src_w = (crop[2], crop[3]) if crop else frame_size
         h, w = input_size
-        scale = min(h / src_h, w / src_w)
-        new_h, new_w = int(src_h * scale), int(src_w * scale)
-        return cls(tuple(frame_size), (h, w), pad=(h - new_h, w - new_w, 0, 0), **kw)
+        ratio = max(src_w / w, src_h / h)
+        pad_h, pad_w = h - int(src_h / ratio), w - int(src_w / ratio)
+        if bars == "top_left":
+            pad = (pad_h, pad_w, 0, 0)
+        else:
+            pad = (pad_h // 2, pad_w // 2, pad_h - pad_h // 2, pad_w - pad_w // 2)
+        return cls(tuple(frame_size), (h, w), pad=pad, **kw)
 
     def _content(self) -> tuple[int, int, int, int]:
         top, left, bottom, right = self.pad
