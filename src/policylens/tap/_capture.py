@@ -3,8 +3,10 @@
 Each captured tensor is detached, optionally sliced to the wanted token positions and
 heads *before* it is copied, cast, and moved (device → pinned CPU memory with a
 non-blocking copy and a recorded CUDA event that is waited on before the tensor is
-read). A module called several times in one forward (a diffusion/flow action expert
-runs once per denoising step) keeps one record per call, in call order.
+read). With ``keep_graph`` it is the module's own tensor instead, sliced but not copied,
+cast or moved, so a loss on it trains the model. A module called several times in one
+forward (a diffusion/flow action expert runs once per denoising step) keeps one record
+per call, in call order.
 """
 
 from __future__ import annotations
@@ -137,13 +139,16 @@ def _select(t: Tensor, dim: int, index: slice | Tensor | Sequence[int]) -> Tenso
 class _Sink:
     """Turns one hooked tensor into a stored record: slice, cast, copy."""
 
-    def __init__(self, cap: Capture, point: TapPoint, dtype, device, positions, heads, counter, block=None) -> None:
+    def __init__(
+        self, cap: Capture, point: TapPoint, dtype, device, positions, heads, counter, block=None, keep_graph=False
+    ) -> None:
         self.cap, self.point, self.dtype, self.device = cap, point, dtype, torch.device(device)
         self.positions, self.heads, self.counter = positions, heads, counter
         self.queries, self.keys = block or (None, None)
+        self.keep_graph = keep_graph
 
     def __call__(self, tensor: Tensor) -> None:
-        t = tensor.detach()
+        t = tensor if self.keep_graph else tensor.detach()
         if self.point.kind == "probs":
             if self.heads is not None:
                 t = t[:, self.heads]
@@ -153,6 +158,10 @@ class _Sink:
                 t = _select(t, 3, self.keys)
         elif self.positions is not None:
             t = t[:, self.positions]
+        if self.keep_graph:  # the autograd graph stays: no copy, no cast, no move
+            self.cap._add(self.point.name, t, None)
+            self.counter.fired(self.point.name)
+            return
         dtype = self.dtype or t.dtype
         event = None
         if t.device.type == "cuda" and self.device.type == "cpu":
@@ -226,6 +235,7 @@ def capture(
     keys: slice | Tensor | Mapping[str, slice | Tensor] | None = None,
     stop_early: bool = False,
     missing: str = "raise",
+    keep_graph: bool = False,
 ) -> Iterator[Capture]:
     """Capture the named taps during the forward passes run inside the ``with`` block.
 
@@ -240,7 +250,11 @@ def capture(
     forward right after the last tap fired (the rest of the ``with`` body is skipped).
     ``missing``: what a tap that fired 0 times by the end of the block does — ``"raise"``
     (:class:`TapNotFiredError`, the default: an empty capture is never silent), ``"warn"``
-    or ``"ignore"``.
+    or ``"ignore"``. ``keep_graph``: hand out the module's own tensors, attached to the autograd
+    graph (sliced by ``positions`` / ``heads`` / ``queries`` / ``keys``, never copied, cast or
+    moved), so a loss on them back-propagates into the model — a student's features for a
+    retention loss, under ``torch.autocast`` and inside ``DistributedDataParallel`` too. It
+    cannot be combined with ``dtype`` or a ``device`` other than the model's.
     """
     if missing not in MISSING:
         raise ValueError(f"capture: missing={missing!r} is not one of {MISSING}")
@@ -248,6 +262,13 @@ def capture(
         if dtype not in DTYPES:
             raise ValueError(f"capture: dtype={dtype!r} is not one of {sorted(DTYPES)}")
         dtype = DTYPES[dtype]
+    if keep_graph and (dtype is not None or torch.device(device).type != "cpu"):
+        raise ValueError(
+            "capture: keep_graph=True hands out the model's own tensors; drop dtype= and device= "
+            "(cast or move the features yourself, inside the graph)"
+        )
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module  # taps live on the wrapped module; the wrapper's forward runs its hooks
     points = resolve_taps(model, [taps] if isinstance(taps, str) else list(taps))
     cap = Capture(points)
     counter = _Counter([p.name for p in points], stop_early)
@@ -255,7 +276,7 @@ def capture(
     try:
         for point in points:
             block = (_for(queries, point.name), _for(keys, point.name))
-            sink = _Sink(cap, point, dtype, device, positions, heads, counter, block)
+            sink = _Sink(cap, point, dtype, device, positions, heads, counter, block, keep_graph)
             handles.extend(_attach(point, sink))
         yield cap
     except _StopForwardSignal:
