@@ -186,6 +186,7 @@ def test_bridge_features_match_plain_hooks(tmp_path):
     m = build_cache("tiny_vla", "synthetic:2", str(tmp_path / "b"), kind="bridge", batch_size=2, progress=False)
     assert m["meta"]["bridge"]["raw_layer"] == 2
     assert m["meta"]["bridge"]["query_layer"] == 3
+    assert m["meta"]["bridge"]["noise_per_sample"] and m["meta"]["bridge"]["noise_seed"] == 0
     assert m["meta"]["taps"] == ["llm.layers.2.out", "expert.layers.3.out"]
     assert build_command(str(tmp_path / "b")) == (
         f"policylens cache build --policy tiny_vla --dataset synthetic:2 --kind bridge --dtype float16 "
@@ -206,7 +207,8 @@ def test_bridge_features_match_plain_hooks(tmp_path):
             lambda _m, _a, out: got.setdefault("query", out[0] if isinstance(out, tuple) else out)
         ),
     ]
-    model.sample_actions(batch, generator=torch.Generator().manual_seed(0), steps=1)
+    noise = torch.stack([torch.randn(model.noise_shape, generator=torch.Generator().manual_seed(i)) for i in (0, 1)])
+    model.sample_actions(batch, noise=noise, steps=1)  # sample i's noise is seeded noise_seed + i
     for h in hooks:
         h.remove()
     image = model.token_layout(batch)["prefix"]["image"][..., None].float()
@@ -215,6 +217,9 @@ def test_bridge_features_match_plain_hooks(tmp_path):
     ref = torch.cat([c_r, c_aq], -1).half()
     stored = open_store(tmp_path / "b")[[0, 1]]["target_features"]
     torch.testing.assert_close(stored.float(), ref.float(), atol=2e-3, rtol=2e-3)
+    build_cache("tiny_vla", "synthetic:2", str(tmp_path / "b1"), kind="bridge", batch_size=1, progress=False)
+    one_by_one = open_store(tmp_path / "b1")[[0, 1]]["target_features"]
+    assert torch.equal(one_by_one, stored)  # a sample's features do not depend on its batch
 
 
 def test_build_from_droid_and_lerobot_episodes(tmp_path):

@@ -127,7 +127,13 @@ def test_manifest_records_provenance_and_bridge(tmp_path):
         "raw_positions": "image",
         "query_positions": "action",
         "pooling": "mean",
+        "noise_seed": 0,
+        "noise_per_sample": True,
     }
+    legacy = {k: v for k, v in m["meta"]["bridge"].items() if not k.startswith("noise")}
+    assert not BridgeSpec(**legacy).noise_per_sample  # a store written before per-sample noise reads as it was
+    with pytest.raises(StoreError, match="BridgeSpec.pooling='median'"):
+        BridgeSpec(raw_layer=1, pooling="median")
     assert m["meta"]["model_id"] == "m"
     assert m["meta"]["dataset_id"] == "d"
     assert m["complete"] == [[0, 5]]

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..store import BridgeSpec, StoreMeta, build_store, hash_state_dict
-from ._extractors import bridge_extractor, policy_extractor
+from ._bridge import bridge_extractor
+from ._extractors import policy_extractor
 from ._sources import open_source
 
 __all__ = ["build_cache"]

@@ -1,5 +1,5 @@
 """Extractors for anchor caches: run a policy through the tap core and return per-sample
-features (``hidden_feature``, ``hidden_state``, ``token_level``, CRaFT ``bridge``)."""
+features (``hidden_feature``, ``hidden_state``, ``token_level``; CRaFT ``bridge`` in ``_bridge``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..store import BridgeSpec
-
-__all__ = ["bridge_extractor", "policy_extractor"]
+__all__ = ["policy_extractor"]
 
 
 def _forward(model: nn.Module) -> Callable[[dict[str, Tensor]], Any]:
@@ -50,28 +48,5 @@ def policy_extractor(
         embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
         weight = embed.weight if embed is not None else model.paligemma.language_model.embed_tokens.weight
         return {"labels": (cap[taps[0]].float() @ weight.float().T).argmax(-1)}  # (B, T)
-
-    return run, taps
-
-
-def bridge_extractor(
-    model: nn.Module, bridge: BridgeSpec
-) -> tuple[Callable[[dict[str, Tensor]], dict[str, Tensor]], list[str]]:
-    """CRaFT bridge features ``target_features (B, D_llm + D_expert)``: C_R = mean of
-    ``llm.layers.{raw_layer}.out`` over image tokens, C_AQ = mean of
-    ``expert.layers.{query_layer}.out`` over action-query tokens at the first flow step
-    (t = 1, noise from a generator seeded 0 per batch: deterministic, batches are chunk-aligned)."""
-    from policylens.tap import bridge_features, capture
-
-    taps = [f"llm.layers.{bridge.raw_layer}.out", f"expert.layers.{bridge.query_layer}.out"]
-
-    def run(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        layout = model.token_layout(batch)
-        image = layout["prefix"]["image"]  # (B, P)
-        with torch.no_grad(), capture(model, taps, stop_early=True) as cap:
-            model.sample_actions(batch, generator=torch.Generator().manual_seed(0), steps=1)
-        query = cap.calls(taps[1])[0]  # (B, S, D_expert): the suffix at the first flow step
-        action = layout["suffix"]["action"][:, -query.shape[1] :]  # (B, S)
-        return {"target_features": bridge_features(cap.calls(taps[0])[0], image, query, action)}
 
     return run, taps

@@ -95,17 +95,37 @@ class LeRobotTeacher(nn.Module):
         ``stop_early=True`` ends it after the prefix layers a cache needs."""
         return self.policy.predict_action_chunk(batch)
 
+    @property
+    def noise_shape(self) -> tuple[int, int]:
+        """Per-sample shape of the flow noise: ``(chunk_size, max_action_dim)``, as LeRobot draws it."""
+        cfg = self.policy.config
+        return int(cfg.chunk_size), int(cfg.max_action_dim)
+
     @torch.no_grad()
     def sample_actions(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None = None, steps: int | None = None
+        self,
+        batch: dict[str, Tensor],
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        noise: Tensor | None = None,
+        grad: bool = False,
     ) -> Tensor:
-        """``predict_action_chunk`` with the policy's noise drawn from ``generator``'s seed
-        (the global RNG is restored afterwards). ``steps`` is not used: LeRobot fixes the
-        number of denoising steps in the config; stop a capture early instead."""
+        """``predict_action_chunk`` from ``noise`` ``(B, *noise_shape)``, or with the policy's
+        noise drawn from ``generator``'s seed (the global RNG is restored afterwards).
+        ``steps`` is not used: LeRobot fixes the number of denoising steps in the config;
+        stop a capture early instead. ``grad=True`` is refused: LeRobot's inference path runs
+        without gradients (train through the policy's ``forward``)."""
         del steps
+        if grad:
+            raise NotImplementedError(
+                "LeRobotTeacher.sample_actions(grad=True): LeRobot's predict_action_chunk runs under no_grad; "
+                "a LeRobot student's bridge features need the policy's training forward"
+            )
         with torch.random.fork_rng(devices=[]):
             if generator is not None:
                 torch.manual_seed(generator.initial_seed())
+            if noise is not None:
+                return self.policy.predict_action_chunk(batch, noise=noise)
             return self.policy.predict_action_chunk(batch)
 
 

@@ -249,22 +249,36 @@ class TinyVLA(nn.Module):
         v = self.velocity(kv, valid, self.normalize("state", batch["state"]), x_t, t)
         return nn.functional.mse_loss(v, noise - actions)
 
-    @torch.no_grad()
+    @property
+    def noise_shape(self) -> tuple[int, int]:
+        """Per-sample shape of the flow noise ``sample_actions`` starts from: ``(H, action_dim)``."""
+        return self.config.chunk_size, self.config.action_dim
+
     def sample_actions(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None = None, steps: int | None = None
+        self,
+        batch: dict[str, Tensor],
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        noise: Tensor | None = None,
+        grad: bool = False,
     ) -> Tensor:
-        """Action chunks ``(B, H, action_dim)`` in raw units, by Euler integration of the flow."""
+        """Action chunks ``(B, H, action_dim)`` in raw units, by Euler integration of the flow from
+        ``noise`` ``(B, *noise_shape)`` (default: drawn from ``generator``). Without gradients
+        unless ``grad`` (a student's features for a retention loss)."""
         cfg = self.config
         steps = steps or cfg.flow_steps
-        kv, valid = self.run_prefix(batch)
-        state = self.normalize("state", batch["state"])
-        b = state.shape[0]
-        x = torch.randn((b, cfg.chunk_size, cfg.action_dim), generator=generator).to(state.device)
-        dt = -1.0 / steps
-        for k in range(steps):
-            t = torch.full((b,), 1.0 + k * dt, device=state.device)
-            x = x + dt * self.velocity(kv, valid, state, x, t)
-        return self.unnormalize("action", x)
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            kv, valid = self.run_prefix(batch)
+            state = self.normalize("state", batch["state"])
+            b = state.shape[0]
+            if noise is None:
+                noise = torch.randn((b, *self.noise_shape), generator=generator)
+            x = noise.to(state.device, state.dtype)
+            dt = -1.0 / steps
+            for k in range(steps):
+                t = torch.full((b,), 1.0 + k * dt, device=state.device)
+                x = x + dt * self.velocity(kv, valid, state, x, t)
+            return self.unnormalize("action", x)
 
     @torch.no_grad()
     def predict_chunk(self, obs: dict, generator: torch.Generator | None = None) -> np.ndarray:

@@ -80,12 +80,24 @@ class FieldSpec:
         return int(np.prod(self.shape, dtype=np.int64)) * storage_dtype(self.dtype).itemsize
 
 
+BRIDGE_POSITIONS = {"raw_positions": ("image", "vla_adapter"), "query_positions": ("action", "vla_adapter")}
+BRIDGE_POOLINGS = ("mean", "first", "last")
+
+
 @dataclass
 class BridgeSpec:
-    """CRaFT bridge features: C_R (``raw_layer`` at ``raw_positions``) ++ C_AQ (``query_layer``).
+    """CRaFT bridge features: C_R (``raw_layer`` at ``raw_positions``) ++ C_AQ (``query_layer``
+    at ``query_positions``, at the first flow step), each pooled with ``pooling`` and
+    concatenated into ``[D_llm + D_expert]``.
 
-    ``raw_layer`` defaults to ``n_layers // 2`` (use :meth:`for_layers`); each part is pooled
-    with ``pooling`` over its positions and the two are concatenated into ``[2D]``.
+    Positions: ``image`` / ``action`` are the layout's image and action-query spans;
+    ``vla_adapter`` is VLA-Adapter's convention, each span one position to the left (the
+    slot before the first patch plus patches 0..P-2; the last prompt token plus queries
+    0..Q-2). ``pooling``: ``mean``, ``first`` or ``last`` over those positions.
+    ``noise_seed``: the flow noise of dataset sample ``i`` is drawn from a generator seeded
+    ``noise_seed + i`` (``noise_per_sample``), so any batch of the same samples gets the same
+    features; stores made before that drew one generator seeded ``noise_seed`` per batch
+    (``noise_per_sample=False``). ``raw_layer`` defaults to ``n_layers // 2`` (:meth:`for_layers`).
     """
 
     raw_layer: int
@@ -93,11 +105,21 @@ class BridgeSpec:
     raw_positions: str = "image"
     query_positions: str = "action"
     pooling: str = "mean"
+    noise_seed: int = 0
+    noise_per_sample: bool = False
+
+    def __post_init__(self) -> None:
+        for name, allowed in BRIDGE_POSITIONS.items():
+            if getattr(self, name) not in allowed:
+                raise StoreError(f"BridgeSpec.{name}={getattr(self, name)!r}; expected one of {list(allowed)}.")
+        if self.pooling not in BRIDGE_POOLINGS:
+            raise StoreError(f"BridgeSpec.pooling={self.pooling!r}; expected one of {list(BRIDGE_POOLINGS)}.")
 
     @classmethod
     def for_layers(cls, n_layers: int, **kwargs: Any) -> BridgeSpec:
         if n_layers < 1:
             raise StoreError(f"BridgeSpec.for_layers: n_layers={n_layers}; expected >= 1.")
+        kwargs.setdefault("noise_per_sample", True)
         return cls(raw_layer=n_layers // 2, query_layer=n_layers - 1, **kwargs)
 
 

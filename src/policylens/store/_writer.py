@@ -127,6 +127,14 @@ class _Writer(threading.Thread):
             raise StoreError(f"writing store {str(self.root)!r} failed: {self.error}") from self.error
 
 
+def _run(extractor: Extractor, batch: dict, indices: np.ndarray) -> Mapping[str, Any]:
+    """``extractor(batch)``, or ``extractor(batch, indices=...)`` (the samples' dataset indices) for
+    an extractor marked ``takes_indices`` (per-sample noise seeds)."""
+    if getattr(extractor, "takes_indices", False):
+        return extractor(batch, indices=torch.as_tensor(np.asarray(indices, dtype=np.int64)))
+    return extractor(batch)
+
+
 def _probe(
     source: Any,
     indices: np.ndarray,
@@ -139,7 +147,7 @@ def _probe(
     """Field specs from the first batch (``size`` samples); its outputs are reused by the build."""
     batch = collate([source[int(i)] for i in indices[:size]])
     with torch.no_grad():
-        out = dict(extractor(batch))
+        out = dict(_run(extractor, batch, indices[:size]))
     first.update(size=size, batch=batch, out=out)
     fields = {k: FieldSpec(list(v.shape[1:]), _logical(v, meta.dtype), "feature") for k, v in out.items()}
     for key in inputs:
@@ -169,9 +177,11 @@ def build_store(
     """Run ``extractor`` over ``source`` and write the results into the store at ``root``.
 
     ``source[i]`` gives one sample dict; ``extractor(batch)`` maps a collated batch to
-    ``{field: Tensor (B, ...)}``. Re-running the same call resumes: chunks with a done marker
-    are skipped. ``rank``/``world_size`` (default: env ``RANK``/``WORLD_SIZE``) split the chunks
-    into disjoint contiguous blocks. Returns the manifest (``complete`` filled once all is done).
+    ``{field: Tensor (B, ...)}``; one with a true ``takes_indices`` attribute is called as
+    ``extractor(batch, indices=...)`` with the samples' dataset indices. Re-running the same call
+    resumes: chunks with a done marker are skipped. ``rank``/``world_size`` (default: env
+    ``RANK``/``WORLD_SIZE``) split the chunks into disjoint contiguous blocks. Returns the
+    manifest (``complete`` filled once all is done).
     """
     if batch_size < 1:
         raise StoreError(f"batch_size={batch_size}; expected >= 1.")
@@ -226,7 +236,7 @@ def build_store(
                 else:
                     batch = collate([source[int(i)] for i in idx[b0:b1]])
                     with torch.no_grad():
-                        out = dict(extractor(batch))
+                        out = dict(_run(extractor, batch, idx[b0:b1]))
                 out.update({k: batch[k] for k, f in fields.items() if f.role == "input"})
                 for k, f in fields.items():
                     if f.role != "index":

@@ -1,0 +1,25 @@
+"""retain: fine-tune a policy on a new task while keeping its bridge features near a cached
+teacher's (CRaFT: retention loss, A-GEM projection of conflicting gradients, dual ascent on λ).
+
+>>> student = student_extractor(model, open_store(cache).manifest)
+>>> retainer = Retainer(model, lambda m, b: m(**b), student, RetentionConfig(epsilon=0.01))
+>>> stats = retainer.backward(task_batch, anchor_batch)   # combined gradient now in .grad
+>>> torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); optimizer.step()
+"""
+
+from ._dual import DualAscent
+from ._loss import RETENTION_LOSSES, retention_loss
+from ._projection import agem_project, grad_dot, pcgrad_combine
+from ._retainer import METHODS, Retainer, RetentionConfig
+
+__all__ = [
+    "METHODS",
+    "RETENTION_LOSSES",
+    "DualAscent",
+    "Retainer",
+    "RetentionConfig",
+    "agem_project",
+    "grad_dot",
+    "pcgrad_combine",
+    "retention_loss",
+]

@@ -1,0 +1,71 @@
+"""Conflict-aware gradient projection (A-GEM's rule) and PCGrad, on lists of per-parameter
+gradients: dot products per parameter in float32, summed — never flattened or concatenated —
+and the coefficient kept on the device (no host sync).
+
+A-GEM (Chaudhry et al., 2019): if ⟨g_act, g_ret⟩ < 0, g_act ← g_act − ⟨g_act, g_ret⟩ /
+(‖g_ret‖² + δ) · g_ret, which removes the part of g_act that would raise the retention loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["agem_project", "grad_dot", "pcgrad_combine"]
+
+Grads = Sequence[Tensor | None]
+
+
+def grad_dot(a: Grads, b: Grads) -> Tensor:
+    """Σ over parameters of ⟨a_i, b_i⟩ in float32, a 0-dim tensor on the gradients' device
+    (missing gradients count as zero)."""
+    total = None
+    for x, y in zip(a, b, strict=True):
+        if x is None or y is None:
+            continue
+        d = torch.sum(x.float() * y.float())
+        total = d if total is None else total + d
+    if total is None:
+        device = next((g.device for g in (*a, *b) if g is not None), torch.device("cpu"))
+        return torch.zeros((), device=device)
+    return total
+
+
+def _coefficient(g_act: Grads, g_ret: Grads, delta: float) -> tuple[Tensor, Tensor]:
+    dot = grad_dot(g_act, g_ret)
+    coef = torch.where(dot < 0, dot / (grad_dot(g_ret, g_ret) + delta), torch.zeros_like(dot))
+    return coef, dot
+
+
+def agem_project(
+    g_act: Grads, g_ret: Grads, delta: float = 1e-12, groups: Sequence[Sequence[int]] | None = None
+) -> tuple[list[Tensor | None], Tensor, Tensor]:
+    """``g_act`` projected off ``g_ret`` where they conflict. ``groups``: lists of parameter
+    indices projected separately (the per-group variant); None projects all parameters at once
+    (global). Returns the projected gradients (new tensors), the number of groups that
+    conflicted and the global ⟨g_act, g_ret⟩ (both 0-dim device tensors)."""
+    out: list[Tensor | None] = list(g_act)
+    groups = [range(len(g_act))] if groups is None else groups
+    fired = None
+    for group in groups:
+        a, r = [g_act[i] for i in group], [g_ret[i] for i in group]
+        coef, _ = _coefficient(a, r, delta)
+        for i in group:
+            if g_act[i] is not None and g_ret[i] is not None:
+                out[i] = g_act[i] - (coef * g_ret[i].float()).to(g_act[i].dtype)
+        conflict = (coef != 0).float()
+        fired = conflict if fired is None else fired + conflict
+    return out, fired, grad_dot(g_act, g_ret)
+
+
+def pcgrad_combine(g_a: Grads, g_b: Grads, delta: float = 1e-12) -> list[Tensor | None]:
+    """PCGrad (Yu et al., 2020) on two tasks: each gradient projected off the other's where they
+    conflict (both against the originals), then summed."""
+    a_on_b, _, _ = agem_project(g_a, g_b, delta)
+    b_on_a, _, _ = agem_project(g_b, g_a, delta)
+    out: list[Tensor | None] = []
+    for x, y in zip(a_on_b, b_on_a, strict=True):
+        out.append(x if y is None else y if x is None else x + y)
+    return out
