@@ -7,6 +7,7 @@ teacher's (CRaFT: retention loss, A-GEM projection of conflicting gradients, dua
 >>> torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); optimizer.step()
 """
 
+from ._anchors import AnchorSet
 from ._dual import DualAscent
 from ._loss import RETENTION_LOSSES, retention_loss
 from ._projection import agem_project, grad_dot, pcgrad_combine
@@ -15,6 +16,7 @@ from ._retainer import METHODS, Retainer, RetentionConfig
 __all__ = [
     "METHODS",
     "RETENTION_LOSSES",
+    "AnchorSet",
     "DualAscent",
     "Retainer",
     "RetentionConfig",
