@@ -30,6 +30,7 @@ __all__ = [
     "TrainingInterrupted",
     "check_run_dir",
     "claim_run_dir",
+    "load_train_extra",
     "load_train_state",
     "save_train_state",
     "stop_on_signal",
@@ -41,8 +42,11 @@ RUN_FORMAT = "policylens-run-1"
 RUN_OUTPUTS = ("train_state.safetensors", "train_state.json", RUN_FILE, "config.json", "model.safetensors", "tb")
 
 
-def save_train_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
-    """Write ``train_state.safetensors`` + ``train_state.json`` atomically (rename last)."""
+def save_train_state(
+    directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, extra: dict | None = None
+) -> None:
+    """Write ``train_state.safetensors`` + ``train_state.json`` atomically (rename last); ``extra``:
+    JSON-ready state of whatever else the run keeps (e.g. a retention step's λ)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -50,7 +54,7 @@ def save_train_state(directory: str | Path, model: nn.Module, optimizer: torch.o
     for index, state in opt["state"].items():
         for name, value in state.items():
             tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).contiguous()
-    meta = {"step": step, "param_groups": opt["param_groups"]}
+    meta = {"step": step, "param_groups": opt["param_groups"], "extra": extra or {}}
     save_file(tensors, str(directory / "train_state.safetensors.tmp"))
     (directory / "train_state.json.tmp").write_text(json.dumps(meta))
     os.replace(directory / "train_state.safetensors.tmp", directory / "train_state.safetensors")
@@ -74,6 +78,12 @@ def load_train_state(directory: str | Path, model: nn.Module, optimizer: torch.o
             state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     return int(meta["step"])
+
+
+def load_train_extra(directory: str | Path) -> dict:
+    """The ``extra`` state saved with the training state ({} when none)."""
+    meta_path = Path(directory) / "train_state.json"
+    return json.loads(meta_path.read_text()).get("extra", {}) if meta_path.is_file() else {}
 
 
 def _flat(d: Mapping, prefix: str = "") -> dict[str, object]:

@@ -22,7 +22,14 @@ from tqdm import tqdm
 
 from ._checkpoint import save_policy
 from ._tiny_vla import TinyVLA
-from ._train_state import TrainingInterrupted, claim_run_dir, load_train_state, save_train_state, stop_on_signal
+from ._train_state import (
+    TrainingInterrupted,
+    claim_run_dir,
+    load_train_extra,
+    load_train_state,
+    save_train_state,
+    stop_on_signal,
+)
 
 __all__ = ["StepFn", "VLATrainConfig", "chunk_samples", "run_settings_of", "set_normalization", "train_vla", "vla_step"]
 
@@ -38,6 +45,7 @@ class VLATrainConfig:
     warmup: int = 100
     seed: int = 0
     save_every: int = 250
+    fit_normalization: bool = True  # False: keep the model's state / action statistics (fine-tuning)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "save_every"):
@@ -107,6 +115,7 @@ def train_vla(
     run_settings: Mapping | None = None,
     overwrite: bool = False,
     step: StepFn = vla_step,
+    state: object | None = None,
 ) -> list[float]:
     """Train ``model`` in place; write TensorBoard logs, resumable state and the final
     checkpoint (``config.json`` + ``model.safetensors``) into ``out_dir``.
@@ -115,7 +124,9 @@ def train_vla(
     ``run_settings``, e.g. how the episodes were made): the same run resumes from its saved state,
     another one is refused unless ``overwrite``. State is saved every ``config.save_every`` steps,
     at the end, and on SIGINT / SIGTERM, which then raise :class:`TrainingInterrupted`.
-    Returns the losses of the steps run by this call.
+    ``step``: the optimisation step (:func:`vla_step` or one with its signature, e.g. a retention
+    step); ``state``: an object with ``state_dict()`` / ``load_state_dict()`` (JSON-ready) saved
+    and restored with the training state. Returns the losses of the steps run by this call.
     """
     out_dir = Path(out_dir)
     samples = chunk_samples(episodes, model.config.chunk_size)
@@ -125,8 +136,11 @@ def train_vla(
     torch.manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start = load_train_state(out_dir, model, opt)
-    if start == 0:
+    if start and state is not None:
+        state.load_state_dict(load_train_extra(out_dir))
+    if start == 0 and config.fit_normalization:
         set_normalization(model, episodes)
+    extra = (lambda: state.state_dict()) if state is not None else (lambda: None)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
         lambda s: min(1.0, (s + 1) / config.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps))),
@@ -151,7 +165,7 @@ def train_vla(
                     writer.add_scalar(f"train/{name}", float(value), i)
                 writer.add_scalar("train/lr", sched.get_last_lr()[0], i)
                 if done % config.save_every == 0 or stop.signum is not None:
-                    save_train_state(out_dir, model, opt, done)
+                    save_train_state(out_dir, model, opt, done, extra())
                     saved = done
                 if stop.signum is not None:
                     raise TrainingInterrupted(stop.signum, done, out_dir)
@@ -159,6 +173,6 @@ def train_vla(
         writer.close()
         model.eval()
     if saved != done:
-        save_train_state(out_dir, model, opt, done)
+        save_train_state(out_dir, model, opt, done, extra())
     save_policy(model, out_dir)
     return losses

@@ -12,16 +12,20 @@ from ._dual import DualAscent
 from ._loss import RETENTION_LOSSES, retention_loss
 from ._projection import agem_project, grad_dot, pcgrad_combine
 from ._retainer import METHODS, Retainer, RetentionConfig
+from ._train import RetainTrainConfig, retain_train, retention_step
 
 __all__ = [
     "METHODS",
     "RETENTION_LOSSES",
     "AnchorSet",
     "DualAscent",
+    "RetainTrainConfig",
     "Retainer",
     "RetentionConfig",
     "agem_project",
     "grad_dot",
     "pcgrad_combine",
+    "retain_train",
     "retention_loss",
+    "retention_step",
 ]
