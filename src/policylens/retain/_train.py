@@ -102,22 +102,27 @@ def retain_train(
         "anchor_batch_size": config.anchor_batch_size,
     }
     fired: list[Tensor] = []
+    l_ret: list[Tensor] = []
     step = retention_step(retainer, anchor_set, config)
 
     def counted(model, batch, optimizer):
         stats = step(model, batch, optimizer)
         fired.append(stats["projected"])
+        l_ret.append(stats["loss_ret"])
         return stats
 
     losses = train_vla(
         model, episodes, train, out, run_settings=settings, overwrite=overwrite, step=counted, state=retainer
     )
+    tracked = retention.method != "plain"  # plain fine-tuning computes no retention loss
     summary = {
         "steps_run": len(losses),
         "final_loss_act": losses[-1] if losses else None,
         "lambda": retainer.dual.lam,
         "lambda_history": retainer.dual.history,
-        "projection_fired": float(torch.stack(fired).float().clamp(max=1).mean()) if fired else None,
+        "projection_fired": float(torch.stack(fired).float().clamp(max=1).mean()) if fired and tracked else None,
+        "final_loss_ret": float(l_ret[-1]) if l_ret and tracked else None,
+        "above_epsilon": float((torch.stack(l_ret) > retention.epsilon).float().mean()) if l_ret and tracked else None,
         "epsilon": retention.epsilon,
         "method": retention.method,
     }

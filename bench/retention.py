@@ -1,0 +1,201 @@
+"""Benchmark retention fine-tuning on the reference VLA: fine-tune ``tiny_vla`` (trained on task A,
+``reach``) on task B, and measure what each method keeps of task A.
+
+Rows, one run per seed: plain fine-tuning; experience replay with 2% of task-A data; a
+fixed-weight retention loss; PCGrad on {L_act, λ·L_ret}; CRaFT (A-GEM projection + dual ascent),
+with and without that replay. For each: task-B and task-A success (closed-loop rollouts, 95%
+Wilson intervals), negative backward transfer (task-A success before − after), the final L_ret
+against ε and the fraction of steps above it, bridge-feature drift over the whole cache, and the
+step time as a ratio to plain fine-tuning's from the same run.
+
+    python bench/retention.py                         # the full run: long on 2 CPU cores
+    python bench/retention.py --steps 150 --eval-episodes 20
+    python bench/retention.py --smoke                 # a minute: a check, not a figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from policylens.anchors import build_cache
+from policylens.data.sim import ChunkedPolicy, evaluate_policy, generate_episodes, make_training_episodes
+from policylens.models import load_model
+from policylens.retain import AnchorSet, RetainTrainConfig, RetentionConfig, retain_train, retention_loss
+
+ROWS = [  # name, method, replay
+    ("plain", "plain", False),
+    ("replay 2%", "plain", True),
+    ("fixed weight", "fixed", False),
+    ("PCGrad", "pcgrad", False),
+    ("CRaFT", "craft", False),
+    ("CRaFT + replay 2%", "craft", True),
+]
+
+
+def episodes(task: str, n: int, seed: int, cfg) -> list[dict]:
+    raw = make_training_episodes(
+        task, n, seed=seed, render=True, image_size=cfg.image_size, cameras=cfg.cameras, progress=False
+    )
+    return [
+        {"images": e["images"], "state": e["proprio"], "action": e["action"], "instruction": e["instruction"]}
+        for e in raw
+    ]
+
+
+def success(model, task: str, n: int, seed: int, max_steps: int | None) -> dict:
+    torch.manual_seed(seed)
+    agent = ChunkedPolicy(model.eval(), k=max(1, model.config.chunk_size // 2))
+    cfg = model.config
+    r = evaluate_policy(
+        agent, task, n, seed, image_size=cfg.image_size, cameras=cfg.cameras, max_steps=max_steps, progress=False
+    )
+    lo, hi = r.interval
+    return {"rate": r.success_rate, "n": r.n, "low": lo, "high": hi}
+
+
+@torch.no_grad()
+def drift(model, cache: Path, batch: int = 16) -> float:
+    """Mean L_ret (MSE) of ``model``'s bridge features against the whole cache."""
+    anchors = AnchorSet(cache, model.eval())
+    total, n = 0.0, 0
+    for start in range(0, len(anchors), batch):
+        rows = list(range(start, min(start + batch, len(anchors))))
+        b = anchors.batch(rows)
+        inputs = {k: v for k, v in b.items() if k not in ("target_features", "sample_index")}
+        feats = anchors.student(inputs, indices=b["sample_index"])["target_features"]
+        total += float(retention_loss(feats, b["target_features"])) * len(rows)
+        n += len(rows)
+    return total / n
+
+
+def run_seed(args, seed: int, work: Path) -> list[dict]:
+    teacher = load_model("tiny_vla")
+    cfg = teacher.config
+    cache = work / f"cache{seed}"
+    if args.smoke:
+        dataset = "synthetic:8"
+    else:
+        generate_episodes(
+            "reach",
+            args.anchor_episodes,
+            work / f"reach{seed}",
+            seed=seed,
+            fmt="droid",
+            image_size=cfg.image_size,
+            progress=False,
+        )
+        dataset = f"droid:{work / f'reach{seed}'}"
+    build_cache("tiny_vla", dataset, str(cache), kind="bridge", batch_size=16, progress=False)
+    task_b = episodes(args.task_b, args.episodes_b, seed, cfg)
+    replay_n = max(1, round(0.02 * args.teacher_episodes))
+    replay = episodes("reach", replay_n, seed + 7919, cfg)
+    before = {
+        "A": success(load_model("tiny_vla"), "reach", args.eval_episodes, seed, args.max_steps),
+        "B": success(load_model("tiny_vla"), args.task_b, args.eval_episodes, seed, args.max_steps),
+    }
+    rows = []
+    for name, method, with_replay in ROWS:
+        train = RetainTrainConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            anchor_batch_size=args.batch_size,
+            lr=args.lr,
+            seed=seed,
+            save_every=max(args.steps, 1),
+            warmup=min(20, args.steps),
+        )
+        lam = args.lam if method in ("fixed", "pcgrad") else 0.0
+        retention = RetentionConfig(epsilon=args.epsilon, method=method, lam=lam, lam_lr=args.lam_lr)
+        out = work / f"seed{seed}" / name.replace(" ", "_").replace("%", "pct").replace("+", "and")
+        t0 = time.perf_counter()
+        summary = retain_train("tiny_vla", cache, task_b + (replay if with_replay else []), out, train, retention)
+        seconds = time.perf_counter() - t0
+        tuned = load_model(str(out))
+        rows.append(
+            {
+                "row": name,
+                "seed": seed,
+                "step_s": seconds / args.steps,
+                "B": success(tuned, args.task_b, args.eval_episodes, seed, args.max_steps),
+                "A": success(load_model(str(out)), "reach", args.eval_episodes, seed, args.max_steps),
+                "A_before": before["A"],
+                "B_before": before["B"],
+                "drift": drift(tuned, cache),
+                "final_loss_ret": summary["final_loss_ret"],
+                "above_epsilon": summary["above_epsilon"],
+                "lambda": summary["lambda"],
+                "projection_fired": summary["projection_fired"],
+            }
+        )
+        print(f"seed {seed} {name}: {json.dumps(rows[-1])}", flush=True)
+    plain = rows[0]["step_s"]
+    for r in rows:
+        r["step_ratio"] = r["step_s"] / plain
+        r["nbt"] = r["A_before"]["rate"] - r["A"]["rate"]
+    return rows
+
+
+def fmt(value, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def pct(s: dict) -> str:
+    return f"{s['rate']:.0%} [{s['low']:.0%}, {s['high']:.0%}]"
+
+
+def table(rows: list[dict], epsilon: float) -> str:
+    lines = [
+        f"| row | seed | task B success | task A success | NBT (A before − after) | final L_ret (ε={epsilon:g}) "
+        "| steps above ε | drift | λ | projection fired | step time × plain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['row']} | {r['seed']} | {pct(r['B'])} | {pct(r['A'])} | {r['nbt']:+.0%} | "
+            f"{fmt(r['final_loss_ret'], '.3g')} | {fmt(r['above_epsilon'], '.0%')} | {r['drift']:.3g} | "
+            f"{r['lambda']:.3g} | {fmt(r['projection_fired'], '.0%')} | {r['step_ratio']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script runs")
+    ap.add_argument("--out", help="folder for results.json, retention.md and the runs (default: a temp dir)")
+    ap.add_argument("--task-b", default="put_in_tray")
+    ap.add_argument("--episodes-b", type=int, default=40, help="expert episodes of task B")
+    ap.add_argument("--anchor-episodes", type=int, default=20, help="task-A episodes the bridge cache covers")
+    ap.add_argument("--teacher-episodes", type=int, default=200, help="the teacher's task-A training set (for 2%)")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--epsilon", type=float, default=0.02)
+    ap.add_argument("--lam", type=float, default=1.0, help="the fixed weight (fixed weight, PCGrad)")
+    ap.add_argument("--lam-lr", type=float, default=20.0)
+    ap.add_argument("--eval-episodes", type=int, default=50)
+    ap.add_argument("--max-steps", type=int, default=None, help="cap on rollout steps (default: the task's)")
+    ap.add_argument("--seeds", type=int, default=1)
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.episodes_b, args.steps, args.batch_size, args.eval_episodes, args.max_steps = 1, 2, 2, 1, 4
+        args.teacher_episodes = 50
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out = Path(args.out or tempfile.mkdtemp(prefix="policylens-bench-retention-"))
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [r for seed in range(args.seeds) for r in run_seed(args, seed, out)]
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
+    text = table(rows, args.epsilon)
+    (out / "retention.md").write_text(text + "\n")
+    print(text)
+    print(f"results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
