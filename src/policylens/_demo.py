@@ -30,6 +30,7 @@ class DemoResult:
     out: Path | None = None
     cache: dict | None = None
     bac: dict | None = None
+    retain: dict | None = None
 
 
 def _fmt(values) -> str:
@@ -114,11 +115,12 @@ def run_demo(
         )
     result = DemoResult(rows=rows, actions=actions, span_counts=counts)
     if jobs:
-        from ._demo_jobs import demo_bac, demo_cache
+        from ._demo_jobs import demo_bac, demo_cache, demo_retain
 
         result.out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="policylens-demo-"))
         result.out.mkdir(parents=True, exist_ok=True)
         result.cache = demo_cache(policy, result.out, episodes=2, seed=seed, console=console)
+        result.retain = demo_retain(policy, result.out, steps=3, seed=seed, console=console)
         result.bac = demo_bac(result.out, seed=seed, calls=5, console=console)
-        console.print(f"outputs: {result.out} (episodes/, anchors/, bac.json)")
+        console.print(f"outputs: {result.out} (episodes/, anchors/, bridge/, retain.json, bac.json)")
     return result

@@ -1,15 +1,17 @@
-"""The demo's job steps after the taps: an anchor cache over simulated DROID episodes, and a
-BAC speed-up on the reference diffusion policy. Each writes under the demo's output folder."""
+"""The demo's job steps after the taps: an anchor cache over simulated DROID episodes, a few
+retention fine-tuning steps against a bridge cache of them, and a BAC speed-up on the reference
+diffusion policy. Each writes under the demo's output folder."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 
-__all__ = ["demo_bac", "demo_cache"]
+__all__ = ["demo_bac", "demo_cache", "demo_retain"]
 
 
 def demo_cache(policy: str, out: Path, episodes: int, seed: int, console: Console) -> dict:
@@ -28,6 +30,52 @@ def demo_cache(policy: str, out: Path, episodes: int, seed: int, console: Consol
         f"{manifest['meta']['taps']} -> {out / 'anchors'} (verify: {'OK' if report.ok else report.problems})"
     )
     return manifest
+
+
+def demo_retain(policy: str, out: Path, steps: int, seed: int, console: Console) -> dict:
+    """Cache the policy's CRaFT bridge features over the first demo episode, then run ``steps``
+    CRaFT steps (two backward passes, A-GEM projection, dual ascent on λ) fine-tuning it on that
+    episode's own actions; L_ret starts at 0 up to float rounding (other batches than the build's)."""
+    from .anchors import build_cache
+    from .models import load_model
+    from .retain import AnchorSet, Retainer, RetentionConfig
+
+    episode = sorted(p.parent for p in (out / "episodes").rglob("trajectory.h5"))[0]
+    build_cache(policy, f"droid:{episode}", str(out / "bridge"), kind="bridge", batch_size=16, progress=False)
+    model = load_model(policy)
+    anchors = AnchorSet(out / "bridge", model.eval())
+    retainer = Retainer(model, lambda m, b: m(**b), anchors.student, RetentionConfig(epsilon=1e-4, lam_lr=100.0))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    rng = np.random.default_rng(seed)
+    history = []
+    for _ in range(steps):
+        rows = rng.integers(0, len(anchors), 4)
+        task = anchors.batch(rows)
+        task = {k: v for k, v in task.items() if k not in ("target_features", "sample_index")}
+        task["action"] = torch.stack([torch.as_tensor(a) for a in _chunks(anchors, rows, model.config.chunk_size)])
+        stats = retainer.backward(task, anchors.batch(rng.integers(0, len(anchors), 4)))
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        history.append({k: float(v) for k, v in stats.items()})
+    (out / "retain.json").write_text(json.dumps(history, indent=2) + "\n")
+    first, last = history[0], history[-1]
+    console.print(
+        f"retention (CRaFT) on {policy}: {steps} steps, L_ret {first['loss_ret']:.1e} -> {last['loss_ret']:.1e}, "
+        f"λ {first['lam']:.2f} -> {retainer.dual.lam:.2f}, projection fired on "
+        f"{sum(h['projected'] > 0 for h in history)}/{steps} steps"
+    )
+    return {"history": history, "lambda": retainer.dual.lam}
+
+
+def _chunks(anchors, rows, horizon: int) -> list:
+    """The recorded action chunk at each row's step (the episode's own actions)."""
+    source = anchors.source
+    out = []
+    for r in rows:
+        ep, t = source.index[int(anchors.store[[int(r)]]["sample_index"][0])]
+        actions = np.asarray(source.episodes[ep].actions)
+        out.append(actions[np.minimum(np.arange(t, t + horizon), len(actions) - 1)].astype(np.float32))
+    return out
 
 
 @torch.no_grad()
