@@ -1,44 +1,69 @@
 """models: adapters for real architectures, and the project's reference policies.
 
 Importing this package registers adapters for HF PaliGemma, Gemma / Gemma2 / Qwen2 /
-Llama decoders, SigLIP, DINOv2, LeRobot's pi0 / pi0.5 / SmolVLA (by name, lazily) and
-``TinyVLA``.
+Llama decoders, SigLIP, DINOv2, LeRobot's pi0 / pi0.5 / SmolVLA, VLA-Adapter's Prismatic
+(by name, lazily) and ``TinyVLA``. ``TinyVLA`` and its training loop are built on
+transformers' PaliGemma, so they are imported on first use: on a transformers without it
+(VLA-Adapter pins 4.40.1) this package and the taps still work.
 """
 
+import importlib
+import sys
 from pathlib import Path
 
 import torch
 
 from ..tap import get_adapter, list_adapters, register_adapter
-from . import _hf_adapters, _lerobot_adapters  # noqa: F401  (registrations)
+from . import _hf_adapters, _lerobot_adapters, _prismatic_adapter  # noqa: F401  (registrations)
 from ._checkpoint import list_policy_types, load_policy, register_policy_type, save_policy
 from ._lerobot_adapters import lerobot_adapter, lerobot_layout
 from ._lerobot_teacher import LeRobotTeacher, is_lerobot_checkpoint, load_lerobot_teacher
 from ._loading import load_hf_model, load_model
-from ._tiny_vla import TinyVLA
 from ._tiny_vla_config import TinyVLAConfig
 from ._tokenizer import ByteTokenizer
 from ._train_state import TrainingInterrupted, check_run_dir, claim_run_dir, load_train_state, save_train_state
-from ._train_vla import VLATrainConfig, run_settings_of, train_vla, vla_step
 from .diffusion import POLICY_TYPE, DiffusionChunkPredictor, DiffusionPolicyConfig, TinyDiffusionPolicy
+
+_ON_FIRST_USE = {  # name -> module: these need transformers' PaliGemma (>= 4.57.1)
+    "TinyVLA": "._tiny_vla",
+    "VLATrainConfig": "._train_vla",
+    "run_settings_of": "._train_vla",
+    "train_vla": "._train_vla",
+    "vla_step": "._train_vla",
+}
+
+
+def __getattr__(name: str):
+    if name not in _ON_FIRST_USE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_ON_FIRST_USE[name], __name__), name)
+    globals()[name] = value
+    return value
 
 
 def _tiny_vla_config(model: object) -> dict:
-    if not isinstance(model, TinyVLA):
+    tiny_vla = sys.modules.get(f"{__name__}._tiny_vla")  # not imported yet: no TinyVLA exists
+    if tiny_vla is None or not isinstance(model, tiny_vla.TinyVLA):
         raise TypeError(f"not a TinyVLA: {type(model).__name__}")
     return model.config.to_dict()
+
+
+def _build_tiny_vla(config: TinyVLAConfig) -> torch.nn.Module:
+    from ._tiny_vla import TinyVLA
+
+    return TinyVLA(config)
 
 
 TINY_VLA_ASSET = Path(__file__).resolve().parents[1] / "assets" / "tiny_vla_reach"
 
 
-def _default_tiny_vla() -> TinyVLA:
+def _default_tiny_vla() -> torch.nn.Module:
     """The shipped trained reach checkpoint; a seeded random TinyVLA if it is absent."""
     if (TINY_VLA_ASSET / "model.safetensors").is_file():
         return load_policy(TINY_VLA_ASSET)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return TinyVLA(TinyVLAConfig()).eval()
+        return _build_tiny_vla(TinyVLAConfig()).eval()
 
 
 DIFFUSION_ASSET = Path(__file__).resolve().parents[1] / "assets" / "diffusion_reach"
@@ -58,7 +83,7 @@ register_policy_type(
 )
 register_policy_type(
     "tiny_vla",
-    build=lambda cfg: TinyVLA(TinyVLAConfig.from_dict(cfg)),
+    build=lambda cfg: _build_tiny_vla(TinyVLAConfig.from_dict(cfg)),
     config_of=_tiny_vla_config,
     default=_default_tiny_vla,
 )

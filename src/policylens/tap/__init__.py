@@ -8,7 +8,7 @@
 from ._adapter import Adapter, Component, get_adapter, list_adapters, register_adapter, resolve_module
 from ._capture import Capture, TapNotFiredError, TapNotFiredWarning, capture
 from ._grid import ImageTransform, PatchGrid
-from ._hf_attention import attention_with_probs
+from ._hf_attention import AttentionRoutingUnavailable, attention_with_probs
 from ._mha_attention import mha_probs
 from ._names import TapInfo, TapPoint, list_taps, resolve_taps
 from ._pooling import POOLINGS, bridge_features, masked_mean, pool
@@ -18,6 +18,7 @@ from ._spans import Layout, TokenSpans, paligemma_spans, pi0_layout, prismatic_s
 __all__ = [
     "POOLINGS",
     "Adapter",
+    "AttentionRoutingUnavailable",
     "Capture",
     "Component",
     "ImageTransform",

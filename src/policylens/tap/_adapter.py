@@ -3,12 +3,19 @@
 An :class:`Adapter` names *components* (``vision``, ``llm``, ``expert`` ...), each a
 ``ModuleList`` of blocks, plus single *extra* modules (``projector``). Tap names are
 built from it (see ``_names.py``). Adapters are registered per model class, keyed by
-the class's fully qualified name so that optional libraries (LeRobot) are never
-imported just to register them.
+the class's fully qualified name so that optional libraries (LeRobot, VLA-Adapter's
+``prismatic``) are never imported just to register them; a key ``"*.module.Class"``
+matches ``Class`` in any module whose dotted name ends with ``module`` (remote code that
+``trust_remote_code`` loads under a generated package name).
+
+The built-in adapters live in the modules of ``BUILTIN_MODULES``, imported on the first
+lookup, each on its own: a family whose module cannot be imported on this install (an old
+``transformers``) is reported in the "no adapter" error and leaves the others working.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +88,14 @@ class Adapter:
 
 
 _REGISTRY: dict[str, Callable[[nn.Module], Adapter]] = {}
+BUILTIN_MODULES = (
+    "policylens.models._hf_adapters",
+    "policylens.models._lerobot_adapters",
+    "policylens.models._lerobot_teacher",
+    "policylens.models._prismatic_adapter",
+)
+_BUILTIN_ERRORS: dict[str, str] = {}  # module -> why it could not be imported
+_BUILTIN_STATE = {"loaded": False}
 
 
 def _qualname(cls: type) -> str:
@@ -91,14 +106,15 @@ def register_adapter(cls: type | str, factory: Callable[[nn.Module], Adapter] | 
     """Register an adapter for a model class (a class or its fully qualified name).
 
     ``factory`` is an :class:`Adapter` or a callable ``model -> Adapter`` (for adapters
-    whose paths depend on the instance). Subclasses inherit their base's adapter.
+    whose paths depend on the instance). Subclasses inherit their base's adapter. A name
+    ``"*.modeling_x.Model"`` matches ``Model`` from any module ending in ``modeling_x``.
     """
     key = cls if isinstance(cls, str) else _qualname(cls)
     _REGISTRY[key] = factory if callable(factory) and not isinstance(factory, Adapter) else (lambda _m: factory)
 
 
 def list_adapters() -> list[str]:
-    """Fully qualified class names that have an adapter."""
+    """Fully qualified class names that have an adapter (``*.`` names: in any package)."""
     _ensure_builtin()
     return sorted(_REGISTRY)
 
@@ -109,12 +125,13 @@ def get_adapter(model: nn.Module) -> Adapter:
     if isinstance(getattr(model, "policylens_adapter", None), Adapter):
         return model.policylens_adapter
     for cls in type(model).__mro__:
-        key = _qualname(cls)
-        if key in _REGISTRY:
+        key = _match(_qualname(cls))
+        if key is not None:
             return _REGISTRY[key](model)
     supported = "\n  ".join(short for short in sorted(k.rsplit(".", 1)[-1] for k in _REGISTRY))
+    failed = "".join(f"\nNot loaded: {name} ({why})" for name, why in _BUILTIN_ERRORS.items())
     raise TypeError(
-        f"policylens has no adapter for {_qualname(type(model))}. Supported classes:\n  {supported}\n"
+        f"policylens has no adapter for {_qualname(type(model))}. Supported classes:\n  {supported}{failed}\n"
         "Register one with policylens.tap.register_adapter(YourModel, Adapter(name=..., components=("
         "Component(name='llm', layers=('model.layers',)),))) or set `model.policylens_adapter`."
     )
@@ -130,5 +147,20 @@ def resolve_module(root: nn.Module, paths: tuple[str, ...], what: str) -> tuple[
     raise AttributeError(f"{type(root).__name__} has none of the module paths {list(paths)} for {what}")
 
 
+def _match(qualname: str) -> str | None:
+    """The registry key for a class's qualified name: itself, else a ``"*."`` key it ends with."""
+    if qualname in _REGISTRY:
+        return qualname
+    return next((k for k in _REGISTRY if k.startswith("*.") and f".{qualname}".endswith(k[1:])), None)
+
+
 def _ensure_builtin() -> None:
-    import policylens.models  # noqa: F401  (registers the built-in adapters)
+    """Import each module of ``BUILTIN_MODULES`` once (their imports register the adapters)."""
+    if _BUILTIN_STATE["loaded"]:
+        return
+    _BUILTIN_STATE["loaded"] = True
+    for name in BUILTIN_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            _BUILTIN_ERRORS[name] = f"{type(exc).__name__}: {exc}"

@@ -15,6 +15,11 @@ that function directly, handing it a layer's attention module. While a capture i
 So a layer is captured whichever path runs, including a model that switches from SDPA to
 eager after the hooks were attached. Nothing in the model or its config changes; the
 originals are restored when the last route is removed.
+
+Older transformers (VLA-Adapter pins 4.40.1) pick the attention class at construction and
+have no ``AttentionInterface`` to route: there :func:`route_probs` refuses with
+:class:`AttentionRoutingUnavailable`, which names the version needed and says that the
+hidden-state taps work.
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["attention_with_probs", "route_probs", "routes_eager", "unroute_probs"]
+__all__ = ["AttentionRoutingUnavailable", "attention_with_probs", "route_probs", "routes_eager", "unroute_probs"]
+
+NEEDS = "transformers>=4.57.1"  # policylens' supported range; AttentionInterface is what is routed
+
+
+class AttentionRoutingUnavailable(ImportError):
+    """This transformers has no ``AttentionInterface``, so attention probabilities cannot be routed."""
+
 
 _LOCK = threading.Lock()
 _SINKS: dict[int, Callable[[Tensor], None]] = {}
@@ -104,22 +116,50 @@ def _wrap_eager(original: Callable) -> Callable:
     return routed_eager_attention_forward
 
 
-def routes_eager(module: nn.Module) -> bool:
-    """Whether ``module``'s modeling file has an ``eager_attention_forward`` to route."""
+def _attention_interface(module: nn.Module | None = None) -> type:
+    """transformers' ``AttentionInterface``, or :class:`AttentionRoutingUnavailable` saying what works instead."""
+    try:
+        from transformers.modeling_utils import AttentionInterface
+    except ImportError as exc:
+        import transformers
+
+        what = f" of {type(module).__name__}" if module is not None else ""
+        raise AttentionRoutingUnavailable(
+            f"attention probabilities (attn.probs taps){what} need {NEEDS}: policylens routes them through "
+            f"transformers' AttentionInterface, which transformers {transformers.__version__} does not have. "
+            "Hidden-state taps (*.in, *.out, *.attn.out, *.mlp.out, *.norm.out) and capture of them work on this "
+            f"version; for attention maps drop the attn.probs taps here and run the model on {NEEDS}."
+        ) from exc
+    return AttentionInterface
+
+
+def _has_eager_function(module: nn.Module) -> bool:
     return callable(getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None))
+
+
+def routes_eager(module: nn.Module) -> bool:
+    """Whether ``module``'s probabilities go through :func:`route_probs` rather than its output:
+    its modeling file has an ``eager_attention_forward`` to route, or this transformers has no
+    ``AttentionInterface`` (old releases; :func:`route_probs` then raises the explanation)."""
+    if _has_eager_function(module):
+        return True
+    try:
+        _attention_interface()
+    except AttentionRoutingUnavailable:
+        return True
+    return False
 
 
 def route_probs(module: nn.Module, sink: Callable[[Tensor], None]) -> None:
     """Send ``module``'s attention probabilities to ``sink`` on every call until unrouted."""
-    from transformers.modeling_utils import AttentionInterface
-
+    AttentionInterface = _attention_interface(module)
     with _LOCK:
         if _STATE["depth"] == 0:
             _STATE["original"] = AttentionInterface._global_mapping["sdpa"]
             AttentionInterface._global_mapping["sdpa"] = _routing_sdpa
         _STATE["depth"] += 1
         _SINKS[id(module)] = sink
-        if routes_eager(module):
+        if _has_eager_function(module):
             name = type(module).__module__
             original, routes = _EAGER.get(name, (sys.modules[name].eager_attention_forward, 0))
             if routes == 0:
@@ -129,8 +169,7 @@ def route_probs(module: nn.Module, sink: Callable[[Tensor], None]) -> None:
 
 def unroute_probs(module: nn.Module) -> None:
     """Undo :func:`route_probs`; the last one restores the original SDPA entry and eager functions."""
-    from transformers.modeling_utils import AttentionInterface
-
+    AttentionInterface = _attention_interface(module)
     with _LOCK:
         _SINKS.pop(id(module), None)
         name = type(module).__module__

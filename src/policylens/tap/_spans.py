@@ -155,15 +155,32 @@ def _rank_from_end(valid: Tensor) -> Tensor:
     return valid.flip(1).long().cumsum(1).flip(1) - valid.long()
 
 
+_PRISMATIC_STOP_ID = 2  # Llama's </s>: what OpenVLA appends as STOP, and VLA-Adapter's STOP_INDEX (with Qwen too)
+
+
 def prismatic_spans(
     input_ids: Tensor,  # (B, L) text ids, before patch insertion
     attention_mask: Tensor | None,
     n_patches: int,
     n_action_tokens: int,
-    has_stop: bool = True,
+    has_stop: bool | None = None,
+    stop_id: int | None = _PRISMATIC_STOP_ID,
 ) -> TokenSpans:
     """Spans of the Prismatic / OpenVLA / VLA-Adapter sequence ``[BOS, patches, prompt,
-    action queries, STOP]``: patches are inserted after position 0, as Prismatic does."""
+    action queries, STOP]``: patches are inserted after position 0, as Prismatic does.
+
+    Inference appends STOP, VLA-Adapter's training batches do not; ``has_stop=None`` (the
+    default) tells them apart per sample: the last valid token is STOP iff it equals
+    ``stop_id`` (``tokenizer.eos_token_id`` for OpenVLA; VLA-Adapter's ``STOP_INDEX``, 2).
+    ``True`` / ``False`` force one layout on every sample. The action span is the
+    ``n_action_tokens`` valid tokens before STOP, or the last ones when there is none."""
+    if has_stop not in (None, True, False):
+        raise ValueError(f"prismatic_spans: has_stop={has_stop!r} is not None (detect), True or False")
+    if has_stop is None and stop_id is None:
+        raise ValueError(
+            "prismatic_spans: has_stop=None detects STOP from the ids and needs stop_id (the id Prismatic appends "
+            "as STOP: tokenizer.eos_token_id, VLA-Adapter's STOP_INDEX); give it, or has_stop=True / False."
+        )
     valid_text = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     if not valid_text[:, 0].all():
         raise ValueError(
@@ -178,9 +195,15 @@ def prismatic_spans(
     bos = torch.zeros_like(valid)
     bos[:, 0] = True
     rank = _rank_from_end(valid)
-    stop = valid & (rank == 0) if has_stop else torch.zeros_like(valid)
-    first = 1 if has_stop else 0
-    action = valid & (rank >= first) & (rank < first + n_action_tokens) & ~image
+    last = valid & (rank == 0) & ~image & ~bos  # (B, L + P): the last valid text token
+    if has_stop is None:
+        no_id = input_ids.new_full((b, n_patches), -1)
+        ids = torch.cat([input_ids[:, :1], no_id, input_ids[:, 1:]], 1)  # (B, L + P)
+        stop = last & (ids == stop_id)
+    else:
+        stop = last if has_stop else torch.zeros_like(valid)
+    first = stop.any(1, keepdim=True).long()  # (B, 1): 1 where the sample ends with STOP
+    action = valid & (rank >= first) & (rank < first + n_action_tokens) & ~image & ~bos
     text = valid & ~image & ~action & ~stop & ~bos
     masks = {"bos": bos, "image[cam0]": image, "text": text, "action": action, "stop": stop, "valid": valid}
     return TokenSpans(masks, ("cam0",))
