@@ -101,3 +101,27 @@ def test_other_settings_are_refused_and_steps_may_grow(tmp_path):
     assert json.loads((tmp_path / "train_state.json").read_text())["step"] == 4
     train_diffusion_policy(episodes(), CFG, steps=1, out_dir=tmp_path, overwrite=True, **{**KW, "lr": 2e-3})
     assert json.loads((tmp_path / "train_state.json").read_text())["step"] == 1
+
+
+def test_extra_state_is_saved_and_restored_on_resume(tmp_path):
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def state_dict(self):
+            return {"n": self.n}
+
+        def load_state_dict(self, state):
+            self.n = state["n"]
+
+    first = Counter()
+
+    def counting(policy, batch, optimizer):
+        first.n += 1
+        return diffusion_step(policy, batch, optimizer)
+
+    train_diffusion_policy(episodes(), CFG, steps=3, out_dir=tmp_path, step=counting, extra_state=first, **KW)
+    assert json.loads((tmp_path / "train_state.json").read_text())["extra"] == {"n": 3}
+    second = Counter()
+    train_diffusion_policy(episodes(), CFG, steps=4, out_dir=tmp_path, extra_state=second, **KW)
+    assert second.n == 3  # restored before training on

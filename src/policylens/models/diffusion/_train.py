@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._train_state import TrainingInterrupted, claim_run_dir, load_train_state, save_train_state, stop_on_signal
+from .._train_state import (
+    TrainingInterrupted,
+    claim_run_dir,
+    load_train_extra,
+    load_train_state,
+    save_train_state,
+    stop_on_signal,
+)
 from ._config import DiffusionPolicyConfig
 from ._policy import TinyDiffusionPolicy
 
@@ -75,6 +82,10 @@ class _EMA:
             e.copy_(b)
 
 
+def _extra(extra_state: object | None) -> dict | None:
+    return None if extra_state is None else extra_state.state_dict()
+
+
 def diffusion_step(
     policy: TinyDiffusionPolicy, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer
 ) -> dict[str, torch.Tensor]:
@@ -107,6 +118,7 @@ def train_diffusion_policy(
     run_settings: Mapping | None = None,
     overwrite: bool = False,
     step: StepFn | None = None,
+    extra_state: object | None = None,
 ) -> TinyDiffusionPolicy:
     """Train a policy on ``episodes`` (dicts of ``"obs"`` (T, obs_dim), ``"action"`` (T, action_dim)).
 
@@ -115,7 +127,9 @@ def train_diffusion_policy(
     episode counts, ``run_settings``; another run is refused unless ``overwrite``), the weights, EMA
     and optimiser state are saved every ``save_every`` steps, at the end and on SIGINT / SIGTERM
     (which then raise ``TrainingInterrupted``), and a rerun continues from the saved step.
-    ``step`` replaces :func:`diffusion_step` (one optimisation step on a batch).
+    ``step`` replaces :func:`diffusion_step` (one optimisation step on a batch); ``extra_state``, an
+    object with JSON-ready ``state_dict`` / ``load_state_dict`` (e.g. a retention step's λ), is saved
+    and restored with the training state.
     """
     if steps < 1 or batch_size < 1 or save_every < 1:
         raise ValueError(f"steps={steps}, batch_size={batch_size}, save_every={save_every}: expected all >= 1.")
@@ -143,6 +157,8 @@ def train_diffusion_policy(
         claim_run_dir(out_dir, settings, overwrite)
         start = load_train_state(out_dir, state, opt)
         ema.step = start
+        if start and extra_state is not None:
+            extra_state.load_state_dict(load_train_extra(out_dir))
 
     def lr_lambda(i: int) -> float:
         if i < warmup_steps:
@@ -177,7 +193,7 @@ def train_diffusion_policy(
                             writer.add_scalar(f"train/{name}", float(value), i)
                         writer.add_scalar("train/lr", sched.get_last_lr()[0], i)
                 if out_dir is not None and (done % save_every == 0 or stop.signum is not None):
-                    save_train_state(out_dir, state, opt, done)
+                    save_train_state(out_dir, state, opt, done, _extra(extra_state))
                     saved = done
                 if stop.signum is not None:
                     raise TrainingInterrupted(stop.signum, done, out_dir)
@@ -185,5 +201,5 @@ def train_diffusion_policy(
         if writer is not None:
             writer.close()
     if out_dir is not None and saved != done:
-        save_train_state(out_dir, state, opt, done)
+        save_train_state(out_dir, state, opt, done, _extra(extra_state))
     return ema.model.eval()
