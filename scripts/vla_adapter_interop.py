@@ -30,7 +30,13 @@ model then needs one shim (``_buildable``). Checks:
    inference batch (STOP) as VLA-Adapter's own action masks do;
 5. VLA-Adapter's features sit one position left of those spans: ``finetune.py`` takes ``hidden[:, :num_patches]``
    (task) and the positions before the query slots (action); ``predict_action`` slices the same; the positions
-   and the values of ``predict_action``'s ``actions_hidden_states`` are checked.
+   and the values of ``predict_action``'s ``actions_hidden_states`` are checked;
+6. the retention step (``policylens.retain.Retainer``, CRaFT) runs on the model: a student and a teacher copy with
+   the same weights; the student's features are ``llm.layers.{mid}.out`` mean-pooled over the task positions and
+   ``llm.layers.-1.out`` over the action positions (VLA-Adapter's: image and action spans shifted one left), taken
+   with ``capture(..., keep_graph=True)``; L_ret is exactly 0 at step 0, ``Retainer.backward`` leaves finite
+   gradients in every LLM parameter, a few AdamW steps on the action-token loss raise L_ret and λ (ε = 0), and on a
+   conflicting step the combined gradient equals A-GEM computed by hand on two ``torch.autograd.grad`` passes.
 """
 
 from __future__ import annotations
@@ -47,11 +53,14 @@ from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer
 
+from policylens.anchors import shift_left
 from policylens.models import get_adapter
-from policylens.tap import capture, list_taps, prismatic_spans
+from policylens.retain import Retainer, RetentionConfig, retention_loss
+from policylens.tap import capture, list_taps, masked_mean, prismatic_spans
 
 ROWS: list[dict] = []
 LLMS = {  # VLA-Adapter backbone id, tiny text config
@@ -288,6 +297,8 @@ def check_model(mp: types.ModuleType, c: types.ModuleType, tu: types.ModuleType,
             f"stop {ranges(forced.positions('stop', 0).tolist())} (sample 0)",
         )
 
+    check_retention(mp, c, llm)
+
 
 def check_attention(mp: types.ModuleType, model: torch.nn.Module, batch: dict, llm: str) -> None:
     """SDPA vs an eager twin (the attention class is chosen at construction on 4.40.1, so it is built so)."""
@@ -316,6 +327,150 @@ def check_attention(mp: types.ModuleType, model: torch.nn.Module, batch: dict, l
         worst = max((maps[0][n].double() - maps[1][n].double()).abs().max().item() for n in probs)
         impls = [m.language_model.config._attn_implementation for m in (model, eager)]
         r.update(ok=worst < 1e-6 and impls == ["sdpa", "eager"], value=f"{len(probs)} taps, max abs diff {worst:.1e}")
+
+
+def student_features(model: torch.nn.Module, c: types.ModuleType, mid: int):
+    """The student's features, ``run(inputs, indices=None) -> {"target_features": (B, 2D)}`` in float32 with the
+    graph kept: ``llm.layers.{mid}.out`` mean-pooled over the task positions and ``llm.layers.-1.out`` over the
+    action positions, VLA-Adapter's (``prismatic_spans`` with STOP detected, image and action spans each
+    ``shift_left``). The forward stops once both taps fired (no final norm, no 151936-wide logits)."""
+    taps = [f"llm.layers.{mid}.out", "llm.layers.-1.out"]
+    n_patches = model.vision_backbone.get_num_patches() * model.vision_backbone.get_num_images_in_input()
+
+    def run(inputs: dict, indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        spans = prismatic_spans(inputs["input_ids"], inputs["attention_mask"], n_patches, c.NUM_TOKENS)
+        task, action = shift_left(spans["image"]), shift_left(spans["action"])  # (B, T) each
+        with capture(model, taps, keep_graph=True, stop_early=True) as cap:
+            model(**inputs)
+        feats = [masked_mean(cap[taps[0]].float(), task), masked_mean(cap[taps[1]].float(), action)]  # (B, D) each
+        return {"target_features": torch.cat(feats, -1)}  # (B, 2D)
+
+    return run
+
+
+def action_token_loss(c: types.ModuleType):
+    """The task loss: next-token cross-entropy on the labelled tokens (last prompt token, actions) over the
+    multimodal sequence, the loss OpenVLA's Prismatic computes. VLA-Adapter's forward hands the LLM ``labels=None``
+    (its action head trains on the hidden states) and returns neither ``loss`` nor ``logits``, so the logits are the
+    LM head applied to the final (normed) hidden states."""
+
+    def loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        out = model(**batch, output_hidden_states=True, output_projector_features=True)
+        labels = model._build_multimodal_labels(batch["labels"], out.projector_features)  # (B, T)
+        logits = model.language_model.lm_head(out.hidden_states[-1][:, :-1]).float()  # (B, T - 1, V)
+        return F.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=c.IGNORE_INDEX)
+
+    return loss
+
+
+def agem_reference(retainer: Retainer, task: dict, anchor: dict, lam: float) -> tuple[list, float]:
+    """The combined gradient from two ``torch.autograd.grad`` passes, A-GEM done by hand in float64 on the
+    flattened gradients (missing ones count as zero); also cos(g_act, g_ret)."""
+    params, model = retainer.params, retainer.model
+    g_act = torch.autograd.grad(retainer.task_loss(model, task), params, allow_unused=True)
+    inputs = {k: v for k, v in anchor.items() if k != "target_features"}
+    feats = retainer.student(inputs)["target_features"]
+    g_ret = torch.autograd.grad(retention_loss(feats, anchor["target_features"]), params, allow_unused=True)
+
+    def flat(grads) -> torch.Tensor:  # (N,) float64
+        pairs = zip(params, grads, strict=True)
+        return torch.cat([(torch.zeros_like(p) if g is None else g).double().flatten() for p, g in pairs])
+
+    a, r = flat(g_act), flat(g_ret)
+    dot = float(a @ r)
+    coef = dot / (float(r @ r) + retainer.config.delta) if dot < 0 else 0.0
+    want = []
+    for p, ga, gr in zip(params, g_act, g_ret, strict=True):
+        if ga is None and gr is None:
+            want.append(None)
+            continue
+        ga = torch.zeros_like(p, dtype=torch.float64) if ga is None else ga.double()
+        gr = torch.zeros_like(p, dtype=torch.float64) if gr is None else gr.double()
+        want.append(ga - coef * gr + lam * gr)
+    return want, dot / float(a.norm() * r.norm())
+
+
+def check_retention(mp: types.ModuleType, c: types.ModuleType, llm: str, steps: int = 3, sgd_lr: float = 1e-6) -> None:
+    """The CRaFT retention step on the real model: a student and a frozen teacher copy, teacher features cached
+    under no_grad, ``Retainer.backward`` (two backward passes) then AdamW."""
+    student = build(mp, llm, "sdpa").train()
+    teacher = build(mp, llm, "sdpa")
+    teacher.load_state_dict(student.state_dict())
+    teacher.requires_grad_(False)
+    mid = len(student.language_model.model.layers) // 2
+    anchor, task = training_batch(c, seed=0), training_batch(c, seed=1)
+    with torch.no_grad():
+        anchor["target_features"] = student_features(teacher, c, mid)(anchor)["target_features"].float()  # (B, 2D)
+    config = RetentionConfig(method="craft", epsilon=0.0, lam=0.0, lam_lr=1.0)
+    retainer = Retainer(student, action_token_loss(c), student_features(student, c, mid), config)
+    llm_params = list(student.language_model.parameters())
+    stats = {}
+
+    with row(llm, "retention: keep_graph student features == teacher copy's; L_ret == 0 at step 0") as r:
+        inputs = {k: v for k, v in anchor.items() if k != "target_features"}
+        feats = retainer.student(inputs)["target_features"]
+        l_ret = retainer.retention(anchor)
+        d = student.language_model.config.hidden_size
+        ok = float(l_ret) == 0.0 and feats.requires_grad and tuple(feats.shape) == (2, 2 * d)
+        value = f"features {tuple(feats.shape)} from llm.layers.{mid}.out (task) + llm.layers.-1.out (action), "
+        r.update(ok=ok, value=value + f"grad {feats.requires_grad}, L_ret {float(l_ret):.1e}")
+
+    with row(llm, "Retainer.backward (craft, ε=0): finite .grad in every LLM parameter") as r:
+        stats = retainer.backward(task, anchor)
+        grads = [p.grad for p in llm_params]
+        finite = sum(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+        ok = finite == len(llm_params) and bool(torch.isfinite(stats["loss_act"])) and float(stats["loss_ret"]) == 0
+        r.update(
+            ok=ok,
+            value=f"{finite}/{len(llm_params)} LLM parameters, L_act {float(stats['loss_act']):.3f}, "
+            f"L_ret {float(stats['loss_ret']):.1e}, λ {float(stats['lam']):.1e}",
+        )
+
+    with row(llm, f"{steps} AdamW steps (lr 1e-3): L_ret > 0 and λ moved (craft, ε=0)") as r:
+        optimizer = torch.optim.AdamW(retainer.params, lr=1e-3)
+        history = [float(stats["loss_ret"])]
+        for k in range(steps):
+            if k:
+                stats = retainer.backward(task, anchor)
+                history.append(float(stats["loss_ret"]))
+            torch.nn.utils.clip_grad_norm_(retainer.params, 1.0)
+            optimizer.step()
+        with torch.no_grad():
+            after = float(retainer.retention(anchor))
+        ok = after > 0 and retainer.dual.lam > 0 and all(h > 0 for h in history[1:])
+        shown = ", ".join(f"{h:.1e}" for h in [*history, after])
+        r.update(ok=ok, value=f"L_ret {shown}; λ 0 → {retainer.dual.lam:.1e}")
+
+    with row(llm, "conflicting step: Retainer's .grad == A-GEM on separate autograd.grad passes (rtol 1e-5)") as r:
+        # the student back at the teacher, then one plain SGD step on the task alone: θ1 - θ0 = -η g_act, so
+        # g_ret(θ1) ≈ -η JᵀJ g_act (Gauss-Newton, exact at L_ret = 0) and the two conflict to first order; η is
+        # small (|g_act| ~ 30 at init: at η = 1e-4 the step already leaves the linear regime and cos turns ~0)
+        student.load_state_dict(teacher.state_dict())
+        params = [p for p in student.parameters() if p.requires_grad]
+        g_act = torch.autograd.grad(retainer.task_loss(student, task), params, allow_unused=True)
+        with torch.no_grad():
+            for p, g in zip(params, g_act, strict=True):
+                if g is not None:
+                    p.sub_(sgd_lr * g)
+        lam = 0.5
+        config = RetentionConfig(method="craft", epsilon=0.0, lam=lam)
+        retainer = Retainer(student, action_token_loss(c), student_features(student, c, mid), config)
+        want, cos = agem_reference(retainer, task, anchor, lam)
+        stats = retainer.backward(task, anchor)
+        worst = scale = 0.0
+        for p, w in zip(retainer.params, want, strict=True):
+            if (p.grad is None) != (w is None):
+                raise AssertionError(f"gradient present in one of the two only (shape {tuple(p.shape)})")
+            if w is not None:
+                worst = max(worst, (p.grad.double() - w).abs().max().item())
+                scale = max(scale, w.abs().max().item())
+        ok = float(stats["projected"]) == 1.0 and cos < 0 and worst <= 1e-5 * scale
+        r.update(
+            ok=ok,
+            value=f"after one SGD step (lr {sgd_lr:g}): L_ret {float(stats['loss_ret']):.1e}, cos(g_act, g_ret) "
+            f"{cos:.2f} (projected {int(stats['projected'])}), λ {lam}, "
+            f"max abs diff {worst:.1e} (largest gradient entry {scale:.1e})",
+        )
 
 
 def table() -> str:
