@@ -7,6 +7,14 @@ keeping the aspect ratio inside padding bars) and an optional horizontal flip
 (:class:`ImageTransform`, recorded per sample). :meth:`ImageTransform.grid_to_frame` carries a
 per-patch map back onto the original frame; what falls on padding bars is reported by
 :meth:`ImageTransform.padding_mass`, never drawn.
+
+Exact point mapping (:meth:`ImageTransform.frame_to_input` / :meth:`ImageTransform.input_to_frame`)
+uses the OpenCV pixel convention of ``data.sim`` and ``data.pointcloud``: pixel ``(u, v)`` =
+(column, row) has its centre at integer coordinates, so the image spans ``[-0.5, W - 0.5)``.
+Resizing follows ``align_corners=False`` (PIL, ``F.interpolate``): edge coordinates ``u + 0.5``
+scale by ``content / crop``. A negative ``pad`` entry crops that many input pixels off the resized
+content (resize, then centre-crop: VGGT's ``crop`` mode, DUSt3R / CroCo); :meth:`ImageTransform.place`
+builds either from the resized size and where its top-left corner lands.
 """
 
 from __future__ import annotations
@@ -48,7 +56,8 @@ class ImageTransform:
 
     ``crop``: ``(top, left, height, width)`` taken from the frame first (None: the whole
     frame). ``pad``: ``(top, left, bottom, right)`` bars in input pixels around the resized
-    content (resize-with-pad); ``hflip``: the input was mirrored left-right.
+    content (resize-with-pad); negative entries cut resized content off instead (resize, then
+    crop). ``hflip``: the input was mirrored left-right.
     """
 
     frame_size: tuple[int, int]
@@ -83,6 +92,75 @@ class ImageTransform:
             pad = (pad_h // 2, pad_w // 2, pad_h - pad_h // 2, pad_w - pad_w // 2)
         return cls(tuple(frame_size), (h, w), pad=pad, **kw)
 
+    @classmethod
+    def place(
+        cls, frame_size: tuple[int, int], resized: tuple[int, int], input_size: tuple[int, int], offset=(0, 0), **kw
+    ) -> ImageTransform:
+        """The (cropped) frame resized to ``resized`` (h, w), its top-left corner put at
+        ``offset`` (top, left) of an ``input_size`` canvas: positive offsets and a larger canvas
+        leave padding bars, negative offsets and a smaller canvas crop the resized image."""
+        (rh, rw), (h, w), (top, left) = resized, input_size, offset
+        return cls(tuple(frame_size), (h, w), pad=(top, left, h - top - rh, w - left - rw), **kw)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(sy, sx): input pixels per frame pixel along each axis (unequal = aspect squashed)."""
+        _, _, h, w = self._content()
+        frame_h, frame_w = self.frame_size
+        _, _, ch, cw = self.crop or (0, 0, frame_h, frame_w)
+        return h / ch, w / cw
+
+    def frame_to_input(self, uv: Tensor) -> Tensor:
+        """``(N, 2)`` frame pixel coordinates (u, v) -> the same points in input pixels (exact)."""
+        sy, sx = self.scale
+        top, left, *_ = self.pad
+        ct, cl, *_ = self.crop or (0, 0)
+        uv = uv.double()
+        x = (uv[:, 0] - cl + 0.5) * sx + left - 0.5
+        y = (uv[:, 1] - ct + 0.5) * sy + top - 0.5
+        if self.hflip:
+            x = self.input_size[1] - 1 - x
+        return torch.stack([x, y], dim=1)
+
+    def input_to_frame(self, xy: Tensor) -> Tensor:
+        """Inverse of :meth:`frame_to_input`: ``(N, 2)`` input pixel coordinates -> frame (u, v)."""
+        sy, sx = self.scale
+        top, left, *_ = self.pad
+        ct, cl, *_ = self.crop or (0, 0)
+        x, y = xy.double().unbind(1)
+        if self.hflip:
+            x = self.input_size[1] - 1 - x
+        return torch.stack([(x - left + 0.5) / sx + cl - 0.5, (y - top + 0.5) / sy + ct - 0.5], dim=1)
+
+    def on_content(self, xy: Tensor) -> Tensor:
+        """``(N,)`` bool: the input points lie on resized frame content, inside the input (not on
+        a padding bar, not cut off by a crop)."""
+        top, left, h, w = self._content()
+        x, y = (xy[:, 0] + 0.5), (xy[:, 1] + 0.5)  # edge coordinates
+        if self.hflip:
+            x = self.input_size[1] - x
+        lo_x, hi_x = max(left, 0), min(left + w, self.input_size[1])
+        lo_y, hi_y = max(top, 0), min(top + h, self.input_size[0])
+        return (x >= lo_x) & (x < hi_x) & (y >= lo_y) & (y < hi_y)
+
+    def apply(self, images: Tensor, fill: float = 0.0, mode: str = "bilinear") -> Tensor:
+        """``(B, C, H, W)`` float frames -> ``(B, C, h, w)`` model input: crop, resize
+        (``align_corners=False``, antialiased when shrinking), pad with ``fill`` or crop, flip."""
+        if tuple(images.shape[-2:]) != tuple(self.frame_size):
+            raise ValueError(
+                f"ImageTransform.apply: images are {tuple(images.shape[-2:])} (H, W) but the transform was made "
+                f"for frame_size={tuple(self.frame_size)}; build the transform for these frames."
+            )
+        if self.crop:
+            ct, cl, ch, cw = self.crop
+            images = images[..., ct : ct + ch, cl : cl + cw]
+        _, _, h, w = self._content()
+        kw = {"align_corners": False, "antialias": True} if mode in ("bilinear", "bicubic") else {}
+        out = F.interpolate(images.float(), size=(h, w), mode=mode, **kw)
+        top, left, bottom, right = self.pad
+        out = F.pad(out, (left, right, top, bottom), value=fill)
+        return out.flip(-1) if self.hflip else out
+
     def _content(self) -> tuple[int, int, int, int]:
         top, left, bottom, right = self.pad
         h, w = self.input_size
@@ -99,15 +177,16 @@ class ImageTransform:
         up = self.input_map(grid_map)
         top, left, h, w = self._content()
         total = float(up.sum())
-        return 0.0 if total == 0 else 1.0 - float(up[top : top + h, left : left + w].sum()) / total
+        inside = up[max(top, 0) : max(top + h, 0), max(left, 0) : max(left + w, 0)]
+        return 0.0 if total == 0 else 1.0 - float(inside.sum()) / total
 
     def grid_to_frame(self, grid_map: Tensor, mode: str = "nearest") -> Tensor:
         """``(rows, cols)`` per-patch map -> ``(H, W)`` on the original frame: padding removed,
         the content resized back to the crop (or the frame) and placed there; 0 outside a crop.
         ``mode``: ``nearest`` keeps patch edges, ``bilinear`` smooths them."""
         up = self.input_map(grid_map)
-        top, left, h, w = self._content()
-        content = up[top : top + h, left : left + w]
+        top, left, bottom, right = self.pad
+        content = F.pad(up, (-left, -right, -top, -bottom))  # bars removed; cropped-off content back as 0
         frame_h, frame_w = self.frame_size
         ct, cl, ch, cw = self.crop or (0, 0, frame_h, frame_w)
         kw = {"align_corners": False} if mode == "bilinear" else {}
