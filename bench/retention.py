@@ -131,6 +131,7 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
                 "above_epsilon": summary["above_epsilon"],
                 "lambda": summary["lambda"],
                 "projection_fired": summary["projection_fired"],
+                "cos_dtheta_ret": summary["cos_dtheta_ret_mean"],
             }
         )
         print(f"seed {seed} {name}: {json.dumps(rows[-1])}", flush=True)
@@ -152,14 +153,15 @@ def pct(s: dict) -> str:
 def table(rows: list[dict], epsilon: float) -> str:
     lines = [
         f"| row | seed | task B success | task A success | NBT (A before − after) | final L_ret (ε={epsilon:g}) "
-        "| steps above ε | drift | λ | projection fired | step time × plain |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| steps above ε | drift | λ | projection fired | cos(Δθ, g_ret) | step time × plain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['row']} | {r['seed']} | {pct(r['B'])} | {pct(r['A'])} | {r['nbt']:+.0%} | "
             f"{fmt(r['final_loss_ret'], '.3g')} | {fmt(r['above_epsilon'], '.0%')} | {r['drift']:.3g} | "
-            f"{r['lambda']:.3g} | {fmt(r['projection_fired'], '.0%')} | {r['step_ratio']:.2f} |"
+            f"{r['lambda']:.3g} | {fmt(r['projection_fired'], '.0%')} | {fmt(r.get('cos_dtheta_ret'), '+.2f')} | "
+            f"{r['step_ratio']:.2f} |"
         )
     return "\n".join(lines)
 

@@ -103,12 +103,15 @@ def retain_train(
     }
     fired: list[Tensor] = []
     l_ret: list[Tensor] = []
+    alignment: list[Tensor] = []  # cos(Δθ, g_ret) every log_every steps
     step = retention_step(retainer, anchor_set, config)
 
     def counted(model, batch, optimizer):
         stats = step(model, batch, optimizer)
         fired.append(stats["projected"])
         l_ret.append(stats["loss_ret"])
+        if "cos_dtheta_ret" in stats:
+            alignment.append(stats["cos_dtheta_ret"])
         return stats
 
     losses = train_vla(
@@ -123,6 +126,8 @@ def retain_train(
         "projection_fired": float(torch.stack(fired).float().clamp(max=1).mean()) if fired and tracked else None,
         "final_loss_ret": float(l_ret[-1]) if l_ret and tracked else None,
         "above_epsilon": float((torch.stack(l_ret) > retention.epsilon).float().mean()) if l_ret and tracked else None,
+        "cos_dtheta_ret_mean": float(torch.stack(alignment).mean()) if alignment else None,
+        "cos_dtheta_ret_positive": float((torch.stack(alignment) > 0).float().mean()) if alignment else None,
         "epsilon": retention.epsilon,
         "method": retention.method,
     }
