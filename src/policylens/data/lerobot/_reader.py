@@ -4,6 +4,11 @@ Reads ``meta/info.json`` (checks ``codebase_version``), ``meta/tasks.parquet``,
 ``meta/episodes/*/*.parquet``, the data parquet files and the per-camera MP4s; a video window
 ``[from_timestamp, to_timestamp)`` selects an episode's frames in a shared file.  A missing,
 truncated or malformed file or field raises ``EpisodeFormatError`` naming the file and field.
+
+Depth: features flagged ``is_depth_map`` (LeRobot's marker, see ``_depth``) stored as ``image`` cells (TIFF or
+16-bit PNG, in their ``depth_unit``) are returned through ``Episode.depth(cam, t)`` in metres; the camera is
+the key's last part without ``_depth``.  Depth stored as LeRobot's quantised 12-bit video is not read (such
+features are neither RGB cameras nor depth here).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from .._episode import CameraCalibration, Episode, EpisodeFormatError
 from .._files import read_json, read_parquet
 from .._frames import VideoFrames
 from .._geometry import pose_from_6d
+from ._depth import UNITS, decode_depth, depth_camera, depth_unit, is_depth_feature
 
 SUPPORTED = ("v3.0",)
 INFO = "the LeRobot dataset description (codebase_version, fps, features, data_path, video_path)"
@@ -30,10 +36,13 @@ def _need(row: dict, key: str, where: Path, kind: str = "column") -> object:
 
 
 class _ImageColumn:
-    """Frames stored in the parquet as ``image`` features ({bytes, path} structs of PNG/JPEG)."""
+    """Frames stored in the parquet as ``image`` features ({bytes, path} structs of PNG/JPEG/TIFF).
 
-    def __init__(self, column: list, rgb: bool, name: str, path: Path) -> None:
-        self.column, self.rgb, self.name, self.path = column, rgb, name, path
+    ``rgb``: (H, W, 3) uint8; else labels (H, W) uint8; with ``depth_unit`` (a key of ``UNITS``, or None to
+    infer it): depth (H, W) float32 metres."""
+
+    def __init__(self, column: list, rgb: bool, name: str, path: Path, depth_unit: str | bool = False) -> None:
+        self.column, self.rgb, self.name, self.path, self.depth_unit = column, rgb, name, path, depth_unit
 
     def __len__(self) -> int:
         return len(self.column)
@@ -41,6 +50,8 @@ class _ImageColumn:
     def __getitem__(self, t: int) -> np.ndarray:
         cell = self.column[t]
         try:
+            if self.depth_unit is not False:
+                return decode_depth(cell["bytes"], self.depth_unit)
             with Image.open(io.BytesIO(cell["bytes"])) as im:
                 return np.asarray(im.convert("RGB") if self.rgb else im).astype(np.uint8)
         except (OSError, TypeError, KeyError) as e:
@@ -71,10 +82,20 @@ class LeRobotDataset:
         if not isinstance(feats, dict) or not all(isinstance(v, dict) for v in feats.values()):
             raise EpisodeFormatError(f"{info_path}: field 'features' must map feature names to objects")
         self.fps = int(fps)
-        self.camera_keys = [k for k, v in feats.items() if v.get("dtype") == "video"]
+        depth = {k for k, v in feats.items() if is_depth_feature(v)}
+        self.camera_keys = [k for k, v in feats.items() if v.get("dtype") == "video" and k not in depth]
         self.image_keys = [
-            k for k, v in feats.items() if v.get("dtype") == "image" and k.startswith("observation.images.")
+            k
+            for k, v in feats.items()
+            if v.get("dtype") == "image" and k.startswith("observation.images.") and k not in depth
         ]
+        self.depth_keys = [k for k in feats if k in depth and feats[k].get("dtype") == "image"]
+        for key in self.depth_keys:
+            if depth_unit(feats[key]) not in (None, *UNITS):
+                raise EpisodeFormatError(
+                    f"{info_path}: feature '{key}' has depth_unit={depth_unit(feats[key])!r}; expected one of "
+                    f"{list(UNITS)} (or none, then the pixel type decides: integer = mm, float = m)"
+                )
         for key in ("data_path", *(["video_path"] if self.camera_keys else [])):
             if not isinstance(self.info.get(key), str):
                 raise EpisodeFormatError(
@@ -144,6 +165,12 @@ class LeRobotDataset:
         cameras, masks, calibration = self._videos(row, ep_where, part, path, extra)
         for key in self.image_keys:
             cameras[key.split(".")[-1]] = _ImageColumn(part.column(_col(part, key, path)).to_pylist(), True, key, path)
+        depths = {
+            depth_camera(key): _ImageColumn(
+                part.column(_col(part, key, path)).to_pylist(), False, key, path, depth_unit(self.info["features"][key])
+            )
+            for key in self.depth_keys
+        }
         return Episode(
             path=self.root / f"episode_{i:06d}",
             instruction=self._instruction(row, part, path),
@@ -153,6 +180,7 @@ class LeRobotDataset:
             cameras=cameras,
             calibration=calibration,
             masks=masks,
+            depths=depths,
             success=extra.get("success"),
             metadata={"episode": row, **extra},
             layout="lerobot-v3.0",

@@ -11,6 +11,9 @@ Same semantics as lerobot 0.4.4 (``lerobot/datasets/compute_stats.py``):
   about 150 px); ``count`` is the number of frames sampled. The stats come from a 256-bin histogram of the uint8
   values per channel: exact, in constant memory. (lerobot 0.4.4 squares uint8 pixels, which wraps, so its image
   ``std`` is too small, usually 0; this one is the true std.)
+- Depth maps (``kind="depth"``): as LeRobot does for features flagged ``is_depth_map``: one channel, stats
+  shaped (1, 1, 1), in the stored unit (uint16 millimetres here, invalid zeros included), not scaled to [0, 1];
+  same frame subsample and striding as images, exact values.
 - Dataset (``stats.json``): lerobot's ``aggregate_stats`` over the episodes: min of the mins, max of the maxes,
   count-weighted mean, pooled std, and each quantile the count-weighted mean of the episodes' quantiles (not a
   quantile of the pooled data). lerobot's ``delete_episodes`` / ``split_dataset`` rebuild ``stats.json`` the same
@@ -32,9 +35,12 @@ def sample_frames(n: int) -> np.ndarray:
     return np.round(np.linspace(0, n - 1, k)).astype(int)
 
 
-def episode_stats(x: np.ndarray, image: bool = False) -> dict[str, np.ndarray]:
-    """Stats of one episode: ``x`` is (T,) or (T, D) values, or (T, H, W[, C]) uint8 frames if ``image``."""
+def episode_stats(x: np.ndarray, image: bool = False, depth: bool = False) -> dict[str, np.ndarray]:
+    """Stats of one episode: ``x`` is (T,) or (T, D) values, (T, H, W[, C]) uint8 frames if ``image``, or
+    (T, H, W) depth maps if ``depth``."""
     x = np.asarray(x)
+    if depth:
+        return _depth_stats(x)
     if image:
         return _image_stats(x)
     x = x.reshape(len(x), -1)
@@ -74,6 +80,17 @@ def _image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
     return {k: a.reshape(3, 1, 1) for k, a in out.items()} | {"count": np.array([len(x)])}
 
 
+def _depth_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
+    x = frames[sample_frames(len(frames))]
+    if max(x.shape[1:3]) >= 300:
+        step = int(max(x.shape[1:3]) / 150)
+        x = x[:, ::step, ::step]
+    v = x.reshape(-1).astype(np.float64)
+    out = {"min": v.min(), "max": v.max(), "mean": v.mean(), "std": v.std()}
+    out |= {k: np.quantile(v, q, method="inverted_cdf") for k, q in QUANTILES.items()}
+    return {k: np.reshape(a, (1, 1, 1)) for k, a in out.items()} | {"count": np.array([len(x)])}
+
+
 def _merge(a: dict, b: dict) -> dict:
     """lerobot's ``aggregate_stats`` of two stats dicts."""
     na, nb = a["count"][0], b["count"][0]
@@ -97,13 +114,13 @@ def _to_json(stats: dict[str, np.ndarray]) -> dict[str, list]:
 class RunningStats:
     """Dataset stats of one feature, folded episode by episode as lerobot does (see the module docstring)."""
 
-    def __init__(self, image: bool = False) -> None:
-        self.image = image
+    def __init__(self, image: bool = False, depth: bool = False) -> None:
+        self.image, self.depth = image, depth
         self.total: dict[str, np.ndarray] | None = None
 
     def update(self, x: np.ndarray) -> dict[str, list]:
         """Add one episode's values (as for ``episode_stats``); return that episode's stats as JSON lists."""
-        ep = episode_stats(x, self.image)
+        ep = episode_stats(x, self.image, self.depth)
         self.total = ep if self.total is None else _merge(self.total, ep)
         return _to_json(ep)
 

@@ -12,6 +12,10 @@ Statistics (see ``_stats``) as lerobot 0.4.4 writes them: per episode, one ``sta
 in ``meta/episodes`` for every feature (vectors, index/timestamp columns, videos, segmentation masks) and stat
 (min, max, mean, std, count, q01, q10, q50, q90, q99); ``meta/stats.json`` aggregates them like lerobot's
 ``aggregate_stats``, so lerobot's ``delete_episodes`` / ``split_dataset`` recompute it consistently.
+
+Per camera the data parquet also holds, when the recording has them, segmentation labels
+(``observation.segmentation.<camera>``, PNG ``image`` cells) and depth (``observation.images.<camera>_depth``,
+uint16-millimetre TIFF ``image`` cells flagged ``is_depth_map`` as LeRobot flags depth; see ``_depth``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from .._geometry import pose_to_6d
+from ._depth import depth_feature, depth_key, encode_depth, to_millimetres
 from ._stats import RunningStats
 
 CODEBASE_VERSION = "v3.0"
@@ -39,10 +44,16 @@ def _vec(name: str, n: int) -> dict:
 
 
 class LeRobotWriter:
-    """``add_episode(rec)`` for each recording, then ``finalize()``; see ``record_episode`` for rec."""
+    """``add_episode(rec)`` for each recording, then ``finalize()``; see ``record_episode`` for rec.
 
-    def __init__(self, root: Path, fps: int, robot_type: str = "panda_sim", masks: bool = True) -> None:
+    ``masks`` / ``depth``: keep the recording's segmentation labels / depth maps (both on by default).
+    """
+
+    def __init__(
+        self, root: Path, fps: int, robot_type: str = "panda_sim", masks: bool = True, depth: bool = True
+    ) -> None:
         self.root, self.fps, self.robot_type, self.masks = Path(root), int(fps), robot_type, masks
+        self.depth = depth
         self.root.mkdir(parents=True, exist_ok=True)
         self.rows: dict[str, list] = {}
         self.episodes: list[dict] = []
@@ -144,6 +155,12 @@ class LeRobotWriter:
                 masks = np.asarray(rec["segmentation"][cam], dtype=np.uint8)
                 self.rows.setdefault(mkey, []).extend(_png(m) for m in masks)
                 ep_stats[mkey] = self.stats.setdefault(mkey, RunningStats(image=True)).update(masks)
+            if self.depth and "depth" in rec:
+                dkey = depth_key(cam)
+                self.features[dkey] = depth_feature(frames.shape[1], frames.shape[2])
+                mm = to_millimetres(rec["depth"][cam])  # (T, H, W) uint16
+                self.rows.setdefault(dkey, []).extend(encode_depth(d) for d in mm)
+                ep_stats[dkey] = self.stats.setdefault(dkey, RunningStats(depth=True)).update(mm)
         meta.update({f"stats/{k}/{s}": v for k, st in ep_stats.items() for s, v in st.items()})
         meta["meta/episodes/chunk_index"], meta["meta/episodes/file_index"] = 0, 0
         self.episodes.append(meta)

@@ -139,13 +139,23 @@ def make_training_episodes(
     render_stride: int = 1,
     progress: bool = True,
     action_noise: float = 0.0,
+    depth: bool = False,
 ) -> list[dict]:
     """In-memory expert episodes for trainers (``action_noise``: see ``record_episode``).
 
     Each: ``obs`` (T, state_dim) float32, ``proprio`` (T, 7), ``action`` (T, 7), ``instruction``,
     ``success``; with ``render=True`` also ``images`` {cam: (T', H, W, 3) uint8} where T' = T
-    (``render_stride`` 1) or the steps listed in ``image_steps``.
+    (``render_stride`` 1) or the steps listed in ``image_steps``, and each camera's calibration:
+    ``intrinsics`` {cam: (3, 3)} and ``extrinsics`` {cam: (T, 4, 4)} camera-to-world, OpenCV axes, one
+    per step (index it with ``image_steps`` for the rendered frames).
+
+    ``depth=True`` (needs ``render=True``) also keeps ``depth`` {cam: (T', H, W) float32 metres, 0 =
+    invalid} and ``segmentation`` {cam: (T', H, W) uint8 labels; names in ``scene``}.  Memory: RGB
+    alone is 3 H W bytes per camera per rendered frame; depth and labels add 5 H W more (x 8/3): at
+    224 px, 3 cameras and a 60-step episode, 27 MB of RGB + 45 MB of depth and labels per episode.
     """
+    if depth and not render:
+        raise ValueError("depth=True needs render=True (depth and segmentation are rendered with the images)")
     out = []
     with SimEnv(task, seed=seed, image_size=image_size, render=render, cameras=cameras) as env:
         for i in tqdm(range(n), desc=f"{task} episodes", disable=not progress):
@@ -162,5 +172,8 @@ def make_training_episodes(
             if render:
                 ep["images"] = rec["images"]
                 ep["image_steps"] = rec.get("image_steps", np.arange(len(rec["actions"])))
+                ep["intrinsics"], ep["extrinsics"] = rec["intrinsics"], rec["extrinsics"]
+            if depth:
+                ep["depth"], ep["segmentation"], ep["scene"] = rec["depth"], rec["segmentation"], rec["scene"]
             out.append(ep)
     return out
