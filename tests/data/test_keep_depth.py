@@ -28,7 +28,7 @@ def recorded(tmp_path_factory):
     with SimEnv("reach", seed=0, image_size=32, render=True, cameras=CAMS) as env:
         rec = record_episode(env, layout_seed(0, 0))
     root = tmp_path_factory.mktemp("lerobot_depth")
-    writer = LeRobotWriter(root, fps=rec["fps"])
+    writer = LeRobotWriter(root, fps=rec["fps"], depth=True)
     writer.add_episode(rec)
     return rec, writer.finalize()
 
@@ -73,6 +73,17 @@ def test_lerobot_round_trip_keeps_depth_and_masks(recorded):
     cell = pq.read_table(root / DATA).column("observation.images.hand_camera_depth")[0].as_py()
     with Image.open(io.BytesIO(cell["bytes"])) as im:  # what LeRobot decodes: a 16-bit TIFF
         assert im.format == "TIFF" and im.mode == "I;16"
+
+
+@pytest.fixture(scope="module")
+def lerobot_dir(tmp_path_factory):
+    """The conftest's reach episodes (same seed and size), written with depth (off by default)."""
+    from policylens.data.sim import generate_episodes
+
+    root = tmp_path_factory.mktemp("lerobot_with_depth")
+    return generate_episodes(
+        "reach", 2, root, seed=0, fmt="lerobot", image_size=64, progress=False, lerobot_depth=True
+    )[0]
 
 
 def test_depth_matches_the_droid_copy(lerobot_dir, droid_dir):

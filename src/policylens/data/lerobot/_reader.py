@@ -227,6 +227,9 @@ class LeRobotDataset:
         return self.tasks[task_index]
 
 
+PANDAS_INDEX = "__index_level_0__"
+
+
 def _read_tasks(path: Path) -> dict[int, str]:
     """meta/tasks.parquet -> {task_index: task}; the file is required (lerobot reads tasks from it)."""
     if not path.is_file():
@@ -235,7 +238,9 @@ def _read_tasks(path: Path) -> dict[int, str]:
         )
     table = read_parquet(path, "the task strings (columns task_index, task)")
     index = table.column(_col(table, "task_index", path)).to_pylist()
-    names = table.column(_col(table, "task", path)).to_pylist()
+    # lerobot writes a pandas frame indexed by the task string: pyarrow keeps an unnamed index as __index_level_0__
+    column = "task" if "task" in table.column_names or PANDAS_INDEX not in table.column_names else PANDAS_INDEX
+    names = table.column(_col(table, column, path)).to_pylist()
     return dict(zip(index, names, strict=True))
 
 

@@ -46,11 +46,13 @@ def _vec(name: str, n: int) -> dict:
 class LeRobotWriter:
     """``add_episode(rec)`` for each recording, then ``finalize()``; see ``record_episode`` for rec.
 
-    ``masks`` / ``depth``: keep the recording's segmentation labels / depth maps (both on by default).
+    ``masks`` / ``depth``: keep the recording's segmentation labels / depth maps. Depth is off by
+    default: LeRobot 0.4.x, the released version, reads a depth image feature as an RGB camera and
+    its ``delete_episodes`` / stats tools fail on it; LeRobot's main branch reads it as depth.
     """
 
     def __init__(
-        self, root: Path, fps: int, robot_type: str = "panda_sim", masks: bool = True, depth: bool = True
+        self, root: Path, fps: int, robot_type: str = "panda_sim", masks: bool = True, depth: bool = False
     ) -> None:
         self.root, self.fps, self.robot_type, self.masks = Path(root), int(fps), robot_type, masks
         self.depth = depth

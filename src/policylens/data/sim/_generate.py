@@ -46,6 +46,7 @@ def generate_episodes(
     progress: bool = True,
     if_exists: str = "error",
     policy=None,
+    lerobot_depth: bool = False,
 ) -> list[Path]:
     """Roll out the scripted expert ``n_episodes`` times and write them as ``fmt``.
 
@@ -57,7 +58,8 @@ def generate_episodes(
     Returns the episode directories (droid) or ``[dataset root]`` (lerobot).  Deterministic:
     the same arguments give the same arrays.  ``if_exists`` says what to do with a non-empty
     ``out_dir``: ``"error"``, ``"overwrite"`` (clear it first) or ``"append"`` (DROID only;
-    episodes ``k, k+1, ...`` after the ``k`` already there).
+    episodes ``k, k+1, ...`` after the ``k`` already there). ``lerobot_depth``: also write depth
+    into a LeRobot dataset, as LeRobot's main branch stores it (0.4.x reads it as an RGB camera).
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt={fmt!r} is unknown; choose from {list(FORMATS)}")
@@ -67,7 +69,7 @@ def generate_episodes(
         raise ValueError(f"image_size must be even (H.264 needs even sizes), got {image_size}")
     out = Path(out_dir)
     first = _prepare_output(out, fmt, if_exists)
-    writer = LeRobotWriter(out, fps=CONTROL_HZ) if fmt == "lerobot" else None
+    writer = LeRobotWriter(out, fps=CONTROL_HZ, depth=lerobot_depth) if fmt == "lerobot" else None
     paths: list[Path] = []
     with SimEnv(task, seed=seed, image_size=image_size, render=True, cameras=cameras) as env:
         if hasattr(policy, "bind"):  # agents that read the live environment (the scripted expert)
