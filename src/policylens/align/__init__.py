@@ -3,10 +3,13 @@ lookup with validity, multi-encoder fusion, symmetric InfoNCE (multi-positive, q
 RGB-only distillation and the Spatial Forcing baseline, retrieval evaluation and a ridge baseline."""
 
 from ._correspondence import CorrespondenceStats, interior_mask, patch_labels, point_patch_agreement, project_points
+from ._dataset import AlignDataset, episode_split, make_loader
 from ._distill import Distiller, SpatialForcing, cosine_distance
 from ._encoders import PatchEncoder, adapt_encoder, create_encoder, list_encoders, register_encoder
+from ._extract import TINY, build_encoder, extract_features, frame_windows, grid_of
 from ._fusion import FUSION_MODES, FusionConfig, FusionOutput, GateStats, MultiEncoderFusion, balance_loss
 from ._infonce import InfoNCE, gather_with_grad
+from ._ingest import depth_cloud, fix_points, ingest_depth, ingest_ply, ply_files, read_ply_points
 from ._plots import plot_similarity_hist, retrieval_markdown
 from ._points import PointProjector
 from ._record import RECORD_VERSION, PreprocessRecord, round_to_multiple
@@ -22,6 +25,7 @@ from ._retrieval import (
 from ._ridge import DEFAULT_LAMS, RidgeBaseline, RidgeMap, fit_ridge, ridge_baseline
 from ._sampling import GridPoints, grid_to_uv, sample_features, uv_to_grid
 from ._temporal import TEMPORAL_POOLS, TemporalPool
+from ._verify import AlignCheck, find_stores, verify_align
 
 __all__ = [
     "DEFAULT_LAMS",
@@ -29,6 +33,9 @@ __all__ = [
     "POOLS",
     "RECORD_VERSION",
     "TEMPORAL_POOLS",
+    "TINY",
+    "AlignCheck",
+    "AlignDataset",
     "AlignmentReport",
     "CorrespondenceStats",
     "Distiller",
@@ -50,23 +57,37 @@ __all__ = [
     "TemporalPool",
     "adapt_encoder",
     "balance_loss",
+    "build_encoder",
     "cosine_distance",
     "create_encoder",
+    "depth_cloud",
+    "episode_split",
     "evaluate_alignment",
+    "extract_features",
+    "find_stores",
     "fit_ridge",
+    "fix_points",
+    "frame_windows",
     "gather_with_grad",
+    "grid_of",
     "grid_to_uv",
     "held_out_rows",
+    "ingest_depth",
+    "ingest_ply",
     "interior_mask",
     "list_encoders",
+    "make_loader",
     "patch_labels",
     "plot_similarity_hist",
+    "ply_files",
     "point_patch_agreement",
     "project_points",
+    "read_ply_points",
     "register_encoder",
     "retrieval_markdown",
     "ridge_baseline",
     "round_to_multiple",
     "sample_features",
     "uv_to_grid",
+    "verify_align",
 ]

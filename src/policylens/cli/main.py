@@ -11,12 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from policylens.cli import _accel, _attention, _cache, _retain, _sim, _train
+from policylens.cli import _accel, _align, _attention, _cache, _retain, _sim, _train
 from policylens.cli._app import new_app
 from policylens.cli._errors import DEBUG_ENV, CommandError
 
 app = new_app("policylens: look inside VLA and diffusion robot policies.")
 app.add_typer(_accel.app, name="accel")
+app.add_typer(_align.app, name="align")
 app.add_typer(_attention.app, name="attention")
 app.add_typer(_cache.app, name="cache")
 app.add_typer(_retain.app, name="retain")

@@ -1,0 +1,124 @@
+"""``policylens align``: patch features and point clouds into stores for RGB <-> point-cloud alignment.
+
+``extract`` wraps :func:`policylens.align.extract_features` (one store per encoder under ``--out``),
+``ingest`` wraps :func:`~policylens.align.ingest_depth` / :func:`~policylens.align.ingest_ply`,
+``verify`` wraps :func:`~policylens.align.verify_align` (exit 1 when a store has problems). Rerun
+the same ``extract`` / ``ingest`` command to resume a killed one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ._app import new_app
+from ._errors import CommandError
+
+app = new_app("RGB <-> point-cloud alignment: extract patch features, ingest point clouds, verify the stores.")
+
+
+@app.command()
+def extract(
+    episodes: str = typer.Option(..., help="Episodes: droid:PATH or lerobot:PATH."),
+    encoder: Annotated[
+        list[str],
+        typer.Option(
+            help="NAME (tiny random weights), NAME=DIR (a saved HF model) or NAME=CONFIG.json (config fields, "
+            "random weights); repeatable, one store each."
+        ),
+    ] = ...,
+    camera: str = typer.Option(..., help="Camera whose frames are encoded."),
+    out: str = typer.Option(..., help="Folder; each encoder's store goes to OUT/NAME (rerun to resume)."),
+    stride: int | None = typer.Option(None, min=1, help="Window starts, for multi-frame encoders (default: window)."),
+    dtype: str = typer.Option("float16", help="float16 | bfloat16 | float32."),
+    batch_size: int = typer.Option(16, min=1, help="Frames (or windows) per forward."),
+    seed: int = typer.Option(0, help="Seed of random-weight encoders."),
+) -> None:
+    """Patch features of CAMERA's frames, one store per ENCODER, with each frame's episode and step."""
+    from policylens.align import build_encoder, extract_features
+    from policylens.data import open_episodes
+
+    eps = open_episodes(episodes)
+    names = [spec.partition("=")[0] for spec in encoder]
+    if len(set(names)) != len(names):
+        raise CommandError(f"--encoder: {names} names an encoder twice; each writes OUT/NAME, give each once")
+    for spec in encoder:
+        name, _, source = spec.partition("=")
+        enc, model_id = build_encoder(name, source or None, seed=seed)
+        dest = Path(out) / name
+        m = extract_features(
+            eps, enc, dest, camera=camera, stride=stride, dtype=dtype, batch_size=batch_size, model_id=model_id,
+            dataset_id=episodes,
+        )  # fmt: skip
+        info = m["meta"]["extra"]["align"]
+        typer.echo(f"{dest}: {m['num_samples']} {info['layout']} of grid {info['grid']}, window {info['window']}")
+
+
+@app.command()
+def ingest(
+    out: str = typer.Option(..., help="Point store directory (rerun to resume)."),
+    episodes: str | None = typer.Option(None, help="Back-project depth of these episodes (droid:PATH, lerobot:PATH)."),
+    ply: str | None = typer.Option(
+        None, help="PLY files instead, a pattern such as 'clouds/ep{episode:d}/{step:04d}.ply'."
+    ),
+    camera: str | None = typer.Option(None, help="Camera (needed with --episodes; recorded with --ply)."),
+    points: int = typer.Option(1024, min=1, help="Points per frame: subsample or pad (with valid = False)."),
+    stride: int = typer.Option(1, min=1, help="Back-project every STRIDE-th pixel (--episodes)."),
+    frame_size: str | None = typer.Option(None, help="HxW of the frames the PLY uv refer to (checked by the dataset)."),
+    feature_prefix: str = typer.Option("feat_", help="PLY per-point feature properties PREFIX0 .. PREFIX{D-1}."),
+    seed: int = typer.Option(0, help="Seed of the subsampling."),
+) -> None:
+    """Point clouds (xyz, rgb, uv, valid, object id, features) per (episode, step) into a store."""
+    from policylens.align import ingest_depth, ingest_ply
+
+    if (episodes is None) == (ply is None):
+        raise CommandError("align ingest: pass exactly one of --episodes (depth + calibration) or --ply PATTERN")
+    if ply is not None:
+        size = None
+        if frame_size is not None:
+            h, x, w = frame_size.lower().partition("x")
+            if not (x and h.isdigit() and w.isdigit()):
+                raise CommandError(f"--frame-size {frame_size!r}: expected HxW, e.g. 224x224")
+            size = (int(h), int(w))
+        m = ingest_ply(
+            ply, out, points=points, seed=seed, feature_prefix=feature_prefix, camera=camera, frame_size=size
+        )
+    else:
+        from policylens.data import open_episodes
+
+        if camera is None:
+            raise CommandError("align ingest --episodes: --camera is required (the depth camera to back-project)")
+        m = ingest_depth(
+            open_episodes(episodes), out, camera=camera, points=points, stride=stride, seed=seed, dataset_id=episodes
+        )
+    typer.echo(f"{out}: {m['num_samples']} frames x {points} points")
+
+
+@app.command()
+def verify(
+    path: str = typer.Argument(..., help="An align store, or a folder of them (extract's --out)."),
+    min_cosine: float | None = typer.Option(None, help="Fail when adjacent frames' mean features are less similar."),
+) -> None:
+    """Shapes, dtypes, NaN/Inf and adjacent-frame / window similarity of align stores; exit 1 on problems."""
+    from policylens.align import find_stores, verify_align
+
+    checks = [verify_align(p, min_cosine) for p in find_stores(path)]
+    table = Table(title=f"align stores in {path}")
+    for col in ("store", "layout", "rows", "shape", "dtype", "NaN/Inf", "adjacent cos mean/min", "windows cos", "ok"):
+        table.add_column(col)
+    fmt = lambda s: "-" if s is None else f"{s[0]:.3f} / {s[1]:.3f}"  # noqa: E731
+    for c in checks:
+        row = (Path(c.path).name, c.layout, str(c.rows), c.shape, c.dtype, str(c.nonfinite))
+        table.add_row(*row, fmt(c.adjacent_cos), fmt(c.window_cos), "yes" if c.ok else "NO")
+    Console(width=200).print(table)
+    for c in checks:
+        for p in c.problems:
+            typer.echo(f"problem: {c.path}: {p}")
+        for w in c.warnings:
+            typer.echo(f"warning: {c.path}: {w}")
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)

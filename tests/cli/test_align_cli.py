@@ -1,0 +1,82 @@
+"""``policylens align extract / ingest / verify`` on a tiny simulated DROID episode (56 px)."""
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from policylens.align import AlignDataset, build_encoder, grid_of
+from policylens.cli.main import app
+from policylens.data import open_episodes
+from policylens.data.pointcloud import PointCloud, write_ply
+from policylens.data.sim import generate_episodes
+from policylens.store import open_store
+from policylens.store._layout import marker
+
+runner = CliRunner()
+CAM = "varied_camera_1"
+
+
+@pytest.fixture(scope="module")
+def droid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("droid")
+    generate_episodes("reach", 1, root, fmt="droid", image_size=56, progress=False)
+    return root
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_extract_ingest_verify_and_resume(droid, tmp_path):
+    spec, out = f"droid:{droid}", tmp_path / "feats"
+    extract = ("align", "extract", "--episodes", spec, "--encoder", "dinov2", "--encoder", "siglip")
+    res = run(*extract, "--camera", CAM, "--out", out, "--dtype", "float32")
+    assert res.exit_code == 0, res.output
+    assert "frames of grid [4, 4]" in res.output
+    eps = open_episodes(spec)
+    enc, _ = build_encoder("dinov2")
+    frames = np.stack([eps[0].frame(CAM, t) for t in range(len(eps[0]))])
+    torch.testing.assert_close(grid_of(open_store(out / "dinov2"))[:, 0], enc.features(enc.preprocess(frames)[0]))
+    res = run("align", "ingest", "--episodes", spec, "--camera", CAM, "--out", tmp_path / "points", "--points", 128)
+    assert res.exit_code == 0, res.output
+    res = run("align", "verify", out)
+    assert res.exit_code == 0, res.output
+    assert "dinov2" in res.output and "siglip" in res.output and "adjacent cos" in res.output
+    assert run("align", "verify", tmp_path / "points").exit_code == 0
+    ds = AlignDataset(tmp_path / "points", [out / "dinov2", out / "siglip"])
+    assert len(ds) == len(eps[0]) and ds[0]["patch_index"]["siglip"].shape == (1, 128)
+    marker(out / "siglip", 0).unlink()  # killed mid-run: verify fails, the same command resumes
+    res = run("align", "verify", out)
+    assert res.exit_code == 1 and "incomplete" in res.output
+    assert run(*extract, "--camera", CAM, "--out", out, "--dtype", "float32").exit_code == 0
+    assert run("align", "verify", out).exit_code == 0
+
+
+def test_ingest_ply_and_errors(droid, tmp_path):
+    pc = PointCloud(np.random.default_rng(0).normal(size=(9, 3)), np.zeros((9, 3)), np.ones((9, 2)), np.zeros(9))
+    write_ply(tmp_path / "c/ep0/0000.ply", pc, binary=False)
+    res = run("align", "ingest", "--ply", str(tmp_path / "c/ep{episode}/{step:04d}.ply"), "--out", tmp_path / "p",
+              "--points", 16, "--frame-size", "56x56")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert open_store(tmp_path / "p")[0]["valid"].sum() == 9
+    res = run("align", "ingest", "--out", tmp_path / "x")
+    assert res.exit_code == 2 and "exactly one of --episodes" in res.output
+    res = run("align", "extract", "--episodes", f"droid:{droid}", "--encoder", "dinov2", "--camera", "nope",
+              "--out", tmp_path / "f")  # fmt: skip
+    assert res.exit_code == 2 and "--camera 'nope'" in res.output and CAM in res.output
+    res = run(
+        "align",
+        "extract",
+        "--episodes",
+        f"droid:{droid}",
+        "--encoder",
+        "vit9",
+        "--camera",
+        CAM,
+        "--out",
+        tmp_path / "f",
+    )
+    assert res.exit_code == 2 and "registered" in res.output
+    res = run("align", "verify", tmp_path / "empty")
+    assert res.exit_code == 2 and "no manifest.json" in res.output
