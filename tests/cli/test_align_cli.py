@@ -80,3 +80,40 @@ def test_ingest_ply_and_errors(droid, tmp_path):
     assert res.exit_code == 2 and "registered" in res.output
     res = run("align", "verify", tmp_path / "empty")
     assert res.exit_code == 2 and "no manifest.json" in res.output
+
+
+@pytest.fixture(scope="module")
+def two_episodes(tmp_path_factory):
+    """Stores of two 56 px episodes (one held out), made with the commands."""
+    root = tmp_path_factory.mktemp("align_two")
+    generate_episodes("reach", 2, root / "droid", fmt="droid", image_size=56, progress=False)
+    spec = f"droid:{root / 'droid'}"
+    extract = ("align", "extract", "--episodes", spec, "--encoder", "dinov2", "--encoder", "siglip", "--camera", CAM)
+    assert run(*extract, "--out", root / "feats", "--dtype", "float32").exit_code == 0
+    ingest = ("align", "ingest", "--episodes", spec, "--camera", CAM, "--points", 64, "--stride", 2)
+    assert run(*ingest, "--out", root / "points").exit_code == 0
+    return root
+
+
+def test_train_and_distill_commands(two_episodes, tmp_path):
+    root, out = two_episodes, tmp_path / "aligned"
+    feats = ("--features", root / "feats/dinov2", "--features", root / "feats/siglip")
+    args = ("align", "train", "--points", root / "points", *feats, "--steps", 3, "--dim", 16, "--batch-size", 4,
+            "--held-out", 0.5)  # fmt: skip
+    res = run(*args, "--out", out)
+    assert res.exit_code == 0, res.output
+    assert f"TensorBoard logs in {out}" in res.output and str(out / "eval.json") in res.output
+    assert "aligned infonce: within-frame" in res.output and "ridge 2d->3d" in res.output
+    assert (out / "similarity_hist.png").is_file() and (out / "train_state.safetensors").is_file()
+    res = run(*args, "--out", out, "--objective", "spatial_forcing")
+    assert res.exit_code == 2 and "config.objective" in res.output and "--overwrite" in res.output
+    res = run(*args, "--out", tmp_path / "x", "--objective", "clip")
+    assert res.exit_code == 2 and "infonce" in res.output
+    student = tmp_path / "student"
+    res = run("align", "distill", "--aligned", out, "--features", root / "feats/dinov2", "--out", student,
+              "--steps", 3, "--hidden", 16, "--batch-size", 4)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert f"TensorBoard logs in {student}" in res.output and "held-out loss" in res.output
+    assert (student / "eval.json").is_file() and (student / "model.safetensors").is_file()
+    res = run("align", "distill", "--aligned", tmp_path / "none", "--features", root / "feats/dinov2", "--out", student)
+    assert res.exit_code == 2 and "align train" in res.output

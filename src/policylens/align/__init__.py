@@ -10,6 +10,7 @@ from ._extract import TINY, build_encoder, extract_features, frame_windows, grid
 from ._fusion import FUSION_MODES, FusionConfig, FusionOutput, GateStats, MultiEncoderFusion, balance_loss
 from ._infonce import InfoNCE, gather_with_grad
 from ._ingest import depth_cloud, fix_points, ingest_depth, ingest_ply, ply_files, read_ply_points
+from ._oracle import OracleEncoder, oracle_retrieval
 from ._plots import plot_similarity_hist, retrieval_markdown
 from ._points import PointProjector
 from ._record import RECORD_VERSION, PreprocessRecord, round_to_multiple
@@ -24,20 +25,37 @@ from ._retrieval import (
 )
 from ._ridge import DEFAULT_LAMS, RidgeBaseline, RidgeMap, fit_ridge, ridge_baseline
 from ._sampling import GridPoints, grid_to_uv, sample_features, uv_to_grid
+from ._student import DistillConfig, distill_student
 from ._temporal import TEMPORAL_POOLS, TemporalPool
+from ._train import (
+    AMP_MODES,
+    OBJECTIVES,
+    AlignModel,
+    AlignTrainConfig,
+    Amp,
+    align_step,
+    load_aligned,
+    train_alignment,
+)
 from ._verify import AlignCheck, find_stores, verify_align
 
 __all__ = [
+    "AMP_MODES",
     "DEFAULT_LAMS",
     "FUSION_MODES",
+    "OBJECTIVES",
     "POOLS",
     "RECORD_VERSION",
     "TEMPORAL_POOLS",
     "TINY",
     "AlignCheck",
     "AlignDataset",
+    "AlignModel",
+    "AlignTrainConfig",
     "AlignmentReport",
+    "Amp",
     "CorrespondenceStats",
+    "DistillConfig",
     "Distiller",
     "FusionConfig",
     "FusionOutput",
@@ -45,6 +63,7 @@ __all__ = [
     "GridPoints",
     "InfoNCE",
     "MultiEncoderFusion",
+    "OracleEncoder",
     "PatchEncoder",
     "PointProjector",
     "PreprocessRecord",
@@ -56,11 +75,13 @@ __all__ = [
     "SpatialForcing",
     "TemporalPool",
     "adapt_encoder",
+    "align_step",
     "balance_loss",
     "build_encoder",
     "cosine_distance",
     "create_encoder",
     "depth_cloud",
+    "distill_student",
     "episode_split",
     "evaluate_alignment",
     "extract_features",
@@ -76,7 +97,9 @@ __all__ = [
     "ingest_ply",
     "interior_mask",
     "list_encoders",
+    "load_aligned",
     "make_loader",
+    "oracle_retrieval",
     "patch_labels",
     "plot_similarity_hist",
     "ply_files",
@@ -88,6 +111,7 @@ __all__ = [
     "ridge_baseline",
     "round_to_multiple",
     "sample_features",
+    "train_alignment",
     "uv_to_grid",
     "verify_align",
 ]

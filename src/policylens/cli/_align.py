@@ -2,12 +2,14 @@
 
 ``extract`` wraps :func:`policylens.align.extract_features` (one store per encoder under ``--out``),
 ``ingest`` wraps :func:`~policylens.align.ingest_depth` / :func:`~policylens.align.ingest_ply`,
-``verify`` wraps :func:`~policylens.align.verify_align` (exit 1 when a store has problems). Rerun
-the same ``extract`` / ``ingest`` command to resume a killed one.
+``verify`` wraps :func:`~policylens.align.verify_align` (exit 1 when a store has problems),
+``train`` wraps :func:`~policylens.align.train_alignment` (stage 1) and ``distill``
+:func:`~policylens.align.distill_student` (stage 3). Rerun the same command to resume a killed one.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +19,11 @@ from rich.table import Table
 
 from ._app import new_app
 from ._errors import CommandError
+from ._train import OVERWRITE_HELP, _interrupted
 
-app = new_app("RGB <-> point-cloud alignment: extract patch features, ingest point clouds, verify the stores.")
+app = new_app(
+    "RGB <-> point-cloud alignment: extract patch features, ingest point clouds, verify the stores, train, distill."
+)
 
 
 @app.command()
@@ -122,3 +127,74 @@ def verify(
             typer.echo(f"warning: {c.path}: {w}")
     if not all(c.ok for c in checks):
         raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    points: str = typer.Option(..., help="Point store (`align ingest`)."),
+    features: Annotated[list[str], typer.Option(help="Feature store (`align extract`), repeatable; fused.")] = ...,
+    out: str = typer.Option(..., help="Output directory (the same command resumes there; other settings refused)."),
+    objective: str = typer.Option("infonce", help="infonce | spatial_forcing (the baseline)."),
+    steps: int = typer.Option(1000, min=1, help="Optimiser steps in total (raise it on a rerun to train on)."),
+    dim: int = typer.Option(128, min=1, help="Width of the aligned space."),
+    fusion: str = typer.Option("softmax", help="softmax | gate | moe."),
+    batch_size: int = typer.Option(8, min=1, help="Frames (windows) per step."),
+    max_rows: int = typer.Option(4096, min=1, help="Points per step (a seeded subset of the batch's)."),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate."),
+    amp: str = typer.Option("none", help="none | bf16 (CPU or CUDA) | fp16 (CUDA, with a GradScaler)."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+    held_out: float = typer.Option(0.2, help="Share of episodes held out for evaluation only."),
+    eval_every: int = typer.Option(100, min=1, help="Held-out retrieval to TensorBoard every N steps."),
+    save_every: int = typer.Option(200, min=1, help="Checkpoint every N steps."),
+    seed: int = typer.Option(0, help="Seed of the split, the model and the batches."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+) -> None:
+    """Stage 1: fused RGB patch features <-> point features; checkpoints, TensorBoard and eval in OUT."""
+    from policylens.align import AlignTrainConfig, train_alignment
+    from policylens.models import TrainingInterrupted
+
+    config = AlignTrainConfig(
+        objective=objective, steps=steps, dim=dim, fusion=fusion, batch_size=batch_size, max_rows=max_rows, lr=lr,
+        amp=amp, device=device, held_out=held_out, eval_every=eval_every, save_every=save_every, seed=seed,
+    )  # fmt: skip
+    try:
+        res = train_alignment(points, features, out, config, overwrite=overwrite)
+    except TrainingInterrupted as exc:
+        raise _interrupted(exc) from None
+    summary = json.loads(Path(res["eval"]).read_text())["summary"]
+    for name, line in summary.items():
+        typer.echo(f"{name}: {line}")
+    typer.echo(f"step {res['step']} ({res['skipped']} skipped); model, checkpoint and TensorBoard logs in {out}")
+    typer.echo(f"evaluation: {res['eval']}, {Path(out) / 'eval.md'}, {res['hist']}")
+
+
+@app.command()
+def distill(
+    aligned: str = typer.Option(..., help="A finished `align train` --out."),
+    features: str = typer.Option(..., help="The student's input: one `align extract` store of the same frames."),
+    out: str = typer.Option(..., help="Output directory (the same command resumes there; other settings refused)."),
+    steps: int = typer.Option(1000, min=1, help="Optimiser steps in total."),
+    hidden: int = typer.Option(256, min=1, help="Hidden width of the student head."),
+    batch_size: int = typer.Option(8, min=1, help="Frames (windows) per step."),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate."),
+    amp: str = typer.Option("none", help="none | bf16 | fp16 (CUDA)."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+    save_every: int = typer.Option(200, min=1, help="Checkpoint every N steps."),
+    seed: int = typer.Option(0, help="Seed of the student and the batches."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+) -> None:
+    """Stage 3: an RGB-only student on FEATURES distilled into the aligned space of ALIGNED."""
+    from policylens.align import DistillConfig, distill_student
+    from policylens.models import TrainingInterrupted
+
+    config = DistillConfig(
+        steps=steps, hidden=hidden, batch_size=batch_size, lr=lr, amp=amp, device=device, save_every=save_every,
+        seed=seed,
+    )  # fmt: skip
+    try:
+        res = distill_student(aligned, features, out, config, overwrite=overwrite)
+    except TrainingInterrupted as exc:
+        raise _interrupted(exc) from None
+    result = json.loads(Path(res["eval"]).read_text())
+    typer.echo(f"student: held-out loss {result['held_out_loss']:.4f} | {result['summary']}")
+    typer.echo(f"step {res['step']}; student, checkpoint and TensorBoard logs in {out}; evaluation: {res['eval']}")

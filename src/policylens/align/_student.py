@@ -1,0 +1,134 @@
+"""Stage 3 of the alignment job: :func:`distill_student` trains an RGB-only student (a small MLP
+head on one encoder's patch grid) with :class:`Distiller` to the stage-1 model's 2D embedding at
+every patch (the fused tokens; for ``spatial_forcing`` their projection), on the stage-1 training
+episodes; its held-out evaluation retrieves the stage-1 point features from the student alone.
+The loop, AMP and checkpoints are stage 1's (``_train``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..models._train_state import claim_run_dir
+from ._distill import Distiller
+from ._train import (
+    AlignModel,
+    AlignTrainConfig,
+    Amp,
+    _export,
+    _grid,
+    _loaders,
+    _loop,
+    _within,
+    load_aligned,
+)
+
+__all__ = ["DistillConfig", "distill_student"]
+
+
+@dataclass
+class DistillConfig:
+    """Stage-3 settings: student ``hidden`` width, Distiller ``l1_weight``; the rest as in stage 1."""
+
+    hidden: int = 256
+    l1_weight: float = 1.0
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    seed: int = 0
+    amp: str = "none"
+    device: str = "cpu"
+    eval_every: int = 100
+    save_every: int = 200
+    num_workers: int = 0
+    progress: bool = True
+    __post_init__ = AlignTrainConfig.__post_init__
+    settings = AlignTrainConfig.settings
+
+
+class _Student(nn.Module):
+    def __init__(self, in_dim: int, hidden: int, dim: int, l1_weight: float) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.distiller = Distiller(dim, {"aligned": dim}, l1_weight=l1_weight)
+
+
+def _distill_step(model: _Student, batch: dict, optimizer, amp: Amp, teacher: AlignModel) -> dict[str, float]:
+    model.train()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        target = teacher.patch_embed(batch, device)  # (B·T, N, De)
+    with amp.autocast():
+        student = model.head(_grid(batch["features"]["student"].to(device), teacher.grid))  # (B·T, N, De)
+        loss, _ = model.distiller(student, {"aligned": target})
+    applied = amp.step(loss, optimizer)
+    return {"loss": float(loss.detach()), "skipped": float(not applied)}
+
+
+def distill_student(
+    aligned: str | os.PathLike,
+    features: str | os.PathLike,
+    out: str | os.PathLike,
+    config: DistillConfig | None = None,
+    *,
+    overwrite: bool = False,
+) -> dict:
+    """Stage 3: a student on the patch grids of ``features`` (one ``align extract`` store with the stage-1
+    frames) distilled into the stage-1 model at ``aligned``; outputs, resume and refusal as in stage 1."""
+    cfg, out = config or DistillConfig(), Path(out)
+    device = torch.device(cfg.device)
+    amp = Amp(cfg.amp, device)
+    teacher = load_aligned(aligned, device)
+    feats = {**teacher.meta["features"], "student": str(features)}
+    train, held = _loaders(teacher.meta["points"], feats, teacher.cfg, cfg.batch_size, cfg.num_workers)
+    probe = next(iter(held))
+    dim = int(teacher.patch_embed(probe, device).shape[-1])
+    meta = {
+        "format": "policylens-align-student-1",
+        "aligned": str(aligned),
+        "features": str(features),
+        "in_dim": int(probe["features"]["student"].shape[-1]),
+        "dim": dim,
+        "grid": list(teacher.grid),
+        "config": asdict(cfg),
+    }
+    claim_run_dir(out, {"aligned": str(aligned), "features": str(features), "config": cfg.settings()}, overwrite)
+    torch.manual_seed(cfg.seed)
+    model = _Student(meta["in_dim"], cfg.hidden, dim, cfg.l1_weight).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def step(m, batch, o, a):
+        return _distill_step(m, batch, o, a, teacher)
+
+    evaluate = lambda: _student_eval(model, teacher, [probe], device)  # noqa: E731
+    res = _loop(out, model, opt, amp, step, train, cfg, evaluate, "distill student")
+    _export(out, model, meta)
+    result = {"step": res["step"], "skipped": res["skipped"], **_student_eval(model, teacher, held, device, True)}
+    (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+    return {**res, "out": out, "eval": out / "eval.json"}
+
+
+@torch.no_grad()
+def _student_eval(model: _Student, teacher: AlignModel, batches, device, full: bool = False) -> dict:
+    """Held-out distillation loss, and within-frame retrieval of the stage-1 point features from the student."""
+    model.eval()
+    losses, a, b, keys = [], [], [], []
+    for batch in batches:
+        s = model.head(_grid(batch["features"]["student"].to(device), teacher.grid))
+        losses.append(float(model.distiller(s, {"aligned": teacher.patch_embed(batch, device)})[0]))
+        p = teacher.pairs(batch, device)
+        a.append(model.distiller.adaptors["aligned"](s)[p["frame"], p["patch"]])
+        b.append(teacher.embed(p)[1])
+        keys.append(p["keys"])
+    model.train()
+    r = _within(torch.cat(a), torch.cat(b), torch.cat(keys))
+    logs = {"eval/loss": sum(losses) / len(losses), "eval/top1_2d3d": r.retrieval["2d->3d"].topk[1]}
+    if not full:
+        return logs
+    return {"held_out_loss": logs["eval/loss"], "summary": r.summary(), "report": r.to_dict()}

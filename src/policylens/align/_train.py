@@ -1,0 +1,450 @@
+"""Alignment training, stage 1 (fused RGB patches <-> point features); stage 3 is ``_student``.
+
+Stage 1, :func:`train_alignment`: every encoder's patch grid (resampled to the first encoder's grid
+when they differ) goes through :class:`MultiEncoderFusion`; each valid point gathers the fused token
+of its patch (the first encoder's ``patch_index``) and meets the :class:`PointProjector` output of
+the point. Objectives (``OBJECTIVES``): ``infonce`` — symmetric :class:`InfoNCE`, positives keyed
+by (episode, step, patch), so points of one patch are positives of each other; ``spatial_forcing``
+— the baseline, :class:`SpatialForcing` (cosine of the MLP-projected 2D tokens to frozen 3D
+features at the same patches: the store's per-point features, or a frozen random PointNet of
+xyz + rgb when it has none).
+
+Stage 3, :func:`distill_student`: an RGB-only student (a small MLP head on one encoder's patch
+grid) is trained with :class:`Distiller` to the stage-1 model's 2D embedding at every patch (the
+fused tokens; for ``spatial_forcing`` their projection), on the stage-1 training episodes; its
+held-out evaluation retrieves the stage-1 point features from the student alone.
+
+The loop calls a step function (:func:`align_step`, one optimiser step; pass ``step=`` to change
+it) inside ``stop_on_signal``; :class:`Amp` does autocast (bf16 on CPU / CUDA, fp16 with a
+``GradScaler`` on CUDA) and skips a step whose loss or gradients are not finite (the scaler still
+updates). ``out`` belongs to one run (``claim_run_dir``): the same settings resume from
+``train_state.*`` (model, optimiser, scaler, skipped count), others are refused. Held-out episodes
+(``episode_split``) serve only evaluation: a fixed batch every ``eval_every`` steps (TensorBoard),
+and at the end ``eval.json`` / ``eval.md`` (``evaluate_alignment`` and ``ridge_baseline`` on raw
+features) and ``similarity_hist.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..models._train_state import (
+    TrainingInterrupted,
+    claim_run_dir,
+    load_train_extra,
+    load_train_state,
+    save_train_state,
+    stop_on_signal,
+)
+from ._dataset import make_loader
+from ._distill import SpatialForcing
+from ._fusion import FUSION_MODES, FusionConfig, MultiEncoderFusion
+from ._infonce import InfoNCE
+from ._plots import plot_similarity_hist, retrieval_markdown
+from ._points import PointProjector
+from ._retrieval import evaluate_alignment
+from ._ridge import ridge_baseline
+
+__all__ = [
+    "AMP_MODES",
+    "OBJECTIVES",
+    "AlignModel",
+    "AlignTrainConfig",
+    "Amp",
+    "align_step",
+    "load_aligned",
+    "train_alignment",
+]
+
+OBJECTIVES = ("infonce", "spatial_forcing")
+AMP_MODES = ("none", "bf16", "fp16")
+MODEL_FORMAT = "policylens-align-model-1"
+# loop settings a rerun may change without making it another run
+LOOP_ONLY = ("steps", "eval_every", "save_every", "device", "num_workers", "progress")
+
+
+@dataclass
+class AlignTrainConfig:
+    """Stage-1 settings. ``max_rows``: points per step (a seeded subset when a batch has more);
+    ``eval_rows``: cap on training rows for the ridge fit; the rest as named."""
+
+    objective: str = "infonce"
+    dim: int = 128
+    fusion: str = "softmax"
+    top_k: int = 1
+    balance_weight: float = 0.01
+    temperature: float = 0.07
+    steps: int = 1000
+    batch_size: int = 8
+    window: int = 1
+    max_rows: int = 4096
+    eval_rows: int = 20000
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    held_out: float = 0.2
+    seed: int = 0
+    amp: str = "none"
+    device: str = "cpu"
+    eval_every: int = 100
+    save_every: int = 200
+    num_workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name, choices in (("objective", OBJECTIVES), ("fusion", FUSION_MODES), ("amp", AMP_MODES)):
+            if hasattr(self, name) and getattr(self, name) not in choices:
+                raise ValueError(f"{type(self).__name__}.{name}={getattr(self, name)!r}; use one of {list(choices)}")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("int", int) and f.name not in ("seed", "num_workers") and v < 1:
+                raise ValueError(f"{type(self).__name__}.{f.name}={v}; expected >= 1")
+
+    def settings(self) -> dict:
+        """What defines the run (recorded in run.json): everything but the loop settings ``LOOP_ONLY``."""
+        return {k: v for k, v in asdict(self).items() if k not in LOOP_ONLY}
+
+
+class Amp:
+    """Autocast + non-finite step skipping: ``amp.step(loss, optimizer)`` -> True if the step was applied."""
+
+    def __init__(self, mode: str, device: torch.device) -> None:
+        if mode == "fp16" and device.type != "cuda":
+            raise ValueError(f"amp='fp16' needs a CUDA device (got {device}); use amp='bf16' or 'none' on CPU")
+        self.mode, self.device = mode, device
+        self.scaler = torch.amp.GradScaler("cuda") if mode == "fp16" else None
+
+    def autocast(self):
+        if self.mode == "none":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.mode == "bf16" else torch.float16)
+
+    def step(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> bool:
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:  # GradScaler skips non-finite gradients and lowers its scale
+            self.scaler.scale(loss).backward()
+            scale = self.scaler.get_scale()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            return self.scaler.get_scale() >= scale
+        if not torch.isfinite(loss):
+            return False
+        loss.backward()
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not all(bool(torch.isfinite(x).all()) for x in grads):
+            optimizer.zero_grad(set_to_none=True)
+            return False
+        optimizer.step()
+        return True
+
+    def state_dict(self) -> dict:
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
+
+
+def _grid(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, T, Hf, Wf, C) -> (B·T, N, C) on the ``size`` grid (bilinear when it differs), float32."""
+    x = x.flatten(0, 1).float()
+    if tuple(x.shape[1:3]) != tuple(size):
+        x = F.interpolate(x.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+    return x.flatten(1, 2)
+
+
+class AlignModel(nn.Module):
+    """Fusion + point side + objective; ``pairs(batch)`` gives the paired rows both ways."""
+
+    def __init__(self, meta: dict) -> None:
+        super().__init__()
+        cfg = AlignTrainConfig(**meta["config"])
+        self.meta, self.cfg, self.names = meta, cfg, list(meta["encoders"])
+        self.grid, point_dim = tuple(meta["grid"]), meta["point_dim"]
+        self.fusion = MultiEncoderFusion(FusionConfig(tuple(meta["in_dims"]), cfg.dim, cfg.fusion, cfg.top_k))
+        if cfg.objective == "infonce":
+            self.points = PointProjector(cfg.dim, feat_dim=point_dim, use_rgb=point_dim is None)
+            self.loss = InfoNCE(cfg.temperature)
+        else:  # the teacher is frozen: raw per-point features, or a fixed random PointNet
+            self.points = None if point_dim else PointProjector(cfg.dim, use_rgb=True).requires_grad_(False)
+            self.loss = SpatialForcing(cfg.dim, point_dim or cfg.dim)
+
+    def fuse(self, batch: dict):
+        return self.fusion([_grid(batch["features"][k], self.grid) for k in self.names])  # tokens (B·T, N, D)
+
+    def point_side(self, batch: dict, device) -> Tensor:
+        """(B·T, P, D3): projector output, or the frozen spatial-forcing teacher."""
+        if "point_features" in batch and self.meta["point_dim"]:
+            f = batch["point_features"].flatten(0, 1).to(device).float()
+            return f if self.points is None else self.points(torch.zeros(*f.shape[:2], 3, device=device), feats=f)
+        xyz = batch["xyz"].flatten(0, 1).to(device).float()
+        rgb = batch["rgb"].flatten(0, 1).to(device).float()
+        rgb = rgb / 255.0 if batch["rgb"].dtype == torch.uint8 else rgb
+        valid = batch["valid"].flatten(0, 1).to(device).bool()
+        valid = valid | ~valid.any(1, keepdim=True)  # a frame without points: no all -inf max-pool
+        return self.points(xyz, rgb=rgb, mask=valid)
+
+    def pairs(self, batch: dict, device, max_rows: int | None = None, gen=None, raw: bool = False) -> dict:
+        """Rows of valid points: ``a`` fused 2D tokens (M, D), ``b`` 3D features (M, D3), ``keys`` (M, 3)
+        (episode, step, patch), ``fusion`` (FusionOutput); with ``raw`` also ``raw_a`` (the encoders'
+        features, concatenated) and ``raw_b`` (point features, or xyz + rgb) for the ridge baseline."""
+        feats = {k: v.to(device) for k, v in batch["features"].items()}
+        out = self.fuse({"features": feats})
+        idx = batch["patch_index"][self.names[0]].flatten(0, 1).to(device)  # (B·T, P)
+        ok = batch["patch_valid"][self.names[0]].flatten(0, 1).to(device)
+        b = self.point_side(batch, device)  # (B·T, P, D3)
+        p = idx.shape[1]
+        ep = batch["episode"][:, None, None].expand(-1, batch["step"].shape[1], p).flatten(0, 1).to(device)
+        st = batch["step"][..., None].expand(-1, -1, p).flatten(0, 1).to(device)
+        rows = ok.nonzero()  # (M, 2): frame, point
+        if max_rows is not None and len(rows) > max_rows:
+            rows = rows[torch.randperm(len(rows), generator=gen)[:max_rows].sort().values.to(device)]
+        fi, pi = rows.unbind(1)
+        patch = idx[fi, pi]
+        res = {"a": out.tokens[fi, patch], "b": b[fi, pi], "fusion": out, "frame": fi, "patch": patch}
+        res["keys"] = torch.stack([ep[fi, pi], st[fi, pi], patch], -1)  # (M, 3)
+        if raw:
+            res["raw_a"] = torch.cat([_grid(feats[k], self.grid) for k in self.names], -1)[fi, patch]
+            if "point_features" in batch:
+                res["raw_b"] = batch["point_features"].flatten(0, 1).to(device).float()[fi, pi]
+            else:
+                pts = torch.cat([batch["xyz"].float(), batch["rgb"].float()], -1).flatten(0, 1).to(device)
+                res["raw_b"] = pts[fi, pi]
+        return res
+
+    def objective(self, pairs: dict) -> Tensor:
+        if isinstance(self.loss, InfoNCE):
+            return self.loss(pairs["a"], pairs["b"], pairs["keys"])
+        return self.loss(pairs["a"], pairs["b"])
+
+    def patch_embed(self, batch: dict, device) -> Tensor:
+        """(B·T, N, De): the 2D embedding at every patch (no points), the stage-3 target."""
+        tokens = self.fuse({"features": {k: batch["features"][k].to(device) for k in self.names}}).tokens
+        return self.loss.project(tokens) if isinstance(self.loss, SpatialForcing) else tokens
+
+    def embed(self, pairs: dict) -> tuple[Tensor, Tensor]:
+        """The aligned rows (2D, 3D) that retrieval compares."""
+        a = self.loss.project(pairs["a"]) if isinstance(self.loss, SpatialForcing) else pairs["a"]
+        return a.float(), pairs["b"].float()
+
+
+StepFn = Callable[[nn.Module, dict, torch.optim.Optimizer, Amp], dict[str, float]]
+
+
+def align_step(model: AlignModel, batch: dict, optimizer: torch.optim.Optimizer, amp: Amp) -> dict[str, float]:
+    """One stage-1 optimisation step; returns the scalars to log (``loss``, ``skipped``, temperature, gates)."""
+    model.train()
+    device = next(model.parameters()).device
+    with amp.autocast():
+        pairs = model.pairs(batch, device, model.cfg.max_rows, getattr(model, "row_gen", None))
+        loss = model.objective(pairs) + model.cfg.balance_weight * pairs["fusion"].balance_loss
+    applied = amp.step(loss, optimizer)
+    logs = {"loss": float(loss.detach()), "skipped": float(not applied), "rows": float(len(pairs["a"]))}
+    if isinstance(model.loss, InfoNCE):
+        logs["temperature"] = model.loss.temperature
+    return {**logs, **pairs["fusion"].stats.to_log()}
+
+
+def _feature_map(feature_stores) -> dict[str, str]:
+    from ._dataset import _align_info
+
+    if isinstance(feature_stores, Mapping):
+        out = {str(k): str(v) for k, v in feature_stores.items()}
+    else:
+        names = [_align_info(p)["encoder"] for p in feature_stores]
+        if len(set(names)) != len(names):
+            raise ValueError(f"feature_stores: encoders {names} repeat; pass {{name: path}} to name each store")
+        out = {n: str(p) for n, p in zip(names, feature_stores, strict=True)}
+    if not out:
+        raise ValueError("feature_stores: pass at least one store from `policylens align extract`")
+    return out
+
+
+def _forever(loader):
+    while True:
+        yield from loader
+
+
+def _rows(model: AlignModel, batch: dict, device) -> tuple[Tensor, Tensor, Tensor]:
+    p = model.pairs(batch, device)
+    a, b = model.embed(p)
+    return a, b, p["keys"]
+
+
+def _frames(keys: Tensor) -> Tensor:
+    return torch.unique(keys[:, :2], dim=0, return_inverse=True)[1]
+
+
+def _within(a: Tensor, b: Tensor, keys: Tensor):
+    return evaluate_alignment(a, b, pool="within-frame", frames=_frames(keys), keys=keys)
+
+
+@torch.no_grad()
+def _probe(model: AlignModel, batch: dict, device) -> dict[str, float]:
+    """Retrieval on the fixed held-out batch, logged every ``eval_every`` steps."""
+    model.eval()
+    r = _within(*_rows(model, batch, device))
+    model.train()
+    return {"eval/top1_2d3d": r.retrieval["2d->3d"].topk[1], "eval/top1_3d2d": r.retrieval["3d->2d"].topk[1]}
+
+
+def _loop(out: Path, model: nn.Module, opt, amp: Amp, step: StepFn, loader, cfg, evaluate=None, desc="") -> dict:
+    """Resume from ``out``, run ``step`` to ``cfg.steps`` with TensorBoard, checkpoints and signal handling."""
+    from torch.utils.tensorboard import SummaryWriter  # TensorBoard loads only when a run trains
+
+    start = load_train_state(out, model, opt)
+    extra = load_train_extra(out) if start else {}
+    amp.load_state_dict(extra.get("scaler", {}))
+    skipped, losses = int(extra.get("skipped", 0)), []
+    sampler = getattr(loader.batch_sampler, "sampler", None)
+    if hasattr(sampler, "generator"):  # as the diffusion trainer: a resumed run draws its order from seed + step
+        sampler.generator = torch.Generator().manual_seed(cfg.seed + start)
+    model.row_gen = torch.Generator().manual_seed(cfg.seed + start)
+
+    def save(done: int) -> None:
+        save_train_state(out, model, opt, done, {"scaler": amp.state_dict(), "skipped": skipped})
+
+    writer = SummaryWriter(str(out / "tb"))
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc, disable=not cfg.progress)
+    batches, done, saved = _forever(loader), start, start
+    try:
+        with stop_on_signal() as stop:
+            for i in bar:
+                logs = step(model, next(batches), opt, amp)
+                done, skipped = i + 1, skipped + int(logs.get("skipped", 0))
+                losses.append(logs["loss"])
+                for k, v in logs.items():
+                    writer.add_scalar(k if "/" in k else f"train/{k}", v, done)
+                writer.add_scalar("train/skipped_total", skipped, done)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", skipped=skipped)
+                if evaluate is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
+                    for k, v in evaluate().items():
+                        writer.add_scalar(k, v, done)
+                if done % cfg.save_every == 0 or stop.signum is not None:
+                    save(done)
+                    saved = done
+                if stop.signum is not None:
+                    raise TrainingInterrupted(stop.signum, done, out)
+    finally:
+        writer.close()
+    if saved != done or not (out / "train_state.json").is_file():
+        save(done)
+    return {"step": done, "skipped": skipped, "losses": losses}
+
+
+def _export(out: Path, model: nn.Module, meta: dict) -> None:
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def _loaders(points, feats: dict, cfg: AlignTrainConfig, batch_size: int, workers: int):
+    kw = {"held_out": cfg.held_out, "window": cfg.window, "seed": cfg.seed, "batch_size": batch_size}
+    train = make_loader(points, feats, split="train", num_workers=workers, **kw)
+    held = make_loader(points, feats, split="held_out", shuffle=False, **kw)
+    return train, held
+
+
+def train_alignment(
+    point_store: str | os.PathLike,
+    feature_stores: Mapping[str, str | os.PathLike] | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    config: AlignTrainConfig | None = None,
+    *,
+    step: StepFn | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Stage 1 on ``point_store`` (``align ingest``) and ``feature_stores`` (``align extract``; a list, named by
+    encoder, or {name: path}); everything goes under ``out`` (module docstring). Returns the step reached,
+    skipped steps, this call's losses and the output paths."""
+    cfg, out = config or AlignTrainConfig(), Path(out)
+    feats, device = _feature_map(feature_stores), torch.device(cfg.device)
+    amp = Amp(cfg.amp, device)
+    train, held = _loaders(point_store, feats, cfg, cfg.batch_size, cfg.num_workers)
+    probe = next(iter(held))
+    names = list(feats)
+    meta = {
+        "format": MODEL_FORMAT,
+        "config": asdict(cfg),
+        "encoders": names,
+        "in_dims": [int(probe["features"][k].shape[-1]) for k in names],
+        "grid": list(probe["features"][names[0]].shape[2:4]),
+        "point_dim": int(probe["point_features"].shape[-1]) if "point_features" in probe else None,
+        "points": str(point_store),
+        "features": feats,
+        "train_episodes": train.dataset.ds.episodes,
+        "held_out_episodes": held.dataset.ds.episodes,
+    }
+    claim_run_dir(out, {"points": str(point_store), "features": feats, "config": cfg.settings()}, overwrite)
+    torch.manual_seed(cfg.seed)
+    model = AlignModel(meta).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    evaluate = lambda: _probe(model, probe, device)  # noqa: E731
+    res = _loop(out, model, opt, amp, step or align_step, train, cfg, evaluate, f"align {cfg.objective}")
+    _export(out, model, meta)
+    _final_eval(model, train, held, device, cfg, out, {**meta, "step": res["step"], "skipped": res["skipped"]})
+    return {**res, "out": out, "eval": out / "eval.json", "hist": out / "similarity_hist.png"}
+
+
+@torch.no_grad()
+def _collect(model: AlignModel, loader, device, limit: int | None = None) -> dict[str, Tensor]:
+    model.eval()
+    parts: list[dict] = []
+    for batch in loader:
+        p = model.pairs(batch, device, raw=True)
+        a, b = model.embed(p)
+        parts.append({"a": a, "b": b, "keys": p["keys"], "raw_a": p["raw_a"], "raw_b": p["raw_b"]})
+        if limit is not None and sum(len(x["a"]) for x in parts) >= limit:
+            break
+    return {k: torch.cat([x[k] for x in parts]).cpu() for k in parts[0]}
+
+
+def _final_eval(model: AlignModel, train, held, device, cfg: AlignTrainConfig, out: Path, info: dict) -> None:
+    """eval.json / eval.md (aligned vs ridge on raw features, held-out episodes) and similarity_hist.png."""
+    ev, tr = _collect(model, held, device), _collect(model, train, device, cfg.eval_rows)
+    frames = _frames(ev["keys"])
+    kw = {"pool": "within-frame", "frames": frames, "keys": ev["keys"]}
+    aligned = evaluate_alignment(ev["a"], ev["b"], **kw)
+    cross = evaluate_alignment(ev["a"], ev["b"], pool="cross-batch", batch_size=256, keys=ev["keys"])
+    eps = tr["keys"][:, 0]
+    ridge = ridge_baseline(
+        tr["raw_a"], tr["raw_b"], ev["raw_a"], ev["raw_b"], episodes=eps if eps.unique().numel() > 1 else None, **kw
+    )
+    reports = {f"aligned {cfg.objective}": aligned, **ridge.reports}
+    result = {
+        **{k: info[k] for k in ("step", "skipped", "train_episodes", "held_out_episodes", "encoders")},
+        "objective": cfg.objective,
+        "rows": {"held_out": len(ev["a"]), "ridge_train": len(tr["a"])},
+        "ridge_lambda": {"2d->3d": ridge.a_to_b.lam, "3d->2d": ridge.b_to_a.lam},
+        "summary": {k: r.summary() for k, r in {**reports, "aligned cross-batch": cross}.items()},
+        "reports": {k: r.to_dict() for k, r in {**reports, "aligned cross-batch": cross}.items()},
+    }
+    (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "eval.md").write_text(retrieval_markdown({**reports, "aligned cross-batch": cross}))
+    plot_similarity_hist(aligned, out / "similarity_hist.png", f"{cfg.objective}, held-out episodes")
+
+
+def load_aligned(aligned: str | os.PathLike, device: str | torch.device = "cpu") -> AlignModel:
+    """The stage-1 model written by :func:`train_alignment` to ``aligned`` (config.json + model.safetensors)."""
+    path = Path(aligned)
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"aligned={str(aligned)!r} has no config.json + model.safetensors; pass the --out of a finished "
+            "`policylens align train` (rerun it to finish a killed run)"
+        )
+    meta = json.loads((path / "config.json").read_text())
+    if meta.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path}/config.json has format {meta.get('format')!r}; expected {MODEL_FORMAT!r}")
+    model = AlignModel(meta)
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    return model.to(device).eval().requires_grad_(False)
