@@ -29,8 +29,7 @@ import numpy as np
 import torch
 
 from ..data import EpisodeFormatError
-from ..data.pointcloud import backproject
-from ..data.pointcloud._ply import _read_ascii, _read_binary, _read_header
+from ..data.pointcloud import backproject, read_ply_vertices
 from ..store import StoreMeta, build_store
 
 __all__ = ["depth_cloud", "fix_points", "ingest_depth", "ingest_ply", "ply_files", "read_ply_points"]
@@ -43,22 +42,9 @@ def read_ply_points(path: str | os.PathLike, feature_prefix: str = "feat_") -> d
     """``{"xyz" (M, 3) f32, "rgb" (M, 3) u8, "uv" (M, 2) f32 (-1 without u, v), "object_id" (M,) i32,
     "features" (M, D) f32 or absent}`` from a PLY file (the reader of ``data.pointcloud``)."""
     path = Path(path)
-    if not path.is_file():
-        raise EpisodeFormatError(f"PLY file {path} does not exist")
-    with open(path, "rb") as f:
-        fmt, elements = _read_header(f, path)
-        vertex = next((e for e in elements if e.name == "vertex"), None)
-        if vertex is None:
-            raise EpisodeFormatError(f"{path}: the header declares no 'element vertex N'; expected the points there")
-        names = [n for n, _ in vertex.props]
-        if not {"x", "y", "z"} <= set(names):
-            raise EpisodeFormatError(f"{path}: vertices need properties x, y, z; found {names}")
-        before = elements[: elements.index(vertex)]
-        if fmt == "ascii":
-            rec = _read_ascii(f.read(), path, vertex, sum(e.count for e in before))
-        else:
-            rec = _read_binary(f, path, fmt, vertex, before)
-    m, col = vertex.count, lambda keys: np.stack([rec[k] for k in keys], axis=1)
+    rec = read_ply_vertices(path)
+    names = list(rec)
+    m, col = len(rec["x"]), lambda keys: np.stack([rec[k] for k in keys], axis=1)
     out = {
         "xyz": col("xyz").astype(np.float32),
         "rgb": col(("red", "green", "blue")).astype(np.uint8) if {"red", "green", "blue"} <= set(names) else None,

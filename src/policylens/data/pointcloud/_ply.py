@@ -89,8 +89,9 @@ class _Element:
     props: list[tuple[str, str]] = field(default_factory=list)  # (name, numpy type code or "list")
 
 
-def read_ply(path: str | Path) -> PointCloud:
-    """Read a PLY point cloud (binary little/big endian or ASCII)."""
+def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray]:
+    """Every vertex property of a PLY file (binary little/big endian or ASCII) as it is stored,
+    by name (``x``, ``y``, ``z``, ``red`` ... and any others, e.g. per-point features)."""
     path = Path(path)
     if not path.is_file():
         raise EpisodeFormatError(f"PLY file {path} does not exist")
@@ -107,15 +108,21 @@ def read_ply(path: str | Path) -> PointCloud:
             rec = _read_ascii(f.read(), path, vertex, sum(e.count for e in before))
         else:
             rec = _read_binary(f, path, fmt, vertex, before)
-    n = vertex.count
+    return {name: np.asarray(rec[name]) for name in names}
+
+
+def read_ply(path: str | Path) -> PointCloud:
+    """Read a PLY point cloud (binary little/big endian or ASCII)."""
+    rec = read_ply_vertices(path)
+    n = len(rec["x"])
     xyz = np.stack([rec["x"], rec["y"], rec["z"]], axis=1)
     rgb = (
         np.stack([rec[c] for c in ("red", "green", "blue")], axis=1)
-        if {"red", "green", "blue"} <= set(names)
+        if {"red", "green", "blue"} <= set(rec)
         else np.zeros((n, 3))
     )
-    uv = np.stack([rec["u"], rec["v"]], axis=1) if {"u", "v"} <= set(names) else np.full((n, 2), -1)
-    ids = rec["object_id"] if "object_id" in names else np.full(n, -1)
+    uv = np.stack([rec["u"], rec["v"]], axis=1) if {"u", "v"} <= set(rec) else np.full((n, 2), -1)
+    ids = rec["object_id"] if "object_id" in rec else np.full(n, -1)
     return PointCloud(xyz, rgb, uv, ids)
 
 
