@@ -2,26 +2,17 @@
 the same InfoNCE loss (mean over ranks), gradients, queue and parameters after two SGD steps as one
 process holding the global batch."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from gloo_ranks import run_ranks
 
 WORKER = Path(__file__).parent / "_gather_worker.py"
 
 
 def _run(world: int, tmp: Path) -> dict:
-    out, init = tmp / f"world{world}.json", tmp / f"init{world}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen([sys.executable, str(WORKER), str(r), str(world), str(init), str(out)], env=env)
-        for r in range(world)
-    ]
-    assert all(p.wait(timeout=240) == 0 for p in procs)
-    return json.loads(out.read_text())
+    return run_ranks(WORKER, world, tmp)
 
 
 def test_two_gloo_ranks_match_one_process_on_the_global_batch(tmp_path):

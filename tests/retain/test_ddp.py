@@ -2,26 +2,17 @@
 process on the same global batch (both passes under no_sync, both gradients all-reduced before
 the projection, L_ret all-reduced before the λ update)."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from gloo_ranks import run_ranks
 
 WORKER = Path(__file__).parent / "_ddp_worker.py"
 
 
 def _run(world: int, tmp: Path) -> dict:
-    out, init = tmp / f"world{world}.json", tmp / f"init{world}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen([sys.executable, str(WORKER), str(r), str(world), str(init), str(out)], env=env)
-        for r in range(world)
-    ]
-    assert all(p.wait(timeout=240) == 0 for p in procs)
-    return json.loads(out.read_text())
+    return run_ranks(WORKER, world, tmp)
 
 
 def test_two_gloo_ranks_match_one_process_on_the_global_batch(tmp_path):
