@@ -31,6 +31,7 @@ class DemoResult:
     cache: dict | None = None
     bac: dict | None = None
     retain: dict | None = None
+    attention: dict | None = None
 
 
 def _fmt(values) -> str:
@@ -115,12 +116,14 @@ def run_demo(
         )
     result = DemoResult(rows=rows, actions=actions, span_counts=counts)
     if jobs:
-        from ._demo_jobs import demo_bac, demo_cache, demo_retain
+        from ._demo_jobs import demo_attention, demo_bac, demo_cache, demo_retain
 
         result.out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="policylens-demo-"))
         result.out.mkdir(parents=True, exist_ok=True)
         result.cache = demo_cache(policy, result.out, episodes=2, seed=seed, console=console)
+        result.attention = demo_attention(policy, result.out, console=console)
         result.retain = demo_retain(policy, result.out, steps=3, seed=seed, console=console)
         result.bac = demo_bac(result.out, seed=seed, calls=5, console=console)
-        console.print(f"outputs: {result.out} (episodes/, anchors/, bridge/, retain.json, bac.json)")
+        listing = "episodes/, anchors/, attention/report.html, bridge/, retain.json, bac.json"
+        console.print(f"outputs: {result.out} ({listing})")
     return result

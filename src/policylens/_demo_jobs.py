@@ -1,6 +1,7 @@
-"""The demo's job steps after the taps: an anchor cache over simulated DROID episodes, a few
-retention fine-tuning steps against a bridge cache of them, and a BAC speed-up on the reference
-diffusion policy. Each writes under the demo's output folder."""
+"""The demo's job steps after the taps: an anchor cache over simulated DROID episodes, attention
+overlays of them with the HTML report, a few retention fine-tuning steps against a bridge cache of
+them, and a BAC speed-up on the reference diffusion policy. Each writes under the demo's output
+folder."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-__all__ = ["demo_bac", "demo_cache", "demo_retain"]
+__all__ = ["demo_attention", "demo_bac", "demo_cache", "demo_retain"]
 
 
 def demo_cache(policy: str, out: Path, episodes: int, seed: int, console: Console) -> dict:
@@ -30,6 +31,22 @@ def demo_cache(policy: str, out: Path, episodes: int, seed: int, console: Consol
         f"{manifest['meta']['taps']} -> {out / 'anchors'} (verify: {'OK' if report.ok else report.problems})"
     )
     return manifest
+
+
+def demo_attention(policy: str, out: Path, console: Console) -> dict:
+    """Attention maps of the policy over the demo episodes (layer 2, prefix and suffix, a keyframe
+    every 8 steps): overlays, float16 arrays, object overlap, then the HTML / Markdown report."""
+    from .attention import AttentionRunConfig, run_attention, write_report
+
+    config = AttentionRunConfig(layers=(2,), every=8, heads=False, videos=False)
+    done = run_attention(policy, f"droid:{out / 'episodes'}", out / "attention", config, progress=False)
+    html, _ = write_report(out / "attention", n_boot=200, n_perm=500, examples=1)
+    keyframes = sum(len(d["keyframes"]) for d in done)
+    console.print(
+        f"attention: layer 2 text -> image and action -> image maps on {keyframes} keyframes of {len(done)} "
+        f"episodes -> {out / 'attention'}; report {html}"
+    )
+    return {"episodes": len(done), "keyframes": keyframes, "report": str(html)}
 
 
 def demo_retain(policy: str, out: Path, steps: int, seed: int, console: Console) -> dict:

@@ -42,6 +42,9 @@ def test_demo_jobs_write_a_verified_cache_and_a_bac_timing(tmp_path):
     bac = json.loads((tmp_path / "demo" / "bac.json").read_text())
     assert bac["speedup"] == pytest.approx(bac["original_ms"] / bac["uniform_S10_ms"])
     assert 0 < bac["action_mse"] < 1  # the cached chunk stays near the uncached one
+    assert (tmp_path / "demo" / "attention" / "report.html").is_file() and result.attention["keyframes"] >= 2
+    steps = json.loads((tmp_path / "demo" / "retain.json").read_text())
+    assert len(steps) == 3 and steps[0]["loss_ret"] < 1e-6 and result.retain["lambda"] >= 0
 
 
 def test_taps_command_on_an_hf_checkpoint_directory(tmp_path):
