@@ -48,7 +48,9 @@ def episodes(task: str, n: int, seed: int, cfg) -> list[dict]:
     ]
 
 
-def success(model, task: str, n: int, seed: int, max_steps: int | None) -> dict:
+def success(model, task: str, n: int, seed: int, max_steps: int | None) -> dict | None:
+    if n == 0:  # --eval-episodes 0: timing only
+        return None
     torch.manual_seed(seed)
     agent = ChunkedPolicy(model.eval(), k=max(1, model.config.chunk_size // 2))
     cfg = model.config
@@ -95,12 +97,17 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
     task_b = episodes(args.task_b, args.episodes_b, seed, cfg)
     replay_n = max(1, round(0.02 * args.teacher_episodes))
     replay = episodes("reach", replay_n, seed + 7919, cfg)
+    n_before = 0 if args.skip_before else args.eval_episodes
     before = {
-        "A": success(load_model("tiny_vla"), "reach", args.eval_episodes, seed, args.max_steps),
-        "B": success(load_model("tiny_vla"), args.task_b, args.eval_episodes, seed, args.max_steps),
+        "A": success(load_model("tiny_vla"), "reach", n_before, seed, args.max_steps),
+        "B": success(load_model("tiny_vla"), args.task_b, n_before, seed, args.max_steps),
     }
     rows = []
-    for name, method, with_replay in ROWS:
+    chosen = [r.strip() for r in args.rows.split(",")] if args.rows else [name for name, _, _ in ROWS]
+    unknown = sorted(set(chosen) - {name for name, _, _ in ROWS})
+    if unknown:
+        raise SystemExit(f"--rows: {unknown} are not rows; choose from {[name for name, _, _ in ROWS]}")
+    for name, method, with_replay in [r for r in ROWS if r[0] in chosen]:
         train = RetainTrainConfig(
             steps=args.steps,
             batch_size=args.batch_size,
@@ -135,10 +142,11 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
             }
         )
         print(f"seed {seed} {name}: {json.dumps(rows[-1])}", flush=True)
-    plain = rows[0]["step_s"]
+    plain = next((r["step_s"] for r in rows if r["row"] == "plain"), None)
     for r in rows:
-        r["step_ratio"] = r["step_s"] / plain
-        r["nbt"] = r["A_before"]["rate"] - r["A"]["rate"]
+        r["step_ratio"] = r["step_s"] / plain if plain else None
+        both = r["A_before"] is not None and r["A"] is not None
+        r["nbt"] = r["A_before"]["rate"] - r["A"]["rate"] if both else None
     return rows
 
 
@@ -146,8 +154,8 @@ def fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
-def pct(s: dict) -> str:
-    return f"{s['rate']:.0%} [{s['low']:.0%}, {s['high']:.0%}]"
+def pct(s: dict | None) -> str:
+    return "—" if s is None else f"{s['rate']:.0%} [{s['low']:.0%}, {s['high']:.0%}]"
 
 
 def table(rows: list[dict], epsilon: float) -> str:
@@ -158,10 +166,10 @@ def table(rows: list[dict], epsilon: float) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['row']} | {r['seed']} | {pct(r['B'])} | {pct(r['A'])} | {r['nbt']:+.0%} | "
+            f"| {r['row']} | {r['seed']} | {pct(r['B'])} | {pct(r['A'])} | {fmt(r['nbt'], '+.0%')} | "
             f"{fmt(r['final_loss_ret'], '.3g')} | {fmt(r['above_epsilon'], '.0%')} | {r['drift']:.3g} | "
             f"{r['lambda']:.3g} | {fmt(r['projection_fired'], '.0%')} | {fmt(r.get('cos_dtheta_ret'), '+.2f')} | "
-            f"{r['step_ratio']:.2f} |"
+            f"{fmt(r['step_ratio'], '.2f')} |"
         )
     return "\n".join(lines)
 
@@ -183,6 +191,8 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-episodes", type=int, default=50)
     ap.add_argument("--max-steps", type=int, default=None, help="cap on rollout steps (default: the task's)")
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--rows", help="comma-separated row names to run (default: all)")
+    ap.add_argument("--skip-before", action="store_true", help="skip the teacher's own success (another run has it)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.episodes_b, args.steps, args.batch_size, args.eval_episodes, args.max_steps = 1, 2, 2, 1, 4
