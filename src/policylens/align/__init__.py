@@ -25,18 +25,16 @@ from ._retrieval import (
 )
 from ._ridge import DEFAULT_LAMS, RidgeBaseline, RidgeMap, fit_ridge, ridge_baseline
 from ._sampling import GridPoints, grid_to_uv, sample_features, uv_to_grid
-from ._student import DistillConfig, distill_student
+from ._student import distill_student
 from ._temporal import TEMPORAL_POOLS, TemporalPool
 from ._train import (
-    AMP_MODES,
-    OBJECTIVES,
     AlignModel,
-    AlignTrainConfig,
     Amp,
     align_step,
     load_aligned,
     train_alignment,
 )
+from ._train_config import AMP_MODES, OBJECTIVES, AlignTrainConfig, DistillConfig, LoopConfig
 from ._verify import AlignCheck, find_stores, verify_align
 
 __all__ = [
@@ -62,6 +60,7 @@ __all__ = [
     "GateStats",
     "GridPoints",
     "InfoNCE",
+    "LoopConfig",
     "MultiEncoderFusion",
     "OracleEncoder",
     "PatchEncoder",

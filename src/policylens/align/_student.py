@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -18,7 +18,6 @@ from ..models._train_state import claim_run_dir
 from ._distill import Distiller
 from ._train import (
     AlignModel,
-    AlignTrainConfig,
     Amp,
     _export,
     _grid,
@@ -27,29 +26,9 @@ from ._train import (
     _within,
     load_aligned,
 )
+from ._train_config import DistillConfig
 
-__all__ = ["DistillConfig", "distill_student"]
-
-
-@dataclass
-class DistillConfig:
-    """Stage-3 settings: student ``hidden`` width, Distiller ``l1_weight``; the rest as in stage 1."""
-
-    hidden: int = 256
-    l1_weight: float = 1.0
-    steps: int = 1000
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    seed: int = 0
-    amp: str = "none"
-    device: str = "cpu"
-    eval_every: int = 100
-    save_every: int = 200
-    num_workers: int = 0
-    progress: bool = True
-    __post_init__ = AlignTrainConfig.__post_init__
-    settings = AlignTrainConfig.settings
+__all__ = ["distill_student"]
 
 
 class _Student(nn.Module):

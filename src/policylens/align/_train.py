@@ -30,7 +30,7 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -49,70 +49,23 @@ from ..models._train_state import (
 )
 from ._dataset import make_loader
 from ._distill import SpatialForcing
-from ._fusion import FUSION_MODES, FusionConfig, MultiEncoderFusion
+from ._fusion import FusionConfig, MultiEncoderFusion
 from ._infonce import InfoNCE
 from ._plots import plot_similarity_hist, retrieval_markdown
 from ._points import PointProjector
 from ._retrieval import evaluate_alignment
 from ._ridge import ridge_baseline
+from ._train_config import AlignTrainConfig
 
 __all__ = [
-    "AMP_MODES",
-    "OBJECTIVES",
     "AlignModel",
-    "AlignTrainConfig",
     "Amp",
     "align_step",
     "load_aligned",
     "train_alignment",
 ]
 
-OBJECTIVES = ("infonce", "spatial_forcing")
-AMP_MODES = ("none", "bf16", "fp16")
 MODEL_FORMAT = "policylens-align-model-1"
-# loop settings a rerun may change without making it another run
-LOOP_ONLY = ("steps", "eval_every", "save_every", "device", "num_workers", "progress")
-
-
-@dataclass
-class AlignTrainConfig:
-    """Stage-1 settings. ``max_rows``: points per step (a seeded subset when a batch has more);
-    ``eval_rows``: cap on training rows for the ridge fit; the rest as named."""
-
-    objective: str = "infonce"
-    dim: int = 128
-    fusion: str = "softmax"
-    top_k: int = 1
-    balance_weight: float = 0.01
-    temperature: float = 0.07
-    steps: int = 1000
-    batch_size: int = 8
-    window: int = 1
-    max_rows: int = 4096
-    eval_rows: int = 20000
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    held_out: float = 0.2
-    seed: int = 0
-    amp: str = "none"
-    device: str = "cpu"
-    eval_every: int = 100
-    save_every: int = 200
-    num_workers: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name, choices in (("objective", OBJECTIVES), ("fusion", FUSION_MODES), ("amp", AMP_MODES)):
-            if hasattr(self, name) and getattr(self, name) not in choices:
-                raise ValueError(f"{type(self).__name__}.{name}={getattr(self, name)!r}; use one of {list(choices)}")
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.type in ("int", int) and f.name not in ("seed", "num_workers") and v < 1:
-                raise ValueError(f"{type(self).__name__}.{f.name}={v}; expected >= 1")
-
-    def settings(self) -> dict:
-        """What defines the run (recorded in run.json): everything but the loop settings ``LOOP_ONLY``."""
-        return {k: v for k, v in asdict(self).items() if k not in LOOP_ONLY}
 
 
 class Amp:
