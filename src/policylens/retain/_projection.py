@@ -47,17 +47,19 @@ def agem_project(
     (global). Returns the projected gradients (new tensors), the number of groups that
     conflicted and the global ⟨g_act, g_ret⟩ (both 0-dim device tensors)."""
     out: list[Tensor | None] = list(g_act)
-    groups = [range(len(g_act))] if groups is None else groups
-    fired = None
+    whole = groups is None
+    groups = [range(len(g_act))] if whole else groups
+    fired = total = None
     for group in groups:
         a, r = [g_act[i] for i in group], [g_ret[i] for i in group]
-        coef, _ = _coefficient(a, r, delta)
+        coef, dot = _coefficient(a, r, delta)
+        total = dot if whole else None  # one group of every parameter: its dot is the global one
         for i in group:
             if g_act[i] is not None and g_ret[i] is not None:
                 out[i] = g_act[i] - (coef * g_ret[i].float()).to(g_act[i].dtype)
         conflict = (coef != 0).float()
         fired = conflict if fired is None else fired + conflict
-    return out, fired, grad_dot(g_act, g_ret)
+    return out, fired, total if total is not None else grad_dot(g_act, g_ret)
 
 
 def pcgrad_combine(g_a: Grads, g_b: Grads, delta: float = 1e-12) -> list[Tensor | None]:

@@ -162,12 +162,12 @@ class Retainer:
         present = [g for g in (*act, *ret) if g is not None]
         finite = torch.stack([torch.isfinite(g).all() for g in present]).all()
         lam = self.dual.value(present[0].device)
-        dot = grad_dot(act, ret)
         norms = (grad_dot(act, act) * grad_dot(ret, ret)).sqrt()
-        projected = torch.zeros((), device=lam.device)
         method = self.config.method
-        if method in ("agem", "craft"):
-            act, projected, _ = agem_project(act, ret, self.config.delta, self.groups)
+        if method in ("agem", "craft"):  # ⟨g_act, g_ret⟩ before projection comes back with it
+            act, projected, dot = agem_project(act, ret, self.config.delta, self.groups)
+        else:
+            projected, dot = torch.zeros((), device=lam.device), grad_dot(act, ret)
         if method == "pcgrad":
             combined = pcgrad_combine(act, [None if g is None else lam * g for g in ret], self.config.delta)
         elif method == "plain":
