@@ -66,10 +66,10 @@ def demo_retain(policy: str, out: Path, steps: int, seed: int, console: Console)
     rng = np.random.default_rng(seed)
     history = []
     for _ in range(steps):
-        rows = rng.integers(0, len(anchors), 4)
-        task = anchors.batch(rows)
-        task = {k: v for k, v in task.items() if k not in ("target_features", "sample_index")}
-        task["action"] = torch.stack([torch.as_tensor(a) for a in _chunks(anchors, rows, model.config.chunk_size)])
+        task = anchors.batch(rng.integers(0, len(anchors), 4))
+        index = task.pop("sample_index")
+        del task["target_features"]
+        task["action"] = torch.as_tensor(np.stack(_chunks(anchors.source, index, model.config.chunk_size)))
         stats = retainer.backward(task, anchors.batch(rng.integers(0, len(anchors), 4)))
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -84,12 +84,11 @@ def demo_retain(policy: str, out: Path, steps: int, seed: int, console: Console)
     return {"history": history, "lambda": retainer.dual.lam}
 
 
-def _chunks(anchors, rows, horizon: int) -> list:
-    """The recorded action chunk at each row's step (the episode's own actions)."""
-    source = anchors.source
+def _chunks(source, sample_index, horizon: int) -> list:
+    """The recorded action chunk at each sample's step (the episode's own actions)."""
     out = []
-    for r in rows:
-        ep, t = source.index[int(anchors.store[[int(r)]]["sample_index"][0])]
+    for i in sample_index:
+        ep, t = source.index[int(i)]
         actions = np.asarray(source.episodes[ep].actions)
         out.append(actions[np.minimum(np.arange(t, t + horizon), len(actions) - 1)].astype(np.float32))
     return out
