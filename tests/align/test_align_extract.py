@@ -76,6 +76,9 @@ def test_frames_round_trip_equals_the_encoders_features(tmp_path):
     frames = np.stack([ep.frame("cam", t) for ep in eps for t in range(len(ep))])
     ref = enc.features(enc.preprocess(frames)[0])  # (8, Hf, Wf, C)
     torch.testing.assert_close(grid_of(store)[:, 0], ref)
+    assert m["kind"] == store.kind == "patch_grid" and info["version"] == 2
+    assert m["fields"]["patch_features"]["shape"] == [1, *ref.shape[1:]]  # [T=1, Hf, Wf, C]
+    torch.testing.assert_close(store[3]["patch_features"][0], ref[3])
 
 
 def test_resume_recomputes_only_missing_chunks(tmp_path):
@@ -114,6 +117,7 @@ def test_window_layout_maps_back_to_exact_steps(tmp_path):
     m = extract_features(eps, enc, tmp_path / "w", camera="cam", stride=2, dtype="float32", progress=False)
     info = m["meta"]["extra"]["align"]
     assert info["layout"] == "windows" and info["window"] == 3 and info["stride"] == 2 and info["grid"] == [2, 2]
+    assert m["kind"] == "patch_grid" and m["fields"]["patch_features"]["shape"] == [3, 2, 2, 4]  # [T, Hf, Wf, C]
     store = open_store(tmp_path / "w")
     feats = grid_of(store)  # (W, T, Hf, Wf, C)
     keys = store.get_batch(slice(None))

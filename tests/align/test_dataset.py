@@ -85,7 +85,7 @@ def test_patch_indices_equal_uv_to_grid_and_features_join_by_step(stores):
     for i in range(len(ds)):
         it = ds[i]
         rows = [row_of[(int(it["episode"]), int(t))] for t in it["step"]]
-        torch.testing.assert_close(it["xyz"], pts["teacher_hidden"][rows, 0])
+        torch.testing.assert_close(it["xyz"], pts["xyz"][rows])
         torch.testing.assert_close(it["uv"], pts["uv"][rows])
         for k in ("dinov2", "siglip"):
             torch.testing.assert_close(it["features"][k], grids[k][rows, 0])

@@ -52,14 +52,15 @@ def test_ply_ingest_equals_direct_read_with_subsample_and_pad(tmp_path, binary):
     pattern = str(tmp_path / "c/ep{episode}/{step:04d}.ply")
     assert [(e, t) for e, t, _ in ply_files(pattern)] == sorted(recs)
     m = ingest_ply(pattern, tmp_path / "s", points=16, seed=3, camera="cam", frame_size=(30, 40), progress=False)
-    assert m["meta"]["extra"]["align"]["frame_size"] == [30, 40]
+    assert m["meta"]["extra"]["align"]["frame_size"] == [30, 40] and m["kind"] == "point_cloud"
+    assert m["fields"]["xyz"] == {"shape": [16, 3], "dtype": "float32", "role": "feature"}
     b = open_store(tmp_path / "s").get_batch(slice(None))
     assert b["episode"].tolist() == [[0], [0], [2]] and b["step"].tolist() == [[0], [1], [5]]
     for row, (e, t) in enumerate(sorted(recs)):
         d = direct(recs[(e, t)])
         np.testing.assert_array_equal(read_ply_points(tmp_path / f"c/ep{e}/{t:04d}.ply")["features"], d["features"])
         want = fix_points(d, 16, np.random.default_rng([3, e, t]))
-        np.testing.assert_array_equal(b["teacher_hidden"][row, 0].numpy(), want["xyz"])
+        np.testing.assert_array_equal(b["xyz"][row].numpy(), want["xyz"])
         for key in ("rgb", "uv", "valid", "object_id"):
             np.testing.assert_array_equal(b[key][row].numpy(), want[key])
         np.testing.assert_array_equal(b["point_features"][row].numpy(), want["features"])
@@ -70,7 +71,7 @@ def test_ply_ingest_equals_direct_read_with_subsample_and_pad(tmp_path, binary):
         and (b["uv"][1, 7:] == -1).all()
         and (b["object_id"][1, 7:] == -1).all()
     )
-    assert b["valid"][0].all() and len(set(b["teacher_hidden"][0, 0, :, 0].tolist())) == 16  # 16 distinct of 50
+    assert b["valid"][0].all() and len(set(b["xyz"][0, :, 0].tolist())) == 16  # 16 distinct of 50
 
 
 def test_fix_points_subsample_is_sorted_and_seeded():
@@ -90,7 +91,7 @@ def test_write_ply_clouds_without_features(tmp_path, binary):
     ingest_ply(str(tmp_path / "e{episode}_s{step}.ply"), tmp_path / "s", points=5, progress=False)
     b = open_store(tmp_path / "s")[0]
     assert "point_features" not in b
-    np.testing.assert_array_equal(b["teacher_hidden"][0].numpy(), pc.xyz)
+    np.testing.assert_array_equal(b["xyz"].numpy(), pc.xyz)
     np.testing.assert_array_equal(b["uv"].numpy(), pc.uv.astype(np.float32))
     assert b["rgb"].tolist() == [[7, 7, 7]] * 5 and b["object_id"].tolist() == list(range(5))
 
@@ -115,7 +116,7 @@ def test_depth_ingest_equals_backprojection(tmp_path):
     eps = depth_episodes()
     ep = eps[0]
     m = ingest_depth(eps, tmp_path / "s", camera="cam", points=150, stride=1, seed=5, progress=False)
-    assert m["meta"]["extra"]["align"]["frame_size"] == [12, 16]
+    assert m["meta"]["extra"]["align"]["frame_size"] == [12, 16] and m["meta"]["extra"]["align"]["version"] == 2
     b = open_store(tmp_path / "s").get_batch(slice(None))
     for t in range(3):
         cal = ep.calibration["cam"]
@@ -126,10 +127,10 @@ def test_depth_ingest_equals_backprojection(tmp_path):
         np.testing.assert_array_equal(d["xyz"], pc.xyz)
         np.testing.assert_array_equal(d["uv"], pc.uv.astype(np.float32))
         want = fix_points(d, 150, np.random.default_rng([5, 0, t]))
-        np.testing.assert_array_equal(b["teacher_hidden"][t, 0].numpy(), want["xyz"])
+        np.testing.assert_array_equal(b["xyz"][t].numpy(), want["xyz"])
         for key in ("rgb", "uv", "valid", "object_id"):
             np.testing.assert_array_equal(b[key][t].numpy(), want[key])
-    assert b["teacher_hidden"].dtype == torch.float32 and b["uv"].dtype == torch.float32
+    assert b["xyz"].dtype == torch.float32 and b["uv"].dtype == torch.float32
 
 
 def test_malformed_ply_and_mismatches_give_clear_errors(tmp_path):

@@ -1,5 +1,5 @@
 """``cache build`` options: a camera map reaches the source and the manifest (and the rebuild
-command), and a bad layer fails before anything is written."""
+command), and a bad layer or a kind a policy cannot give fails before anything is written."""
 
 import pytest
 from typer.testing import CliRunner
@@ -34,4 +34,11 @@ def test_a_bad_layer_fails_before_the_store_exists(tmp_path):
         runner.invoke(
             app, ["build", "--dataset", "synthetic:2", "--layer", "99", "--out", str(out)], catch_exceptions=False
         )
+    assert not out.exists()
+
+
+def test_an_align_kind_is_refused_before_the_policy_loads(tmp_path):
+    out = tmp_path / "never"
+    res = runner.invoke(app, ["build", "--dataset", "synthetic:2", "--kind", "patch_grid", "--out", str(out)])
+    assert res.exit_code == 2 and "kind='patch_grid'" in res.output and "align extract" in res.output
     assert not out.exists()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from policylens.anchors import build_cache
 from policylens.cli._cache import app, build_command
 from policylens.data import EpisodeFormatError
-from policylens.store import StoreError, open_store, read_manifest
+from policylens.store import StoreError, StoreMeta, build_store, open_store, read_manifest
 
 runner = CliRunner()
 
@@ -29,6 +29,19 @@ def test_info_and_verify_ok(tmp_path):
     assert res.exit_code == 0, res.output
     assert "OK" in res.output
     assert "neighbour_cosine_mean" in res.output
+
+
+def test_info_of_an_align_store_names_the_align_command(tmp_path):
+    """``patch_grid`` stores print like any other; their rerun hint is ``align extract``, not ``cache build``."""
+    meta = StoreMeta(kind="patch_grid", dataset_id="droid:runs/reach", dtype="float32", extra={"align": {"version": 2}})
+    src = [{"i": i} for i in range(6)]
+    build_store(tmp_path / "s", src, lambda b: {"patch_features": torch.ones(len(b["i"]), 1, 2, 2, 4)}, meta,
+                chunk_rows=3, progress=False)  # fmt: skip
+    assert build_command(str(tmp_path / "s")) is None
+    (tmp_path / "s" / "done" / "chunk-00000001").unlink()
+    res = runner.invoke(app, ["info", str(tmp_path / "s")])
+    assert res.exit_code == 1 and json.loads(res.stdout)["kind"] == "patch_grid"
+    assert "policylens align extract` / `align ingest` command" in res.stderr and "cache build" not in res.stderr
 
 
 def test_verify_exits_nonzero_on_problems(tmp_path):

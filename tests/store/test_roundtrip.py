@@ -1,4 +1,5 @@
-"""Round trip of every kind and dtype, kind detection, reader paths against zarr, hashing, migration."""
+"""Round trip of every kind and dtype (the align kinds ``patch_grid`` / ``point_cloud`` too), kind detection,
+reader paths against zarr, hashing, migration."""
 
 import json
 
@@ -18,6 +19,8 @@ from policylens.store import (
     hash_state_dict,
     open_store,
     read_manifest,
+    store_info,
+    verify_store,
 )
 
 KINDS = ["hidden_feature", "hidden_state", "token_level"]
@@ -171,6 +174,38 @@ def test_old_schema_opens_with_defaults_and_future_schema_fails(tmp_path):
     path.write_text(json.dumps({**m, "schema_version": 0}))
     with pytest.raises(StoreError, match="Migrate it by rebuilding"):
         open_store(tmp_path / "s")
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "shape"), [("patch_grid", "patch_features", (2, 3, 3, 4)), ("point_cloud", "xyz", (5, 3))]
+)
+def test_align_kinds_round_trip_and_check_their_rank(tmp_path, kind, name, shape):
+    data = torch.randn(9, *shape)
+    src = [{"i": i, "rgb": torch.full((5, 3), i, dtype=torch.uint8)} for i in range(9)]
+    meta = StoreMeta(kind=kind, dtype="float32", taps=["enc.patch_tokens"])
+    m = build_store(
+        tmp_path / "s", src, lambda b: {name: data[b["i"]]}, meta, chunk_rows=4, store_inputs=["rgb"], progress=False
+    )
+    ds = open_store(tmp_path / "s", taps=["enc.patch_tokens"])
+    assert m["kind"] == ds.kind == store_info(tmp_path / "s")["kind"] == kind and verify_store(tmp_path / "s").ok
+    assert torch.equal(ds[[8, 0, 5]][name], data[[8, 0, 5]]) and torch.equal(ds[3]["rgb"], src[3]["rgb"])
+    with pytest.raises(StoreError, match=rf"field '{name}' has per-sample shape \[1, .*kind='{kind}' expects {name} "):
+        build_store(tmp_path / "r", src, lambda b: {name: data[b["i"]][:, None]}, meta, progress=False)
+
+
+def test_kind_is_detected_from_feature_fields_only(tmp_path):
+    """A stored input named like another kind's feature (``xyz``) leaves the kind detectable."""
+    src = [{"i": i, "xyz": torch.zeros(4, 3)} for i in range(3)]
+    meta = StoreMeta(kind="hidden_feature")
+    build_store(
+        tmp_path / "s",
+        src,
+        lambda b: {"target_features": b["xyz"].sum((1, 2))[:, None]},
+        meta,
+        store_inputs=["xyz"],
+        progress=False,
+    )
+    assert open_store(tmp_path / "s").kind == "hidden_feature"
 
 
 def test_meta_validation():

@@ -1,6 +1,7 @@
 """align: RGB <-> point-cloud alignment — encoders with exact preprocessing records, uv -> patch
 lookup with validity, multi-encoder fusion, symmetric InfoNCE (multi-positive, queue, DDP gather),
-RGB-only distillation and the Spatial Forcing baseline, retrieval evaluation and a ridge baseline."""
+RGB-only distillation and the Spatial Forcing baseline, retrieval evaluation and a ridge baseline,
+and stage 2: one action head on each feature source, trained and rolled out in the simulator."""
 
 from ._correspondence import CorrespondenceStats, interior_mask, patch_labels, point_patch_agreement, project_points
 from ._dataset import AlignDataset, episode_split, make_loader
@@ -8,6 +9,7 @@ from ._distill import Distiller, SpatialForcing, cosine_distance
 from ._encoders import PatchEncoder, adapt_encoder, create_encoder, list_encoders, register_encoder
 from ._extract import TINY, build_encoder, extract_features, frame_windows, grid_of
 from ._fusion import FUSION_MODES, FusionConfig, FusionOutput, GateStats, MultiEncoderFusion, balance_loss
+from ._head import ActionHead, HeadShape
 from ._infonce import InfoNCE, gather_with_grad
 from ._ingest import depth_cloud, fix_points, ingest_depth, ingest_ply, ply_files, read_ply_points
 from ._oracle import OracleEncoder, oracle_retrieval
@@ -25,6 +27,8 @@ from ._retrieval import (
 )
 from ._ridge import DEFAULT_LAMS, RidgeBaseline, RidgeMap, fit_ridge, ridge_baseline
 from ._sampling import GridPoints, grid_to_uv, sample_features, uv_to_grid
+from ._sources import SOURCES, FeatureSource, encoder_from_store, instruction_code, load_student
+from ._stage2 import HeadConfig, HeadPolicy, evaluate_action_head, load_action_head, train_action_head
 from ._student import distill_student
 from ._temporal import TEMPORAL_POOLS, TemporalPool
 from ._train import (
@@ -44,8 +48,10 @@ __all__ = [
     "OBJECTIVES",
     "POOLS",
     "RECORD_VERSION",
+    "SOURCES",
     "TEMPORAL_POOLS",
     "TINY",
+    "ActionHead",
     "AlignCheck",
     "AlignDataset",
     "AlignModel",
@@ -55,10 +61,14 @@ __all__ = [
     "CorrespondenceStats",
     "DistillConfig",
     "Distiller",
+    "FeatureSource",
     "FusionConfig",
     "FusionOutput",
     "GateStats",
     "GridPoints",
+    "HeadConfig",
+    "HeadPolicy",
+    "HeadShape",
     "InfoNCE",
     "LoopConfig",
     "MultiEncoderFusion",
@@ -81,7 +91,9 @@ __all__ = [
     "create_encoder",
     "depth_cloud",
     "distill_student",
+    "encoder_from_store",
     "episode_split",
+    "evaluate_action_head",
     "evaluate_alignment",
     "extract_features",
     "find_stores",
@@ -94,9 +106,12 @@ __all__ = [
     "held_out_rows",
     "ingest_depth",
     "ingest_ply",
+    "instruction_code",
     "interior_mask",
     "list_encoders",
+    "load_action_head",
     "load_aligned",
+    "load_student",
     "make_loader",
     "oracle_retrieval",
     "patch_labels",
@@ -110,6 +125,7 @@ __all__ = [
     "ridge_baseline",
     "round_to_multiple",
     "sample_features",
+    "train_action_head",
     "train_alignment",
     "uv_to_grid",
     "verify_align",

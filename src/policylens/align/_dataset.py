@@ -15,7 +15,8 @@ needs must be in every store, and the records must agree with the points (camera
 Reads are batched: :meth:`AlignDataset.get_batch` answers a list of items with one read per store
 (the loader's sampler yields lists). Store handles are memory maps opened lazily in each process
 (``FeatureStore`` drops them when pickled), so workers open their own and keep them
-(``persistent_workers``). Held-out split by episode: :func:`episode_split`.
+(``persistent_workers``). Held-out split by episode: :func:`episode_split`. Stores of either
+``align`` layout version (``_layout.py``) can be joined.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from ..store import open_store, read_manifest
+from ..store import open_store
 from ._extract import frame_windows
+from ._layout import align_info as _align_info
+from ._layout import as_grid, as_xyz, feature_field
 from ._record import PreprocessRecord
 from ._sampling import uv_to_grid
 
@@ -48,13 +51,6 @@ def episode_split(episodes: Sequence[int], held_out: float = 0.2, seed: int = 0)
     k = max(1, round(held_out * len(ids)))
     pick = set(np.random.default_rng(seed).choice(ids, k, replace=False).tolist())
     return [e for e in ids if e not in pick], sorted(pick)
-
-
-def _align_info(path) -> dict:
-    info = read_manifest(path)["meta"].get("extra", {}).get("align")
-    if not isinstance(info, dict) or "layout" not in info:
-        raise ValueError(f"store {str(path)!r} was not written by `policylens align` (no meta.extra['align'])")
-    return info
 
 
 def _keys(store) -> tuple[np.ndarray, np.ndarray]:
@@ -170,8 +166,10 @@ class AlignDataset(Dataset):
 
     def _open(self) -> dict[str, Any]:
         if self._stores is None:
-            self._stores = {"points": open_store(self.paths["points"], fields=["teacher_hidden", *self.point_fields])}
-            self._stores.update({k: open_store(self.paths[k], fields=["teacher_hidden"]) for k in self.names})
+            xyz = feature_field(self.point_info)
+            self._stores = {"points": open_store(self.paths["points"], fields=[xyz, *self.point_fields])}
+            for k in self.names:
+                self._stores[k] = open_store(self.paths[k], fields=[feature_field(self.infos[k])])
         return self._stores
 
     def get_batch(self, ids: Sequence[int]) -> dict[str, Any]:
@@ -185,14 +183,13 @@ class AlignDataset(Dataset):
             "episode": torch.from_numpy(self.items[ids, 0, 0]),
             "step": torch.from_numpy(self.items[ids, :, 1]),
         }
-        out["xyz"] = p["teacher_hidden"].reshape(b, t, -1, 3)
+        out["xyz"] = as_xyz(p[feature_field(self.point_info)]).reshape(b, t, -1, 3)
         out.update({k: p[k].reshape(b, t, *p[k].shape[1:]) for k in self.point_fields})
         uv, valid = out["uv"].reshape(-1, 2), out["valid"].reshape(-1)
         out["features"], out["patch_index"], out["patch_valid"] = {}, {}, {}
         for k in self.names:
-            hf, wf = self.records[k].grid_size
-            x = stores[k].get_batch(self.rows[k][ids].reshape(-1))["teacher_hidden"]
-            out["features"][k] = x.reshape(b, t, hf, wf, x.shape[-1])
+            x = stores[k].get_batch(self.rows[k][ids].reshape(-1))[feature_field(self.infos[k])]
+            out["features"][k] = as_grid(x, t, self.records[k].grid_size)  # (B, T, Hf, Wf, C)
             g = uv_to_grid(uv, self.records[k])
             ok = g.valid & valid
             out["patch_index"][k] = torch.where(ok, g.index, -1).reshape(b, t, -1)

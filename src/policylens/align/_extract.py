@@ -1,11 +1,10 @@
 """Patch features of episode frames into a feature store, one store per encoder, resumable.
 
-Layout (the store has no patch-grid kind yet, so the least surprising kind it accepts today is used):
-a ``hidden_state`` store whose ``teacher_hidden`` row is ``[1, T*Hf*Wf, C]`` — one "layer" of
-``T*Hf*Wf`` row-major patch tokens, frame-major — plus ``episode [T]`` and ``step [T]`` (int64)
+Layout (version 2): a ``patch_grid`` store whose ``patch_features`` row is ``[T, Hf, Wf, C]`` — the
+patch grids of the row's ``T`` frames, row-major — plus ``episode [T]`` and ``step [T]`` (int64)
 giving the episode index (order of ``open_episodes(spec)``) and step of each of the row's frames.
-``manifest.meta.extra["align"]`` says how to read it back (``layout``, ``grid``, ``window``, the
-encoder's :class:`PreprocessRecord` as JSON, ``camera``, ``episodes``):
+``manifest.meta.extra["align"]`` says how to read it back (``version``, ``layout``, ``grid``,
+``window``, the encoder's :class:`PreprocessRecord` as JSON, ``camera``, ``episodes``):
 
 - ``layout="frames"`` (``T = 1``): single-image encoders, one row per (episode, step).
 - ``layout="windows"``: encoders whose features depend on the frame set (VGGT-like; they set
@@ -14,6 +13,9 @@ encoder's :class:`PreprocessRecord` as JSON, ``camera``, ``episodes``):
   the episode's last step so every step is covered; an episode shorter than ``T`` repeats its last
   step, and ``step`` names each slot's step, so every frame maps back to an exact step.
   Read a row back as ``[W=1, T, Hf, Wf, C]`` with :func:`grid_of`.
+
+Stores of layout version 1 (``hidden_state``, ``teacher_hidden [1, T*Hf*Wf, C]``, the same bytes)
+still read: ``_layout.py`` holds both.
 
 Resume: rerun the same call; the store skips finished chunks. Random-weight encoders (no
 ``source``) are built from :data:`TINY` with ``seed`` so a rerun gives the same weights (the
@@ -32,11 +34,11 @@ import torch
 
 from ..store import StoreMeta, build_store, hash_state_dict
 from ._encoders import PatchEncoder, create_encoder, list_encoders
+from ._layout import LAYOUT_VERSION, align_info, as_grid, feature_field
 from ._record import PreprocessRecord
 
 __all__ = ["TINY", "build_encoder", "extract_features", "frame_windows", "grid_of"]
 
-LAYOUT_VERSION = 1
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 TINY_IMAGE = {"image_size": 56, "patch_size": 14}
 _HF = {"dinov2": "Dinov2", "dinov3": "DINOv3ViT", "siglip": "SiglipVision"}
@@ -97,11 +99,11 @@ def frame_windows(lengths: Sequence[int], window: int = 1, stride: int | None = 
 
 
 def grid_of(store) -> torch.Tensor:
-    """All rows of an extracted store as ``(rows, T, Hf, Wf, C)`` float tensors (small stores; tests, tools)."""
-    info = store.meta["extra"]["align"]
-    hf, wf = info["grid"]
-    x = store.get_batch(slice(None))["teacher_hidden"].float()  # (rows, 1, T*Hf*Wf, C)
-    return x.reshape(len(x), info["window"], hf, wf, -1)
+    """All rows of an extracted store (either layout version) as ``(rows, T, Hf, Wf, C)`` float tensors
+    (small stores; tests, tools)."""
+    info = align_info(store.root)
+    x = store.get_batch(slice(None))[feature_field(info)].float()  # (rows, T, Hf, Wf, C) or (rows, 1, T*Hf*Wf, C)
+    return as_grid(x, info["window"], info["grid"])
 
 
 def _check_episodes(episodes, camera: str) -> tuple[int, int]:
@@ -151,7 +153,7 @@ def _extractor(encoder: PatchEncoder, episodes, camera: str, window: int, record
             feats = encoder.features(pixels.reshape(b, window, *pixels.shape[1:]))  # (B, T, Hf, Wf, C)
         else:
             feats = encoder.features(pixels)  # (B*T, Hf, Wf, C)
-        return {"teacher_hidden": feats.reshape(b, 1, -1, feats.shape[-1])}  # (B, 1, T*Hf*Wf, C)
+        return {"patch_features": feats.reshape(b, window, *feats.shape[-3:])}  # (B, T, Hf, Wf, C)
 
     return run
 
@@ -192,7 +194,7 @@ def extract_features(
     }
     model = getattr(encoder, "model", None)
     meta = StoreMeta(
-        kind="hidden_state",
+        kind="patch_grid",
         model_id=model_id,
         weights_hash=hash_state_dict(model) if isinstance(model, torch.nn.Module) else "",
         dataset_id=dataset_id,
@@ -204,5 +206,12 @@ def extract_features(
     extractor = _extractor(encoder, episodes, camera, window, record)
     inputs = ("episode", "step")
     return build_store(
-        out, _Windows(windows), extractor, meta, batch_size=batch_size, store_inputs=inputs, progress=progress
+        out,
+        _Windows(windows),
+        extractor,
+        meta,
+        batch_size=batch_size,
+        store_inputs=inputs,
+        progress=progress,
+        desc=f"align extract {encoder.name}",
     )

@@ -126,7 +126,7 @@ class InfoNCE(nn.Module):
     @property
     def temperature(self) -> float:
         lo, hi = math.log(1.0 / self.max_temperature), math.log(1.0 / self.min_temperature)
-        return 1.0 / math.exp(min(max(float(self.logit_scale), lo), hi))
+        return 1.0 / math.exp(min(max(float(self.logit_scale.detach()), lo), hi))
 
     def reset_queue(self) -> None:
         self.queue, self.queue_keys = None, None
@@ -156,7 +156,8 @@ class InfoNCE(nn.Module):
             start = _rank_offset(m_local, query.device)
             m = qg.shape[0]
             kg = _gather_keys(keys, m, query.device)  # (M, K)
-            pos = (kg[:, None, :] == kg[None, :, :]).all(-1)  # (M, M)
+            group = torch.unique(kg, dim=0, return_inverse=True)[1]  # (M,): rows with equal keys share an id
+            pos = group[:, None] == group[None, :]  # (M, M)
             local = slice(start, start + m_local)
             scale = self.logit_scale.float().exp()
             s_q = scale * q @ tg.T  # (m, M): this rank's query rows

@@ -10,10 +10,11 @@ generator seeded ``[seed, episode, step]``, so a resumed run draws the same); on
 and is padded with zeros, ``valid = False``, ``object_id = -1`` and ``uv = -1`` (off the frame, so
 ``uv_to_grid`` marks the padding invalid too).
 
-Layout (no point-cloud kind in the store yet): a ``hidden_state`` store, dtype float32, whose
-``teacher_hidden [1, N, 3]`` holds xyz, beside inputs ``rgb [N, 3]`` uint8, ``uv [N, 2]`` float32,
-``valid [N]`` bool, ``object_id [N]`` int32, ``episode [1]`` / ``step [1]`` int64 and, with features,
-``point_features [N, D]``; ``manifest.meta.extra["align"]`` has ``layout="points"`` and the settings.
+Layout (version 2): a ``point_cloud`` store, dtype float32, whose feature field ``xyz [N, 3]`` sits
+beside inputs ``rgb [N, 3]`` uint8, ``uv [N, 2]`` float32, ``valid [N]`` bool, ``object_id [N]`` int32,
+``episode [1]`` / ``step [1]`` int64 and, with features, ``point_features [N, D]``;
+``manifest.meta.extra["align"]`` has ``version``, ``layout="points"`` and the settings. Stores of
+layout version 1 (``hidden_state``, xyz as ``teacher_hidden [1, N, 3]``) still read (``_layout.py``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ import torch
 from ..data import EpisodeFormatError
 from ..data.pointcloud import backproject, read_ply_vertices
 from ..store import StoreMeta, build_store
+from ._layout import LAYOUT_VERSION
 
 __all__ = ["depth_cloud", "fix_points", "ingest_depth", "ingest_ply", "ply_files", "read_ply_points"]
 
-LAYOUT_VERSION = 1
 FIELDS = ("rgb", "uv", "valid", "object_id", "episode", "step")
 
 
@@ -98,7 +99,7 @@ class _Clouds:
 
 
 def _xyz(batch: dict) -> dict:
-    return {"teacher_hidden": batch["xyz"][:, None]}  # (B, 1, N, 3)
+    return {"xyz": batch["xyz"]}  # (B, N, 3)
 
 
 def _build(out, keys, load, points: int, seed: int, info: dict, dataset_id: str, batch_size: int, progress: bool):
@@ -110,9 +111,11 @@ def _build(out, keys, load, points: int, seed: int, info: dict, dataset_id: str,
     inputs = [*FIELDS, *(["point_features"] if "point_features" in source[0] else [])]
     info = {"version": LAYOUT_VERSION, "layout": "points", "points": points, "seed": seed, **info}
     meta = StoreMeta(
-        kind="hidden_state", dataset_id=dataset_id, taps=["points.xyz"], dtype="float32", extra={"align": info}
+        kind="point_cloud", dataset_id=dataset_id, taps=["points.xyz"], dtype="float32", extra={"align": info}
     )
-    return build_store(out, source, _xyz, meta, batch_size=batch_size, store_inputs=inputs, progress=progress)
+    return build_store(
+        out, source, _xyz, meta, batch_size=batch_size, store_inputs=inputs, progress=progress, desc="align ingest"
+    )
 
 
 def ply_files(pattern: str) -> list[tuple[int, int, Path]]:

@@ -1,11 +1,12 @@
 """Check alignment stores (``align extract`` / ``align ingest``): the store's own verify plus layout checks.
 
 Per store: everything :func:`~policylens.store.verify_store` checks (shapes, dtypes, codecs,
-checksums, completeness, NaN/Inf), then the ``align`` layout: the record parses and its grid
-matches the stored tokens; (episode, step) keys are unique and non-negative; non-finite xyz / uv of
-valid points are counted. Similarity: the cosine of the mean patch feature of adjacent frames of an
-episode (and, for window stores, of adjacent windows), as mean / min; below ``min_cosine`` it is a
-problem (default: reported only).
+checksums, completeness, NaN/Inf), then the ``align`` layout (either version, ``_layout.py``): the
+version is known and matches the store kind; the record parses and its grid matches the stored
+features; (episode, step) keys are unique and non-negative; non-finite xyz / uv of valid points are
+counted. Similarity: the cosine of the mean patch feature of adjacent frames of an episode (and,
+for window stores, of adjacent windows), as mean / min; below ``min_cosine`` it is a problem
+(default: reported only).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..store import open_store, verify_store
+from ..store import KINDS, open_store, verify_store
+from ._layout import align_info, as_grid, as_xyz, feature_field, grid_problem
 from ._record import PreprocessRecord
 
 __all__ = ["AlignCheck", "find_stores", "verify_align"]
@@ -67,16 +69,16 @@ def _stat(c: np.ndarray) -> tuple[float, float] | None:
 
 def _features(chk: AlignCheck, store, info: dict, ep: np.ndarray, st: np.ndarray, min_cosine: float | None) -> None:
     rec = PreprocessRecord.from_dict(info["record"])
-    hf, wf = rec.grid_size
-    tokens = store.specs["teacher_hidden"].shape[1]
-    if tokens != info["window"] * hf * wf:
-        chk.problems.append(f"teacher_hidden has {tokens} tokens; the layout says window {info['window']} x {hf}x{wf}")
+    field_name = feature_field(info)
+    problem = grid_problem(info, store.specs[field_name].shape, rec.grid_size)
+    if problem is not None:
+        chk.problems.append(problem)
         return
     means = []  # (rows, T, C) mean over patches, streamed in row blocks
     for a in range(0, len(store), 256):
-        x = store.get_batch(slice(a, a + 256))["teacher_hidden"].double()  # (b, 1, T*Hf*Wf, C)
+        x = as_grid(store.get_batch(slice(a, a + 256))[field_name].double(), info["window"], rec.grid_size)
         chk.nonfinite += int((~torch.isfinite(x)).sum())
-        means.append(x.reshape(len(x), info["window"], hf * wf, -1).mean(2).numpy())
+        means.append(x.mean((2, 3)).numpy())  # (b, T, Hf, Wf, C) -> (b, T, C)
     m = np.concatenate(means)  # (rows, T, C)
     order = np.lexsort((st[:, 0], ep[:, 0]))
     m, e = m[order], ep[order, 0]
@@ -92,11 +94,11 @@ def _features(chk: AlignCheck, store, info: dict, ep: np.ndarray, st: np.ndarray
             chk.problems.append(f"{name}: min cosine of mean features {s[1]:.3f} < --min-cosine {min_cosine}")
 
 
-def _points(chk: AlignCheck, store) -> None:
+def _points(chk: AlignCheck, store, info: dict) -> None:
     empty = 0
     for a in range(0, len(store), 256):
         b = store.get_batch(slice(a, a + 256))
-        xyz, uv, valid = b["teacher_hidden"][:, 0], b["uv"], b["valid"]  # (b, N, 3), (b, N, 2), (b, N)
+        xyz, uv, valid = as_xyz(b[feature_field(info)]), b["uv"], b["valid"]  # (b, N, 3), (b, N, 2), (b, N)
         chk.nonfinite += int((~torch.isfinite(xyz[valid])).sum() + (~torch.isfinite(uv[valid])).sum())
         empty += int((valid.sum(1) == 0).sum())
     if empty:
@@ -112,11 +114,12 @@ def verify_align(path: str | os.PathLike, min_cosine: float | None = None) -> Al
     if rep.incomplete or rep.damaged or any("manifest" in p for p in rep.problems):
         return chk
     store = open_store(path)
-    info = store.meta.get("extra", {}).get("align")
-    spec = store.specs["teacher_hidden"]
+    spec = store.specs[KINDS[store.kind][0]]
     chk.rows, chk.shape, chk.dtype = len(store), "x".join(map(str, spec.shape)), spec.dtype
-    if not isinstance(info, dict) or "layout" not in info:
-        chk.problems.append("no meta.extra['align']: not written by `policylens align extract` / `ingest`")
+    try:
+        info = align_info(path)
+    except ValueError as exc:
+        chk.problems.append(str(exc))
         return chk
     chk.layout = info["layout"]
     if not {"episode", "step"} <= set(store.specs):
@@ -131,7 +134,7 @@ def verify_align(path: str | os.PathLike, min_cosine: float | None = None) -> Al
         chk.problems.append("negative episode / step indices")
     try:
         if chk.layout == "points":
-            _points(chk, store)
+            _points(chk, store, info)
         else:
             _features(chk, store, info, ep, st, min_cosine)
     except (KeyError, ValueError) as exc:

@@ -6,12 +6,14 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ..store import BridgeSpec, StoreMeta, build_store, hash_state_dict
+from ..store import BridgeSpec, StoreError, StoreMeta, build_store, hash_state_dict
 from ._bridge import bridge_extractor
 from ._extractors import policy_extractor
 from ._sources import open_source
 
 __all__ = ["build_cache"]
+
+POLICY_KINDS = ("hidden_feature", "hidden_state", "token_level", "bridge")  # what a policy's taps give
 
 
 def build_cache(
@@ -36,6 +38,9 @@ def build_cache(
     from policylens.models import load_model
     from policylens.tap import resolve_taps
 
+    if kind not in POLICY_KINDS:
+        hint = " (`patch_grid` / `point_cloud` stores come from `policylens align extract` / `align ingest`)"
+        raise StoreError(f"kind={kind!r}; `cache build` writes one of {list(POLICY_KINDS)}{hint}.")
     torch.manual_seed(0)
     model = load_model(policy).eval()
     source = open_source(model, dataset, camera_map=camera_map)

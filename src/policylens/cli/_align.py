@@ -3,8 +3,10 @@
 ``extract`` wraps :func:`policylens.align.extract_features` (one store per encoder under ``--out``),
 ``ingest`` wraps :func:`~policylens.align.ingest_depth` / :func:`~policylens.align.ingest_ply`,
 ``verify`` wraps :func:`~policylens.align.verify_align` (exit 1 when a store has problems),
-``train`` wraps :func:`~policylens.align.train_alignment` (stage 1) and ``distill``
-:func:`~policylens.align.distill_student` (stage 3). Rerun the same command to resume a killed one.
+``train`` wraps :func:`~policylens.align.train_alignment` (stage 1), ``head``
+:func:`~policylens.align.train_action_head` and ``rollout`` :func:`~policylens.align.evaluate_action_head`
+(stage 2), ``distill`` :func:`~policylens.align.distill_student` (stage 3). Rerun the same command to
+resume a killed one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from ._errors import CommandError
 from ._train import OVERWRITE_HELP, _interrupted
 
 app = new_app(
-    "RGB <-> point-cloud alignment: extract patch features, ingest point clouds, verify the stores, train, distill."
+    "RGB <-> point-cloud alignment: extract patch features, ingest point clouds, verify the stores, train, "
+    "distill, and compare the sources under one action head in closed loop."
 )
 
 
@@ -198,3 +201,62 @@ def distill(
     result = json.loads(Path(res["eval"]).read_text())
     typer.echo(f"student: held-out loss {result['held_out_loss']:.4f} | {result['summary']}")
     typer.echo(f"step {res['step']}; student, checkpoint and TensorBoard logs in {out}; evaluation: {res['eval']}")
+
+
+@app.command()
+def head(
+    aligned: str = typer.Option(..., help="A finished `align train` --out (its stores name the camera and encoders)."),
+    out: str = typer.Option(..., help="Output directory (the same command resumes there; other settings refused)."),
+    source: str = typer.Option("rgb", help="rgb (fused, aligned) | points | student | raw (unaligned encoders)."),
+    student: str | None = typer.Option(None, help="A finished `align distill` --out (for --source student)."),
+    task: str = typer.Option("reach", help="Simulated task whose scripted expert is imitated."),
+    episodes: int = typer.Option(200, min=2, help="Expert episodes recorded (the last 10% held out)."),
+    steps: int = typer.Option(3000, min=1, help="Optimiser steps in total (raise it on a rerun to train on)."),
+    batch_size: int = typer.Option(64, min=1, help="Frames per step."),
+    width: int = typer.Option(128, min=1, help="Width of the head."),
+    horizon: int = typer.Option(8, min=1, help="Actions predicted per chunk."),
+    execute: int = typer.Option(4, min=1, help="Actions of each chunk executed in rollouts."),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+    seed: int = typer.Option(0, help="Seed of the episodes, the head and the batches."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+) -> None:
+    """Stage 2: one action head on SOURCE's tokens of the expert's frames; then `align rollout`."""
+    from policylens.align import HeadConfig, train_action_head
+    from policylens.models import TrainingInterrupted
+
+    config = HeadConfig(
+        source=source, task=task, episodes=episodes, steps=steps, batch_size=batch_size, width=width,
+        horizon=horizon, execute=execute, lr=lr, device=device, seed=seed,
+    )  # fmt: skip
+    try:
+        res = train_action_head(aligned, out, config, student=student, overwrite=overwrite)
+    except TrainingInterrupted as exc:
+        raise _interrupted(exc) from None
+    frames = res["frames"]
+    typer.echo(
+        f"head on {source}: step {res['step']}, held-out loss {res['held_out_loss']:.4f} "
+        f"({frames['train']} training / {frames['held_out']} held-out frames); in {out}"
+    )
+    typer.echo(f"next: policylens align rollout --head {out} --episodes 50")
+
+
+@app.command()
+def rollout(
+    head: Annotated[list[str], typer.Option(help="A finished `align head` --out; repeatable (one row each).")],
+    episodes: int = typer.Option(50, min=1, help="Closed-loop rollouts per head, on evaluation layouts."),
+    seed: int = typer.Option(0, help="Evaluation seed (layouts disjoint from training ones)."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+) -> None:
+    """Closed-loop success of each stage-2 head with its 95% interval, side by side."""
+    from policylens.align import evaluate_action_head
+
+    table = Table("head", "source", "success", "95% interval")
+    for path in head:
+        res = evaluate_action_head(path, episodes=episodes, seed=seed, device=device)
+        source = json.loads((Path(path) / "config.json").read_text())["config"]["source"]
+        lo, hi = res.interval
+        table.add_row(path, source, f"{res.successes}/{res.n} ({res.success_rate:.0%})", f"[{lo:.1%}, {hi:.1%}]")
+        result = {"episodes": res.n, "successes": res.successes, "interval": [lo, hi], "seed": seed}
+        (Path(path) / f"rollout_seed{seed}.json").write_text(json.dumps(result, indent=1) + "\n")
+    Console().print(table)

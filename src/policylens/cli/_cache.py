@@ -58,10 +58,10 @@ def build(
 def build_command(path: str) -> str | None:
     """The ``policylens cache build`` command that wrote the store at ``path``, rebuilt from its
     manifest; ``None`` when the store was not written by that command (its dataset id is not a
-    ``--dataset`` spec)."""
+    ``--dataset`` spec, or ``policylens align`` wrote it: kinds ``patch_grid`` / ``point_cloud``)."""
     m = read_manifest(path)
     meta = m["meta"]
-    if not str(meta.get("dataset_id", "")).startswith(CLI_DATASETS):
+    if not str(meta.get("dataset_id", "")).startswith(CLI_DATASETS) or _align_store(m):
         return None
     args = ["policylens", "cache", "build", "--policy", meta["model_id"], "--dataset", meta["dataset_id"]]
     if meta.get("bridge"):
@@ -79,8 +79,14 @@ def build_command(path: str) -> str | None:
     return shlex.join([*args, "--out", path])
 
 
+def _align_store(manifest: dict) -> bool:
+    return "align" in (manifest["meta"].get("extra") or {})
+
+
 def _rerun_hint(path: str) -> str:
     cmd = build_command(path)
+    if cmd is None and _align_store(read_manifest(path)):
+        return "rerun the `policylens align extract` / `align ingest` command that wrote it (same arguments)"
     if cmd is None:
         return "rerun the build_store(...) call that wrote the store (same arguments)"
     note = "" if read_manifest(path).get("batch_size") is not None else " (add the original --batch-size)"

@@ -29,6 +29,8 @@ KINDS: dict[str, tuple[str, int, str]] = {
     "hidden_feature": ("target_features", 1, "target_features [D]: one pooled vector per sample"),
     "hidden_state": ("teacher_hidden", 3, "teacher_hidden [n_layers, n_vecs, D]"),
     "token_level": ("labels", 1, "labels [seq_len]"),
+    "patch_grid": ("patch_features", 4, "patch_features [T, Hf, Wf, C]: T frames' patch grids (`align extract`)"),
+    "point_cloud": ("xyz", 2, "xyz [N, 3]: one frame's points (`align ingest`)"),
 }
 
 # logical dtype -> numpy storage dtype (zarr has no bfloat16: stored as its uint16 bit pattern)
@@ -54,7 +56,12 @@ def storage_dtype(logical: str, where: str = "dtype") -> np.dtype:
 
 
 def kind_of_fields(names: list[str] | set[str] | dict) -> str | None:
-    """Detect the cache kind from the field names present (``None`` if no kind matches)."""
+    """Detect the cache kind from the field names present (``None`` if no kind matches).
+
+    Given a manifest's ``{name: spec}``, only feature fields count (role ``feature``, the default),
+    so a stored input that happens to share a kind's field name (``xyz``) does not confuse it."""
+    if isinstance(names, dict):
+        names = [k for k, v in names.items() if not isinstance(v, dict) or v.get("role", "feature") == "feature"]
     found = [k for k, (f, _, _) in KINDS.items() if f in names]
     return found[0] if len(found) == 1 else None
 

@@ -173,6 +173,7 @@ def build_store(
     world_size: int | None = None,
     queue_size: int = 2,
     progress: bool = True,
+    desc: str = "cache build",
 ) -> dict:
     """Run ``extractor`` over ``source`` and write the results into the store at ``root``.
 
@@ -181,7 +182,7 @@ def build_store(
     ``extractor(batch, indices=...)`` with the samples' dataset indices. Re-running the same call
     resumes: chunks with a done marker are skipped. ``rank``/``world_size`` (default: env
     ``RANK``/``WORLD_SIZE``) split the chunks into disjoint contiguous blocks. Returns the
-    manifest (``complete`` filled once all is done).
+    manifest (``complete`` filled once all is done). ``desc`` labels the progress bar.
     """
     if batch_size < 1:
         raise StoreError(f"batch_size={batch_size}; expected >= 1.")
@@ -219,7 +220,7 @@ def build_store(
         total=total,
         initial=total - sum(min(rows, n - c * rows) for c in pending),
         unit="sample",
-        desc=f"cache build rank {rank}/{world_size}",
+        desc=f"{desc} rank {rank}/{world_size}" if world_size > 1 else desc,
         disable=not progress,
     )
     try:

@@ -48,6 +48,11 @@ class ChunkedPolicy:
         self.inner, self.k = predictor, k
         self.queue: list[np.ndarray] = []
 
+    def bind(self, env) -> None:
+        """Hand the environment to a predictor that reads it (e.g. camera calibration), if it wants it."""
+        if hasattr(self.inner, "bind"):
+            self.inner.bind(env)
+
     def reset(self) -> None:
         self.queue = []
         if hasattr(self.inner, "reset"):
