@@ -96,3 +96,27 @@ def test_plots_written(calibrated, tmp_path):
     paths = save_plots(cal, tmp_path)
     assert [p.name for p in paths] == ["similarity.png", "schedule.png", "bu_scores.png"]
     assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+def test_bac_on_ddim_schedule_for_another_step_count():
+    """A schedule calibrated on DDIM-6 runs of a DDPM policy runs with BACConfig(num_steps=6): every
+    step updated equals plain DDIM-6 exactly; the policy's own default (DDPM) is refused with the fix."""
+    p = tiny_diffusion_policy()
+    obs = torch.randn(4, 2, 4)
+
+    def run_ddim(policy, o, g):
+        policy.predict_action(o, generator=g, sampler="ddim", num_inference_steps=6)
+
+    cal = calibrate(p, obs, num_updates=6, batch_size=2, run_fn=run_ddim, progress=False)
+    assert cal.num_steps == 6
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    ref = p.predict_action(obs, generator=g(), sampler="ddim", num_inference_steps=6)
+    with cache_context(p, BACConfig(mode="optimal", calibration=cal, num_steps=6)):
+        same = p.predict_action(obs, generator=g(), sampler="ddim", num_inference_steps=6)
+    assert torch.equal(same, ref)
+    with cache_context(p, BACConfig(mode="optimal", calibration=cal, num_steps=6, num_updates=2)):
+        cached = p.predict_action(obs, generator=g(), sampler="ddim", num_inference_steps=6)
+        assert cache_info(p)["skipped_fraction"] > 0.4
+    assert not torch.equal(cached, ref) and torch.isfinite(cached).all()
+    with pytest.raises(ValueError, match=r"BACConfig\(num_steps=6\)"):
+        apply_cache(p, BACConfig(mode="optimal", calibration=cal))

@@ -22,7 +22,10 @@ class BACConfig:
       spread steps; ``num_steps`` defaults to the policy's ``num_inference_steps``.
     - ``optimal``: per-branch update steps from ``calibration`` (a :class:`Calibration` or the
       path of its JSON). ``num_updates`` / ``n_bu`` / ``metric``, when given, recompute the
-      schedule from the calibrated matrices instead of using the stored one.
+      schedule from the calibrated matrices instead of using the stored one. ``num_steps`` lets a
+      schedule calibrated for another step count than the policy's default run (e.g. calibrated on
+      DDIM-50 runs of a DDPM-100 policy: ``num_steps=50``, then ``predict_action(...,
+      sampler="ddim", num_inference_steps=50)``).
 
     ``reset_method`` names the policy method at whose start the cache state resets
     (``None``: call :func:`reset_state` yourself before each denoising loop).

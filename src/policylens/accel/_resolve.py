@@ -38,11 +38,15 @@ def resolve_schedule(policy: nn.Module, branches: list[Branch], config: BACConfi
     if not isinstance(cal, Calibration):
         raise TypeError(f"BACConfig.calibration is {type(cal).__name__}; expected a Calibration or a JSON path.")
     K = cal.num_steps
-    for label, steps in (("BACConfig.num_steps", config.num_steps), ("policy.num_inference_steps", policy_steps)):
+    # a schedule for another sampler's step count (e.g. DDIM-50 on a DDPM-100 policy) is run by passing
+    # num_steps; only without it does the policy's own default have to match
+    given = ("BACConfig.num_steps", config.num_steps) if config.num_steps is not None else None
+    for label, steps in (given or ("policy.num_inference_steps", policy_steps),):
         if steps is not None and steps != K:
             raise ValueError(
                 f"{label}={steps}, but the calibration was made for {K} denoising steps; re-calibrate "
-                f"for {steps} steps or run the policy with {K}."
+                f"for {steps} steps, or run the policy with num_inference_steps={K} and pass "
+                f"BACConfig(num_steps={K})."
             )
     if sorted(names) != sorted(cal.block_names):
         missing = sorted(set(cal.block_names) - set(names))
