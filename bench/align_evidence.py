@@ -1,6 +1,6 @@
 """Alignment evidence, one run: stage 1 InfoNCE vs the Spatial Forcing objective vs a ridge map on
 held-out simulated episodes, then stage 2 — one action head on the fused RGB, point, student and raw
-encoder features — in closed loop on the simulated reach task.
+encoder features, and blind (no image) — in closed loop on the simulated reach task.
 
     python bench/align_evidence.py --out runs/align_evidence     # ~40 min on 2 CPU cores; rerun resumes
     python bench/align_evidence.py --smoke                        # tiny sizes, a minute: checks that it runs
@@ -57,7 +57,7 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--head-episodes", type=int, default=400)
     ap.add_argument("--head-steps", type=int, default=3000)
     ap.add_argument("--rollouts", type=int, default=50)
-    ap.add_argument("--sources", default="rgb,points,student,raw")
+    ap.add_argument("--sources", default="rgb,points,student,raw,blind")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a shared 2-core box)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (a check, not a figure)")
     args = ap.parse_args()
@@ -158,12 +158,12 @@ def main() -> None:
     _print_stage1(_stage1(args, root))
     results = _stage2(args, root)
     print(f"\nstage 2, reach, {args.rollouts} rollouts per head on evaluation layouts:")
-    print(f"{'source':10s} {'success':>8s} {'95% interval':>16s} {'held-out loss':>14s} {'× raw':>6s}")
-    raw = results.get("raw", {}).get("success")
+    print(f"{'source':10s} {'success':>8s} {'95% interval':>16s} {'held-out loss':>14s} {'× blind':>8s}")
+    blind = results.get("blind", {}).get("success")
     for source, r in results.items():
-        ratio = f"{r['success'] / raw:.2f}×" if raw else "n/a ×"
+        ratio = f"{r['success'] / blind:.2f}×" if blind else "n/a ×"
         (lo, hi), rate = r["interval"], r["success"] / r["n"]
-        print(f"{source:10s} {rate:8.0%} [{lo:6.1%}, {hi:6.1%}] {r['held_out_loss']:14.4f} {ratio:>6s}")
+        print(f"{source:10s} {rate:8.0%} [{lo:6.1%}, {hi:6.1%}] {r['held_out_loss']:14.4f} {ratio:>8s}")
     print(f"\noutputs under {root}")
 
 

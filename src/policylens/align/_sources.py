@@ -6,7 +6,9 @@ token set ``(B, N, D)`` with a validity mask, through frozen stage-1 / stage-3 m
 - ``rgb``: the stage-1 model's fused tokens of every encoder's patch grid (aligned to the points);
 - ``points``: the stage-1 point side over the frame's back-projected cloud (needs depth);
 - ``student``: the stage-3 RGB-only student's tokens (one encoder, no points);
-- ``raw``: the encoders' own patch features, concatenated (unaligned; the control).
+- ``raw``: the encoders' own patch features, concatenated (unaligned; the control);
+- ``blind``: one constant token — the head sees the proprio state and the instruction only (the
+  floor a feature source has to rise above).
 
 The encoders are rebuilt from the ``align extract`` stores the stage-1 model was trained on
 (:func:`encoder_from_store`; the store's weights hash is checked), so a rollout encodes frames
@@ -35,7 +37,7 @@ from ._train import AlignModel, _grid, load_aligned
 
 __all__ = ["SOURCES", "FeatureSource", "encoder_from_store", "instruction_code"]
 
-SOURCES = ("rgb", "points", "student", "raw")
+SOURCES = ("rgb", "points", "student", "raw", "blind")
 WORDS = (*COLOURS, *SHAPES)
 
 
@@ -93,6 +95,8 @@ class FeatureSource:
                 "a rollout can only rebuild clouds from depth (train stage 1 on an `align ingest --episodes` store)"
             )
         stores = {"student": load_student_meta(student)["features"]} if kind == "student" else meta["features"]
+        if kind == "blind":
+            stores = dict(list(meta["features"].items())[:1])  # camera and frame size only
         self.encoders = {k: encoder_from_store(p) for k, p in stores.items()}
         infos = {k: _align_info(p) for k, p in stores.items()}
         self.camera = next(iter(infos.values()))["camera"]
@@ -111,6 +115,8 @@ class FeatureSource:
             if clouds is None:
                 raise ValueError("source='points' needs clouds (FeatureSource.cloud of each frame's depth)")
             return {k: torch.from_numpy(np.stack([c[k] for c in clouds])) for k in ("xyz", "rgb", "valid")}
+        if self.kind == "blind":
+            return {"blind": torch.zeros(len(frames), 1, dtype=torch.float16)}
         out = {}
         for name, enc in self.encoders.items():
             pixels, _ = enc.preprocess(np.ascontiguousarray(frames))
@@ -131,6 +137,9 @@ class FeatureSource:
             batch = {k: inputs[k][:, None].to(dev) for k in ("xyz", "rgb", "valid")}
             valid = batch["valid"][:, 0].bool()
             return model.point_side(batch, dev).float(), valid
+        if self.kind == "blind":
+            tokens = inputs["blind"].to(dev).float()[:, :, None]  # (B, 1, 1) zeros
+            return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=dev)
         grids = {k: v[:, None].to(dev) for k, v in inputs.items()}  # (B, T=1, Hf, Wf, C)
         if self.kind == "rgb":
             tokens = model.fuse({"features": grids}).tokens
@@ -142,6 +151,8 @@ class FeatureSource:
         return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=dev)
 
     def token_dim(self) -> int:
+        if self.kind == "blind":
+            return 1
         if self.kind == "points":
             return self.aligned.cfg.dim
         if self.kind == "student":

@@ -207,7 +207,7 @@ def distill(
 def head(
     aligned: str = typer.Option(..., help="A finished `align train` --out (its stores name the camera and encoders)."),
     out: str = typer.Option(..., help="Output directory (the same command resumes there; other settings refused)."),
-    source: str = typer.Option("rgb", help="rgb (fused, aligned) | points | student | raw (unaligned encoders)."),
+    source: str = typer.Option("rgb", help="rgb (aligned) | points | student | raw (unaligned) | blind (no image)."),
     student: str | None = typer.Option(None, help="A finished `align distill` --out (for --source student)."),
     task: str = typer.Option("reach", help="Simulated task whose scripted expert is imitated."),
     episodes: int = typer.Option(200, min=2, help="Expert episodes recorded (the last 10% held out)."),
