@@ -40,6 +40,7 @@ from ._train import (
 )
 from ._train_config import AMP_MODES, OBJECTIVES, AlignTrainConfig, DistillConfig, LoopConfig
 from ._verify import AlignCheck, find_stores, verify_align
+from ._visibility import Visibility, visible_points
 
 __all__ = [
     "AMP_MODES",
@@ -83,6 +84,7 @@ __all__ = [
     "SimilarityStats",
     "SpatialForcing",
     "TemporalPool",
+    "Visibility",
     "adapt_encoder",
     "align_step",
     "balance_loss",
@@ -129,4 +131,5 @@ __all__ = [
     "train_alignment",
     "uv_to_grid",
     "verify_align",
+    "visible_points",
 ]

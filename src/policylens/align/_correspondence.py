@@ -29,8 +29,10 @@ from ._sampling import uv_to_grid
 __all__ = ["CorrespondenceStats", "interior_mask", "patch_labels", "point_patch_agreement", "project_points"]
 
 
-def project_points(xyz, intrinsics, cam_to_world) -> tuple[np.ndarray, np.ndarray]:
-    """World points (N, 3) -> pixel uv (N, 2) float64 and z-depth (N,), OpenCV convention."""
+def project_points(xyz, intrinsics, cam_to_world, check: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """World points (N, 3) -> pixel uv (N, 2) float64 and z-depth (N,), OpenCV convention. ``check``:
+    raise when most points are behind the camera (the sign of an OpenGL or world-to-camera pose);
+    pass False for clouds that may legitimately lie mostly behind it (other views)."""
     xyz, K, T = (np.asarray(a, dtype=np.float64) for a in (xyz, intrinsics, cam_to_world))
     if xyz.ndim != 2 or xyz.shape[1] != 3 or K.shape != (3, 3) or T.shape != (4, 4):
         raise ValueError(
@@ -41,7 +43,7 @@ def project_points(xyz, intrinsics, cam_to_world) -> tuple[np.ndarray, np.ndarra
     if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
         raise ValueError("project_points: cam_to_world's rotation is not a proper rotation; pass a rigid (4, 4) pose")
     cam = (xyz - T[:3, 3]) @ R  # (N, 3) = R^T (x - t): world -> camera
-    if len(cam) and (cam[:, 2] <= 0).mean() > 0.5:
+    if check and len(cam) and (cam[:, 2] <= 0).mean() > 0.5:
         raise ValueError(
             f"project_points: {(cam[:, 2] <= 0).mean():.0%} of the points are behind the camera (z <= 0). "
             "cam_to_world is probably world-to-camera (pass its inverse) or an OpenGL pose (y up, -z forward: "
