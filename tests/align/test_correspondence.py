@@ -89,3 +89,19 @@ def test_interior_mask_and_patch_labels():
         patch_labels(np.zeros((20, 28)), rec)
     with pytest.raises(ValueError, match="not a proper rotation"):
         project_points(np.zeros((1, 3)), np.eye(3), np.diag([1.0, 1.0, -1.0, 1.0]))
+
+
+@pytest.mark.parametrize("fit", ["resize", "centre_crop", "pad"])
+def test_full_224_frame_with_a_margin_at_the_patch_scale(fit):
+    """On a full 224 px frame a 14 px patch spans 14 frame pixels: 2 px from a boundary is still inside a
+    mixed patch, 4 px (more than a quarter patch) is not, and there the share is >= 99%."""
+    from policylens.data.sim import SimEnv
+
+    with SimEnv("reach", seed=0, image_size=224, cameras=(CAM,)) as env:
+        obs = env.reset(seed=3)
+        cal = env.calibration()[CAM]
+    depth, seg, K, T = obs["depth"][CAM], obs["segmentation"][CAM], cal["intrinsics"], cal["extrinsics"]
+    cloud = backproject(depth, K, T, segmentation=seg)
+    rec = getattr(PreprocessRecord, fit)(seg.shape, 224, 14)
+    assert point_patch_agreement(cloud.xyz, cloud.object_id, K, T, seg, rec, margin=4).share >= 0.99
+    assert point_patch_agreement(cloud.xyz, cloud.object_id, K, T, seg, rec, margin=2).share < 0.99
