@@ -19,7 +19,6 @@ models: run per batch) keeps training caches small.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from ..store import hash_state_dict, read_manifest
 from ._dataset import _align_info
 from ._extract import build_encoder
 from ._ingest import fix_points
+from ._student import load_student, load_student_meta
 from ._train import AlignModel, _grid, load_aligned
 
 __all__ = ["SOURCES", "FeatureSource", "encoder_from_store", "instruction_code"]
@@ -160,28 +160,3 @@ class FeatureSource:
         if self.kind == "raw":
             return sum(int(d) for d in self.aligned.meta["in_dims"])
         return self.aligned.cfg.dim
-
-
-def load_student_meta(student: str | os.PathLike) -> dict:
-    path = Path(student) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"student={str(student)!r} has no config.json; pass the --out of a finished `policylens align distill`"
-        )
-    meta = json.loads(path.read_text())
-    if meta.get("format") != "policylens-align-student-1":
-        raise ValueError(f"{path}: format {meta.get('format')!r}; expected 'policylens-align-student-1'")
-    return meta
-
-
-def load_student(student: str | os.PathLike, device="cpu"):
-    """The stage-3 student written by ``distill_student`` (frozen, eval mode)."""
-    from safetensors.torch import load_file
-
-    from ._student import _Student
-
-    meta = load_student_meta(student)
-    cfg = meta["config"]
-    model = _Student(meta["in_dim"], cfg["hidden"], meta["dim"], cfg["l1_weight"])
-    model.load_state_dict(load_file(str(Path(student) / "model.safetensors")))
-    return model.to(device).eval().requires_grad_(False)

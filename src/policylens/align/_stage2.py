@@ -228,7 +228,14 @@ class HeadPolicy:
     """A trained head as a chunk predictor for the simulator (``predict_chunk(obs) -> (horizon, 7)``)."""
 
     def __init__(self, path: str | os.PathLike, device="cpu") -> None:
+        if not (Path(path) / "config.json").is_file() or not (Path(path) / "model.safetensors").is_file():
+            raise FileNotFoundError(
+                f"head={str(path)!r} has no config.json + model.safetensors; pass the --out of a finished "
+                "`policylens align head` (rerun it to finish a killed run)"
+            )
         meta = json.loads((Path(path) / "config.json").read_text())
+        if meta.get("format") != HEAD_FORMAT:
+            raise ValueError(f"{path}/config.json has format {meta.get('format')!r}; expected {HEAD_FORMAT!r}")
         self.cfg = HeadConfig(**{**meta["config"], "progress": False})
         self.source = FeatureSource(self.cfg.source, meta["aligned"], meta["student"], device)
         self.model = _HeadModel(HeadShape(**meta["shape"]))
@@ -263,14 +270,6 @@ class HeadPolicy:
 
 def load_action_head(path: str | os.PathLike, device="cpu") -> ChunkedPolicy:
     """The head at ``path`` as a simulator policy: chunks of ``horizon``, the first ``execute`` run."""
-    if not (Path(path) / "config.json").is_file() or not (Path(path) / "model.safetensors").is_file():
-        raise FileNotFoundError(
-            f"head={str(path)!r} has no config.json + model.safetensors; pass the --out of a finished "
-            "`policylens align head` (rerun it to finish a killed run)"
-        )
-    fmt = json.loads((Path(path) / "config.json").read_text()).get("format")
-    if fmt != HEAD_FORMAT:
-        raise ValueError(f"{path}/config.json has format {fmt!r}; expected {HEAD_FORMAT!r}")
     head = HeadPolicy(path, device)
     return ChunkedPolicy(head, k=head.cfg.execute)
 

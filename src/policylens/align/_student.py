@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from ..models._train_state import claim_run_dir
@@ -28,7 +29,9 @@ from ._train import (
 )
 from ._train_config import DistillConfig
 
-__all__ = ["distill_student"]
+__all__ = ["STUDENT_FORMAT", "distill_student", "load_student", "load_student_meta"]
+
+STUDENT_FORMAT = "policylens-align-student-1"
 
 
 class _Student(nn.Module):
@@ -69,7 +72,7 @@ def distill_student(
     probe = next(iter(held))
     dim = int(teacher.patch_embed(probe, device).shape[-1])
     meta = {
-        "format": "policylens-align-student-1",
+        "format": STUDENT_FORMAT,
         "aligned": str(aligned),
         "features": str(features),
         "in_dim": int(probe["features"]["student"].shape[-1]),
@@ -111,3 +114,24 @@ def _student_eval(model: _Student, teacher: AlignModel, batches, device, full: b
     if not full:
         return logs
     return {"held_out_loss": logs["eval/loss"], "summary": r.summary(), "report": r.to_dict()}
+
+
+def load_student_meta(student: str | os.PathLike) -> dict:
+    path = Path(student) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"student={str(student)!r} has no config.json; pass the --out of a finished `policylens align distill`"
+        )
+    meta = json.loads(path.read_text())
+    if meta.get("format") != STUDENT_FORMAT:
+        raise ValueError(f"{path}: format {meta.get('format')!r}; expected {STUDENT_FORMAT!r}")
+    return meta
+
+
+def load_student(student: str | os.PathLike, device="cpu"):
+    """The stage-3 student written by ``distill_student`` (frozen, eval mode)."""
+    meta = load_student_meta(student)
+    cfg = meta["config"]
+    model = _Student(meta["in_dim"], cfg["hidden"], meta["dim"], cfg["l1_weight"])
+    model.load_state_dict(load_file(str(Path(student) / "model.safetensors")))
+    return model.to(device).eval().requires_grad_(False)
