@@ -23,8 +23,8 @@ freeze() {  # venv, lock file, description
 }
 
 python3 -m venv "$tmp/newest"
-"$tmp/newest/bin/pip" install -q --upgrade "torch==$TORCH" -e ".[test]"
-freeze "$tmp/newest" requirements/lock.txt "Newest allowed versions; torch held at $TORCH. Install: pip install -c requirements/lock.txt -e \".[test]\""
+"$tmp/newest/bin/pip" install -q --upgrade "torch==$TORCH" -e ".[test,metaworld]"
+freeze "$tmp/newest" requirements/lock.txt "Newest allowed versions; torch held at $TORCH. Install: pip install -c requirements/lock.txt -e \".[test,metaworld]\""
 
 grep -vE '^(#|transformers==|tokenizers==|huggingface[-_]hub==)' requirements/lock.txt >"$tmp/base.txt"
 python3 -m venv "$tmp/oldest"

@@ -8,10 +8,22 @@ from typing import Annotated
 
 import typer
 
+from . import _metaworld
 from ._app import new_app
 from ._errors import CommandError
 
-app = new_app("Simulated Panda episodes: generate datasets, evaluate policies.")
+app = new_app("Simulated episodes (pybullet Panda or MetaWorld): generate datasets, evaluate policies.")
+
+
+class Suite(StrEnum):
+    """The simulators: the built-in pybullet table top, and MetaWorld (the optional extra)."""
+
+    pybullet = "pybullet"
+    metaworld = "metaworld"
+
+
+SUITE_HELP = 'Simulator: pybullet (built in) or metaworld (needs pip install -e ".[metaworld]").'
+TASK_HELP = "Task name: reach | put_in_tray (pybullet; default reach), or a MetaWorld task such as pick-place-v3."
 
 
 class Format(StrEnum):
@@ -24,7 +36,7 @@ class Format(StrEnum):
 @app.command()
 def generate(
     out: Annotated[Path, typer.Option(help="Output directory; must be new or empty unless --overwrite / --append.")],
-    task: Annotated[str, typer.Option(help="Task name: reach | put_in_tray.")] = "reach",
+    task: Annotated[str | None, typer.Option(help=TASK_HELP)] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Number of expert episodes.")] = 10,
     fmt: Annotated[Format, typer.Option("--format", help="Episode format on disk.")] = Format.droid,
     seed: Annotated[int, typer.Option(help="Run seed (layouts are deterministic under it).")] = 0,
@@ -36,13 +48,24 @@ def generate(
     policy: Annotated[
         str, typer.Option(help="'expert', or a checkpoint whose own rollouts (on evaluation layouts) are recorded.")
     ] = "expert",
+    suite: Annotated[Suite, typer.Option(help=SUITE_HELP)] = Suite.pybullet,
+    cameras: Annotated[
+        str, typer.Option(help="MetaWorld only: comma-separated MuJoCo cameras to render (e.g. corner2,gripperPOV).")
+    ] = "",
 ) -> None:
     """Roll out the scripted expert (or --policy, on held-out layouts) and write DROID raw or LeRobot episodes."""
-    from policylens.data.sim import generate_episodes
-
     if overwrite and append:
         raise CommandError("--overwrite and --append exclude each other; pass one")
     if_exists = "overwrite" if overwrite else "append" if append else "error"
+    if suite is Suite.metaworld:
+        if policy != "expert":
+            raise CommandError(f"--policy {policy}: with --suite metaworld, sim generate records the expert only")
+        return _metaworld.generate(out, task, episodes, fmt.value, seed, image_size, cameras, if_exists)
+    if cameras:
+        raise CommandError("--cameras is for --suite metaworld; the pybullet suite renders its three cameras")
+    from policylens.data.sim import generate_episodes
+
+    task = task or "reach"
     kw = {"image_size": image_size}
     if policy != "expert":  # the policy's own rollouts on held-out layouts, with its cameras and size
         agent, size, cameras, _ = _agent(policy, seed, image_size, True)
@@ -77,8 +100,16 @@ def _agent(policy: str, seed: int, image_size: int, render: bool):
 
 @app.command("eval")
 def eval_policy(
-    policy: Annotated[str, typer.Option(help="'expert' or a checkpoint for models.load_policy.")] = "expert",
-    task: Annotated[str, typer.Option(help="Task name: reach | put_in_tray.")] = "reach",
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="'expert' or a checkpoint for models.load_policy. MetaWorld also takes 'metaworld' (the shipped "
+            "policy of each task) and a directory holding one run per task (DIR/TASK)."
+        ),
+    ] = "expert",
+    task: Annotated[
+        str | None, typer.Option(help=TASK_HELP + " MetaWorld: several as a,b,c (a table, then the mean).")
+    ] = None,
     episodes: Annotated[int, typer.Option(help="Number of closed-loop rollouts.")] = 50,
     seed: Annotated[int, typer.Option(help="Evaluation seed (layouts disjoint from training ones).")] = 0,
     image_size: Annotated[
@@ -89,10 +120,25 @@ def eval_policy(
         ),
     ] = 224,
     render: Annotated[bool, typer.Option(help="Render camera images (state-only policies can skip it).")] = True,
+    suite: Annotated[Suite, typer.Option(help=SUITE_HELP)] = Suite.pybullet,
+    batch: Annotated[
+        int | None,
+        typer.Option(min=1, help="MetaWorld: environments stepped together, one policy call per step [default: 25]."),
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="MetaWorld: steps before an episode counts as failed (default 500).")
+    ] = None,
 ) -> None:
     """Run closed-loop rollouts and print the success rate with its 95% Wilson interval."""
+    if suite is Suite.metaworld:
+        return _metaworld.evaluate(policy, task, episodes, seed, batch, max_steps)
+    if batch is not None or max_steps is not None:
+        raise CommandError(
+            "--batch and --max-steps are for --suite metaworld; the pybullet suite runs one episode at a time"
+        )
     from policylens.data.sim import evaluate_policy
 
+    task = task or "reach"
     agent, image_size, cameras, render = _agent(policy, seed, image_size, render)
     result = evaluate_policy(
         agent, task, episodes=episodes, seed=seed, image_size=image_size, render=render, cameras=cameras

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from . import _metaworld
 from ._app import new_app
+from ._errors import CommandError
+from ._sim import Suite
 
 NOISE_HELP = "DART noise std (m) added to the executed expert xyz; the recorded labels stay clean."
 OVERWRITE_HELP = "Replace the run in --out, whatever its settings (default: resume the same run, refuse another)."
@@ -87,28 +91,76 @@ def vla(
 
 @app.command("diffusion")
 def diffusion(
-    out: str = typer.Option("runs/diffusion_reach", help="Output directory (the same run resumes there)."),
-    episodes: int = typer.Option(1500, min=1, help="Expert reach episodes to generate (state only)."),
-    steps: int = typer.Option(6000, min=1, help="Optimiser steps in total (raise it to train a finished run on)."),
+    out: str = typer.Option(
+        None,
+        help="Output directory (the same run resumes there) [default: runs/diffusion_reach, MetaWorld: "
+        "runs/diffusion_metaworld/TASK].",
+    ),
+    episodes: int = typer.Option(
+        None, min=1, help="Expert episodes to generate, state only [default: 1500 reach, MetaWorld 200 successful]."
+    ),
+    steps: int = typer.Option(
+        None,
+        min=1,
+        help="Optimiser steps in total; raise it to train a finished run on [default: 6000, MetaWorld 12000].",
+    ),
     batch_size: int = typer.Option(64, min=1, help="Training windows per optimiser step."),
     lr: float = typer.Option(5e-4, help="Peak learning rate (warm-up, then cosine decay)."),
     seed: int = typer.Option(0, help="Seed of the episode layouts, the weights and the batches."),
     threads: int = typer.Option(1, min=1, help="torch threads (1 is fastest on a shared 2-core machine)."),
-    action_noise: float = typer.Option(0.02, min=0.0, help=NOISE_HELP),
+    action_noise: float = typer.Option(
+        None,
+        min=0.0,
+        help=NOISE_HELP + " MetaWorld: in action units (1 = 1 cm per step) [default: 0.02 m, MetaWorld 0.1].",
+    ),
     save_every: int = typer.Option(500, min=1, help="Steps between saves of the resumable state."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    suite: Annotated[
+        Suite, typer.Option(help="pybullet (the reach task) or metaworld (needs the metaworld extra).")
+    ] = Suite.pybullet,
+    task: str = typer.Option(None, help="MetaWorld task to train on, e.g. pick-place-v3 (pybullet: reach only)."),
+    n_emb: int = typer.Option(64, min=8, help="MetaWorld: transformer width (n_head 4 divides it)."),
+    n_layer: int = typer.Option(4, min=1, help="MetaWorld: decoder layers."),
 ) -> None:
-    """Train TinyDiffusionPolicy (DDPM, 100 steps) on expert reach episodes; TensorBoard logs in OUT/tb."""
+    """Train TinyDiffusionPolicy (DDPM, 100 steps) on expert reach or MetaWorld episodes; TensorBoard logs in OUT/tb."""
     import torch
 
     from policylens.models import TrainingInterrupted, check_run_dir
     from policylens.models.diffusion import train_reach_policy
 
+    torch.set_num_threads(threads)
+    if suite is Suite.metaworld:
+        noise = 0.1 if action_noise is None else action_noise
+        try:
+            policy, out = _metaworld.train(
+                out,
+                task,
+                episodes or 200,
+                steps or 12000,
+                batch_size,
+                lr,
+                seed,
+                noise,
+                save_every,
+                overwrite,
+                n_emb,
+                n_layer,
+            )
+        except TrainingInterrupted as exc:
+            raise _interrupted(exc) from None
+        policy.save_pretrained(out)
+        typer.echo(f"trained {policy.config.task} to step {_trained_steps(out)}; checkpoint in {out}")
+        return
+    if task not in (None, "reach"):
+        raise CommandError(
+            f"--task {task}: the pybullet diffusion policy trains on reach only; or pass --suite metaworld"
+        )
+    out, episodes, steps = out or "runs/diffusion_reach", episodes or 1500, steps or 6000
+    action_noise = 0.02 if action_noise is None else action_noise
     data = {"task": "reach", "action_noise": action_noise}
     if not overwrite:
         known = {"train": {"batch_size": batch_size, "lr": lr, "seed": seed}, "data": {"episodes": episodes, **data}}
         check_run_dir(out, known, partial=True)
-    torch.set_num_threads(threads)
     try:
         policy = train_reach_policy(
             episodes,

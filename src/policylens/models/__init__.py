@@ -9,13 +9,21 @@ transformers' PaliGemma, so they are imported on first use: on a transformers wi
 
 import importlib
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from ..tap import get_adapter, list_adapters, register_adapter
 from . import _hf_adapters, _lerobot_adapters, _prismatic_adapter  # noqa: F401  (registrations)
-from ._checkpoint import list_policy_types, load_policy, register_policy_type, save_policy
+from ._checkpoint import (
+    list_policy_names,
+    list_policy_types,
+    load_policy,
+    register_policy_name,
+    register_policy_type,
+    save_policy,
+)
 from ._lerobot_adapters import lerobot_adapter, lerobot_layout
 from ._lerobot_teacher import LeRobotTeacher, is_lerobot_checkpoint, load_lerobot_teacher
 from ._loading import load_hf_model, load_model
@@ -23,6 +31,7 @@ from ._tiny_vla_config import TinyVLAConfig
 from ._tokenizer import ByteTokenizer
 from ._train_state import TrainingInterrupted, check_run_dir, claim_run_dir, load_train_state, save_train_state
 from .diffusion import POLICY_TYPE, DiffusionChunkPredictor, DiffusionPolicyConfig, TinyDiffusionPolicy
+from .diffusion._metaworld import METAWORLD_ASSETS
 
 _ON_FIRST_USE = {  # name -> module: these need transformers' PaliGemma (>= 4.57.1)
     "TinyVLA": "._tiny_vla",
@@ -81,6 +90,10 @@ register_policy_type(
     config_of=_diffusion_config,
     default=lambda: TinyDiffusionPolicy.from_pretrained(DIFFUSION_ASSET),
 )
+for _config in sorted(METAWORLD_ASSETS.glob("*/config.json")):  # the shipped MetaWorld reference policies
+    register_policy_name(
+        f"metaworld/{_config.parent.name}", partial(TinyDiffusionPolicy.from_pretrained, _config.parent)
+    )
 register_policy_type(
     "tiny_vla",
     build=lambda cfg: _build_tiny_vla(TinyVLAConfig.from_dict(cfg)),
@@ -105,6 +118,7 @@ __all__ = [
     "lerobot_adapter",
     "lerobot_layout",
     "list_adapters",
+    "list_policy_names",
     "list_policy_types",
     "load_hf_model",
     "load_lerobot_teacher",
@@ -112,6 +126,7 @@ __all__ = [
     "load_policy",
     "load_train_state",
     "register_adapter",
+    "register_policy_name",
     "register_policy_type",
     "run_settings_of",
     "save_policy",

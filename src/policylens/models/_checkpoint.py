@@ -16,7 +16,14 @@ from torch import nn
 from .._jsonfile import read_json_file
 from ._hf_compat import align_state_dict
 
-__all__ = ["list_policy_types", "load_policy", "register_policy_type", "save_policy"]
+__all__ = [
+    "list_policy_names",
+    "list_policy_types",
+    "load_policy",
+    "register_policy_name",
+    "register_policy_type",
+    "save_policy",
+]
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
@@ -38,8 +45,19 @@ def register_policy_type(
         _BUILTIN[name] = default
 
 
+def register_policy_name(name: str, load: Callable[[], nn.Module]) -> None:
+    """Make ``load_policy(name)`` return ``load()``: a shipped checkpoint under a short name
+    (``metaworld/pick-place-v3``). A directory of that name, if one exists, still wins."""
+    _BUILTIN[name] = load
+
+
 def list_policy_types() -> list[str]:
     return sorted(_TYPES)
+
+
+def list_policy_names() -> list[str]:
+    """The names ``load_policy`` accepts besides a checkpoint directory."""
+    return sorted(_BUILTIN)
 
 
 def _type_of(model: nn.Module) -> str:

@@ -38,23 +38,24 @@ def _open_export(path: Path) -> Episode:
             f"{traj} is missing; a DROID episode directory holds trajectory.h5 "
             "(plus instruction.txt and recordings/, or metadata_*.json for the public release)"
         )
+    meta_path = path / "metadata.json"
+    meta = read_json(meta_path, "episode metadata (format, task, fps, success, ...)") if meta_path.is_file() else {}
+    cams = _camera_names(meta, meta_path)
     with open_h5(traj) as f:
         actions, proprio, attr_task = read_core(f, traj)
         T = len(actions)
         state = maybe(f, STATE, traj)
-        ext = {c: read_extrinsics(f, f"observation/camera_extrinsics/{c}", traj, T) for c in CAMERAS}
-        K = {c: read_intrinsics(f, f"observation/camera_intrinsics/{c}", traj) for c in CAMERAS}
+        ext = {c: read_extrinsics(f, f"observation/camera_extrinsics/{c}", traj, T) for c in cams}
+        K = {c: read_intrinsics(f, f"observation/camera_intrinsics/{c}", traj) for c in cams}
         success_attr = bool(f.attrs["success"]) if "success" in f.attrs else None
     if state is not None and (state.ndim != 2 or len(state) != T):
         raise EpisodeFormatError(f"{traj}: field '{STATE}' has shape {state.shape}; expected (T, D) with T = {T}")
     instruction = _instruction(path, attr_task)
     calib_path = path / "calibration.json"
     calib_json = read_json(calib_path, CALIBRATION) if calib_path.is_file() else {}
-    meta_path = path / "metadata.json"
-    meta = read_json(meta_path, "episode metadata (format, task, fps, success, ...)") if meta_path.is_file() else {}
     rec = path / "recordings"
     cameras, masks, depths, calibration = {}, {}, {}, {}
-    for cam in CAMERAS:
+    for cam in cams:
         frame_dir, mp4 = rec / "frames" / cam, rec / f"{cam}.mp4"
         if frame_dir.is_dir():
             cameras[cam] = ImageFrames(frame_dir, T, "rgb", "jpg")
@@ -69,10 +70,10 @@ def _open_export(path: Path) -> Episode:
         calibration_cam = _calibration(cam, ext[cam], K[cam], calib_json, calib_path)
         if calibration_cam is not None:
             calibration[cam] = calibration_cam
-    if not cameras:
+    if not cameras and cams:
         raise EpisodeFormatError(
             f"{rec} holds no camera recordings; expected recordings/frames/<camera>/00000.jpg or "
-            f"recordings/<camera>.mp4 for a camera in {list(CAMERAS)}"
+            f"recordings/<camera>.mp4 for a camera in {list(cams)}"
         )
     success = meta.get("success", success_attr)
     if success is None:
@@ -91,6 +92,16 @@ def _open_export(path: Path) -> Episode:
         metadata=meta,
         layout="droid-export",
     )
+
+
+def _camera_names(meta: dict, meta_path: Path) -> tuple[str, ...]:
+    """The cameras ``metadata.json`` lists (``[]``: a state-only episode), else DROID's three."""
+    if "cameras" not in meta:
+        return CAMERAS
+    names = meta["cameras"]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise EpisodeFormatError(f"{meta_path}: field 'cameras' is {names!r}; expected a list of camera names")
+    return tuple(names)
 
 
 def _instruction(path: Path, attr_task: str | None) -> str:

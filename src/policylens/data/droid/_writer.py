@@ -8,6 +8,8 @@
   recordings/segmentation/{camera}/00000.png   (uint8 labels, map in metadata.json)
   recordings/depth/{camera}/00000.png          (uint16 millimetres, 0 = invalid)
 ```
+Segmentation, depth and joint states are written when the recording has them (a MetaWorld
+recording has RGB only, or no cameras at all: ``metadata.json`` then lists ``"cameras": []``).
 """
 
 from __future__ import annotations
@@ -73,8 +75,10 @@ def write_droid_episode(root: Path, rec: dict, index: int, jpeg_frames: bool = T
         for t, img in enumerate(rec["images"][cam]):
             if jpeg_frames:
                 write_image(rec_dir / "frames" / cam / f"{t:05d}.jpg", img)
-            write_image(rec_dir / "segmentation" / cam / f"{t:05d}.png", rec["segmentation"][cam][t], "label")
-            write_image(rec_dir / "depth" / cam / f"{t:05d}.png", rec["depth"][cam][t], "depth_mm")
+            if "segmentation" in rec:
+                write_image(rec_dir / "segmentation" / cam / f"{t:05d}.png", rec["segmentation"][cam][t], "label")
+            if "depth" in rec:
+                write_image(rec_dir / "depth" / cam / f"{t:05d}.png", rec["depth"][cam][t], "depth_mm")
     return path
 
 
@@ -91,21 +95,23 @@ def _write_trajectory(path: Path, rec: dict, cams: list[str]) -> None:
         a["cartesian_velocity"] = np.gradient(act[:, :6], axis=0) * fps if T > 1 else np.zeros((T, 6))
         a["gripper_position"] = act[:, 6]  # (T,)
         a["gripper_velocity"] = np.gradient(act[:, 6]) * fps if T > 1 else np.zeros(T)
-        a["joint_position"] = rec["joint_targets"].astype(np.float64)  # (T, 7)
-        a["joint_velocity"] = (
-            np.gradient(rec["joint_targets"].astype(np.float64), axis=0) * fps if T > 1 else np.zeros((T, 7))
-        )
+        if "joint_targets" in rec:
+            targets = rec["joint_targets"].astype(np.float64)  # (T, 7)
+            a["joint_position"] = targets
+            a["joint_velocity"] = np.gradient(targets, axis=0) * fps if T > 1 else np.zeros_like(targets)
         o = f.create_group("observation")
         rs = o.create_group("robot_state")
         rs["cartesian_position"] = prop[:, :6]
         rs["gripper_position"] = prop[:, 6]
-        rs["joint_positions"] = rec["joint_positions"].astype(np.float64)
+        if "joint_positions" in rec:
+            rs["joint_positions"] = rec["joint_positions"].astype(np.float64)
         o["policylens/state"] = rec["state"]  # (T, D) proprio + objects + target one-hot + tray
         for cam in cams:
             ext = rec["extrinsics"][cam]
             o[f"camera_extrinsics/{cam}"] = np.stack([pose_to_6d(e) for e in ext])  # (T, 6)
             o[f"camera_intrinsics/{cam}"] = np.repeat(rec["intrinsics"][cam][None], T, axis=0)  # (T, 3, 3)
-            o[f"camera_type/{cam}"] = np.full(T, 0 if cam == "hand_camera" else 1, dtype=np.int64)
+            wrist = cam in rec.get("wrist_cameras", ("hand_camera",))
+            o[f"camera_type/{cam}"] = np.full(T, 0 if wrist else 1, dtype=np.int64)
             ms = np.round(rec["timestamps"] * 1000.0).astype(np.int64)
             o[f"timestamp/cameras/{cam}_estimated_capture"] = ms  # (T,) ms
         ns = np.round(rec["timestamps"] * 1e9).astype(np.int64)

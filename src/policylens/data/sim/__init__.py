@@ -1,8 +1,9 @@
 """Simulated Panda table-top episodes: scenes, cameras, tasks, scripted experts, generation, evaluation."""
 
+from ..._intervals import EvalResult, wilson_interval
 from ._camera import PinholeCamera, look_at, project
 from ._env import CAMERAS, CONTROL_HZ, STATE_DIM, SUBSTEPS, SimEnv
-from ._evaluate import ChunkedPolicy, EvalResult, evaluate_policy, wilson_interval
+from ._evaluate import ChunkedPolicy, evaluate_policy
 from ._experts import ExpertPolicy, expert_action
 from ._generate import generate_episodes, layout_seed, make_training_episodes
 from ._record import record_episode

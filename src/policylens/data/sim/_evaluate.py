@@ -2,37 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..._intervals import wilson_interval
+from ..._intervals import EvalResult
 from ._env import CAMERAS, SimEnv
 
 EVAL_SEED_OFFSET = 10**9  # evaluation layouts never overlap training layouts (see layout_seed)
-
-
-@dataclass
-class EvalResult:
-    """Success rate of n rollouts with its Wilson 95% interval and per-episode outcomes."""
-
-    successes: int
-    n: int
-    episode_success: list[bool] = field(default_factory=list)
-    episode_length: list[int] = field(default_factory=list)
-
-    @property
-    def success_rate(self) -> float:
-        return self.successes / self.n if self.n else 0.0
-
-    @property
-    def interval(self) -> tuple[float, float]:
-        return wilson_interval(self.successes, self.n)
-
-    def __str__(self) -> str:
-        lo, hi = self.interval
-        return f"success {self.success_rate:.1%} ({self.successes}/{self.n}), 95% CI [{lo:.1%}, {hi:.1%}]"
 
 
 class ChunkedPolicy:

@@ -12,22 +12,19 @@ folder names and new layouts.
 
 from __future__ import annotations
 
-import datetime as dt
-import shutil
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..droid._writer import episode_dirname, write_droid_episode
+from .._output import prepare_output
+from ..droid._writer import write_droid_episode
 from ..lerobot._writer import LeRobotWriter
 from ._env import CAMERAS, CONTROL_HZ, SimEnv
 from ._evaluate import eval_layout_seed
 from ._record import record_episode
 
 FORMATS = ("droid", "lerobot")
-IF_EXISTS = ("error", "overwrite", "append")
-_TOP_LEVEL = {"droid": {"success", "failure"}, "lerobot": {"meta", "data", "videos"}}
 
 
 def layout_seed(seed: int, i: int) -> int:
@@ -68,7 +65,7 @@ def generate_episodes(
     if image_size % 2:
         raise ValueError(f"image_size must be even (H.264 needs even sizes), got {image_size}")
     out = Path(out_dir)
-    first = _prepare_output(out, fmt, if_exists)
+    first = prepare_output(out, fmt, if_exists)
     writer = LeRobotWriter(out, fps=CONTROL_HZ, depth=lerobot_depth) if fmt == "lerobot" else None
     paths: list[Path] = []
     with SimEnv(task, seed=seed, image_size=image_size, render=True, cameras=cameras) as env:
@@ -84,51 +81,6 @@ def generate_episodes(
     if writer is not None:
         paths.append(writer.finalize())
     return paths
-
-
-def _droid_indices(root: Path) -> list[int]:
-    """Episode indices of the ``{success|failure}/{date}/{stamp}`` folders that ``episode_dirname`` named."""
-    base = dt.datetime.strptime(episode_dirname(0)[1], "%Y-%m-%d-%Hh-%Mm-%Ss")
-    indices = []
-    for folder in root.glob("*/*/*"):
-        try:
-            when = dt.datetime.strptime(folder.name, "%Y-%m-%d-%Hh-%Mm-%Ss")
-        except ValueError:
-            continue
-        indices.append(int((when - base).total_seconds() // 60))
-    return indices
-
-
-def _prepare_output(out: Path, fmt: str, if_exists: str) -> int:
-    """Check (and for ``"overwrite"`` clear) ``out``; the index of the first episode to write."""
-    if if_exists not in IF_EXISTS:
-        raise ValueError(f"if_exists={if_exists!r} is unknown; choose from {list(IF_EXISTS)}")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"out_dir {out} is a file; pass a directory")
-    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if not entries:
-        return 0
-    found = next((f for f, names in _TOP_LEVEL.items() if set(entries) <= names), None)
-    if found is None:
-        raise FileExistsError(
-            f"out_dir {out} holds {entries[:5]}, which is not a dataset that generate_episodes wrote; "
-            "pick an empty or new directory (nothing there is deleted or merged)"
-        )
-    if if_exists == "error":
-        raise FileExistsError(
-            f"out_dir {out} already holds a {found} dataset; pass --overwrite (if_exists='overwrite') to "
-            "replace it, --append (if_exists='append', DROID only) to add episodes, or another --out"
-        )
-    if if_exists == "overwrite":
-        shutil.rmtree(out)
-        return 0
-    if fmt == "lerobot" or found == "lerobot":
-        raise ValueError(
-            f"out_dir {out}: appending to a LeRobot dataset is not supported (the writer writes one data and one "
-            "video file per dataset); regenerate with more --episodes and --overwrite (the first episodes come "
-            "out the same under the same --seed), or write to another --out"
-        )
-    return max(_droid_indices(out), default=-1) + 1
 
 
 def make_training_episodes(

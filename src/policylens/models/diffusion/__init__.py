@@ -5,6 +5,7 @@
 """
 
 from ._config import POLICY_TYPE, DiffusionPolicyConfig
+from ._metaworld import METAWORLD_CONFIG, metaworld_config, train_metaworld_policy
 from ._normalizer import MinMaxNormalizer
 from ._policy import TinyDiffusionPolicy
 from ._reach import REACH_CONFIG, DiffusionChunkPredictor, train_reach_policy
@@ -13,6 +14,7 @@ from ._train import diffusion_step, make_windows, train_diffusion_policy
 from ._transformer import TransformerForDiffusion
 
 __all__ = [
+    "METAWORLD_CONFIG",
     "POLICY_TYPE",
     "REACH_CONFIG",
     "DDIMScheduler",
@@ -25,6 +27,8 @@ __all__ = [
     "diffusion_step",
     "make_betas",
     "make_windows",
+    "metaworld_config",
     "train_diffusion_policy",
+    "train_metaworld_policy",
     "train_reach_policy",
 ]

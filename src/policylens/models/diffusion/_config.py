@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 POLICY_TYPE = "tiny_diffusion_policy"
+SUITES = (None, "pybullet", "metaworld")
 
 
 @dataclass
@@ -15,6 +16,10 @@ class DiffusionPolicyConfig:
 
     ``n_cond_layers == 0`` gives the MLP condition encoder of the original;
     ``> 0`` an ``nn.TransformerEncoder`` of that depth.
+    ``suite`` / ``task``: the simulator and task the policy was trained on (``"metaworld"``,
+    ``"pick-place-v3"``), so that an evaluation can refuse another task; ``None`` (the default,
+    and every checkpoint written before they existed) records nothing and is left out of
+    ``to_dict``.
     """
 
     obs_dim: int = 10
@@ -33,6 +38,8 @@ class DiffusionPolicyConfig:
     num_inference_steps: int = 100
     beta_schedule: str = "squaredcos_cap_v2"
     clip_sample: bool = True
+    suite: str | None = None
+    task: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "horizon", "n_obs_steps", "n_action_steps", "n_layer", "n_head"):
@@ -63,9 +70,17 @@ class DiffusionPolicyConfig:
         for name in ("p_drop_emb", "p_drop_attn"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"DiffusionPolicyConfig.{name}={getattr(self, name)}: expected in [0, 1).")
+        if self.suite not in SUITES:
+            raise ValueError(f"DiffusionPolicyConfig.suite={self.suite!r}: expected one of {SUITES}.")
+        if self.task is not None and not (isinstance(self.task, str) and self.task):
+            raise ValueError(f"DiffusionPolicyConfig.task={self.task!r}: expected a task name or None.")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": POLICY_TYPE, **dataclasses.asdict(self)}
+        data = dataclasses.asdict(self)
+        for name in ("suite", "task"):  # absent rather than null: older configs stay byte-identical
+            if data[name] is None:
+                del data[name]
+        return {"type": POLICY_TYPE, **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiffusionPolicyConfig:

@@ -1,0 +1,121 @@
+"""The ``--suite metaworld`` side of ``policylens sim`` and ``policylens train diffusion``.
+
+Each function is a few lines around ``policylens.data.metaworld`` (or the diffusion trainer); a
+missing extra becomes one line naming ``pip install -e ".[metaworld]"``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from ._errors import CommandError
+
+
+def require() -> None:
+    """Import MetaWorld or stop with the install command."""
+    from policylens.data.metaworld import MetaWorldUnavailable, require_metaworld
+
+    try:
+        require_metaworld()
+    except MetaWorldUnavailable as exc:
+        raise CommandError(str(exc)) from None
+
+
+def tasks_of(task: str | None) -> list[str]:
+    """``--task a,b,c`` -> checked task names (an unknown one lists the known tasks)."""
+    from policylens.data.metaworld import check_task
+
+    if not task:
+        raise CommandError("--task is required with --suite metaworld: e.g. --task pick-place-v3 (or a,b,c for eval)")
+    names = [t.strip() for t in task.split(",") if t.strip()]
+    return [check_task(t, param="--task") for t in names]
+
+
+def generate(
+    out: Path, task: str | None, episodes: int, fmt: str, seed: int, image_size: int, cameras: str, if_exists: str
+) -> None:
+    from policylens.data.metaworld import generate_episodes
+
+    require()
+    names = tasks_of(task)
+    if len(names) != 1:
+        raise CommandError(f"--task {task}: sim generate writes one task per dataset; pass one task")
+    cams = tuple(c.strip() for c in cameras.split(",") if c.strip())
+    paths = generate_episodes(
+        names[0], episodes, out, seed=seed, fmt=fmt, cameras=cams, image_size=image_size, if_exists=if_exists
+    )
+    verb = "appended" if if_exists == "append" else "wrote"
+    what = f"cameras {', '.join(cams)} at {image_size} px" if cams else "state only"
+    typer.echo(f"{verb} {episodes} MetaWorld {names[0]} episodes ({what}) as {fmt} under {out} ({len(paths)} paths)")
+
+
+def evaluate(policy: str, task: str | None, episodes: int, seed: int, batch: int | None, max_steps: int | None) -> None:
+    import torch
+
+    from policylens.data.metaworld import DEFAULT_BATCH, evaluate_metaworld, load_agent, results_table
+
+    require()
+    names = tasks_of(task)
+    agents = {t: load_agent(policy, t, seed=seed) for t in names}  # every checkpoint checked before any rollout
+    torch.manual_seed(seed)
+    results, seconds = {}, {}
+    for t, agent in agents.items():
+        start = time.perf_counter()
+        results[t] = evaluate_metaworld(
+            agent, t, episodes=episodes, seed=seed, batch=batch or DEFAULT_BATCH, max_steps=max_steps
+        )
+        seconds[t] = time.perf_counter() - start
+    if len(names) == 1:
+        typer.echo(f"{policy} on {names[0]}: {results[names[0]]}")
+    typer.echo(results_table(results, seconds))
+
+
+def train(
+    out: str | None,
+    task: str | None,
+    episodes: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    action_noise: float,
+    save_every: int,
+    overwrite: bool,
+    n_emb: int,
+    n_layer: int,
+):
+    """Train a reference diffusion policy on ``task``'s expert episodes; returns (policy, out dir)."""
+    from policylens.models import check_run_dir
+    from policylens.models.diffusion import metaworld_config, train_metaworld_policy
+
+    require()
+    names = tasks_of(task)
+    if len(names) != 1:
+        raise CommandError(f"--task {task}: train one policy per task; pass one task")
+    out = out or f"runs/diffusion_metaworld/{names[0]}"
+    config = metaworld_config(names[0], n_emb=n_emb, n_layer=n_layer)
+    data = {"suite": "metaworld", "task": names[0], "action_noise": action_noise}
+    if not overwrite:
+        train = {"batch_size": batch_size, "lr": lr, "seed": seed}
+        known = {"config": config.to_dict(), "train": train, "data": {"episodes": episodes, **data}}
+        check_run_dir(out, known, partial=True)  # before minutes of episodes
+    policy = train_metaworld_policy(
+        names[0],
+        episodes,
+        steps,
+        seed,
+        action_noise=action_noise,
+        config=config,
+        log_dir=f"{out}/tb",
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=min(200, steps),
+        out_dir=out,
+        save_every=save_every,
+        run_settings=data,
+        overwrite=overwrite,
+    )
+    return policy, out
