@@ -21,6 +21,7 @@ from ._config import BACConfig
 from ._registry import block_spec, discover_branches
 from ._resolve import resolve_schedule
 from ._schedule import steps_to_mask
+from ._stack import fusable_stacks, stack_forward
 
 
 class _BranchState:
@@ -115,9 +116,11 @@ def apply_cache(policy: nn.Module, config: BACConfig) -> nn.Module:
     if config.mode == "original":
         return policy
     blocks_seen: set[int] = set()
+    states_by_block: dict[int, list[_BranchState]] = {}
     for br in branches:
         st = _BranchState(br.name, steps_to_mask(schedule[br.name], num_steps))
         state.branches.append(st)
+        states_by_block.setdefault(id(br.block), []).append(st)
         state.undo.append(_override_forward(br.output, _output_forward(br.output, br.output.forward, st)))
         for g in br.gates:
             state.undo.append(_override_forward(g, _gate_forward(g, g.forward, st)))
@@ -127,6 +130,9 @@ def apply_cache(policy: nn.Module, config: BACConfig) -> nn.Module:
             if spec is not None and spec.disable_fast_path:
                 # torch's fused encoder-layer kernel skips submodules unless a hook is attached.
                 state.undo.append(br.block.register_forward_pre_hook(_noop_pre_hook).remove)
+    if config.fuse_skipped_stacks:
+        for stack, states in fusable_stacks(policy, states_by_block):
+            state.undo.append(_override_forward(stack, stack_forward(stack, stack.forward, states)))
     method = config.reset_method
     if method is not None and callable(getattr(policy, method, None)):
         orig = getattr(policy, method)
