@@ -7,6 +7,7 @@ Every mode uses identical initial and per-step noise (seeded ``torch.Generator``
     python bench/bac.py                                  # default sizes (~10 min on 2 CPU cores)
     python bench/bac.py --calls 100 --calls-batched 100 --episodes 50 --calib-obs 128   # full sizes
     python bench/bac.py --smoke                          # every row at a tiny size (seconds): checks, not figures
+    python bench/bac.py --suite metaworld --out DIR      # MetaWorld tasks (bench/bac_metaworld.py, its own options)
 
 Outputs (calibration, plots, results.json) go to ``--out``, or to a fresh temporary directory.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -97,6 +99,16 @@ class Mode:
 
 def main() -> None:
     global POLICY, EAGER, COMPILED
+    if "--suite" in sys.argv[1:]:
+        i = sys.argv.index("--suite")
+        suite = sys.argv[i + 1] if i + 1 < len(sys.argv) else ""
+        if suite == "metaworld":
+            from bac_metaworld import main as metaworld_main  # bench/ is the script's folder, on sys.path
+
+            return metaworld_main(sys.argv[1:i] + sys.argv[i + 2 :])
+        if suite != "pybullet":
+            raise SystemExit(f"--suite {suite!r}: expected pybullet (the default) or metaworld")
+        del sys.argv[i : i + 2]
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--policy", default=str(ASSET_DIR))
     ap.add_argument("--num-updates", type=int, default=10)
