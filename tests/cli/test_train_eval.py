@@ -50,3 +50,24 @@ def test_train_refuses_another_run_before_making_episodes_then_resumes(tmp_path)
     vla = ["train", "vla", "--out", str(out), "--episodes", "1", "--steps", "1", "--image-size", "28"]
     result = runner.invoke(app, vla)  # a diffusion run's directory is not a TinyVLA run's
     assert result.exit_code == 2 and "records another run" in result.stderr
+
+
+def test_train_vla_fine_tunes_from_a_checkpoint_on_every_target_episodes(tmp_path):
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    base = tmp_path / "base"
+    args = ["train", "vla", "--episodes", "2", "--steps", "2", "--batch-size", "2", "--image-size", "28"]
+    assert runner.invoke(app, [*args, "--out", str(base)]).exit_code == 0
+    out = tmp_path / "ft"
+    result = runner.invoke(app, [*args, "--out", str(out), "--init", str(base), "--every-target", "--lr", "1e-2"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "run.json").read_text())["settings"]
+    assert run["data"]["init"] == str(base) and run["data"]["every_target"] is True
+    assert run["train"]["fit_normalization"] is False
+    before, after = load_file(base / "model.safetensors"), load_file(out / "model.safetensors")
+    stats = [k for k in before if "mean" in k or "std" in k]
+    assert stats and all(np.array_equal(before[k], after[k]) for k in stats)  # normalisation kept
+    assert any(not np.array_equal(before[k], after[k]) for k in before if k not in stats)  # weights trained on
+    bad = runner.invoke(app, ["train", "vla", "--out", str(tmp_path / "x"), "--init", str(base)])
+    assert bad.exit_code != 0 and "'image_size': 28" in bad.output and "pass its values" in bad.output

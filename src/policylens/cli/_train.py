@@ -46,6 +46,12 @@ def vla(
     use_state: bool = typer.Option(True, help="Feed the proprio state token (--no-use-state: images + text only)."),
     action_noise: float = typer.Option(0.02, min=0.0, help=NOISE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    every_target: bool = typer.Option(
+        False, "--every-target", help="Record each layout once per object, naming each in turn (language contrast)."
+    ),
+    init: str = typer.Option(
+        None, help="Start from this TinyVLA checkpoint (its config and normalisation kept): fine-tuning."
+    ),
 ) -> None:
     """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK."""
     from policylens.data.sim import make_training_episodes
@@ -59,9 +65,16 @@ def vla(
         train_vla,
     )
 
-    model = TinyVLA(TinyVLAConfig(image_size=image_size, use_state=use_state))
-    config = VLATrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr=lr)
+    if init:
+        model = _init_vla(init, image_size, use_state)
+    else:
+        model = TinyVLA(TinyVLAConfig(image_size=image_size, use_state=use_state))
+    config = VLATrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr=lr, fit_normalization=init is None)
     data = {"task": task, "action_noise": action_noise}
+    if every_target:
+        data["every_target"] = True
+    if init:
+        data["init"] = str(init)
     if not overwrite:  # refuse another run's directory before spending minutes on rendering
         known = run_settings_of(model, config, [], data)
         known["data"] = {"episodes": episodes, **data}
@@ -74,6 +87,7 @@ def vla(
         image_size=image_size,
         cameras=model.config.cameras,
         action_noise=action_noise,
+        every_target=every_target,
     )
     eps = [
         {"images": e["images"], "state": e["proprio"], "action": e["action"], "instruction": e["instruction"]}
@@ -87,6 +101,23 @@ def vla(
         typer.echo(f"nothing to train: {out} already holds {_trained_steps(out)} steps; raise --steps to go on")
         return
     typer.echo(f"trained {len(losses)} steps; final loss {losses[-1]:.4f}; checkpoint in {out}")
+
+
+def _init_vla(path: str, image_size: int, use_state: bool):
+    """The checkpoint at ``path`` as the starting point; refused if it is not a TinyVLA of these settings."""
+    from policylens.models import TinyVLA, load_policy
+
+    try:
+        model = load_policy(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CommandError(f"--init {path}: {exc}") from None
+    if not isinstance(model, TinyVLA):
+        raise CommandError(f"--init {path}: a {type(model).__name__} checkpoint; --init needs a TinyVLA one")
+    have = {"image_size": model.config.image_size, "use_state": model.config.use_state}
+    want = {"image_size": image_size, "use_state": use_state}
+    if have != want:
+        raise CommandError(f"--init {path}: the checkpoint has {have}, the command asks for {want}; pass its values")
+    return model
 
 
 @app.command("diffusion")

@@ -9,6 +9,7 @@ gripper in [0, 1] (0 open, 1 closed, as in DROID).  Each control step solves IK 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -76,10 +77,23 @@ class SimEnv:
         self.last_joint_targets = np.zeros(7)
 
     # ---- episode --------------------------------------------------------------------------
-    def reset(self, seed: int | None = None, render: bool | None = None) -> dict:
-        """Sample a new layout (from ``seed`` if given, else the env's generator) and observe."""
+    def reset(self, seed: int | None = None, render: bool | None = None, target: int | None = None) -> dict:
+        """Sample a new layout (from ``seed`` if given, else the env's generator) and observe.
+
+        ``target`` names another of the layout's objects as the target (index into its objects; the
+        layout, start pose and instruction template are unchanged): the same scene with each object
+        named in turn is how a policy is shown that the words, not the scene, pick the target.
+        """
         rng = self.rng if seed is None else np.random.default_rng(seed)
-        self.scene_spec = self.task.sample(rng)
+        spec = self.task.sample(rng)
+        if target is not None:
+            if not 0 <= int(target) < len(spec.objects):
+                raise ValueError(
+                    f"reset: target={target}, but layout seed {seed} has {len(spec.objects)} objects "
+                    f"(pass 0..{len(spec.objects) - 1}, or None for the layout's own target)"
+                )
+            spec = dataclasses.replace(spec, target=int(target))
+        self.scene_spec = spec
         self.scene.build(self.scene_spec)
         if self.scene_spec.start_ee is not None:
             self._place_gripper(np.asarray(self.scene_spec.start_ee, dtype=np.float64))

@@ -83,6 +83,17 @@ def generate_episodes(
     return paths
 
 
+def _every_target_jobs(env: SimEnv, seed: int, n: int):
+    """(layout seed, target) pairs: layout 0 with each of its objects named, then layout 1, ... (n in all)."""
+    made, i = 0, 0
+    while made < n:
+        ls = layout_seed(seed, i)
+        n_objects = len(env.task.sample(np.random.default_rng(ls)).objects)  # the layout reset() will build
+        for target in range(min(n_objects, n - made)):
+            yield ls, target
+        made, i = made + min(n_objects, n - made), i + 1
+
+
 def make_training_episodes(
     task: str,
     n: int,
@@ -94,8 +105,13 @@ def make_training_episodes(
     progress: bool = True,
     action_noise: float = 0.0,
     depth: bool = False,
+    every_target: bool = False,
 ) -> list[dict]:
     """In-memory expert episodes for trainers (``action_noise``: see ``record_episode``).
+
+    ``every_target=True``: each layout is recorded once per object, each time naming that object
+    (same scene and start pose, another instruction and goal), until ``n`` episodes are made; the
+    words then decide the target within a layout, not the layout's look.
 
     Each: ``obs`` (T, state_dim) float32, ``proprio`` (T, 7), ``action`` (T, 7), ``instruction``,
     ``success``; with ``render=True`` also ``images`` {cam: (T', H, W, 3) uint8} where T' = T
@@ -112,9 +128,10 @@ def make_training_episodes(
         raise ValueError("depth=True needs render=True (depth and segmentation are rendered with the images)")
     out = []
     with SimEnv(task, seed=seed, image_size=image_size, render=render, cameras=cameras) as env:
-        for i in tqdm(range(n), desc=f"{task} episodes", disable=not progress):
+        jobs = _every_target_jobs(env, seed, n) if every_target else ((layout_seed(seed, i), None) for i in range(n))
+        for ls, target in tqdm(jobs, total=n, desc=f"{task} episodes", disable=not progress):
             rec = record_episode(
-                env, layout_seed(seed, i), render=render, render_stride=render_stride, action_noise=action_noise
+                env, ls, render=render, render_stride=render_stride, action_noise=action_noise, target=target
             )
             ep = {
                 "obs": rec["state"],

@@ -34,7 +34,13 @@ def scene_description(env: SimEnv) -> dict:
 
 
 def record_episode(
-    env: SimEnv, seed: int, policy=None, render: bool = True, render_stride: int = 1, action_noise: float = 0.0
+    env: SimEnv,
+    seed: int,
+    policy=None,
+    render: bool = True,
+    render_stride: int = 1,
+    action_noise: float = 0.0,
+    target: int | None = None,
 ) -> dict:
     """Roll out ``policy`` (default: the scripted expert) from layout ``seed`` and record it.
 
@@ -42,13 +48,14 @@ def record_episode(
     ``image_steps`` lists those steps.  ``action_noise`` > 0 (metres) executes each action's
     xyz plus Gaussian noise of that std while recording the clean action (DART-style data
     that shows a cloned policy how to recover from its own drift); the noise is seeded by ``seed``.
+    ``target``: another of the layout's objects as the target (see ``SimEnv.reset``).
     """
     if render_stride < 1:
         raise ValueError(f"render_stride must be >= 1, got {render_stride}")
     if action_noise < 0:
         raise ValueError(f"action_noise must be >= 0 metres, got {action_noise}")
-    noise_rng = np.random.default_rng([int(seed), 7])
-    obs = env.reset(seed=seed, render=render)
+    noise_rng = np.random.default_rng([int(seed), 7] if target is None else [int(seed), 7, int(target)])
+    obs = env.reset(seed=seed, render=render, target=target)
     if policy is not None and hasattr(policy, "reset"):
         policy.reset()
     cal = env.calibration()
