@@ -91,6 +91,8 @@ def train(
     from policylens.models import check_run_dir
     from policylens.models.diffusion import metaworld_config, train_metaworld_policy
 
+    from ._train import diffusion_loop_kwargs
+
     require()
     names = tasks_of(task)
     if len(names) != 1:
@@ -102,20 +104,6 @@ def train(
         train = {"batch_size": batch_size, "lr": lr, "seed": seed}
         known = {"config": config.to_dict(), "train": train, "data": {"episodes": episodes, **data}}
         check_run_dir(out, known, partial=True)  # before minutes of episodes
-    policy = train_metaworld_policy(
-        names[0],
-        episodes,
-        steps,
-        seed,
-        action_noise=action_noise,
-        config=config,
-        log_dir=f"{out}/tb",
-        batch_size=batch_size,
-        lr=lr,
-        warmup_steps=min(200, steps),
-        out_dir=out,
-        save_every=save_every,
-        run_settings=data,
-        overwrite=overwrite,
-    )
+    loop = diffusion_loop_kwargs(out, steps, batch_size, lr, save_every, data, overwrite)
+    policy = train_metaworld_policy(names[0], episodes, steps, seed, action_noise=action_noise, config=config, **loop)
     return policy, out

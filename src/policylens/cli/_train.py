@@ -28,6 +28,22 @@ def _interrupted(exc: BaseException) -> typer.Exit:
     return typer.Exit(128 + getattr(exc, "signum", 2))
 
 
+def diffusion_loop_kwargs(
+    out: str, steps: int, batch_size: int, lr: float, save_every: int, data: dict, overwrite: bool
+) -> dict:
+    """The diffusion trainer's loop settings for a run in ``out`` (TensorBoard in OUT/tb, 200 warm-up steps at most)."""
+    return {
+        "log_dir": f"{out}/tb",
+        "batch_size": batch_size,
+        "lr": lr,
+        "warmup_steps": min(200, steps),
+        "out_dir": out,
+        "save_every": save_every,
+        "run_settings": data,
+        "overwrite": overwrite,
+    }
+
+
 def _trained_steps(out: str) -> int:
     state = Path(out) / "train_state.json"
     return int(json.loads(state.read_text())["step"]) if state.is_file() else 0
@@ -193,20 +209,8 @@ def diffusion(
         known = {"train": {"batch_size": batch_size, "lr": lr, "seed": seed}, "data": {"episodes": episodes, **data}}
         check_run_dir(out, known, partial=True)
     try:
-        policy = train_reach_policy(
-            episodes,
-            steps,
-            seed,
-            log_dir=f"{out}/tb",
-            action_noise=action_noise,
-            batch_size=batch_size,
-            lr=lr,
-            warmup_steps=min(200, steps),
-            out_dir=out,
-            save_every=save_every,
-            run_settings=data,
-            overwrite=overwrite,
-        )
+        loop = diffusion_loop_kwargs(out, steps, batch_size, lr, save_every, data, overwrite)
+        policy = train_reach_policy(episodes, steps, seed, action_noise=action_noise, **loop)
     except TrainingInterrupted as exc:
         raise _interrupted(exc) from None
     policy.save_pretrained(out)
