@@ -14,7 +14,8 @@ batched MetaWorld evaluator, one policy call per control step). Needs the extra:
     python bench/bac_metaworld.py --smoke                        # one task, tiny sizes: a check, not a figure
 
 Rows print as they finish; ``results.json`` under ``--out`` (default: a new temporary directory)
-holds every number, and a rerun with the same ``--out`` skips the (task, mode) cells already there.
+holds every number (``results.md`` the tables), and a rerun with the same ``--out`` skips the
+(task, mode) cells already there.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def modes_for(policy, calib: torch.Tensor, updates: int, n_bu: int, compile_ok: 
     s_eq = round((1 - cache_info(policy)["skipped_fraction"]) * K)
     remove_cache(policy)
     if s_eq != updates:
-        modes.append(Mode(f"uniform S={s_eq} (= BU compute)", BACConfig(mode="uniform", num_updates=s_eq)))
+        modes.append(Mode("uniform at the BU's compute", BACConfig(mode="uniform", num_updates=s_eq)))
     modes += [Mode(f"DDIM {n}", sampler="ddim", num_inference_steps=n) for n in (updates, 2 * updates, 5 * updates)]
     for n in (2 * updates, 5 * updates):
         if n <= K and n > updates:
@@ -127,7 +128,7 @@ def run_task(task: str, args, results: dict, save) -> None:
     g = torch.Generator
     refs = {m.own: policy.predict_action(evo, generator=g().manual_seed(0), **m.kw) for m in modes if not m.config}
     rows = results.setdefault(task, {})
-    todo = [m for m in modes if m.name not in rows]
+    todo = [m for m in modes if (m.name in rows) == args.retime]
     times: dict[str, dict[str, list[float]]] = {m.name: {"b1": [], "batch": []} for m in todo}
     for _ in range(args.rounds):  # interleaved, so a change in machine load hits every mode alike
         for m in todo:
@@ -137,6 +138,13 @@ def run_task(task: str, args, results: dict, save) -> None:
                 times[m.name]["batch"].append(time_call(policy, evo, m.kw, args.calls_batched))
             finally:
                 m.remove(policy, eager)
+    if args.retime:  # new timings for the rows already there; their errors and rollouts stay
+        for m in todo:
+            rows[m.name].update({f"s_{k}": float(np.median(times[m.name][k])) for k in ("b1", "batch")})
+            rows[m.name]["timing_rounds"] = args.rounds
+            save()
+            print_row(task, m.name, rows[m.name], rows)
+        return
     for m in todo:
         m.apply(policy, eager, compiled)
         try:
@@ -206,6 +214,39 @@ def summary(results: dict, tasks: list[str]) -> None:
         )
 
 
+def markdown(results: dict, tasks: list[str], batch: int) -> str:
+    """The per-task rows and the mean over tasks as Markdown tables (``results.md`` under ``--out``)."""
+    head = f"| full calls | × B=1 | × B={batch} | × own sampler | MSE | MSE own | success [95% CI] |"
+    rule = "|---" * 9 + "|"
+    lines = [f"| task | mode {head}", rule]
+    for t in tasks:
+        for name, row in results.get(t, {}).items():
+            lines.append(f"| {t} | {name} | " + _md_cells(speedups(results[t], row), row, row["success"], row["n"]))
+    lines += ["", f"Mean over {len(tasks)} tasks (speed-ups against each task's own rows; successes pooled):", ""]
+    lines += [f"| mode {head}", rule[4:]]
+    for n in dict.fromkeys(n for t in tasks for n in results.get(t, {})):
+        cells = [(results[t][n], results[t]) for t in tasks if n in results.get(t, {})]
+        mean = {k: float(np.mean([c[k] for c, _ in cells])) for k in ("full_calls", "mse", "mse_own")}
+        rolled = [c for c, _ in cells if c["success"] is not None]
+        k = sum(c["success"] for c in rolled) if rolled else None
+        ups = np.mean([speedups(rows, c) for c, rows in cells], axis=0)
+        lines.append(f"| {n} | " + _md_cells(ups, mean, k, sum(c["n"] for c in rolled)))
+    return "\n".join(lines) + "\n"
+
+
+def _md_cells(ups, row: dict, k: int | None, n: int) -> str:
+    b1, bb, own = ups
+    if k is None:
+        cell = "not rolled out (the original's actions)"
+    else:
+        lo, hi = wilson_interval(k, n)
+        cell = f"{k}/{n} ({k / n:.0%}) [{lo:.0%}, {hi:.0%}]"
+    return (
+        f"{row['full_calls']:.1f} | {b1:.2f} | {bb:.2f} | {own:.2f} | {row['mse']:.2e} | {row['mse_own']:.2e} | "
+        f"{cell} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", default=TASKS, help="comma-separated MetaWorld tasks")
@@ -221,6 +262,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--episodes", type=int, default=50, help="rollouts per task and mode")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument(
+        "--retime",
+        action="store_true",
+        help="time again the rows already in --out (e.g. on a quieter machine); errors and rollouts are kept",
+    )
     ap.add_argument("--out", default=None)
     ap.add_argument("--smoke", action="store_true", help="one task, tiny sizes (a check, not a figure)")
     ap.add_argument("--suite", default="metaworld", help=argparse.SUPPRESS)  # accepted when called from bac.py
@@ -252,8 +298,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'task':20s} {COLUMNS}   (batch: B={args.batch}; MSE: against the original, own: its uncached sampler)")
     for task in tasks:
         run_task(task, args, results, save)
+        (out / "results.md").write_text(markdown(results, tasks, args.batch))
+    if args.smoke and not args.retime:  # the smoke run checks the --retime path too
+        args.retime = True
+        for task in tasks:
+            run_task(task, args, results, save)
     summary(results, tasks)
-    print(f"\nwrote {path}")
+    print(f"\nwrote {path} and {out / 'results.md'}")
 
 
 def smoke_policy(out: Path) -> str:
