@@ -43,7 +43,7 @@ class Mode:
         n = kw.get("num_inference_steps")
         self.own = f"DDIM {n}" if kw.get("sampler") == "ddim" else "original (DDPM)"  # its uncached sampler
 
-    def apply(self, policy, eager, compiled):
+    def apply(self, policy, compiled):
         if self.config is not None:
             apply_cache(policy, self.config)
         if self.compiled:
@@ -132,7 +132,7 @@ def run_task(task: str, args, results: dict, save) -> None:
     times: dict[str, dict[str, list[float]]] = {m.name: {"b1": [], "batch": []} for m in todo}
     for _ in range(args.rounds):  # interleaved, so a change in machine load hits every mode alike
         for m in todo:
-            m.apply(policy, eager, compiled)
+            m.apply(policy, compiled)
             try:
                 times[m.name]["b1"].append(time_call(policy, evo[:1], m.kw, args.calls))
                 times[m.name]["batch"].append(time_call(policy, evo, m.kw, args.calls_batched))
@@ -146,7 +146,7 @@ def run_task(task: str, args, results: dict, save) -> None:
             print_row(task, m.name, rows[m.name], rows)
         return
     for m in todo:
-        m.apply(policy, eager, compiled)
+        m.apply(policy, compiled)
         try:
             acts = policy.predict_action(evo, generator=torch.Generator().manual_seed(0), **m.kw)
             steps = m.kw.get("num_inference_steps", policy.num_inference_steps)
@@ -188,30 +188,35 @@ def success_cell(k: int | None, n: int) -> str:
     return f"{k / n:8.0%}  [{lo:.0%}, {hi:.0%}]"
 
 
-def print_row(task: str, name: str, row: dict, rows: dict) -> None:
-    b1, bb, own = speedups(rows, row)
-    print(
-        f"{task:20s} {name:32s} {row['full_calls']:6.1f} {b1:6.2f}× {bb:7.2f}× {own:5.2f}× {row['mse']:9.2e} "
-        f"{row['mse_own']:9.2e} {success_cell(row['success'], row['n'])}",
-        flush=True,
+def _text_cells(ups, row: dict) -> str:
+    b1, bb, own = ups
+    return (
+        f"{row['full_calls']:6.1f} {b1:6.2f}× {bb:7.2f}× {own:5.2f}× {row['mse']:9.2e} {row['mse_own']:9.2e} "
+        f"{success_cell(row['success'], row['n'])}"
     )
 
 
+def print_row(task: str, name: str, row: dict, rows: dict) -> None:
+    print(f"{task:20s} {name:32s} " + _text_cells(speedups(rows, row), row), flush=True)
+
+
+def mean_rows(results: dict, tasks: list[str]):
+    """Per mode over ``tasks``: (name, speed-ups averaged over tasks, a row of mean calls and errors with
+    the successes pooled)."""
+    for name in dict.fromkeys(n for t in tasks for n in results.get(t, {})):
+        cells = [(results[t][name], results[t]) for t in tasks if name in results.get(t, {})]
+        row = {k: float(np.mean([c[k] for c, _ in cells])) for k in ("full_calls", "mse", "mse_own")}
+        rolled = [c for c, _ in cells if c["success"] is not None]
+        row["success"] = sum(c["success"] for c in rolled) if rolled else None
+        row["n"] = sum(c["n"] for c in rolled)
+        yield name, np.mean([speedups(rows, c) for c, rows in cells], axis=0), row
+
+
 def summary(results: dict, tasks: list[str]) -> None:
-    names = list(dict.fromkeys(n for t in tasks for n in results.get(t, {})))
     print(f"\nmean over {len(tasks)} tasks (speed-ups against each task's own rows; success pooled):")
     print(COLUMNS)
-    for n in names:
-        cells = [(results[t][n], results[t]) for t in tasks if n in results.get(t, {})]
-        b1, bb, own = np.mean([speedups(rows, c) for c, rows in cells], axis=0)
-        rolled = [c for c, _ in cells if c["success"] is not None]
-        k = sum(c["success"] for c in rolled) if rolled else None
-        mse, mse_own = np.mean([c["mse"] for c, _ in cells]), np.mean([c["mse_own"] for c, _ in cells])
-        calls = np.mean([c["full_calls"] for c, _ in cells])
-        print(
-            f"{n:32s} {calls:6.1f} {b1:6.2f}× {bb:7.2f}× {own:5.2f}× {mse:9.2e} {mse_own:9.2e} "
-            f"{success_cell(k, sum(c['n'] for c in rolled))}"
-        )
+    for name, ups, row in mean_rows(results, tasks):
+        print(f"{name:32s} " + _text_cells(ups, row))
 
 
 def markdown(results: dict, tasks: list[str], batch: int) -> str:
@@ -221,21 +226,16 @@ def markdown(results: dict, tasks: list[str], batch: int) -> str:
     lines = [f"| task | mode {head}", rule]
     for t in tasks:
         for name, row in results.get(t, {}).items():
-            lines.append(f"| {t} | {name} | " + _md_cells(speedups(results[t], row), row, row["success"], row["n"]))
+            lines.append(f"| {t} | {name} | " + _md_cells(speedups(results[t], row), row))
     lines += ["", f"Mean over {len(tasks)} tasks (speed-ups against each task's own rows; successes pooled):", ""]
     lines += [f"| mode {head}", rule[4:]]
-    for n in dict.fromkeys(n for t in tasks for n in results.get(t, {})):
-        cells = [(results[t][n], results[t]) for t in tasks if n in results.get(t, {})]
-        mean = {k: float(np.mean([c[k] for c, _ in cells])) for k in ("full_calls", "mse", "mse_own")}
-        rolled = [c for c, _ in cells if c["success"] is not None]
-        k = sum(c["success"] for c in rolled) if rolled else None
-        ups = np.mean([speedups(rows, c) for c, rows in cells], axis=0)
-        lines.append(f"| {n} | " + _md_cells(ups, mean, k, sum(c["n"] for c in rolled)))
+    lines += [f"| {name} | " + _md_cells(ups, row) for name, ups, row in mean_rows(results, tasks)]
     return "\n".join(lines) + "\n"
 
 
-def _md_cells(ups, row: dict, k: int | None, n: int) -> str:
+def _md_cells(ups, row: dict) -> str:
     b1, bb, own = ups
+    k, n = row["success"], row["n"]
     if k is None:
         cell = "not rolled out (the original's actions)"
     else:
