@@ -8,6 +8,7 @@ this package does not import metaworld; the functions do, and raise ``MetaWorldU
 naming the install command when it is missing.
 """
 
+from .._seeds import eval_layout_seed, train_layout_seed
 from ._env import ACTION_DIM, CONTROL_HZ, STATE_DIM, MetaWorldEnv
 from ._evaluate import DEFAULT_BATCH, evaluate_metaworld
 from ._experts import MetaWorldExpert
@@ -17,7 +18,6 @@ from ._record import make_training_episodes, record_episode
 from ._render import CAMERAS, RenderingUnavailable
 from ._report import results_table
 from ._require import INSTALL_HINT, MetaWorldUnavailable, require_metaworld
-from ._seeds import eval_layout_seed, train_layout_seed
 from ._tasks import check_task, expert_class, expert_class_name, list_tasks
 
 __all__ = [

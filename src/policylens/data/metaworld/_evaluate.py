@@ -16,8 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..._intervals import EvalResult
+from .._seeds import eval_layout_seed
 from ._env import ACTION_DIM, STATE_DIM, MetaWorldEnv
-from ._seeds import eval_layout_seed
 
 DEFAULT_BATCH = 25
 

@@ -17,9 +17,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._output import prepare_output
+from .._seeds import train_layout_seed
 from ._env import CONTROL_HZ, MetaWorldEnv
 from ._record import record_episode
-from ._seeds import train_layout_seed
 
 FORMATS = ("droid", "lerobot")
 ROBOT_TYPE = "sawyer_metaworld"

@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._seeds import train_layout_seed
 from ._env import CONTROL_HZ, MetaWorldEnv
 from ._experts import MetaWorldExpert
-from ._seeds import train_layout_seed
 
 
 def record_episode(env: MetaWorldEnv, seed: int, policy=None, action_noise: float = 0.0) -> dict:

@@ -6,9 +6,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..._intervals import EvalResult
+from .._seeds import eval_layout_seed
 from ._env import CAMERAS, SimEnv
-
-EVAL_SEED_OFFSET = 10**9  # evaluation layouts never overlap training layouts (see layout_seed)
 
 
 class ChunkedPolicy:
@@ -41,11 +40,6 @@ class ChunkedPolicy:
                 raise ValueError(f"the predictor must return a (horizon, 7) chunk, got shape {chunk.shape}")
             self.queue = list(chunk[: self.k])
         return self.queue.pop(0)
-
-
-def eval_layout_seed(seed: int, i: int) -> int:
-    """Layout seed of evaluation episode ``i``: disjoint from the training layouts."""
-    return EVAL_SEED_OFFSET + int(seed) * 100_000 + i
 
 
 def evaluate_policy(

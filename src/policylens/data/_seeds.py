@@ -1,8 +1,7 @@
-"""Layout seeds: training episodes and evaluation episodes never share a layout.
+"""Layout seeds of both simulators: training episodes and evaluation episodes never share a layout.
 
-The same convention as the pybullet simulator (``policylens.data.sim``): episode ``i`` of a run
-with seed ``s`` is layout ``s * 100_000 + i`` for training data and ``10**9 + s * 100_000 + i``
-for evaluation.
+Episode ``i`` of a run with seed ``s`` is layout ``s * 100_000 + i`` for training data and
+``10**9 + s * 100_000 + i`` for evaluation (``policylens.data.sim`` and ``policylens.data.metaworld``).
 """
 
 from __future__ import annotations
