@@ -84,8 +84,7 @@ class SimEnv:
         layout, start pose and instruction template are unchanged): the same scene with each object
         named in turn is how a policy is shown that the words, not the scene, pick the target.
         """
-        rng = self.rng if seed is None else np.random.default_rng(seed)
-        spec = self.task.sample(rng)
+        spec = self.task.sample(self.rng) if seed is None else self.sample_layout(seed)
         if target is not None:
             if not 0 <= int(target) < len(spec.objects):
                 raise ValueError(
@@ -103,6 +102,10 @@ class SimEnv:
             [self.scene.client.getJointState(self.scene.robot, j)[0] for j in ARM_JOINTS]
         )
         return self.observe(render)
+
+    def sample_layout(self, seed: int) -> SceneSpec:
+        """The layout ``reset(seed)`` builds (objects, target, start pose), without building it."""
+        return self.task.sample(np.random.default_rng(seed))
 
     def _place_gripper(self, pos: np.ndarray) -> None:
         """Teleport the arm (joint reset, no physics) so the gripper points down at ``pos``."""

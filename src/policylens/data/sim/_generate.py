@@ -12,24 +12,21 @@ folder names and new layouts.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .._output import prepare_output
+from .._seeds import eval_layout_seed
+from .._seeds import train_layout_seed as layout_seed  # the name this package has always exported
 from ..droid._writer import write_droid_episode
 from ..lerobot._writer import LeRobotWriter
 from ._env import CAMERAS, CONTROL_HZ, SimEnv
-from ._evaluate import eval_layout_seed
 from ._record import record_episode
 
 FORMATS = ("droid", "lerobot")
-
-
-def layout_seed(seed: int, i: int) -> int:
-    """Layout seed of training episode ``i`` under run seed ``seed``."""
-    return int(seed) * 100_000 + int(i)
 
 
 def generate_episodes(
@@ -83,15 +80,12 @@ def generate_episodes(
     return paths
 
 
-def _every_target_jobs(env: SimEnv, seed: int, n: int):
-    """(layout seed, target) pairs: layout 0 with each of its objects named, then layout 1, ... (n in all)."""
-    made, i = 0, 0
-    while made < n:
+def _every_target_jobs(env: SimEnv, seed: int):
+    """(layout seed, target) pairs without end: layout 0 with each of its objects named, then layout 1, ..."""
+    for i in itertools.count():
         ls = layout_seed(seed, i)
-        n_objects = len(env.task.sample(np.random.default_rng(ls)).objects)  # the layout reset() will build
-        for target in range(min(n_objects, n - made)):
+        for target in range(len(env.sample_layout(ls).objects)):
             yield ls, target
-        made, i = made + min(n_objects, n - made), i + 1
 
 
 def make_training_episodes(
@@ -128,7 +122,10 @@ def make_training_episodes(
         raise ValueError("depth=True needs render=True (depth and segmentation are rendered with the images)")
     out = []
     with SimEnv(task, seed=seed, image_size=image_size, render=render, cameras=cameras) as env:
-        jobs = _every_target_jobs(env, seed, n) if every_target else ((layout_seed(seed, i), None) for i in range(n))
+        if every_target:
+            jobs = itertools.islice(_every_target_jobs(env, seed), n)
+        else:
+            jobs = ((layout_seed(seed, i), None) for i in range(n))
         for ls, target in tqdm(jobs, total=n, desc=f"{task} episodes", disable=not progress):
             rec = record_episode(
                 env, ls, render=render, render_stride=render_stride, action_noise=action_noise, target=target
