@@ -1,6 +1,11 @@
 """Resumable training state without pickle: model + optimizer tensors in safetensors,
 step counter and optimizer hyper-parameters in JSON; the run's settings in ``run.json``.
 
+The state also holds every random state the loop draws from, so that a resumed run draws what the
+uninterrupted one would have drawn: torch's CPU generator and each CUDA device's (uint8 tensors in
+safetensors), numpy's and Python's global generators (JSON), and the loop's own generators (its
+batch order, noise, row subsets) passed by name. Saving reads these states without drawing.
+
 A training output directory belongs to one run. :func:`claim_run_dir` records the settings
 that define the run (data, model, optimiser; not the number of steps, which a rerun may raise
 to train on) and refuses a directory that holds another run, naming the settings that differ.
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import threading
@@ -19,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -32,6 +39,8 @@ __all__ = [
     "claim_run_dir",
     "load_train_extra",
     "load_train_state",
+    "restore_rng_state",
+    "rng_state",
     "save_train_state",
     "stop_on_signal",
 ]
@@ -42,11 +51,78 @@ RUN_FORMAT = "policylens-run-1"
 RUN_OUTPUTS = ("train_state.safetensors", "train_state.json", RUN_FILE, "config.json", "model.safetensors", "tb")
 
 
+Generators = Mapping[str, "torch.Generator | np.random.Generator"]
+
+
+def _listed(x: object) -> object:  # numpy arrays inside a bit generator's state (MT19937's key)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"{type(x).__name__} in a random state is not JSON-ready")
+
+
+def rng_state(generators: Generators | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every random state the run draws from, as ``(tensors, json)``: torch's CPU generator
+    (``rng.torch``) and each CUDA device's (``rng.cuda.{i}``), numpy's and Python's global generators,
+    and ``generators`` by name (a ``torch.Generator`` as ``rng.gen.{name}``, a numpy ``Generator`` as
+    its bit generator's state). Nothing is drawn."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    name, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    version, internal, gauss_next = random.getstate()
+    meta: dict = {
+        "numpy": [name, key.tolist(), int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(internal), gauss_next],
+        "numpy_generators": {},
+    }
+    for k, g in (generators or {}).items():
+        if isinstance(g, torch.Generator):
+            tensors[f"rng.gen.{k}"] = g.get_state()
+        elif isinstance(g, np.random.Generator):
+            meta["numpy_generators"][k] = json.loads(json.dumps(g.bit_generator.state, default=_listed))
+        else:
+            raise TypeError(f"generators[{k!r}] is a {type(g).__name__}; pass a torch.Generator or numpy Generator")
+    return tensors, meta
+
+
+def restore_rng_state(tensors: Mapping[str, torch.Tensor], meta: Mapping, generators: Generators | None = None) -> None:
+    """Set the states :func:`rng_state` returned: the global generators, and ``generators`` in place
+    (each must be in the state, saved under the same name)."""
+    torch.set_rng_state(tensors["rng.torch"])
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            if f"rng.cuda.{i}" in tensors:
+                torch.cuda.set_rng_state(tensors[f"rng.cuda.{i}"], i)
+    name, key, pos, has_gauss, gauss = meta["numpy"]
+    np.random.set_state((name, np.asarray(key, np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = meta["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    for k, g in (generators or {}).items():
+        if isinstance(g, torch.Generator) and f"rng.gen.{k}" in tensors:
+            g.set_state(tensors[f"rng.gen.{k}"])
+        elif isinstance(g, np.random.Generator) and k in meta["numpy_generators"]:
+            g.bit_generator.state = meta["numpy_generators"][k]
+        else:
+            saved = sorted(
+                [t[len("rng.gen.") :] for t in tensors if t.startswith("rng.gen.")] + list(meta["numpy_generators"])
+            )
+            raise ValueError(
+                f"the training state holds no {type(g).__name__} {k!r} (it holds {saved}); it was written by "
+                "another version of this loop: pass --overwrite (overwrite=True) to start the run again"
+            )
+
+
 def save_train_state(
-    directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, extra: dict | None = None
+    directory: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    extra: dict | None = None,
+    generators: Generators | None = None,
 ) -> None:
     """Write ``train_state.safetensors`` + ``train_state.json`` atomically (rename last); ``extra``:
-    JSON-ready state of whatever else the run keeps (e.g. a retention step's λ)."""
+    JSON-ready state of whatever else the run keeps (e.g. a retention step's λ); ``generators``: the
+    loop's own random generators by name, saved with the global ones (:func:`rng_state`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -54,15 +130,21 @@ def save_train_state(
     for index, state in opt["state"].items():
         for name, value in state.items():
             tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).contiguous()
-    meta = {"step": step, "param_groups": opt["param_groups"], "extra": extra or {}}
+    rng_tensors, rng_meta = rng_state(generators)
+    tensors.update(rng_tensors)
+    meta = {"step": step, "param_groups": opt["param_groups"], "extra": extra or {}, "rng": rng_meta}
     save_file(tensors, str(directory / "train_state.safetensors.tmp"))
     (directory / "train_state.json.tmp").write_text(json.dumps(meta))
     os.replace(directory / "train_state.safetensors.tmp", directory / "train_state.safetensors")
     os.replace(directory / "train_state.json.tmp", directory / "train_state.json")
 
 
-def load_train_state(directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Restore model and optimizer from :func:`save_train_state`; returns the step (0 if none)."""
+def load_train_state(
+    directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, generators: Generators | None = None
+) -> int:
+    """Restore model, optimizer and random states (global, and ``generators`` in place) from
+    :func:`save_train_state`; returns the step (0 if none). A state written before random states
+    were saved restores none of them."""
     directory = Path(directory)
     meta_path, tensor_path = directory / "train_state.json", directory / "train_state.safetensors"
     if not (meta_path.is_file() and tensor_path.is_file()):
@@ -77,6 +159,8 @@ def load_train_state(directory: str | Path, model: nn.Module, optimizer: torch.o
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    if "rng" in meta:
+        restore_rng_state(tensors, meta["rng"], generators)
     return int(meta["step"])
 
 

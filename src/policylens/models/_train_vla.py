@@ -4,7 +4,8 @@ An episode is a dict: ``images`` {camera: (T, H, W, 3) uint8}, ``state`` (T, sta
 ``action`` (T, action_dim), ``instruction`` str. A sample is (episode, t): the frames and
 state at t and the action chunk t … t+H−1 (the last action repeats past the end).
 Training is resumable: ``train_state.*`` is written every ``save_every`` steps, at the end and
-on SIGINT / SIGTERM, and read back when the same run uses the same output directory again.
+on SIGINT / SIGTERM, and read back when the same run uses the same output directory again; it
+holds the batch generator and every global random state, so a resumed run is the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def train_vla(
     claim_run_dir(out_dir, run_settings_of(model, config, episodes, run_settings), overwrite)
     torch.manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    start = load_train_state(out_dir, model, opt)
+    rng = np.random.default_rng(config.seed)  # the batches; the flow noise draws from torch's generator
+    start = load_train_state(out_dir, model, opt, {"batches": rng})  # with every random state
     if start and state is not None:
         state.load_state_dict(load_train_extra(out_dir))
     if start == 0 and config.fit_normalization:
@@ -149,7 +151,6 @@ def train_vla(
     from torch.utils.tensorboard import SummaryWriter  # TensorBoard loads only when a run trains
 
     writer = SummaryWriter(str(out_dir / "tb"))
-    rng = np.random.default_rng(config.seed + start)
     losses: list[float] = []
     model.train()
     done = saved = start
@@ -165,7 +166,7 @@ def train_vla(
                     writer.add_scalar(f"train/{name}", float(value), i)
                 writer.add_scalar("train/lr", sched.get_last_lr()[0], i)
                 if done % config.save_every == 0 or stop.signum is not None:
-                    save_train_state(out_dir, model, opt, done, extra())
+                    save_train_state(out_dir, model, opt, done, extra(), {"batches": rng})
                     saved = done
                 if stop.signum is not None:
                     raise TrainingInterrupted(stop.signum, done, out_dir)
@@ -173,6 +174,6 @@ def train_vla(
         writer.close()
         model.eval()
     if saved != done:
-        save_train_state(out_dir, model, opt, done, extra())
+        save_train_state(out_dir, model, opt, done, extra(), {"batches": rng})
     save_policy(model, out_dir)
     return losses

@@ -2,7 +2,9 @@
 
 The loop draws batches and calls a step function (:func:`diffusion_step` by default: one
 optimisation step of the epsilon loss), so another loss plugs in without copying the loop.
-Given an ``out_dir`` it is resumable like ``train_vla`` (``models._train_state``).
+Given an ``out_dir`` it is resumable like ``train_vla`` (``models._train_state``): the saved state
+holds the batch generator and the global random states (dropout), so a resumed run is the
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -145,6 +147,8 @@ def train_diffusion_policy(
     ema = _EMA(policy)
     opt = torch.optim.AdamW(policy.model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     state = nn.ModuleDict({"policy": policy, "ema": ema.model})  # what train_state.* holds
+    gen = torch.Generator().manual_seed(seed)  # batches, noise, timesteps; dropout draws from torch's generator
+    generators = {"batches": gen}  # saved with the global random states
     start = 0
     if out_dir is not None:
         optim = {"batch_size": batch_size, "lr": lr, "weight_decay": weight_decay}  # not steps / warm-up: extendable
@@ -155,7 +159,7 @@ def train_diffusion_policy(
             "data": {**counts, **(run_settings or {})},
         }
         claim_run_dir(out_dir, settings, overwrite)
-        start = load_train_state(out_dir, state, opt)
+        start = load_train_state(out_dir, state, opt, generators)
         ema.step = start
         if start and extra_state is not None:
             extra_state.load_state_dict(load_train_extra(out_dir))
@@ -171,7 +175,6 @@ def train_diffusion_policy(
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(log_dir))
-    gen = torch.Generator().manual_seed(seed + start)
     n_train = config.num_train_timesteps
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="train diffusion policy", disable=not progress)
     done = saved = start
@@ -193,7 +196,7 @@ def train_diffusion_policy(
                             writer.add_scalar(f"train/{name}", float(value), i)
                         writer.add_scalar("train/lr", sched.get_last_lr()[0], i)
                 if out_dir is not None and (done % save_every == 0 or stop.signum is not None):
-                    save_train_state(out_dir, state, opt, done, _extra(extra_state))
+                    save_train_state(out_dir, state, opt, done, _extra(extra_state), generators)
                     saved = done
                 if stop.signum is not None:
                     raise TrainingInterrupted(stop.signum, done, out_dir)
@@ -201,5 +204,5 @@ def train_diffusion_policy(
         if writer is not None:
             writer.close()
     if out_dir is not None and saved != done:
-        save_train_state(out_dir, state, opt, done, _extra(extra_state))
+        save_train_state(out_dir, state, opt, done, _extra(extra_state), generators)
     return ema.model.eval()
