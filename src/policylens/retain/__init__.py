@@ -1,5 +1,6 @@
 """retain: fine-tune a policy on a new task while keeping its bridge features near a cached
-teacher's (CRaFT: retention loss, A-GEM projection of conflicting gradients, dual ascent on λ).
+teacher's (CRaFT: retention loss, A-GEM projection of conflicting gradients, dual ascent on λ;
+``projection="active"`` for the rule that reaches the constrained optimum).
 
 >>> student = student_extractor(model, open_store(cache).manifest)
 >>> retainer = Retainer(model, lambda m, b: m(**b), student, RetentionConfig(epsilon=0.01))
@@ -11,11 +12,12 @@ from ._anchors import AnchorSet
 from ._dual import DualAscent
 from ._loss import RETENTION_LOSSES, retention_loss
 from ._projection import agem_project, grad_dot, pcgrad_combine
-from ._retainer import METHODS, Retainer, RetentionConfig
+from ._retainer import METHODS, PROJECTIONS, Retainer, RetentionConfig
 from ._train import RetainTrainConfig, retain_train, retention_step
 
 __all__ = [
     "METHODS",
+    "PROJECTIONS",
     "RETENTION_LOSSES",
     "AnchorSet",
     "DualAscent",

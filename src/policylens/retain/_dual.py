@@ -18,8 +18,8 @@ class DualAscent:
     def __init__(self, epsilon: float, lr: float = 1.0, lam: float = 0.0, every: int = 1, fixed: bool = False) -> None:
         if every < 1:
             raise ValueError(f"DualAscent.every={every}; update λ every N >= 1 steps")
-        if lam < 0 or epsilon < 0:
-            raise ValueError(f"DualAscent: lam={lam}, epsilon={epsilon}; both must be >= 0")
+        if not (lam >= 0 and epsilon >= 0 and lr >= 0):
+            raise ValueError(f"DualAscent: lam={lam}, epsilon={epsilon}, lr={lr}; all must be >= 0")
         self.epsilon, self.lr, self.every, self.fixed = float(epsilon), float(lr), int(every), bool(fixed)
         self.calls = 0
         self._lam = torch.tensor(float(lam))

@@ -2,9 +2,11 @@
 
 Given a task batch and an anchor batch, it runs two separate backward passes (the action loss,
 then the retention loss), keeps their gradients in two buffers (accumulated over micro-steps:
-projection does not commute with sums), and on the updating micro-step combines them —
-A-GEM projection + λ·g_ret for CRaFT — into ``.grad``, ready for clipping and
-``optimizer.step()``. Under DDP both passes run under ``no_sync`` and the two buffers are
+projection does not commute with sums), and on the updating micro-step combines them into
+``.grad``, ready for clipping and ``optimizer.step()``. CRaFT's combination is g_act projected off
+g_ret (``projection="conflict"``) + λ·g_ret; ``projection="active"`` instead projects the whole
+step g_act + λ·g_ret off g_ret, and only while L_ret > ε: a primal-dual method that reaches the
+constrained optimum. Under DDP both passes run under ``no_sync`` and the two buffers are
 all-reduced before the projection; L_ret is all-reduced before the λ update. Under fp16 AMP
 the buffers are unscaled before projecting and rescaled into ``.grad`` (a non-finite step keeps
 its non-finite gradients, so ``GradScaler.step`` skips it, and its λ update is skipped).
@@ -24,20 +26,27 @@ from ._dual import DualAscent
 from ._loss import RETENTION_LOSSES, retention_loss
 from ._projection import agem_project, grad_dot, pcgrad_combine
 
-__all__ = ["METHODS", "Retainer", "RetentionConfig"]
+__all__ = ["METHODS", "PROJECTIONS", "Retainer", "RetentionConfig"]
 
 METHODS = ("plain", "fixed", "pcgrad", "agem", "craft")
+PROJECTIONS = ("conflict", "active")
+_PROJECTING = ("agem", "craft")  # the methods that apply ``projection``
+_DUAL = ("craft",)  # the methods whose λ follows dual ascent
 
 
 @dataclass
 class RetentionConfig:
     """``method``: ``plain`` (action loss only), ``fixed`` (g_act + λ·g_ret, λ constant),
     ``pcgrad`` (PCGrad on {L_act, λ·L_ret}), ``agem`` (projection, λ constant) or ``craft``
-    (projection + dual ascent on λ). ``epsilon``: the retention budget; ``lam``: λ at the start
-    (the weight, for ``fixed`` / ``pcgrad`` / ``agem``); ``lam_lr``: η_λ; ``dual_every``: update λ
-    every N optimiser steps; ``delta``: δ in the projection; ``loss``: ``mse`` or ``cosine``;
-    ``per_group``: project each optimiser parameter group on its own (default: globally);
-    ``accumulation``: micro-steps per optimiser step (losses are divided by it)."""
+    (projection + dual ascent on λ). ``projection`` (``agem`` / ``craft``): ``conflict`` (CRaFT's
+    rule: g_act projected off g_ret whenever ⟨g_act, g_ret⟩ < 0, then + λ·g_ret) or ``active``
+    (the step g_act + λ·g_ret projected off g_ret where it would raise L_ret, only while L_ret > ε;
+    with ``craft`` it solves min L_act s.t. L_ret ≤ ε). ``epsilon``: the retention budget;
+    ``lam``: λ at the start (the weight, for ``fixed`` / ``pcgrad`` / ``agem``); ``lam_lr``: η_λ;
+    ``dual_every``: update λ every N optimiser steps; ``delta``: δ in the projection; ``loss``:
+    ``mse`` or ``cosine``; ``per_group``: project each optimiser parameter group on its own
+    (default: globally); ``accumulation``: micro-steps per optimiser step (losses are divided
+    by it)."""
 
     epsilon: float = 0.05
     method: str = "craft"
@@ -48,18 +57,30 @@ class RetentionConfig:
     loss: str = "mse"
     per_group: bool = False
     accumulation: int = 1
+    projection: str = "conflict"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"RetentionConfig.method={self.method!r}; use one of {list(METHODS)}")
-        if self.loss not in RETENTION_LOSSES:
-            raise ValueError(f"RetentionConfig.loss={self.loss!r}; use one of {list(RETENTION_LOSSES)}")
-        if self.accumulation < 1:
-            raise ValueError(f"RetentionConfig.accumulation={self.accumulation}; use >= 1 micro-steps")
+        for name, choices in (("method", METHODS), ("projection", PROJECTIONS), ("loss", RETENTION_LOSSES)):
+            value = getattr(self, name)
+            if value not in choices:
+                raise ValueError(f"RetentionConfig.{name}={value!r} is unknown; use one of {list(choices)}")
+        for name in ("epsilon", "lam", "lam_lr", "delta"):
+            value = getattr(self, name)
+            if not value >= 0:  # NaN fails too
+                raise ValueError(f"RetentionConfig.{name}={value!r}; use a number >= 0")
+        for name, what in (("accumulation", "micro-steps"), ("dual_every", "optimiser steps")):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"RetentionConfig.{name}={value!r}; use a whole number >= 1 ({what})")
 
 
 def _ddp(model: nn.Module) -> bool:
     return isinstance(model, nn.parallel.DistributedDataParallel)
+
+
+def _add(act: list[Tensor | None], lam: Tensor, ret: list[Tensor | None]) -> list[Tensor | None]:
+    """g_act + λ·g_ret per parameter, a missing gradient being zero."""
+    return [a if r is None else lam * r if a is None else a + lam * r for a, r in zip(act, ret, strict=True)]
 
 
 class Retainer:
@@ -85,10 +106,10 @@ class Retainer:
         if not self.params:
             raise ValueError("Retainer: no trainable parameters (all have requires_grad=False)")
         index = {id(p): i for i, p in enumerate(self.params)}
-        self.groups = [[index[id(p)] for p in g if id(p) in index] for g in groups] if config.per_group else None
         if config.per_group and not groups:
             raise ValueError("Retainer: per_group=True needs groups= (e.g. [g['params'] for g in opt.param_groups])")
-        fixed = config.method != "craft"
+        self.groups = [[index[id(p)] for p in g if id(p) in index] for g in groups] if config.per_group else None
+        fixed = config.method not in _DUAL
         self.dual = DualAscent(config.epsilon, config.lam_lr, config.lam, config.dual_every, fixed=fixed)
         self._act: list[Tensor | None] = [None] * len(self.params)
         self._ret: list[Tensor | None] = [None] * len(self.params)
@@ -117,6 +138,11 @@ class Retainer:
         """One micro-step: the action-loss pass and (unless ``plain``) the retention pass, each with
         its own backward. On an ``update`` micro-step the combined gradient is left in ``.grad``;
         returns device scalars (``loss_act``, ``loss_ret``, ``lam``, ``cos_act_ret``, ``projected``)."""
+        if self.config.method != "plain" and anchor_batch is None:
+            raise ValueError(
+                f"Retainer.backward: method={self.config.method!r} needs anchor_batch= (e.g. anchors.sample(n, rng)); "
+                "only method='plain' runs without one"
+            )
         if self._micro == 0:
             self._act, self._ret, self._losses = [None] * len(self.params), [None] * len(self.params), []
             for p in self.params:
@@ -128,8 +154,6 @@ class Retainer:
             self._take_grads(self._act)
             l_ret = torch.zeros((), device=l_act.device)
             if self.config.method != "plain":
-                if anchor_batch is None:
-                    raise ValueError(f"Retainer.backward: method={self.config.method!r} needs an anchor batch")
                 l_ret = self.retention(anchor_batch)
                 self._backward(l_ret)
                 self._take_grads(self._ret)
@@ -153,29 +177,33 @@ class Retainer:
         return losses / world
 
     def _combine(self) -> dict[str, Tensor]:
-        losses = self._all_reduce(torch.stack(self._losses).mean(0))
+        losses = self._all_reduce(torch.stack(self._losses).mean(0))  # (L_act, L_ret) means of the step
         act, ret = self._act, self._ret
         if self.scaler is not None:  # unscale first: the projection sees true gradients
             inv = 1.0 / self.scaler.get_scale()
             act = [None if g is None else g * inv for g in act]
             ret = [None if g is None else g * inv for g in ret]
         present = [g for g in (*act, *ret) if g is not None]
+        if not present:
+            raise ValueError("Retainer: no trainable parameter got a gradient; do task_loss and student use params=?")
         finite = torch.stack([torch.isfinite(g).all() for g in present]).all()
         lam = self.dual.value(present[0].device)
+        dot = grad_dot(act, ret)  # ⟨g_act, g_ret⟩ before any projection
         norms = (grad_dot(act, act) * grad_dot(ret, ret)).sqrt()
-        method = self.config.method
-        if method in ("agem", "craft"):  # ⟨g_act, g_ret⟩ before projection comes back with it
-            act, projected, dot = agem_project(act, ret, self.config.delta, self.groups)
-        else:
-            projected, dot = torch.zeros((), device=lam.device), grad_dot(act, ret)
-        if method == "pcgrad":
-            combined = pcgrad_combine(act, [None if g is None else lam * g for g in ret], self.config.delta)
-        elif method == "plain":
+        projected = torch.zeros((), device=lam.device)
+        method, cfg = self.config.method, self.config
+        if method == "plain":
             combined = act
+        elif method == "pcgrad":
+            combined = pcgrad_combine(act, [None if g is None else lam * g for g in ret], cfg.delta)
+        elif method in _PROJECTING and cfg.projection == "conflict":
+            act, projected, _ = agem_project(act, ret, cfg.delta, self.groups)
+            combined = _add(act, lam, ret)
+        elif method in _PROJECTING:  # "active": the whole step, only while over budget (on device)
+            over = losses[1] > cfg.epsilon
+            combined, projected, _ = agem_project(_add(act, lam, ret), ret, cfg.delta, self.groups, active=over)
         else:
-            combined = [
-                a if r is None else r * lam if a is None else a + lam * r for a, r in zip(act, ret, strict=True)
-            ]
+            combined = _add(act, lam, ret)
         scale = self.scaler.get_scale() if self.scaler is not None else None
         for p, g in zip(self.params, combined, strict=True):
             p.grad = None if g is None else (g * scale if scale is not None else g).to(p.dtype)
