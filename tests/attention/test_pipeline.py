@@ -115,3 +115,83 @@ def test_two_workers_write_the_same_outputs(droid, tmp_path):
         za = zarr.open_group(str(Path(a["folder"]) / "attention.zarr"), mode="r")
         zb = zarr.open_group(str(Path(b["folder"]) / "attention.zarr"), mode="r")
         np.testing.assert_array_equal(za["prefix_L1/hand_camera"][:], zb["prefix_L1/hand_camera"][:])
+
+
+FAST = AttentionRunConfig(layers=(1,), every=4, heads=False, videos=False, overlap=False)
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        (AttentionRunConfig(layers=(4,), every=4), r"layers=\[4\] \(prefix phase\).*llm has 4 layers"),
+        (AttentionRunConfig(layers=(1, -3), every=4), "1 and -3 are the same llm layer"),
+        (AttentionRunConfig(layers=(1,), step=10), "10 flow steps; pass 0..9"),
+        (AttentionRunConfig(layers=(1,), keyframes=(99,)), r"keyframes=\[99\]: episode .* has \d+ frames"),
+        (AttentionRunConfig(layers=(1,), camera_map={"hand_camera": "wrist"}), r"camera_map: \['wrist'\]"),
+        (AttentionRunConfig(layers=(1,), camera_map={"side": "hand_camera"}), r"no camera \[.hand_camera.\]"),
+    ],
+)
+def test_bad_settings_are_refused_before_out_is_written(droid, tmp_path, config, match):
+    with pytest.raises(ValueError, match=match):
+        run_attention("tiny_vla", f"droid:{droid}", tmp_path / "out", config, progress=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="not a folder"):
+        run_attention("tiny_vla", str(tmp_path / "nowhere"), tmp_path / "out", FAST, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("mode", "global"), ("phases", ("prefix", "prefix")), ("phases", ()), ("step", "first"), ("layers", ())],
+)
+def test_config_refuses_values_the_run_cannot_draw(field, value):
+    with pytest.raises(ValueError, match=f"AttentionRunConfig.{field}="):
+        AttentionRunConfig(**{field: value})
+
+
+def test_a_run_that_finished_nothing_leaves_no_claim(droid, tmp_path, monkeypatch):
+    from policylens.attention import _pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the model broke")
+
+    monkeypatch.setattr(_pipeline, "extract_attention", broken)
+    with pytest.raises(RuntimeError, match="the model broke"):
+        run_attention("tiny_vla", f"droid:{droid}", tmp_path / "out", FAST, progress=False)
+    assert not (tmp_path / "out").exists()  # it did not exist before: removed, claim and half-written episode
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError):
+        run_attention("tiny_vla", f"droid:{droid}", tmp_path / "kept", FAST, progress=False)
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["notes.txt"]
+    monkeypatch.undo()
+    other = AttentionRunConfig(layers=(2,), every=4, heads=False, videos=False, overlap=False)
+    assert len(run_attention("tiny_vla", f"droid:{droid}", tmp_path / "kept", other, progress=False)) == 2
+
+
+def test_interrupt_keeps_finished_episodes_and_the_same_call_resumes(droid, tmp_path, monkeypatch):
+    from policylens.attention import _pipeline
+    from policylens.attention._pipeline import AttentionInterrupted
+
+    calls = []
+    real = _pipeline._episode
+
+    def interrupted_second(*args):
+        calls.append(args[2])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(_pipeline, "_episode", interrupted_second)
+    out = tmp_path / "out"
+    with pytest.raises(AttentionInterrupted, match=f"1 of 2 episodes done in {out}; rerun the same") as info:
+        run_attention("tiny_vla", f"droid:{droid}", out, FAST, progress=False)
+    assert (info.value.done, info.value.total) == (1, 2) and isinstance(info.value, KeyboardInterrupt)
+    assert (out / "run.json").is_file() and len(list(out.glob("*/*/*/done.json"))) == 1
+    other = AttentionRunConfig(layers=(2,), every=4, heads=False, videos=False, overlap=False)
+    with pytest.raises(ValueError, match="layers differ.*--overwrite"):
+        run_attention("tiny_vla", f"droid:{droid}", out, other, progress=False)
+    done = run_attention("tiny_vla", f"droid:{droid}", out, FAST, progress=False)
+    assert calls == [0, 1, 0, 1] and len(done) == 2  # episode 0 read back from done.json, 1 computed
+    replaced = run_attention("tiny_vla", f"droid:{droid}", out, other, progress=False, overwrite=True)
+    assert [d["layers"] for d in replaced] == [[2], [2]]
+    assert json.loads((out / "run.json").read_text())["layers"] == [2]

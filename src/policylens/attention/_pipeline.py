@@ -18,6 +18,10 @@ Output (``OUT``)::
                                                 outcome, with 95% bootstrap intervals over episodes
 
 A rerun skips episodes with ``done.json``; a half-written one (no marker) is removed and redone.
+Everything a run can refuse (layers against the policy's layer counts, phases, step, mode,
+keyframes, the camera map, every episode's cameras) is checked before ``run.json`` is written, and
+a run that fails or is interrupted before it finishes an episode removes its ``run.json`` again, so
+a corrected rerun is never refused as "other settings". ``overwrite=True`` replaces the run in OUT.
 """
 
 from __future__ import annotations
@@ -31,12 +35,33 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._extract import PHASES, extract_attention
+from ._extract import PHASES, STEP_MODES, extract_attention
 from ._objects import frame_rows, nearest_object, summarize_overlap
-from ._render import most_active_head, overlay, save_image
+from ._render import MODES, most_active_head, overlay, save_image
 from ._video import write_video
 
-__all__ = ["AttentionRunConfig", "episode_dir", "run_attention"]
+__all__ = ["RUN_MODES", "AttentionInterrupted", "AttentionRunConfig", "episode_dir", "run_attention"]
+
+# "global" needs one range shared by the maps compared; a run draws its maps one at a time
+RUN_MODES = tuple(m for m in MODES if m != "global")
+OUTCOMES = ("success", "failure", "unknown")  # the folders episode_dir sorts episodes into
+_RUN_FILES = ("run.json", "overlap.json", "faithfulness.json", "report.html", "report.md")
+
+
+class AttentionInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_attention`: ``done`` of ``total`` episodes are finished in ``out``."""
+
+    def __init__(self, done: int, total: int, out: Path) -> None:
+        self.done, self.total, self.out = done, total, out
+        if done:
+            msg = f"{done} of {total} episodes done in {out}; rerun the same command to resume"
+        else:
+            msg = f"0 of {total} episodes done, nothing kept in {out}; rerun the command to start again"
+        super().__init__(msg)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -47,7 +72,7 @@ class AttentionRunConfig:
     every: int = 8
     keyframes: tuple[int, ...] | None = None
     phases: tuple[str, ...] = ("prefix", "suffix")
-    step: str = "mean"
+    step: str | int = "mean"  # one of STEP_MODES, or a flow step index
     heads: bool = True
     videos: bool = True
     render: bool = True
@@ -61,11 +86,38 @@ class AttentionRunConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        def refuse(name: str, want: str) -> None:
+            raise ValueError(f"AttentionRunConfig.{name}={getattr(self, name)!r}: {want}")
+
+        if not self.layers or not all(_is_int(v) for v in self.layers) or len(set(self.layers)) < len(self.layers):
+            refuse("layers", "expected layer indices (negative from the end), each once")
         if self.every < 1:
             raise ValueError(f"AttentionRunConfig.every={self.every}; keyframes every k >= 1 frames")
+        if self.keyframes is not None and (
+            not self.keyframes or not all(_is_int(t) and t >= 0 for t in self.keyframes)
+            or len(set(self.keyframes)) < len(self.keyframes)
+        ):  # fmt: skip
+            refuse("keyframes", "expected frame indices >= 0, each once (or None: every `every` frames)")
         bad = [p for p in self.phases if p not in PHASES]
-        if bad:
-            raise ValueError(f"AttentionRunConfig.phases: {bad} not in {sorted(PHASES)}")
+        if bad or not self.phases or len(set(self.phases)) < len(self.phases):
+            refuse("phases", f"expected one or both of {tuple(PHASES)}, each once")
+        if not (self.step in STEP_MODES or _is_int(self.step)):
+            refuse("step", f"expected one of {STEP_MODES} or a flow step index (negative from the end)")
+        if self.mode not in RUN_MODES:
+            refuse("mode", f"expected one of {RUN_MODES}")
+        if self.batch_size < 1 or self.n_random < 0:
+            refuse("batch_size" if self.batch_size < 1 else "n_random", "expected batch_size >= 1, n_random >= 0")
+        import matplotlib
+
+        if self.cmap not in matplotlib.colormaps:
+            refuse("cmap", "not a matplotlib colour map name (e.g. jet, viridis, inferno)")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(self.camera_map).items()):
+            refuse("camera_map", "expected {dataset camera: policy camera} strings")
+
+    def frames_of(self, n: int) -> tuple[int, ...]:
+        """The keyframes of an episode of ``n`` frames."""
+        frames = self.keyframes or range(0, n, self.every)
+        return tuple(t for t in frames if 0 <= t < n)
 
 
 def episode_dir(out: Path, ep, index: int) -> Path:
@@ -83,20 +135,89 @@ def _side_by_side(images: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=1)
 
 
-def _check_run(out: Path, settings: dict) -> None:
+def _cameras(model: nn.Module, ep, cfg: AttentionRunConfig) -> dict[str, str]:
+    """Policy camera -> the episode's camera name (through ``camera_map``)."""
+    dataset_name = {policy_cam: data_cam for data_cam, policy_cam in cfg.camera_map.items()}
+    cams = {c: ep.find_camera(dataset_name.get(c, c)) for c in model.config.cameras}
+    missing = [c for c, n in cams.items() if n is None]
+    if missing:
+        raise ValueError(
+            f"episode {ep.path}: no camera {missing} that the policy reads; it has {list(ep.camera_names)}; "
+            "map them with camera_map (--camera-map dataset=policy,...)"
+        )
+    return cams
+
+
+def _check_inputs(model: nn.Module, eps: list, cfg: AttentionRunConfig) -> None:
+    """Everything a run can refuse, checked before OUT is touched."""
+    from ..tap import resolve_taps
+
+    for phase in cfg.phases:
+        component = PHASES[phase][0]
+        try:
+            points = resolve_taps(model, [f"{component}.layers.{li}.attn.probs" for li in cfg.layers])
+        except KeyError as exc:
+            raise ValueError(f"layers={list(cfg.layers)} ({phase} phase): {exc.args[0]}") from None
+        seen: dict[str, int] = {}
+        for li, point in zip(cfg.layers, points, strict=True):
+            if point.canonical in seen:
+                raise ValueError(f"layers={list(cfg.layers)}: {seen[point.canonical]} and {li} are the same "
+                                 f"{component} layer; give each layer once")  # fmt: skip
+            seen[point.canonical] = li
+    n_steps = getattr(model.config, "flow_steps", None)
+    if _is_int(cfg.step) and "suffix" in cfg.phases and n_steps and not -n_steps <= cfg.step < n_steps:
+        raise ValueError(
+            f"step={cfg.step}: the policy samples actions in {n_steps} flow steps; pass 0..{n_steps - 1} "
+            f"(or -{n_steps}..-1), or one of {STEP_MODES}"
+        )
+    unknown = sorted(set(cfg.camera_map.values()) - set(model.config.cameras))
+    if unknown:
+        raise ValueError(
+            f"camera_map: {unknown} are not cameras of the policy, which reads {list(model.config.cameras)}; "
+            "map dataset=policy (--camera-map varied_camera_1=hand_camera,...)"
+        )
+    for ep in eps:
+        _cameras(model, ep, cfg)
+        if not cfg.frames_of(len(ep)):
+            raise ValueError(
+                f"keyframes={list(cfg.keyframes or ())}: episode {ep.path} has {len(ep)} frames and none of them "
+                "is a keyframe; pass keyframes below its length (or --every)"
+            )
+
+
+def _finished(out: Path) -> list[Path]:
+    """The ``done.json`` markers of the finished episodes in OUT."""
+    return sorted(p for o in OUTCOMES for p in (out / o).glob("*/*/done.json"))
+
+
+def _remove_run(out: Path) -> None:
+    """Delete what ``run_attention`` (and the report) wrote in OUT; nothing else."""
+    for name in _RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for name in OUTCOMES:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+
+
+def _claim(out: Path, settings: dict, overwrite: bool) -> bool:
+    """Check the ``run.json`` in OUT against ``settings`` (a rerun resumes), or write it (True);
+    ``overwrite`` removes the run there first."""
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as they come back from the file
     run = out / "run.json"
+    if run.is_file() and overwrite:
+        _remove_run(out)
     if run.is_file():
         old = json.loads(run.read_text())
         if old != settings:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise ValueError(
                 f"{out} holds an attention run with other settings ({', '.join(diff)} differ); "
-                "use a new --out, or the same settings to resume"
+                "use a new --out, the same settings to resume, or --overwrite (overwrite=True) to replace it"
             )
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        run.write_text(json.dumps(settings, indent=2) + "\n")
+        return False
+    out.mkdir(parents=True, exist_ok=True)
+    run.write_text(json.dumps(settings, indent=2) + "\n")
+    return True
 
 
 def _draw(folder: Path, t: int, key: tuple, frames: dict, frame_maps: dict, best: int, cfg, videos: dict) -> None:
@@ -128,16 +249,8 @@ def _episode(model: nn.Module, ep, index: int, out: Path, cfg: AttentionRunConfi
         return json.loads((folder / "done.json").read_text())
     if folder.exists():  # a killed run left it half-written
         shutil.rmtree(folder)
-    dataset_name = {policy_cam: data_cam for data_cam, policy_cam in cfg.camera_map.items()}
-    cams = {c: ep.find_camera(dataset_name.get(c, c)) for c in model.config.cameras}
-    missing = [c for c, n in cams.items() if n is None]
-    if missing:
-        raise ValueError(
-            f"episode {ep.path}: no camera {missing} that the policy reads; it has {list(ep.camera_names)}; "
-            "map them with camera_map (--camera-map dataset=policy,...)"
-        )
-    frames = cfg.keyframes or tuple(range(0, len(ep), cfg.every))
-    frames = tuple(t for t in frames if 0 <= t < len(ep))
+    cams = _cameras(model, ep, cfg)
+    frames = cfg.frames_of(len(ep))
     arrays: dict[str, list] = {}
     videos: dict[str, list] = {}
     scene = ep.metadata.get("scene") if cfg.overlap else None
@@ -221,12 +334,14 @@ def run_attention(
     config: AttentionRunConfig | None = None,
     progress: bool = True,
     workers: int = 1,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Run the attention job of ``policy`` (a name, checkpoint or module) over ``episodes``
     (``droid:PATH``, ``lerobot:PATH`` or a detected PATH) into ``out``; returns each episode's
-    ``done.json`` record. Resumable: rerun the same call after a kill. ``workers`` > 1 runs
-    episodes in that many processes (``policy`` must then be a name or checkpoint path); the
-    outputs are the same as with one."""
+    ``done.json`` record. Resumable: rerun the same call after a kill; ``overwrite`` replaces a run
+    with other settings. ``workers`` > 1 runs episodes in that many processes (``policy`` must
+    then be a name or checkpoint path); the outputs are the same as with one. Ctrl-C raises
+    :class:`AttentionInterrupted`, which says how many episodes are kept."""
     from tqdm import tqdm
 
     from ..data import open_episodes
@@ -234,37 +349,43 @@ def run_attention(
     from ..store import hash_state_dict
 
     cfg = config or AttentionRunConfig()
+    if workers > 1 and not isinstance(policy, (str, Path)):
+        raise ValueError("run_attention: workers > 1 loads the policy in each process; pass its name or path")
+    eps = open_episodes(episodes)
     model = load_model(policy).eval() if isinstance(policy, (str, Path)) else policy.eval()
     for need in ("make_batch", "token_layout", "sample_actions", "image_transform"):
         if not hasattr(model, need):
             raise ValueError(f"run_attention: {type(model).__name__} has no {need}(); the job needs a VLA like TinyVLA")
+    _check_inputs(model, eps, cfg)
     out = Path(out)
     weights = hash_state_dict(model)
-    eps = open_episodes(episodes)
-    _check_run(
-        out,
-        {
-            "policy": str(policy) if isinstance(policy, (str, Path)) else type(policy).__name__,
-            "weights_hash": weights,
-            **asdict(cfg),
-        },
-    )
-    if workers > 1:
-        if not isinstance(policy, (str, Path)):
-            raise ValueError("run_attention: workers > 1 loads the policy in each process; pass its name or path")
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+    name = str(policy) if isinstance(policy, (str, Path)) else type(policy).__name__
+    new_dir = not out.exists()
+    claimed = _claim(out, {"policy": name, "weights_hash": weights, **asdict(cfg)}, overwrite)
+    try:
+        if workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
 
-        threads = max(1, torch.get_num_threads() // workers)
-        init = (str(policy), str(episodes), str(out), cfg, weights, threads)
-        with ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_worker_init, initargs=init) as pool:
-            jobs = pool.map(_worker_episode, range(len(eps)))
-            done = list(tqdm(jobs, total=len(eps), desc="attention episodes", disable=not progress))
-    else:
-        done = [
-            _episode(model, ep, i, out, cfg, weights)
-            for i, ep in enumerate(tqdm(eps, desc="attention episodes", disable=not progress))
-        ]
-    if cfg.overlap:
-        summarize_overlap(out)
+            threads = max(1, torch.get_num_threads() // workers)
+            init = (str(policy), str(episodes), str(out), cfg, weights, threads)
+            with ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_worker_init, initargs=init) as pool:
+                jobs = pool.map(_worker_episode, range(len(eps)))
+                done = list(tqdm(jobs, total=len(eps), desc="attention episodes", disable=not progress))
+        else:
+            done = [
+                _episode(model, ep, i, out, cfg, weights)
+                for i, ep in enumerate(tqdm(eps, desc="attention episodes", disable=not progress))
+            ]
+        if cfg.overlap:
+            summarize_overlap(out)
+    except BaseException as exc:
+        finished = len(_finished(out))
+        if claimed and not finished:  # nothing kept: leave OUT as it was, so any rerun starts afresh
+            _remove_run(out)
+            if new_dir and not any(out.iterdir()):
+                out.rmdir()
+        if isinstance(exc, KeyboardInterrupt):
+            raise AttentionInterrupted(finished, len(eps), out) from exc
+        raise
     return done

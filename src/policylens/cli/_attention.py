@@ -1,7 +1,14 @@
-"""``policylens attention``: attention maps, overlays and videos of a policy over episodes."""
+"""``policylens attention``: attention maps, overlays and videos of a policy over episodes.
+
+The choices below mirror the attention job's own tuples (``RUN_MODES``, ``PHASES``,
+``STEP_MODES``) so that ``policylens`` starts without importing the job; the CLI tests check
+that they are equal, and the job checks every value again.
+"""
 
 from __future__ import annotations
 
+import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -9,20 +16,53 @@ import typer
 
 from ._app import new_app
 from ._errors import CommandError
+from ._threads import apply_threads, threads_option
+from ._train import OVERWRITE_HELP
 
 app = new_app("Attention analysis: maps, overlays and videos over DROID / LeRobot episodes.")
+
+EPISODES_HELP = "Episodes: droid:PATH | lerobot:PATH | PATH (a folder holding either, detected)."
+PHASES = {"prefix": "text -> image", "suffix": "action -> image"}  # policylens.attention.PHASES
+STEP_MODES = ("mean", "last")  # policylens.attention._extract.STEP_MODES
+
+
+class Mode(StrEnum):
+    """Map normalisations of a run (``policylens.attention.RUN_MODES``)."""
+
+    minmax = "minmax"
+    log = "log"
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
     try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise CommandError(f"{option}={text!r}: expected comma-separated integers, e.g. 1,2,3") from None
+    if not values:
+        raise CommandError(f"{option}={text!r}: expected at least one integer, e.g. 1,2,3")
+    return values
+
+
+def _phases(text: str) -> tuple[str, ...]:
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not names or any(p not in PHASES for p in names):
+        raise CommandError(f"--phases={text!r}: expected comma-separated phases from {', '.join(PHASES)}")
+    return names
+
+
+def _step(text: str) -> str | int:
+    if text in STEP_MODES:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        want = " | ".join(STEP_MODES)
+        raise CommandError(f"--step={text!r}: expected {want} or a flow step index, e.g. -1") from None
 
 
 @app.command()
 def run(
-    episodes: Annotated[str, typer.Option(help="droid:PATH, lerobot:PATH, or a folder holding either.")],
+    episodes: Annotated[str, typer.Option(help=EPISODES_HELP)],
     out: Annotated[Path, typer.Option(help="Output folder (rerun the same command to resume).")],
     policy: Annotated[str, typer.Option(help="Built-in policy name or checkpoint directory.")] = "tiny_vla",
     layers: Annotated[str, typer.Option(help="Decoder / expert layers, comma-separated (negative from the end).")] = (
@@ -32,34 +72,54 @@ def run(
     keyframes: Annotated[str | None, typer.Option(help="Explicit keyframes, comma-separated (overrides --every).")] = (
         None
     ),
-    phases: Annotated[str, typer.Option(help="prefix (text -> image), suffix (action -> image) or both.")] = (
-        "prefix,suffix"
-    ),
-    step: Annotated[str, typer.Option(help="Suffix flow steps: mean | last | a step index.")] = "mean",
+    phases: Annotated[
+        str,
+        typer.Option(help="Comma-separated, from: " + ", ".join(f"{p} ({what})" for p, what in PHASES.items()) + "."),
+    ] = ",".join(PHASES),
+    step: Annotated[
+        str, typer.Option(help=f"Suffix flow steps: {' | '.join(STEP_MODES)} | a step index (negative from the end).")
+    ] = STEP_MODES[0],
     heads: Annotated[bool, typer.Option(help="Also draw every head (--no-heads: the most active one only).")] = True,
     videos: Annotated[bool, typer.Option(help="Write WebM / MP4 videos over the keyframes.")] = True,
-    mode: Annotated[str, typer.Option(help="Map normalisation: minmax (per map) | log.")] = "minmax",
+    mode: Annotated[Mode, typer.Option(help="Map normalisation, each map on its own.")] = Mode.minmax,
     workers: Annotated[int, typer.Option(min=1, help="Episodes processed in parallel processes.")] = 1,
     camera_map: Annotated[
         str | None, typer.Option(help="Dataset camera -> policy camera, e.g. varied_camera_1=observation.images.base.")
     ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
+    threads: int | None = threads_option(),
 ) -> None:
     """Tap POLICY's attention on every keyframe of every episode; images, videos and float16 arrays in OUT."""
     from policylens.anchors import parse_camera_map
     from policylens.attention import AttentionRunConfig, run_attention
+    from policylens.attention._pipeline import AttentionInterrupted
 
-    config = AttentionRunConfig(
-        layers=_ints(layers, "--layers"),
-        every=every,
-        keyframes=_ints(keyframes, "--keyframes") if keyframes else None,
-        phases=tuple(p.strip() for p in phases.split(",") if p.strip()),
-        step=int(step) if step.lstrip("-").isdigit() else step,
-        heads=heads,
-        videos=videos,
-        mode=mode,
-        camera_map=parse_camera_map(camera_map) if camera_map else {},
-    )
-    done = run_attention(policy, episodes, out, config, workers=workers)
+    n = apply_threads(threads)
+    try:
+        config = AttentionRunConfig(
+            layers=_ints(layers, "--layers"),
+            every=every,
+            keyframes=_ints(keyframes, "--keyframes") if keyframes is not None else None,
+            phases=_phases(phases),
+            step=_step(step),
+            heads=heads,
+            videos=videos,
+            mode=mode.value,
+            camera_map=parse_camera_map(camera_map) if camera_map else {},
+        )
+    except ValueError as exc:  # name the option, not the config field
+        msg = re.sub(r"AttentionRunConfig\.(\w+)", lambda m: "--" + m[1].replace("_", "-"), str(exc))
+        raise CommandError(msg) from None
+    per_worker = f" ({max(1, n // workers)} in each of {workers} workers)" if workers > 1 else ""
+    typer.echo(f"torch threads: {n}{per_worker}")
+    try:
+        done = run_attention(policy, episodes, out, config, workers=workers, overwrite=overwrite)
+    except AttentionInterrupted as exc:
+        typer.echo(f"interrupted: {exc}", err=True)
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted before the run started; nothing written to {out}", err=True)
+        raise typer.Exit(130) from None
     typer.echo(f"{len(done)} episodes, {sum(len(d['keyframes']) for d in done)} keyframes -> {out}")
 
 
