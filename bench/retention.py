@@ -2,8 +2,10 @@
 ``reach``) on task B, and measure what each method keeps of task A.
 
 Rows, one run per seed: plain fine-tuning; experience replay with 2% of task-A data; a
-fixed-weight retention loss; PCGrad on {L_act, λ·L_ret}; CRaFT (A-GEM projection + dual ascent),
-with and without that replay. For each: task-B and task-A success (closed-loop rollouts, 95%
+fixed-weight retention loss; PCGrad on {L_act, λ·L_ret}; CRaFT (A-GEM projection of conflicting
+gradients + dual ascent), with and without that replay; and the same two with
+``projection="active"`` (the step projected only while L_ret > ε: the rule that solves
+min L_act s.t. L_ret ≤ ε). For each: task-B and task-A success (closed-loop rollouts, 95%
 Wilson intervals), negative backward transfer (task-A success before − after), the final L_ret
 against ε and the fraction of steps above it, bridge-feature drift over the whole cache, and the
 step time as a ratio to plain fine-tuning's from the same run.
@@ -24,18 +26,22 @@ from pathlib import Path
 import torch
 
 from policylens.anchors import build_cache
+from policylens.cli._threads import THREADS_HELP, apply_threads
 from policylens.data.sim import ChunkedPolicy, evaluate_policy, generate_episodes, make_training_episodes
 from policylens.models import load_model
 from policylens.retain import AnchorSet, RetainTrainConfig, RetentionConfig, retain_train, retention_loss
 
-ROWS = [  # name, method, replay
-    ("plain", "plain", False),
-    ("replay 2%", "plain", True),
-    ("fixed weight", "fixed", False),
-    ("PCGrad", "pcgrad", False),
-    ("CRaFT", "craft", False),
-    ("CRaFT + replay 2%", "craft", True),
+ROWS = [  # name, method, replay, projection
+    ("plain", "plain", False, "conflict"),
+    ("replay 2%", "plain", True, "conflict"),
+    ("fixed weight", "fixed", False, "conflict"),
+    ("PCGrad", "pcgrad", False, "conflict"),
+    ("CRaFT", "craft", False, "conflict"),
+    ("CRaFT + replay 2%", "craft", True, "conflict"),
+    ("CRaFT (active)", "craft", False, "active"),
+    ("CRaFT (active) + replay 2%", "craft", True, "active"),
 ]
+NAMES = [row[0] for row in ROWS]
 
 
 def episodes(task: str, n: int, seed: int, cfg) -> list[dict]:
@@ -103,11 +109,8 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
         "B": success(load_model("tiny_vla"), args.task_b, n_before, seed, args.max_steps),
     }
     rows = []
-    chosen = [r.strip() for r in args.rows.split(",")] if args.rows else [name for name, _, _ in ROWS]
-    unknown = sorted(set(chosen) - {name for name, _, _ in ROWS})
-    if unknown:
-        raise SystemExit(f"--rows: {unknown} are not rows; choose from {[name for name, _, _ in ROWS]}")
-    for name, method, with_replay in [r for r in ROWS if r[0] in chosen]:
+    chosen = rows_chosen(args.rows)
+    for name, method, with_replay, projection in [r for r in ROWS if r[0] in chosen]:
         train = RetainTrainConfig(
             steps=args.steps,
             batch_size=args.batch_size,
@@ -118,8 +121,11 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
             warmup=min(20, args.steps),
         )
         lam = args.lam if method in ("fixed", "pcgrad") else 0.0
-        retention = RetentionConfig(epsilon=args.epsilon, method=method, lam=lam, lam_lr=args.lam_lr)
-        out = work / f"seed{seed}" / name.replace(" ", "_").replace("%", "pct").replace("+", "and")
+        retention = RetentionConfig(
+            epsilon=args.epsilon, method=method, lam=lam, lam_lr=args.lam_lr, projection=projection
+        )
+        folder = name.replace(" ", "_").replace("%", "pct").replace("+", "and").replace("(", "").replace(")", "")
+        out = work / f"seed{seed}" / folder
         t0 = time.perf_counter()
         summary = retain_train("tiny_vla", cache, task_b + (replay if with_replay else []), out, train, retention)
         seconds = time.perf_counter() - t0
@@ -127,6 +133,7 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
         rows.append(
             {
                 "row": name,
+                "projection": projection if method in ("agem", "craft") else None,
                 "seed": seed,
                 "step_s": seconds / args.steps,
                 "B": success(tuned, args.task_b, args.eval_episodes, seed, args.max_steps),
@@ -148,6 +155,15 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
         both = r["A_before"] is not None and r["A"] is not None
         r["nbt"] = r["A_before"]["rate"] - r["A"]["rate"] if both else None
     return rows
+
+
+def rows_chosen(spec: str | None) -> list[str]:
+    """``--rows``: comma-separated names (default: every row); an unknown name stops before any work."""
+    chosen = [r.strip() for r in spec.split(",")] if spec else list(NAMES)
+    unknown = sorted(set(chosen) - set(NAMES))
+    if unknown:
+        raise SystemExit(f"--rows: {unknown} are not rows; choose from {NAMES}")
+    return chosen
 
 
 def fmt(value, spec: str) -> str:
@@ -193,11 +209,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--rows", help="comma-separated row names to run (default: all)")
     ap.add_argument("--skip-before", action="store_true", help="skip the teacher's own success (another run has it)")
+    ap.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     args = ap.parse_args(argv)
+    rows_chosen(args.rows)  # an unknown row name fails before the episodes are recorded
     if args.smoke:
         args.episodes_b, args.steps, args.batch_size, args.eval_episodes, args.max_steps = 1, 2, 2, 1, 4
         args.teacher_episodes = 50
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    print(f"torch threads: {apply_threads(args.threads)}", flush=True)
     out = Path(args.out or tempfile.mkdtemp(prefix="policylens-bench-retention-"))
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for seed in range(args.seeds) for r in run_seed(args, seed, out)]
