@@ -1,10 +1,12 @@
 """PreprocessRecord: every recipe against a plain re-statement of the encoder's own resizing code,
 the fields a point lookup reads, the JSON round trip and clear errors."""
 
+import math
+
 import pytest
 import torch
 
-from policylens.align._record import PreprocessRecord, round_to_multiple
+from policylens.align._record import CENTRES, PreprocessRecord, round_to_multiple
 from policylens.tap import ImageTransform, PatchGrid
 
 
@@ -69,14 +71,93 @@ def test_depth_anything_3_rounds_each_side_to_14_and_squashes():
 
 def test_centre_crop_and_pad_offsets():
     crop = PreprocessRecord.centre_crop((480, 640), 224, 14, prefix_tokens=1)
-    assert crop.input_size == (224, 224) and crop.pad_offset == (0, -37) and crop.scale == (224 / 480, 299 / 640)
+    # 640 * 224 / 480 = 298.67 is truncated to 298 (transformers, torchvision), not rounded to 299
+    assert crop.input_size == (224, 224) and crop.pad_offset == (0, -37) and crop.scale == (224 / 480, 298 / 640)
     pad = PreprocessRecord.pad((480, 640), 224, 14)
     assert pad.transform.pad == (28, 0, 28, 0) and pad.pad_offset == (28, 0)
+
+
+def _resize_crop_reference(fh, fw, resize, crop_h, crop_w, centre):
+    """Sizes and offsets as the libraries compute them, restated: transformers'
+    get_resize_output_image_size / torchvision's _compute_resized_output_size (short side to ``resize``,
+    long side int()-truncated), then where each centre crop puts the resized image on its canvas:
+    numpy center_crop (transformers' PIL backend), transformers' torchvision backend, torchvision
+    CenterCrop. Returns (resized (h, w), (top, left) of the resized image on the crop canvas)."""
+    if resize is None:
+        rh, rw = fh, fw
+    elif fw <= fh:
+        rh, rw = int(resize * fh / fw), resize
+    else:
+        rh, rw = resize, int(resize * fw / fh)
+    offsets = []
+    for r, c in ((rh, crop_h), (rw, crop_w)):
+        if c <= r:  # crop: rows / cols [top, top + c) are kept
+            if centre == "torchvision":
+                top = round((r - c) / 2.0)  # torchvision: int(round(...)), ties to even
+            elif centre == "transformers-torchvision":
+                top = int((r - c) / 2.0)
+            else:
+                top = (r - c) // 2
+            offsets.append(-top)
+        elif centre == "transformers":  # pad: numpy zero canvas, image placed at ceil
+            offsets.append(math.ceil((c - r) / 2))
+        else:  # tvF.pad with (c - r) // 2 before
+            offsets.append((c - r) // 2)
+    return (rh, rw), tuple(offsets)
+
+
+FRAMES = [(480, 640), (640, 480), (300, 301), (301, 300), (224, 224), (480, 644), (225, 343), (97, 211), (721, 1280)]
+
+
+@pytest.mark.parametrize("frame", FRAMES)
+@pytest.mark.parametrize("centre", CENTRES)
+@pytest.mark.parametrize(("resize", "crop"), [(256, 224), (224, 224), (256, (223, 225)), (None, 200), (256, None)])
+def test_resize_crop_matches_the_libraries(frame, centre, resize, crop):
+    rec = PreprocessRecord.resize_crop(frame, resize, crop, 14, 1, "x", centre)
+    ch, cw = (crop, crop) if isinstance(crop, int) else crop or (None, None)
+    (rh, rw), off = _resize_crop_reference(*frame, resize, ch or 0, cw or 0, centre)
+    if crop is None:
+        ch, cw, off = rh, rw, (0, 0)
+    top, left, bottom, right = rec.transform.pad
+    assert rec.input_size == (ch, cw) and rec.pad_offset == off
+    assert (ch - top - bottom, cw - left - right) == (rh, rw)  # the resized size
+    assert rec.grid_size == (ch // 14, cw // 14) and rec.scale == (rh / frame[0], rw / frame[1])
+
+
+def test_named_recipes_are_the_processors_sizes():
+    # 640 x 480 -> short side 256, long int(341.33) = 341, crop 224 at ((256 - 224) // 2, (341 - 224) // 2)
+    dino = PreprocessRecord.dinov2((480, 640))
+    assert dino.input_size == (224, 224) and dino.pad_offset == (-16, -58) and dino.scale == (256 / 480, 341 / 640)
+    assert dino.grid_size == (16, 16) and dino.prefix_tokens == 1 and dino.encoder == "dinov2"
+    # 300 x 301 -> 256 x int(256.85) = 256 (rounding would give 257 and a different crop)
+    assert PreprocessRecord.dinov2((300, 301)).scale == (256 / 300, 256 / 301)
+    # an odd margin: 480 x 644 -> 256 x 343; transformers cuts 119 // 2 = 59, torchvision round(59.5) = 60
+    assert PreprocessRecord.dinov2((480, 644)).pad_offset == (-16, -59)
+    assert PreprocessRecord.dinov2((480, 644), centre="torchvision").pad_offset == (-16, -60)
+    # timm: floor(224 / 0.875) = 256, floor(224 / 0.9) = 248, then CenterCrop(224) with torchvision rounding
+    for pct, scale in ((0.875, 256), (0.9, 248), (1.0, 224)):
+        rec = PreprocessRecord.timm_eval((480, 644), 224, 16, pct)
+        (rh, rw), off = _resize_crop_reference(480, 644, scale, 224, 224, "torchvision")
+        assert rec.scale == (rh / 480, rw / 644) and rec.pad_offset == off and rec.grid_size == (14, 14)
+    assert PreprocessRecord.timm_eval((480, 644), 224, 16, 0.9).pad_offset == (-12, -(332 - 224) // 2)
+
+
+def test_resize_crop_errors_name_the_parameter():
+    with pytest.raises(ValueError, match=r"centre='middle' is unknown; choose from \['transformers'"):
+        PreprocessRecord.resize_crop((480, 640), 256, 224, 14, centre="middle")
+    with pytest.raises(ValueError, match="resize=0"):
+        PreprocessRecord.resize_crop((480, 640), 0, 224, 14)
+    with pytest.raises(ValueError, match="crop=-1"):
+        PreprocessRecord.resize_crop((480, 640), 256, (-1, 224), 14)
+    with pytest.raises(ValueError, match="crop_pct=0"):
+        PreprocessRecord.timm_eval((480, 640), crop_pct=0)
 
 
 @pytest.mark.parametrize(
     "rec",
     [
+        PreprocessRecord.dinov2((480, 644)),
+        PreprocessRecord.resize_crop((5, 6), None, (8, 9), 1),
         PreprocessRecord.vggt((480, 640), "crop"),
         PreprocessRecord.croco((375, 500), 512),
         PreprocessRecord.of(ImageTransform((100, 120), (56, 70), crop=(5, 10, 80, 100), hflip=True), 14, 2, "x"),

@@ -6,10 +6,19 @@ and patch size. Everything a point lookup needs — original size, per-axis scal
 offsets, network input size, grid size, prefix tokens — is read off it, and it round-trips
 through JSON (``to_json`` / ``from_json``, versioned, no pickle) so it can sit beside stored features.
 
-The recipes are the preprocessing paths the encoders use:
+The recipes are the preprocessing paths the encoders use, with the sizes and offsets rounded as
+the library they name rounds them (checked against transformers 5.24, torchvision 0.28, timm 1.0.31):
 
 - :meth:`PreprocessRecord.resize` — plain resize to a fixed size (SigLIP; squashes the aspect).
-- :meth:`PreprocessRecord.centre_crop` — short side to ``size``, centre crop (timm / DINOv2 eval).
+- :meth:`PreprocessRecord.resize_crop` — short side (or both sides) to ``resize``, then a centre
+  crop of ``crop``: HF image processors (``size`` then ``crop_size``), torchvision
+  ``Resize`` + ``CenterCrop``. The long side is truncated, ``int(resize * long / short)``, as
+  transformers' ``get_resize_output_image_size`` and torchvision's ``_compute_resized_output_size``
+  both do; where the crop's odd pixel goes follows ``centre`` (:data:`CENTRES`).
+- :meth:`PreprocessRecord.dinov2` — DINOv2's processor: short side 256, centre crop 224.
+- :meth:`PreprocessRecord.timm_eval` — timm's eval transform: short side ``floor(img_size / crop_pct)``,
+  centre crop ``img_size`` (torchvision rounding).
+- :meth:`PreprocessRecord.centre_crop` — short side to ``size``, centre crop ``size`` (resize = crop).
 - :meth:`PreprocessRecord.pad` — long side to ``size``, centred bars (letterbox).
 - :meth:`PreprocessRecord.vggt` — width (``crop``) or long side (``pad``) to 518, the other side
   rounded to a multiple of 14 (a slight squash), then centre-crop or pad to 518.
@@ -21,13 +30,47 @@ The recipes are the preprocessing paths the encoders use:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
+from numbers import Integral
 
 from ..tap import ImageTransform, PatchGrid
 
-__all__ = ["RECORD_VERSION", "PreprocessRecord", "round_to_multiple"]
+__all__ = ["CENTRES", "RECORD_VERSION", "PreprocessRecord", "centre_offset", "round_to_multiple", "short_side_size"]
 
 RECORD_VERSION = 1
+
+# Who places a centre crop (``resize_crop(centre=...)``); they differ only on an odd margin.
+CENTRES = ("transformers", "transformers-torchvision", "torchvision")
+
+
+def centre_offset(resized: int, crop: int, centre: str = "transformers") -> int:
+    """Where a ``resized``-pixel side lands on a centred ``crop``-pixel canvas: the canvas index of
+    its first pixel (negative: that many pixels are cut off). With margin ``m = |resized - crop|``:
+
+    - ``transformers`` (numpy ``center_crop``: the PIL backend, transformers 4's slow processors):
+      cuts ``m // 2``; pads ``ceil(m / 2)`` before.
+    - ``transformers-torchvision`` (the torchvision backend, 4's "fast" processors): cuts
+      ``int(m / 2.0)`` = ``m // 2``; pads ``m // 2`` before.
+    - ``torchvision`` (``CenterCrop``, timm's eval transform): cuts ``int(round(m / 2.0))`` (ties to
+      even: 58.5 -> 58, 59.5 -> 60); pads ``m // 2`` before."""
+    if centre not in CENTRES:
+        raise ValueError(f"centre={centre!r} is unknown; choose from {list(CENTRES)}")
+    m = resized - crop
+    if m >= 0:
+        return -round(m / 2.0) if centre == "torchvision" else -(m // 2)
+    return (-m + 1) // 2 if centre == "transformers" else -m // 2
+
+
+def short_side_size(frame_size: tuple[int, int], size: int) -> tuple[int, int]:
+    """(h, w) after resizing the short side of ``frame_size`` to ``size``: the long side is
+    ``int(size * long / short)`` (truncated), as transformers' ``get_resize_output_image_size``
+    (``default_to_square=False``) and torchvision's ``_compute_resized_output_size`` compute it;
+    a square frame (``W <= H`` counts the width as the short side) becomes ``size x size``."""
+    h, w = frame_size
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(size * long / short)
+    return (new_long, size) if w <= h else (size, new_long)
 
 
 def round_to_multiple(x: float, multiple: int) -> int:
@@ -122,13 +165,67 @@ class PreprocessRecord:
         return cls.of(ImageTransform.resize(tuple(frame_size), size), patch_size, prefix_tokens, encoder)
 
     @classmethod
-    def centre_crop(cls, frame_size, size: int, patch_size: int, prefix_tokens: int = 0, encoder: str = ""):
-        """Short side resized to ``size`` (aspect kept, rounded), then the centre ``size x size``."""
-        H, W = frame_size
-        s = size / min(H, W)
-        rh, rw = max(size, round(H * s)), max(size, round(W * s))
-        t = ImageTransform.place(frame_size, (rh, rw), (size, size), (-((rh - size) // 2), -((rw - size) // 2)))
+    def resize_crop(
+        cls,
+        frame_size,
+        resize,
+        crop,
+        patch_size: int,
+        prefix_tokens: int = 0,
+        encoder: str = "",
+        centre: str = "transformers",
+    ) -> PreprocessRecord:
+        """Resize, then a centre crop: the eval path of HF image processors (``size`` then
+        ``crop_size``) and of torchvision ``Resize`` + ``CenterCrop``.
+
+        ``resize``: an int resizes the short side to it, the long side truncated
+        (:func:`short_side_size`); ``(h, w)`` resizes to exactly that; None keeps the frame size.
+        ``crop``: an int crops the centre square, ``(h, w)`` that rectangle, None crops nothing; a
+        crop larger than the resized image pads it with bars instead. ``centre``: whose rounding
+        places an odd margin (:func:`centre_offset`)."""
+        fh, fw = frame_size = tuple(frame_size)
+        if resize is None:
+            rh, rw = fh, fw
+        elif isinstance(resize, Integral):
+            rh, rw = short_side_size(frame_size, _positive(resize, "resize"))
+        else:
+            rh, rw = (_positive(v, "resize") for v in resize)
+        ch, cw = (rh, rw) if crop is None else (crop, crop) if isinstance(crop, Integral) else tuple(crop)
+        ch, cw = _positive(ch, "crop"), _positive(cw, "crop")
+        offset = (centre_offset(rh, ch, centre), centre_offset(rw, cw, centre))
+        t = ImageTransform.place(frame_size, (rh, rw), (ch, cw), offset)
         return cls.of(t, patch_size, prefix_tokens, encoder)
+
+    @classmethod
+    def centre_crop(
+        cls, frame_size, size: int, patch_size: int, prefix_tokens: int = 0, encoder: str = "", centre="transformers"
+    ) -> PreprocessRecord:
+        """Short side resized to ``size`` (long side truncated), then the centre ``size x size``:
+        :meth:`resize_crop` with ``resize = crop = size``. DINOv2 and timm resize to more than they
+        crop: use :meth:`dinov2` / :meth:`timm_eval` / :meth:`resize_crop` for them."""
+        return cls.resize_crop(frame_size, size, size, patch_size, prefix_tokens, encoder, centre)
+
+    @classmethod
+    def dinov2(
+        cls, frame_size, resize: int = 256, crop: int = 224, prefix_tokens: int = 1, centre: str = "transformers"
+    ) -> PreprocessRecord:
+        """DINOv2's image processor (``BitImageProcessor`` of the ``facebook/dinov2-*`` checkpoints:
+        ``size={"shortest_edge": 256}``, ``crop_size=224``, bicubic) on a patch-14 grid; DINOv2's own
+        ``make_classification_eval_transform`` is the same sizes with ``centre="torchvision"``.
+        ``prefix_tokens``: 1 (CLS), 5 with 4 registers."""
+        return cls.resize_crop(frame_size, resize, crop, 14, prefix_tokens, "dinov2", centre)
+
+    @classmethod
+    def timm_eval(
+        cls, frame_size, img_size: int = 224, patch_size: int = 16, crop_pct: float = 0.875, prefix_tokens: int = 1
+    ) -> PreprocessRecord:
+        """timm's ``transforms_imagenet_eval`` (``crop_mode="center"``, square ``img_size``): short side
+        to ``floor(img_size / crop_pct)`` (torchvision ``Resize``), torchvision ``CenterCrop(img_size)``.
+        ``crop_pct`` is the model's ``pretrained_cfg["crop_pct"]`` (timm's default 0.875)."""
+        if not 0 < crop_pct <= 1:
+            raise ValueError(f"PreprocessRecord.timm_eval: crop_pct={crop_pct}; expected 0 < crop_pct <= 1")
+        scale = math.floor(img_size / crop_pct)
+        return cls.resize_crop(frame_size, scale, img_size, patch_size, prefix_tokens, "timm", "torchvision")
 
     @classmethod
     def pad(cls, frame_size, size: int, patch_size: int, prefix_tokens: int = 0, encoder: str = ""):
@@ -183,3 +280,9 @@ class PreprocessRecord:
                 half_h = int(3 * half_w / 4)
         t = ImageTransform.place(frame_size, (rh, rw), (2 * half_h, 2 * half_w), (half_h - cy, half_w - cx))
         return cls.of(t, patch_size, 0, "croco")
+
+
+def _positive(v, name: str) -> int:
+    if not isinstance(v, Integral) or v < 1:
+        raise ValueError(f"PreprocessRecord.resize_crop: {name}={v!r}; expected a positive pixel count (int)")
+    return int(v)
