@@ -3,6 +3,7 @@ patch features with prefix tokens dropped in row-major order, the registry and i
 
 import importlib.util
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -116,3 +117,24 @@ def test_registry_and_input_errors():
     enc.prefix_tokens = 0  # a wrong prefix count is caught, never silently shifts the grid
     with pytest.raises(ValueError, match="expected .*0 prefix"):
         enc.features(pixels)
+
+
+def test_timm_record_matches_timms_eval_transform():
+    """timm's own eval transform (Resize, CenterCrop, ToTensor, Normalize on a PIL image): the
+    resized size and the crop offset equal the record's (exact), checked on a ramp image."""
+    timm = pytest.importorskip("timm", reason="timm is optional", exc_type=ImportError)
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64)
+    enc = create_encoder("timm", model)
+    resize, crop = create_transform(**resolve_data_config({"input_size": (3, 64, 64)}, model=model)).transforms[:2]
+    for frame in [(480, 644), (300, 301), (97, 211), (225, 343)]:
+        rec = enc.record(frame)
+        top, left, bottom, right = rec.transform.pad
+        resized = resize(Image.new("RGB", frame[::-1]))
+        assert resized.size[::-1] == (64 - top - bottom, 64 - left - right)  # PIL sizes are (w, h)
+        yy, xx = np.meshgrid(np.arange(resized.size[1]), np.arange(resized.size[0]), indexing="ij")
+        ramp = Image.fromarray(np.stack([yy, xx, 0 * yy], -1).astype(np.uint8))
+        first = np.asarray(crop(ramp))[0, 0, :2]
+        assert first.tolist() == [-top, -left] and rec.input_size == (64, 64)

@@ -14,6 +14,12 @@ Registered: ``dinov2`` (HF ``Dinov2Model`` / ``Dinov2WithRegistersModel``), ``di
 ``depth_anything_3``, ``croco``, which need their own packages and otherwise raise an ImportError
 naming the package (their records, :meth:`PreprocessRecord.vggt` etc., work without them).
 
+The HF adapters take their record, interpolation and normalisation from the checkpoint's own
+image processor (``preprocessor_config.json``, ``_hf_processor.py``), not from ``config.image_size``
+(518 for DINOv2 checkpoints whose processor crops 224); only without one do they fall back to
+``fit`` at ``config.image_size``, and ``encoder.source`` says which. The ``timm`` adapter records
+timm's eval transform (``crop_pct``).
+
 Adding an adapter: subclass :class:`PatchEncoder`, set ``patch_size``, ``prefix_tokens``,
 ``mean`` / ``std`` (and ``fill``, the pad value in [0, 1]), implement ``record(frame_size)``
 (usually one :class:`PreprocessRecord` recipe) and ``tokens(pixels) -> (B, prefix + Hf*Wf, C)``,
@@ -24,11 +30,13 @@ Add its model class name to ``_BY_CLASS`` so :func:`adapt_encoder` finds it.
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+from ._hf_processor import find_processor, interpolation, processor_settings, read_processor
 from ._record import PreprocessRecord
 
 __all__ = ["PatchEncoder", "adapt_encoder", "create_encoder", "list_encoders", "register_encoder"]
@@ -46,6 +54,7 @@ class PatchEncoder:
     prefix_tokens: int = 0
     mean, std = IMAGENET
     fill = 0.0
+    resample = "bilinear"  # F.interpolate mode of the resize (antialiased when shrinking)
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model.eval()
@@ -65,7 +74,8 @@ class PatchEncoder:
                 f"{frames.dtype}; stack the camera's RGB frames (add a batch axis for one frame)."
             )
         record = self.record(tuple(frames.shape[1:3]))
-        x = record.transform.apply(frames.permute(0, 3, 1, 2).float() / 255.0, fill=self.fill).clamp(0, 1)
+        x = frames.permute(0, 3, 1, 2).float() / 255.0
+        x = record.transform.apply(x, fill=self.fill, mode=self.resample).clamp(0, 1)
         mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (self.mean, self.std))
         return (x - mean) / std, record
 
@@ -85,19 +95,66 @@ class PatchEncoder:
 
 
 class HFViTEncoder(PatchEncoder):
-    """HF ViTs returning ``last_hidden_state`` = prefix tokens + row-major patches."""
+    """HF ViTs returning ``last_hidden_state`` = prefix tokens + row-major patches.
 
-    def __init__(self, model: nn.Module, name: str, size: int | None = None, fit: str = "centre_crop", **kw) -> None:
+    The record follows the checkpoint's own image processor (``processor``: None finds
+    ``preprocessor_config.json`` beside the checkpoint the model was loaded from; or a dict of its
+    fields, a path to it or its folder, an image processor object; False: ignore it). Without one, or
+    with ``size`` / ``fit`` given, the record is ``fit`` (``fallback_fit``) at ``size`` (default
+    ``config.image_size``) with ``fallback_norm``; a loaded checkpoint without a processor warns.
+    ``source`` says which was used."""
+
+    fallback_fit, fallback_norm, fallback_prefix = "centre_crop", IMAGENET, None
+
+    def __init__(
+        self,
+        model: nn.Module,
+        name: str,
+        size: int | None = None,
+        fit: str | None = None,
+        processor=None,
+        prefix_tokens: int | None = None,
+        norm=None,
+    ) -> None:
         super().__init__(model)
-        if fit not in FITS:
-            raise ValueError(f"{name}: fit={fit!r} is unknown; choose from {list(FITS)}")
         cfg = model.config
-        self.name, self.fit, self.size = name, fit, int(size or cfg.image_size)
-        self.patch_size = int(cfg.patch_size)
-        self.prefix_tokens = kw.get("prefix_tokens", 1 + int(getattr(cfg, "num_register_tokens", 0) or 0))
-        self.mean, self.std = kw.get("norm", IMAGENET)
+        self.name, self.patch_size = name, int(cfg.patch_size)
+        registers = int(getattr(cfg, "num_register_tokens", 0) or 0)
+        default_prefix = self.fallback_prefix if self.fallback_prefix is not None else 1 + registers
+        self.prefix_tokens = default_prefix if prefix_tokens is None else int(prefix_tokens)
+        if fit is not None and fit not in FITS:
+            raise ValueError(f"{name}: fit={fit!r} is unknown; choose from {list(FITS)}")
+        explicit = size is not None or fit is not None
+        if explicit and processor not in (None, False):
+            raise ValueError(f"{name}: pass processor= or size= / fit=, not both (size / fit replace the processor)")
+        found, where = None, "size / fit given" if explicit else "processor=False"
+        if not explicit and processor is not False:
+            found, where = read_processor(processor, name) if processor is not None else find_processor(model)
+        if found is not None:
+            p = processor_settings(found, f"{name}: {where}")
+            self.resize, self.crop, self.centre, self.resample = p["resize"], p["crop"], p["centre"], p["resample"]
+            self.mean, self.std = p["mean"], p["std"]
+            self.fit, self.size, self.source = "processor", None, f"image processor ({where})"
+        else:
+            self.fit, self.size = fit or self.fallback_fit, int(size or cfg.image_size)
+            self.mean, self.std = self.fallback_norm
+            self.source = f"{self.fit} at {self.size} px ({where})"
+            if where.startswith("checkpoint"):
+                warnings.warn(
+                    f"{name}: {where}, so frames go through {self.fit} at config.image_size={self.size} px, which "
+                    f"may not be what the checkpoint was trained with; pass processor=AutoImageProcessor."
+                    f"from_pretrained(...) (or its preprocessor_config.json), or size= / fit=.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        if norm is not None:
+            self.mean, self.std = norm
 
     def record(self, frame_size):
+        if self.fit == "processor":
+            return PreprocessRecord.resize_crop(
+                frame_size, self.resize, self.crop, self.patch_size, self.prefix_tokens, self.name, self.centre
+            )
         return getattr(PreprocessRecord, self.fit)(
             frame_size, self.size, self.patch_size, self.prefix_tokens, self.name
         )
@@ -106,23 +163,41 @@ class HFViTEncoder(PatchEncoder):
         return self.model(pixel_values=pixels).last_hidden_state
 
 
+class SiglipEncoder(HFViTEncoder):
+    """SigLIP vision towers: no CLS token; without a processor, a plain resize with mean = std = 0.5."""
+
+    fallback_fit, fallback_norm, fallback_prefix = "resize", HALF, 0
+
+
 class TimmViTEncoder(PatchEncoder):
-    """timm ``VisionTransformer``-like models: ``forward_features`` -> (B, N, C)."""
+    """timm ``VisionTransformer``-like models: ``forward_features`` -> (B, N, C). The record is timm's
+    eval transform (:meth:`PreprocessRecord.timm_eval`, the model's ``crop_pct`` and interpolation)
+    unless ``fit`` names another recipe at the model's ``img_size``."""
 
     name = "timm"
 
-    def __init__(self, model: nn.Module, fit: str = "centre_crop") -> None:
+    def __init__(self, model: nn.Module, fit: str | None = None) -> None:
         super().__init__(model)
-        if fit not in FITS:
-            raise ValueError(f"timm: fit={fit!r} is unknown; choose from {list(FITS)}")
+        if fit is not None and fit not in FITS:
+            raise ValueError(f"timm: fit={fit!r} is unknown; choose from {list(FITS)} (or None: timm's eval transform)")
         pe = model.patch_embed
         self.fit, self.patch_size = fit, int(pe.patch_size[0])
         self.size = int(pe.img_size[0])
         self.prefix_tokens = int(getattr(model, "num_prefix_tokens", 1))
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         self.mean, self.std = tuple(cfg.get("mean", IMAGENET[0])), tuple(cfg.get("std", IMAGENET[1]))
+        self.crop_pct = float(cfg.get("crop_pct") or 0.875)  # timm's DEFAULT_CROP_PCT
+        if fit is None:
+            self.resample = interpolation(cfg.get("interpolation", "bicubic"))
+            if cfg.get("crop_mode", "center") != "center" or pe.img_size[0] != pe.img_size[1]:
+                raise ValueError(
+                    f"timm: crop_mode={cfg.get('crop_mode')!r}, img_size={tuple(pe.img_size)}: only the square "
+                    f"'center' eval transform is recorded; pass fit= one of {list(FITS)}"
+                )
 
     def record(self, frame_size):
+        if self.fit is None:
+            return PreprocessRecord.timm_eval(frame_size, self.size, self.patch_size, self.crop_pct, self.prefix_tokens)
         return getattr(PreprocessRecord, self.fit)(frame_size, self.size, self.patch_size, self.prefix_tokens, "timm")
 
     def tokens(self, pixels):
@@ -229,8 +304,7 @@ def _croco(model, size: int = 512):
 
 register_encoder("dinov2", lambda model, **kw: HFViTEncoder(model, "dinov2", **kw))
 register_encoder("dinov3", lambda model, **kw: HFViTEncoder(model, "dinov3", **kw))
-_SIGLIP = {"fit": "resize", "prefix_tokens": 0, "norm": HALF}
-register_encoder("siglip", lambda model, **kw: HFViTEncoder(model, "siglip", **{**_SIGLIP, **kw}))
+register_encoder("siglip", lambda model, **kw: SiglipEncoder(model, "siglip", **kw))
 register_encoder("timm", _timm)
 register_encoder("vggt", _vggt)
 register_encoder("depth_anything_3", _da3)
