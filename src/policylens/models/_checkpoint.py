@@ -2,6 +2,8 @@
 
 ``load_policy`` reads the type and dispatches through a registry, so every policy class
 (TinyVLA, TinyDiffusionPolicy, user classes) loads with one call. No pickle anywhere.
+A truncated or foreign weights file, or weights that do not fit the config, raise one
+``ValueError`` naming the file and the fix (``read_safetensors``), never a bare ``SafetensorError``.
 """
 
 from __future__ import annotations
@@ -10,22 +12,26 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_model
-from torch import nn
+from torch import Tensor, nn
 
 from .._jsonfile import read_json_file
 from ._hf_compat import align_state_dict
 
 __all__ = [
+    "check_safetensors",
     "list_policy_names",
     "list_policy_types",
     "load_policy",
+    "read_safetensors",
     "register_policy_name",
     "register_policy_type",
     "save_policy",
 ]
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+REFETCH = "re-save or re-download it"
 
 # type -> (build from config dict, config of a model instance)
 _TYPES: dict[str, tuple[Callable[[dict], nn.Module], Callable[[nn.Module], dict]]] = {}
@@ -81,6 +87,34 @@ def save_policy(model: nn.Module, directory: str | Path) -> Path:
     return directory
 
 
+def _damaged(path: str | Path, exc: Exception, fix: str) -> ValueError:
+    return ValueError(f"{path} is damaged (truncated or not a safetensors file: {exc}); {fix}")
+
+
+def read_safetensors(path: str | Path, fix: str = REFETCH) -> dict[str, Tensor]:
+    """The tensors of a safetensors file; a truncated or foreign file raises a ``ValueError`` that
+    names it and ends with ``fix``."""
+    try:
+        return load_file(str(path))
+    except SafetensorError as exc:
+        raise _damaged(path, exc, fix) from exc
+
+
+def check_safetensors(path: str | Path, fix: str = REFETCH) -> None:
+    """Read only the header of a safetensors file (cheap) and raise as :func:`read_safetensors` does
+    when it is truncated or not a safetensors file."""
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except SafetensorError as exc:
+        raise _damaged(path, exc, fix) from exc
+
+
+def _short(exc: Exception, limit: int = 240) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def load_policy(path: str | Path) -> nn.Module:
     """A policy from a checkpoint directory, or a built-in name (``list_policy_types()``)."""
     if str(path) in _BUILTIN and not Path(path).exists():
@@ -100,5 +134,11 @@ def load_policy(path: str | Path) -> nn.Module:
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"load_policy: {weights} is missing (the weights beside {config_path})")
-    model.load_state_dict(align_state_dict(load_file(str(weights)), model.state_dict().keys()))
+    state = align_state_dict(read_safetensors(weights), model.state_dict().keys())
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # missing / unexpected keys, other shapes
+        raise ValueError(
+            f"load_policy: {weights} does not fit {config_path} ({_short(exc)}); re-save both with save_policy"
+        ) from exc
     return model.eval()

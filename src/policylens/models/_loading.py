@@ -1,16 +1,16 @@
 """Load any supported model: a built-in name, a policylens checkpoint, or a Hugging Face
 checkpoint directory / hub id (offline here; the same code loads hub checkpoints where
-the hub is reachable)."""
+the hub is reachable). A damaged ``*.safetensors`` in a local checkpoint directory raises one
+``ValueError`` naming that file (``_checkpoint.check_safetensors``) before anything is built."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import transformers
 from torch import nn
 
-from ._checkpoint import CONFIG_FILE, list_policy_types, load_policy
+from .._jsonfile import read_json_file
+from ._checkpoint import CONFIG_FILE, check_safetensors, list_policy_types, load_policy
 from ._lerobot_teacher import is_lerobot_checkpoint, load_lerobot_teacher
 
 __all__ = ["load_hf_model", "load_model"]
@@ -19,6 +19,11 @@ __all__ = ["load_hf_model", "load_model"]
 def load_hf_model(path_or_id: str | Path, attn_implementation: str = "sdpa") -> nn.Module:
     """A ``transformers`` model from a checkpoint, using the class its config names in
     ``architectures`` (e.g. ``PaliGemmaForConditionalGeneration``)."""
+    import transformers  # imported here: a policylens checkpoint loads without it (seconds of import)
+
+    if Path(path_or_id).is_dir():
+        for weights in sorted(Path(path_or_id).glob("*.safetensors")):
+            check_safetensors(weights)
     config = transformers.AutoConfig.from_pretrained(str(path_or_id))
     names = list(getattr(config, "architectures", None) or [])
     if not names:
@@ -37,7 +42,7 @@ def load_model(spec: str | Path) -> nn.Module:
     config = path / CONFIG_FILE
     if is_lerobot_checkpoint(path):
         return load_lerobot_teacher(path)
-    if config.is_file() and "type" in json.loads(config.read_text()):
+    if config.is_file() and "type" in read_json_file(config, f"a checkpoint config ({CONFIG_FILE})"):
         return load_policy(path)
     if str(spec) in list_policy_types() and not path.exists():
         return load_policy(spec)
