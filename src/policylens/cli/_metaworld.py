@@ -35,9 +35,19 @@ def tasks_of(task: str | None) -> list[str]:
 
 
 def generate(
-    out: Path, task: str | None, episodes: int, fmt: str, seed: int, image_size: int, cameras: str, if_exists: str
+    out: Path,
+    task: str | None,
+    episodes: int,
+    fmt: str,
+    seed: int,
+    image_size: int,
+    cameras: str,
+    if_exists: str,
+    kept: int = 0,
 ) -> None:
     from policylens.data.metaworld import generate_episodes
+
+    from ._sim import wrote
 
     require()
     names = tasks_of(task)
@@ -47,9 +57,9 @@ def generate(
     paths = generate_episodes(
         names[0], episodes, out, seed=seed, fmt=fmt, cameras=cams, image_size=image_size, if_exists=if_exists
     )
-    verb = "appended" if if_exists == "append" else "wrote"
     what = f"cameras {', '.join(cams)} at {image_size} px" if cams else "state only"
-    typer.echo(f"{verb} {episodes} MetaWorld {names[0]} episodes ({what}) as {fmt} under {out} ({len(paths)} paths)")
+    done = wrote(if_exists, episodes, kept)
+    typer.echo(f"{done} MetaWorld {names[0]} episodes ({what}) as {fmt} under {out} ({len(paths)} paths)")
 
 
 def evaluate(policy: str, task: str | None, episodes: int, seed: int, batch: int | None, max_steps: int | None) -> None:

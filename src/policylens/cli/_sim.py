@@ -1,4 +1,9 @@
-"""`policylens sim`: generate simulated expert episodes and evaluate policies in closed loop."""
+"""`policylens sim`: generate simulated expert episodes and evaluate policies in closed loop.
+
+``Suite``, ``Format`` and ``PYBULLET_TASKS`` mirror the simulators' own names (``FORMATS``,
+``TASKS``) so that ``policylens`` starts without importing pybullet; the CLI tests check that they
+are equal. Help text goes through Rich markup, so brackets in it are escaped.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from . import _metaworld
 from ._app import new_app
 from ._errors import CommandError
+from ._threads import apply_threads, threads_option
 
 app = new_app("Simulated episodes (pybullet Panda or MetaWorld): generate datasets, evaluate policies.")
 
@@ -22,8 +29,12 @@ class Suite(StrEnum):
     metaworld = "metaworld"
 
 
-SUITE_HELP = 'Simulator: pybullet (built in) or metaworld (needs pip install -e ".[metaworld]").'
-TASK_HELP = "Task name: reach | put_in_tray (pybullet; default reach), or a MetaWorld task such as pick-place-v3."
+PYBULLET_TASKS = ("reach", "put_in_tray")  # policylens.data.sim.TASKS
+SUITE_HELP = escape('Simulator: pybullet (built in) or metaworld (needs pip install -e ".[metaworld]").')
+TASK_HELP = (
+    f"Task name: {' | '.join(PYBULLET_TASKS)} (pybullet; default {PYBULLET_TASKS[0]}), "
+    "or a MetaWorld task such as pick-place-v3."
+)
 
 
 class Format(StrEnum):
@@ -52,27 +63,51 @@ def generate(
     cameras: Annotated[
         str, typer.Option(help="MetaWorld only: comma-separated MuJoCo cameras to render (e.g. corner2,gripperPOV).")
     ] = "",
+    threads: int | None = threads_option(),
 ) -> None:
-    """Roll out the scripted expert (or --policy, on held-out layouts) and write DROID raw or LeRobot episodes."""
+    """Roll out the scripted expert (or --policy, on held-out layouts) and write DROID raw or LeRobot episodes.
+    An interrupted run is finished by the same command (only the missing episodes are written)."""
+    from policylens.data.sim._resume import GenerationInterrupted, finished_episodes
+
     if overwrite and append:
         raise CommandError("--overwrite and --append exclude each other; pass one")
     if_exists = "overwrite" if overwrite else "append" if append else "error"
-    if suite is Suite.metaworld:
-        if policy != "expert":
-            raise CommandError(f"--policy {policy}: with --suite metaworld, sim generate records the expert only")
-        return _metaworld.generate(out, task, episodes, fmt.value, seed, image_size, cameras, if_exists)
+    typer.echo(f"torch threads: {apply_threads(threads)}")
+    kept = 0 if overwrite else finished_episodes(out)
+    try:
+        if suite is Suite.metaworld:
+            if policy != "expert":
+                raise CommandError(f"--policy {policy}: with --suite metaworld, sim generate records the expert only")
+            _metaworld.generate(out, task, episodes, fmt.value, seed, image_size, cameras, if_exists, kept)
+        else:
+            _generate(out, task, episodes, fmt, seed, image_size, if_exists, policy, cameras, kept)
+    except GenerationInterrupted as exc:
+        typer.echo(f"interrupted: {exc}", err=True)
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted before the first episode; nothing written to {out}", err=True)
+        raise typer.Exit(130) from None
+
+
+def wrote(if_exists: str, episodes: int, kept: int) -> str:
+    """'wrote 6', 'appended 6', or 'wrote 1 more of 6' when an interrupted run is finished."""
+    if if_exists == "append":
+        return f"appended {episodes}"
+    return f"wrote {episodes - kept} more of {episodes}" if kept and if_exists == "error" else f"wrote {episodes}"
+
+
+def _generate(out, task, episodes, fmt, seed, image_size, if_exists, policy, cameras, kept) -> None:
     if cameras:
         raise CommandError("--cameras is for --suite metaworld; the pybullet suite renders its three cameras")
     from policylens.data.sim import generate_episodes
 
-    task = task or "reach"
+    task = task or PYBULLET_TASKS[0]
     kw = {"image_size": image_size}
     if policy != "expert":  # the policy's own rollouts on held-out layouts, with its cameras and size
-        agent, size, cameras, _ = _agent(policy, seed, image_size, True)
-        kw = {"image_size": size, "cameras": cameras, "policy": agent}
+        agent, size, cams, _ = _agent(policy, seed, image_size, True)
+        kw = {"image_size": size, "cameras": cams, "policy": agent}
     paths = generate_episodes(task, episodes, out, seed=seed, fmt=fmt.value, if_exists=if_exists, **kw)
-    verb = "appended" if append else "wrote"
-    typer.echo(f"{verb} {episodes} {task} episodes as {fmt.value} under {out} ({len(paths)} paths)")
+    typer.echo(f"{wrote(if_exists, episodes, kept)} {task} episodes as {fmt.value} under {out} ({len(paths)} paths)")
 
 
 def _agent(policy: str, seed: int, image_size: int, render: bool):
@@ -123,13 +158,15 @@ def eval_policy(
     suite: Annotated[Suite, typer.Option(help=SUITE_HELP)] = Suite.pybullet,
     batch: Annotated[
         int | None,
-        typer.Option(min=1, help="MetaWorld: environments stepped together, one policy call per step [default: 25]."),
+        typer.Option(min=1, help="MetaWorld: environments stepped together, one policy call per step (default 25)."),
     ] = None,
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="MetaWorld: steps before an episode counts as failed (default 500).")
     ] = None,
+    threads: int | None = threads_option(),
 ) -> None:
     """Run closed-loop rollouts and print the success rate with its 95% Wilson interval."""
+    typer.echo(f"torch threads: {apply_threads(threads)}")
     if suite is Suite.metaworld:
         return _metaworld.evaluate(policy, task, episodes, seed, batch, max_steps)
     if batch is not None or max_steps is not None:
@@ -138,7 +175,7 @@ def eval_policy(
         )
     from policylens.data.sim import evaluate_policy
 
-    task = task or "reach"
+    task = task or PYBULLET_TASKS[0]
     agent, image_size, cameras, render = _agent(policy, seed, image_size, render)
     result = evaluate_policy(
         agent, task, episodes=episodes, seed=seed, image_size=image_size, render=render, cameras=cameras

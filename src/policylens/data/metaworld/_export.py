@@ -14,9 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .._output import prepare_output
 from .._seeds import train_layout_seed
 from ._env import CONTROL_HZ, MetaWorldEnv
 from ._record import record_episode
@@ -58,29 +56,30 @@ def generate_episodes(
     Every episode is written, successes and failures (DROID sorts them into ``success/`` and
     ``failure/``; LeRobot's ``meta/policylens.json`` flags each). ``cameras`` (MuJoCo camera names,
     see ``CAMERAS``) adds RGB video at ``image_size`` pixels; it needs OSMesa (``libosmesa6``).
-    ``if_exists``: ``"error"``, ``"overwrite"`` or ``"append"`` (DROID only), as for the pybullet
-    generator; ``max_steps`` cuts episodes short (default: MetaWorld's 500). Returns the episode
-    directories (droid) or ``[dataset root]`` (lerobot).
+    ``if_exists``: ``"error"`` (refuse, or finish an interrupted call with the same arguments),
+    ``"overwrite"`` or ``"append"`` (DROID only), as for the pybullet generator; ``max_steps`` cuts
+    episodes short (default: MetaWorld's 500). Returns the episode directories (droid) or
+    ``[dataset root]`` (lerobot).
     """
-    from ..droid._writer import write_droid_episode
     from ..lerobot._writer import LeRobotWriter
+    from ..sim._resume import plan_generation  # resumes an interrupted call, as for the pybullet generator
 
     if fmt not in FORMATS:
         raise ValueError(f"fmt={fmt!r} is unknown; choose from {list(FORMATS)}")
     if n_episodes < 1:
         raise ValueError(f"n_episodes={n_episodes}: expected >= 1")
     out = Path(out_dir)
+    settings = {"suite": "metaworld", "task": task, "format": fmt, "seed": seed, "cameras": list(cameras)}
+    settings.update(image_size=image_size, action_noise=action_noise, max_steps=max_steps)
     # a bad task, camera or size fails here, before anything is written
     with MetaWorldEnv(task, cameras=cameras, image_size=image_size, max_steps=max_steps) as env:
-        first = prepare_output(out, fmt, if_exists)
+        plan = plan_generation(out, settings, n_episodes, if_exists)
+        if not plan.todo:
+            return [out] if fmt == "lerobot" else plan.paths()
         writer = LeRobotWriter(out, fps=CONTROL_HZ, robot_type=ROBOT_TYPE) if fmt == "lerobot" else None
-        paths: list[Path] = []
-        for i in tqdm(range(first, first + n_episodes), desc=f"{task} -> {fmt}", disable=not progress):
+
+        def record(i: int) -> dict:
             rec = record_episode(env, train_layout_seed(seed, i), action_noise=action_noise)
-            if writer is None:
-                paths.append(write_droid_episode(out, droid_record(rec), i))
-            else:
-                writer.add_episode(rec)
-    if writer is not None:
-        paths.append(writer.finalize())
-    return paths
+            return rec if writer is not None else droid_record(rec)
+
+        return plan.write(record, writer, f"{task} -> {fmt}", progress)

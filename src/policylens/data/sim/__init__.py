@@ -7,6 +7,7 @@ from ._evaluate import ChunkedPolicy, evaluate_policy
 from ._experts import ExpertPolicy, expert_action
 from ._generate import generate_episodes, layout_seed, make_training_episodes
 from ._record import record_episode
+from ._resume import GenerationInterrupted
 from ._scene import COLOURS, SHAPES, ObjectSpec, SceneSpec
 from ._tasks import TASKS, get_task
 
@@ -21,6 +22,7 @@ __all__ = [
     "ChunkedPolicy",
     "EvalResult",
     "ExpertPolicy",
+    "GenerationInterrupted",
     "ObjectSpec",
     "PinholeCamera",
     "SceneSpec",

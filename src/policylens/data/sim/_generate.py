@@ -3,11 +3,12 @@
 Layout seeds: episode i of a run with ``seed`` s uses layout seed ``s * 100_000 + i``;
 ``evaluate_policy`` draws from a disjoint range, so evaluation layouts are never training ones.
 
-An existing non-empty output directory is refused (``if_exists="error"``): DROID folder names
-come from the episode index, so a second run would write into the first run's folders and leave
-its longer episodes' extra frames behind. ``"overwrite"`` clears a dataset this module wrote
-first; ``"append"`` (DROID only) continues the episode numbering, so the new episodes get new
-folder names and new layouts.
+An existing non-empty output directory is refused (``if_exists="error"``) unless it holds an
+unfinished run of the same settings, which the call then finishes (``_resume``: ``generate.json``
+records the settings and each finished episode): DROID folder names come from the episode index,
+so a second run would write into the first run's folders. ``"overwrite"`` clears a dataset this
+module wrote first; ``"append"`` (DROID only) continues the episode numbering, so the new episodes
+get new folder names and new layouts.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._output import prepare_output
 from .._seeds import eval_layout_seed
 from .._seeds import train_layout_seed as layout_seed  # the name this package has always exported
-from ..droid._writer import write_droid_episode
 from ..lerobot._writer import LeRobotWriter
 from ._env import CAMERAS, CONTROL_HZ, SimEnv
 from ._record import record_episode
+from ._resume import plan_generation
+from ._tasks import get_task
 
 FORMATS = ("droid", "lerobot")
 
@@ -51,9 +52,11 @@ def generate_episodes(
 
     Returns the episode directories (droid) or ``[dataset root]`` (lerobot).  Deterministic:
     the same arguments give the same arrays.  ``if_exists`` says what to do with a non-empty
-    ``out_dir``: ``"error"``, ``"overwrite"`` (clear it first) or ``"append"`` (DROID only;
-    episodes ``k, k+1, ...`` after the ``k`` already there). ``lerobot_depth``: also write depth
-    into a LeRobot dataset, as LeRobot's main branch stores it (0.4.x reads it as an RGB camera).
+    ``out_dir``: ``"error"`` (refuse, or finish an interrupted call with the same arguments: only
+    the missing episodes are written), ``"overwrite"`` (clear it first) or ``"append"`` (DROID
+    only; episodes ``k, k+1, ...`` after the ``k`` already there). Ctrl-C raises
+    ``GenerationInterrupted`` (finished episodes kept). ``lerobot_depth``: also write depth into a
+    LeRobot dataset, as LeRobot's main branch stores it (0.4.x reads it as an RGB camera).
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt={fmt!r} is unknown; choose from {list(FORMATS)}")
@@ -61,23 +64,25 @@ def generate_episodes(
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
     if image_size % 2:
         raise ValueError(f"image_size must be even (H.264 needs even sizes), got {image_size}")
+    get_task(task)  # an unknown task fails before the folder is touched
+    settings = {"suite": "pybullet", "task": task, "format": fmt, "seed": seed, "image_size": image_size}
+    settings.update(cameras=list(cameras), policy=None if policy is None else type(policy).__name__)
+    if fmt == "lerobot":
+        settings["lerobot_depth"] = lerobot_depth
     out = Path(out_dir)
-    first = prepare_output(out, fmt, if_exists)
+    plan = plan_generation(out, settings, n_episodes, if_exists, resumable=policy is None)
+    if not plan.todo:
+        return [out] if fmt == "lerobot" else plan.paths()
     writer = LeRobotWriter(out, fps=CONTROL_HZ, depth=lerobot_depth) if fmt == "lerobot" else None
-    paths: list[Path] = []
     with SimEnv(task, seed=seed, image_size=image_size, render=True, cameras=cameras) as env:
         if hasattr(policy, "bind"):  # agents that read the live environment (the scripted expert)
             policy.bind(env)
-        for i in tqdm(range(first, first + n_episodes), desc=f"{task} -> {fmt}", disable=not progress):
+
+        def record(i: int) -> dict:
             layout = layout_seed(seed, i) if policy is None else eval_layout_seed(seed, i)
-            rec = record_episode(env, layout, policy=policy, render=True)
-            if writer is None:
-                paths.append(write_droid_episode(out, rec, i))
-            else:
-                writer.add_episode(rec)
-    if writer is not None:
-        paths.append(writer.finalize())
-    return paths
+            return record_episode(env, layout, policy=policy, render=True)
+
+        return plan.write(record, writer, f"{task} -> {fmt}", progress)
 
 
 def _every_target_jobs(env: SimEnv, seed: int):
