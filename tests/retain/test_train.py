@@ -36,25 +36,80 @@ def _episodes(n=2, t=6, size=112):
     ]
 
 
+def _events(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return EventAccumulator(str(run / "tb")).Reload()
+
+
 def test_resume_restores_lambda_and_the_teacher_normalisation_stays(cache, tmp_path):
-    cfg = RetainTrainConfig(steps=2, batch_size=2, anchor_batch_size=2, save_every=1, log_every=1, warmup=1)
+    cfg = RetainTrainConfig(
+        steps=2, batch_size=2, anchor_batch_size=2, save_every=1, log_every=1, warmup=1, task_stats=False
+    )
     retention = RetentionConfig(epsilon=0.0, lam_lr=1e3)
     first = retain_train("tiny_vla", cache, _episodes(), tmp_path / "run", cfg, retention)
     assert first["steps_run"] == 2 and len(first["lambda_history"]) == 2 and first["lambda"] > 0
     saved = json.loads((tmp_path / "run" / "train_state.json").read_text())["extra"]
-    assert saved["dual"]["lam"] == pytest.approx(first["lambda"])
+    assert saved["retainer"]["dual"]["lam"] == pytest.approx(first["lambda"])
     cfg.steps = 4
     second = retain_train("tiny_vla", cache, _episodes(), tmp_path / "run", cfg, retention)
-    assert second["steps_run"] == 2 and second["lambda_history"][:2] == pytest.approx(first["lambda_history"])
+    # the summary describes the whole run, not only the steps of this call
+    assert second["steps_run"] == 4 and len(second["lambda_history"]) == 4
+    assert second["lambda_history"][:2] == pytest.approx(first["lambda_history"])
+    assert second["first_loss_act"] == first["first_loss_act"]
+    losses = [e.value for e in _events(tmp_path / "run").Scalars("train/loss")]
+    assert len(losses) == 4 and second["final_loss_act"] == pytest.approx(losses[-1])
+    assert second["first_loss_act"] == pytest.approx(losses[0])
+    series = json.loads((tmp_path / "run" / "train_state.json").read_text())["extra"]["series"]
+    assert len(series["loss_act"]) == 4 and len(series["cos_dtheta_ret"]) == 4
+    assert second["above_epsilon"] == pytest.approx(np.mean(np.asarray(series["loss_ret"]) > 0.0))
+    assert second["task_stats"]["enabled"] is False and second["task_stats"]["far"]["action"]["6"] > 10
     tuned, teacher = load_model(str(tmp_path / "run")), load_model("tiny_vla")
     assert torch.equal(tuned.action_mean, teacher.action_mean) and torch.equal(tuned.state_std, teacher.state_std)
     assert not torch.equal(tuned.action_out.weight, teacher.action_out.weight)
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
-    tags = set(events.Tags()["scalars"])
+    tags = set(_events(tmp_path / "run").Tags()["scalars"])
     for name in ("loss", "loss_ret", "lam", "cos_act_ret", "projected", "cos_dtheta_ret"):
         assert f"train/{name}" in tags
+
+
+def test_a_finished_run_reports_itself_and_keeps_its_results(cache, tmp_path):
+    cfg = RetainTrainConfig(steps=2, batch_size=2, anchor_batch_size=2, save_every=1, warmup=1, task_stats=False)
+    retention = RetentionConfig(epsilon=0.0, lam_lr=1e3)
+    run = tmp_path / "run"
+    summary = retain_train("tiny_vla", cache, _episodes(), run, cfg, retention)
+    text = (run / "retain.json").read_text()
+    weights = (run / "model.safetensors").read_bytes()
+    lines = []
+    again = retain_train("tiny_vla", cache, _episodes(), run, cfg, retention, log=lines.append)
+    assert again == summary and (run / "retain.json").read_text() == text
+    assert (run / "model.safetensors").read_bytes() == weights
+    assert lines == [f"already finished at step 2; results in {run / 'retain.json'}"]
+    (run / "retain.json").unlink()  # lost: rebuilt from the saved state, the same summary
+    assert retain_train("tiny_vla", cache, _episodes(), run, cfg, retention) == summary
+    assert json.loads((run / "retain.json").read_text()) == summary
+    assert len(_events(run).Scalars("train/loss")) == 2  # no step was run again
+
+
+def test_task_statistics_are_taken_and_recorded_and_the_bridge_holds(cache, tmp_path):
+    cfg = RetainTrainConfig(steps=1, batch_size=2, anchor_batch_size=2, warmup=1)
+    episodes = _episodes()
+    for ep in episodes:  # a teacher-like arm (dims 3-5 still), the gripper opening and closing
+        ep["state"][:, 3:6] = ep["action"][:, 3:6] = 0.0
+        ep["state"][:, :3] = ep["action"][:, :3] = [0.46, 0.0, 0.2]
+        ep["action"][:, 6] = np.arange(len(ep["action"])) % 2
+    lines = []
+    summary = retain_train("tiny_vla", cache, episodes, tmp_path / "run", cfg, RetentionConfig(), log=lines.append)
+    assert summary["first_loss_act"] < 10  # ~7e4 with the teacher's gripper std of 0.001
+    assert summary["final_loss_ret"] < 1e-6  # the teacher's function, hence its bridge features, unchanged
+    record = summary["task_stats"]
+    assert record["enabled"] and set(record["adopted"]) == {"action", "state"}
+    assert record["adopted"]["action"]["6"]["std"][0] == pytest.approx(1e-3)
+    settings = json.loads((tmp_path / "run" / "run.json").read_text())["settings"]["data"]
+    assert settings["task_stats"] == record
+    assert len(lines) == 1 and lines[0].startswith("task data outside the teacher's normalisation")
+    tuned = load_model(str(tmp_path / "run"))
+    std = np.concatenate([ep["action"] for ep in episodes])[:, 6].std(ddof=1)
+    assert float(tuned.action_std[6]) == pytest.approx(std, rel=1e-6)
 
 
 def test_cli_retain_train_on_simulated_episodes(cache, tmp_path):

@@ -1,11 +1,21 @@
 """``retain_train``: fine-tune TinyVLA on a new task's episodes through ``train_vla``'s loop, with
 a :class:`Retainer` as its step — the anchor cache keeps the teacher's bridge features in
 reach. TensorBoard (``OUT/tb``) gets L_act, L_ret, λ, cos(g_act, g_ret), whether the projection
-fired, and every ``log_every`` steps cos(Δθ, g_ret)."""
+fired, and every ``log_every`` steps cos(Δθ, g_ret).
+
+Everything is checked before the first step (and :func:`open_anchors` / :func:`check_retain_out`
+let a command check the anchors and its ``--out`` before it makes any episode). The task data's
+statistics are compared with the teacher's (``_task_stats``): dims far outside that the teacher
+never used take the task's statistics, the teacher's function unchanged. The step saves with each
+checkpoint what the summary is computed from (λ, the anchor generator, per-step L_act, L_ret,
+projection, cos(Δθ, g_ret)), so ``retain.json`` describes the whole run after any number of
+resumes, and a finished run asked again reports itself and keeps its results.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,13 +25,26 @@ from torch import Tensor, nn
 
 from ._anchors import AnchorSet
 from ._retainer import Retainer, RetentionConfig
+from ._task_stats import adopt_task_stats, check_task_stats, far_dims, planned_task_stats, task_stats_message
 
-__all__ = ["RetainTrainConfig", "retain_train", "retention_step"]
+__all__ = [
+    "RetainTrainConfig",
+    "check_retain_out",
+    "finished_message",
+    "open_anchors",
+    "retain_train",
+    "retention_step",
+]
+
+SUMMARY_FILE = "retain.json"
+SERIES = ("loss_act", "loss_ret", "projected", "cos_dtheta_ret")
 
 
 @dataclass
 class RetainTrainConfig:
-    """Optimiser side of a retention run (the retention side is :class:`RetentionConfig`)."""
+    """Optimiser side of a retention run (the retention side is :class:`RetentionConfig`).
+    ``task_stats``: give the dims of the task data far outside the teacher's normalisation that the
+    teacher never used the task data's statistics (the teacher's function unchanged)."""
 
     steps: int = 300
     batch_size: int = 16
@@ -33,6 +56,7 @@ class RetainTrainConfig:
     save_every: int = 100
     log_every: int = 10
     clip: float = 1.0
+    task_stats: bool = True
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "anchor_batch_size", "save_every", "log_every"):
@@ -44,24 +68,186 @@ def _task_loss(model: nn.Module, batch: dict) -> Tensor:
     return model(**batch)
 
 
-def retention_step(retainer: Retainer, anchors: AnchorSet, config: RetainTrainConfig):
-    """A ``train_vla`` step: anchor batch, the retainer's two passes, clipping, optimiser step."""
-    rng = np.random.default_rng(config.seed + 1)
-    count = {"steps": 0}
+class _RetentionStep:
+    """A ``train_vla`` step (anchor batch, the retainer's two passes, clipping, optimiser step) and
+    the ``state=`` saved with each checkpoint: λ, the anchor generator, the per-step series."""
 
-    def step(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
-        anchor = anchors.sample(config.anchor_batch_size, rng) if retainer.config.method != "plain" else None
+    def __init__(self, retainer: Retainer, anchors: AnchorSet, config: RetainTrainConfig) -> None:
+        self.retainer, self.anchors, self.config = retainer, anchors, config
+        self.rng = np.random.default_rng(config.seed + 1)
+        self.series: dict[str, list] = {k: [] for k in SERIES}  # device scalars until saved
+
+    def __call__(self, model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+        retainer, config = self.retainer, self.config
+        tracked = retainer.config.method != "plain"
+        anchor = self.anchors.sample(config.anchor_batch_size, self.rng) if tracked else None
         stats = retainer.backward(batch, anchor)
         torch.nn.utils.clip_grad_norm_(retainer.params, config.clip)
-        watch = count["steps"] % config.log_every == 0 and retainer.config.method != "plain"
+        watch = len(self.series["loss_act"]) % config.log_every == 0 and tracked
         before = [p.detach().clone() for p in retainer.params] if watch else None
         optimizer.step()
         if before is not None:
             stats["cos_dtheta_ret"] = retainer.alignment(before)
-        count["steps"] += 1
+            self.series["cos_dtheta_ret"].append(stats["cos_dtheta_ret"])
+        for name in ("loss_act", "loss_ret", "projected"):
+            self.series[name].append(stats[name].detach())
         return {"loss": stats.pop("loss_act"), **stats}
 
-    return step
+    def state_dict(self) -> dict:
+        self.series = {k: [float(v) for v in values] for k, values in self.series.items()}
+        return {
+            "retainer": self.retainer.state_dict(),
+            "anchor_rng": self.rng.bit_generator.state,
+            "series": self.series,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.retainer.load_state_dict(state["retainer"])
+        self.rng.bit_generator.state = state["anchor_rng"]
+        self.series = {k: list(state["series"].get(k, [])) for k in SERIES}
+
+
+def retention_step(retainer: Retainer, anchors: AnchorSet, config: RetainTrainConfig) -> _RetentionStep:
+    """A ``train_vla`` step: anchor batch, the retainer's two passes, clipping, optimiser step. Pass
+    it as ``state=`` too: it saves λ, its anchor generator and the per-step series it records."""
+    return _RetentionStep(retainer, anchors, config)
+
+
+def open_anchors(anchors: str | Path, model: nn.Module) -> AnchorSet:
+    """The bridge cache at ``anchors`` for ``model``, checked in about a second: it exists, is a
+    bridge store whose taps the model has and whose samples can be read, and one sample through
+    the student gives the stored feature width. Errors name the cache and the fix."""
+    from policylens.store import StoreError
+
+    path = Path(anchors)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"anchor cache {path} does not exist; build the teacher's bridge cache first "
+            f"(`policylens cache build --policy POLICY --dataset droid:EPISODES --kind bridge --out {path}`)"
+        )
+    anchor_set = AnchorSet(path, model)
+    if len(anchor_set) == 0:
+        raise StoreError(f"anchor cache {path} holds no samples; rebuild it (`policylens cache build --kind bridge`)")
+    batch = anchor_set.batch([0])
+    inputs = {k: v for k, v in batch.items() if k not in ("target_features", "sample_index")}
+    anchor_set.student(inputs, indices=batch["sample_index"])  # raises StoreError on another width
+    return anchor_set
+
+
+def _name(policy: str | Path | nn.Module) -> str:
+    return str(policy) if isinstance(policy, (str, Path)) else type(policy).__name__
+
+
+def _vla_config(config: RetainTrainConfig):
+    from policylens.models import VLATrainConfig
+
+    return VLATrainConfig(
+        steps=config.steps,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup=config.warmup,
+        seed=config.seed,
+        save_every=config.save_every,
+        fit_normalization=False,  # the teacher's statistics: its features are the anchor
+    )
+
+
+def _settings(
+    policy: str | Path | nn.Module,
+    anchors: str | Path,
+    config: RetainTrainConfig,
+    retention: RetentionConfig,
+    run_settings: dict | None,
+    task_stats: dict,
+) -> dict:
+    """The run's data settings as ``train_vla`` records them (beside the model and optimiser's)."""
+    return {
+        "policy": _name(policy),
+        **(run_settings or {}),
+        "anchors": str(anchors),
+        "retention": asdict(retention),
+        "anchor_batch_size": config.anchor_batch_size,
+        "task_stats": task_stats,
+    }
+
+
+def _summary(extra: dict, settings: dict, steps_run: int, steps: int) -> dict:
+    """``retain.json`` from the saved step state (``extra``) and the run's recorded ``settings``."""
+    series = {k: np.asarray(extra.get("series", {}).get(k, []), dtype=np.float64) for k in SERIES}
+    dual = extra.get("retainer", {}).get("dual", {})
+    retention = settings["retention"]
+    tracked = retention["method"] != "plain"  # plain fine-tuning computes no retention loss
+    act, ret, fired, cos = (series[k] for k in SERIES)
+    return {
+        "steps_run": steps_run,
+        "steps": steps,
+        "first_loss_act": float(act[0]) if len(act) else None,
+        "final_loss_act": float(act[-1]) if len(act) else None,
+        "lambda": dual.get("lam"),
+        "lambda_history": dual.get("history", []),
+        "projection_fired": float(np.minimum(fired, 1).mean()) if len(fired) and tracked else None,
+        "final_loss_ret": float(ret[-1]) if len(ret) and tracked else None,
+        "above_epsilon": float((ret > retention["epsilon"]).mean()) if len(ret) and tracked else None,
+        "cos_dtheta_ret_mean": float(cos.mean()) if len(cos) else None,
+        "cos_dtheta_ret_positive": float((cos > 0).mean()) if len(cos) else None,
+        "epsilon": retention["epsilon"],
+        "method": retention["method"],
+        "task_stats": settings.get("task_stats"),
+    }
+
+
+def _finished(out: Path, steps: int) -> dict | None:
+    """The summary of the run in ``out`` if it has run ``steps`` steps or more (None otherwise):
+    ``retain.json`` as it is, or rebuilt from the saved state when that file is missing or stale."""
+    from policylens.models._train_state import RUN_FILE
+
+    state = out / "train_state.json"
+    if not state.is_file():
+        return None
+    meta = json.loads(state.read_text())
+    done = int(meta["step"])
+    if done < steps:
+        return None
+    saved = out / SUMMARY_FILE
+    if saved.is_file():
+        summary = json.loads(saved.read_text())
+        if summary.get("steps_run") == done:
+            return summary
+    settings = json.loads((out / RUN_FILE).read_text())["settings"]["data"]
+    summary = _summary(meta.get("extra", {}), settings, done, done)
+    saved.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def finished_message(out: str | Path, summary: dict) -> str:
+    """The line that reports a finished run."""
+    return f"already finished at step {summary['steps_run']}; results in {Path(out) / SUMMARY_FILE}"
+
+
+def check_retain_out(
+    out: str | Path,
+    model: nn.Module,
+    anchors: str | Path,
+    config: RetainTrainConfig,
+    retention: RetentionConfig,
+    run_settings: dict | None = None,
+    policy: str | Path | nn.Module | None = None,
+) -> dict | None:
+    """Before the episodes are made: raise ``FileExistsError`` if ``out`` holds another run than
+    these settings describe (those known without the episodes); return the run's summary if it
+    has already run ``config.steps`` steps, None if there is training to do."""
+    from policylens.models import check_run_dir, run_settings_of
+
+    name = policy if policy is not None else model
+    settings = _settings(name, anchors, config, retention, run_settings, {"enabled": config.task_stats})
+    known = run_settings_of(model, _vla_config(config), [], settings)
+    for key in ("episodes", "steps_in_episodes"):  # counted from the episodes, unless the caller names them
+        if key not in settings:
+            known["data"].pop(key)
+    if not check_run_dir(out, known, partial=True):
+        return None
+    return _finished(Path(out), config.steps)
 
 
 def retain_train(
@@ -73,63 +259,52 @@ def retain_train(
     retention: RetentionConfig,
     run_settings: dict | None = None,
     overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Fine-tune ``policy`` (TinyVLA: a name, checkpoint or module) on ``episodes`` (the
     ``train_vla`` format) while retaining the bridge features cached at ``anchors``. Resumable
-    (model, optimiser and λ); the final checkpoint and ``retain.json`` (the last λ, its history,
-    how often projection fired) in ``out``. Returns that summary."""
-    from policylens.models import VLATrainConfig, load_model, train_vla
+    (model, optimiser, λ and the anchor draws); the final checkpoint and ``retain.json`` (steps
+    run, first and last L_act, λ and its history, how often projection fired, L_ret against ε,
+    what ``task_stats`` did) in ``out``, describing the whole run. A run that already ran
+    ``config.steps`` steps is left as it is and its summary returned. ``run_settings``: how the
+    episodes were made (recorded; a ``"policy"`` entry names a module). ``log(line)`` gets the
+    one-line notes (task statistics, a finished run). Returns the summary."""
+    from policylens.models import TrainingInterrupted, check_run_dir, load_model, run_settings_of, train_vla
 
+    say = log or (lambda line: None)
+    out = Path(out)
     torch.manual_seed(config.seed)
     model = load_model(policy) if isinstance(policy, (str, Path)) else policy
-    anchor_set = AnchorSet(anchors, model.eval())
+    anchor_set = open_anchors(anchors, model.eval())
+    checks = check_task_stats(model, episodes)
+    changes = planned_task_stats(model, checks) if config.task_stats else None
+    record = {"enabled": config.task_stats, "far": far_dims(checks), "adopted": changes or {}}
+    settings = _settings(policy, anchors, config, retention, run_settings, record)
+    train = _vla_config(config)
+    if not overwrite and check_run_dir(out, run_settings_of(model, train, episodes, settings)):
+        summary = _finished(out, config.steps)
+        if summary is not None:
+            say(finished_message(out, summary))
+            return summary
+    if overwrite:
+        (out / SUMMARY_FILE).unlink(missing_ok=True)  # another run's
+    note = task_stats_message(checks, changes)
+    if note:
+        say(note)
+    if changes:
+        adopt_task_stats(model, checks)
     retainer = Retainer(model, _task_loss, anchor_set.student, retention)
-    train = VLATrainConfig(
-        steps=config.steps,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup=config.warmup,
-        seed=config.seed,
-        save_every=config.save_every,
-        fit_normalization=False,  # the teacher's statistics: its features are the anchor
-    )
-    settings = {
-        **(run_settings or {}),
-        "policy": str(policy) if isinstance(policy, (str, Path)) else type(policy).__name__,
-        "anchors": str(anchors),
-        "retention": asdict(retention),
-        "anchor_batch_size": config.anchor_batch_size,
-    }
-    fired: list[Tensor] = []
-    l_ret: list[Tensor] = []
-    alignment: list[Tensor] = []  # cos(Δθ, g_ret) every log_every steps
     step = retention_step(retainer, anchor_set, config)
 
-    def counted(model, batch, optimizer):
-        stats = step(model, batch, optimizer)
-        fired.append(stats["projected"])
-        l_ret.append(stats["loss_ret"])
-        if "cos_dtheta_ret" in stats:
-            alignment.append(stats["cos_dtheta_ret"])
-        return stats
+    def write_summary() -> dict:
+        done = json.loads((out / "train_state.json").read_text())["step"]
+        summary = _summary(step.state_dict(), settings, done, config.steps)
+        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
 
-    losses = train_vla(
-        model, episodes, train, out, run_settings=settings, overwrite=overwrite, step=counted, state=retainer
-    )
-    tracked = retention.method != "plain"  # plain fine-tuning computes no retention loss
-    summary = {
-        "steps_run": len(losses),
-        "final_loss_act": losses[-1] if losses else None,
-        "lambda": retainer.dual.lam,
-        "lambda_history": retainer.dual.history,
-        "projection_fired": float(torch.stack(fired).float().clamp(max=1).mean()) if fired and tracked else None,
-        "final_loss_ret": float(l_ret[-1]) if l_ret and tracked else None,
-        "above_epsilon": float((torch.stack(l_ret) > retention.epsilon).float().mean()) if l_ret and tracked else None,
-        "cos_dtheta_ret_mean": float(torch.stack(alignment).mean()) if alignment else None,
-        "cos_dtheta_ret_positive": float((torch.stack(alignment) > 0).float().mean()) if alignment else None,
-        "epsilon": retention.epsilon,
-        "method": retention.method,
-    }
-    (Path(out) / "retain.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    try:
+        train_vla(model, episodes, train, out, run_settings=settings, overwrite=overwrite, step=step, state=step)
+    except TrainingInterrupted:
+        write_summary()  # the state saved at the interruption
+        raise
+    return write_summary()
