@@ -1,16 +1,79 @@
 """``policylens retain``: fine-tune a policy on a new task while keeping its bridge features near
-a cached teacher's (CRaFT). The same ``--out`` resumes (model, optimiser and λ)."""
+a cached teacher's (CRaFT). The same ``--out`` resumes (model, optimiser and λ); a finished run
+reports itself and keeps its results; another run's ``--out`` is refused.
+
+Every input is checked before the first episode is recorded (recording takes minutes): the
+choices, the task names, the policy, the anchor cache (a bridge store this policy can read, one
+sample through it) and ``--out``.
+"""
 
 from __future__ import annotations
 
 import json
+from enum import StrEnum
+from typing import Annotated
 
 import typer
 
+from policylens.retain import METHODS, PROJECTIONS, RETENTION_LOSSES
+
 from ._app import new_app
+from ._errors import CommandError
+from ._threads import apply_threads, threads_option
 from ._train import OVERWRITE_HELP, _interrupted
 
 app = new_app("Retention fine-tuning: learn a new task, keep the teacher's bridge features.")
+
+TASK_STATS_HELP = (
+    "Task-data dims far outside the teacher's normalisation (99th percentile of |z| > 10) that the "
+    "teacher never used (its std at the floor) take the task data's mean / std, the teacher's "
+    "function unchanged; --no-task-stats keeps the teacher's statistics."
+)
+
+
+def _choices(name: str, values: tuple[str, ...]) -> type[StrEnum]:
+    """An option's choices, straight from the library's tuple of names."""
+    return StrEnum(name, [(v, v) for v in values])
+
+
+Method = _choices("Method", METHODS)
+Projection = _choices("Projection", PROJECTIONS)
+Loss = _choices("Loss", RETENTION_LOSSES)
+
+
+def _check_tasks(task: str, replay_task: str | None, replay_episodes: int) -> None:
+    from policylens.data.sim import TASKS
+
+    for option, name in (("--task", task), ("--replay-task", replay_task)):
+        if name is not None and name not in TASKS:
+            raise CommandError(f"{option} {name!r} is unknown; use one of {sorted(TASKS)}")
+    if bool(replay_task) != bool(replay_episodes):
+        raise CommandError(
+            f"--replay-task {replay_task} with --replay-episodes {replay_episodes}: "
+            "experience replay needs both (a task and a count >= 1), or neither"
+        )
+
+
+def _policy(policy: str):
+    from policylens.models import TinyVLA, load_model
+
+    try:
+        model = load_model(policy)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CommandError(f"--policy {policy}: {exc}") from None
+    if not isinstance(model, TinyVLA):
+        raise CommandError(f"--policy {policy}: a {type(model).__name__}; retain train fine-tunes a TinyVLA")
+    return model
+
+
+def _anchors(anchors: str, model) -> None:
+    from policylens.retain._train import open_anchors
+    from policylens.store import StoreError
+
+    try:
+        open_anchors(anchors, model.eval())
+    except (FileNotFoundError, StoreError) as exc:
+        raise CommandError(f"--anchors: {exc}") from None
 
 
 @app.command("train")
@@ -22,42 +85,39 @@ def train(
     episodes: int = typer.Option(40, min=1, help="Expert episodes of task B."),
     replay_task: str | None = typer.Option(None, help="Mix in episodes of this task too (experience replay)."),
     replay_episodes: int = typer.Option(0, min=0, help="How many replay episodes."),
-    method: str = typer.Option("craft", help="plain | fixed | pcgrad | agem | craft."),
+    method: Annotated[Method, typer.Option(help="L_act only, fixed λ, PCGrad, A-GEM or CRaFT.")] = "craft",
+    projection: Annotated[
+        Projection,
+        typer.Option(help="agem / craft: project g_act off g_ret when they conflict, or the step while L_ret > ε."),
+    ] = "conflict",
     epsilon: float = typer.Option(0.05, min=0.0, help="Retention budget ε on L_ret."),
     lam: float = typer.Option(0.0, min=0.0, help="λ at the start (the fixed weight for fixed / pcgrad / agem)."),
     lam_lr: float = typer.Option(1.0, min=0.0, help="Dual step size η_λ."),
-    loss: str = typer.Option("mse", help="Retention loss: mse | cosine."),
-    steps: int = typer.Option(300, min=1, help="Optimiser steps in total."),
+    loss: Annotated[Loss, typer.Option(help="Retention loss on the bridge features.")] = "mse",
+    steps: int = typer.Option(300, min=1, help="Optimiser steps in total (raise it to train a finished run on)."),
     batch_size: int = typer.Option(16, min=1, help="Task samples per step."),
     anchor_batch_size: int = typer.Option(16, min=1, help="Anchor samples per step."),
     lr: float = typer.Option(1e-4, help="Peak learning rate."),
     seed: int = typer.Option(0, help="Seed of the episode layouts, the batches and the anchors drawn."),
+    task_stats: bool = typer.Option(True, "--task-stats/--no-task-stats", help=TASK_STATS_HELP),
+    threads: int | None = threads_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Fine-tune POLICY on expert episodes of TASK with a retention step; TensorBoard logs in OUT/tb."""
-    from policylens.data.sim import make_training_episodes
-    from policylens.models import TrainingInterrupted, load_model
+    from policylens.models import TrainingInterrupted
     from policylens.retain import RetainTrainConfig, RetentionConfig, retain_train
+    from policylens.retain._train import check_retain_out, finished_message
 
-    retention = RetentionConfig(epsilon=epsilon, method=method, lam=lam, lam_lr=lam_lr, loss=loss)
-    config = RetainTrainConfig(
-        steps=steps, batch_size=batch_size, anchor_batch_size=anchor_batch_size, lr=lr, seed=seed
+    typer.echo(f"torch threads: {apply_threads(threads)}")
+    _check_tasks(task, replay_task, replay_episodes)
+    retention = RetentionConfig(
+        epsilon=epsilon, method=str(method), lam=lam, lam_lr=lam_lr, loss=str(loss), projection=str(projection)
     )
-    model = load_model(policy)
-    cfg = model.config
-
-    def make(name: str, n: int, layout_seed: int) -> list[dict]:
-        raw = make_training_episodes(
-            name, n, seed=layout_seed, render=True, image_size=cfg.image_size, cameras=cfg.cameras
-        )
-        return [
-            {"images": e["images"], "state": e["proprio"], "action": e["action"], "instruction": e["instruction"]}
-            for e in raw
-        ]
-
-    eps = make(task, episodes, seed)
-    if replay_task and replay_episodes:
-        eps += make(replay_task, replay_episodes, seed + 7919)
+    config = RetainTrainConfig(
+        steps=steps, batch_size=batch_size, anchor_batch_size=anchor_batch_size, lr=lr, seed=seed, task_stats=task_stats
+    )
+    model = _policy(policy)
+    _anchors(anchors, model)
     data = {
         "policy": policy,
         "task": task,
@@ -65,9 +125,31 @@ def train(
         "replay_task": replay_task,
         "replay_episodes": replay_episodes,
     }
+    if not overwrite:  # another run's --out, or a finished run: before minutes of recording
+        summary = check_retain_out(out, model, anchors, config, retention, run_settings=data)
+        if summary is not None:
+            typer.echo(finished_message(out, summary))
+            typer.echo(json.dumps(summary))
+            return
+    eps = _episodes(model, task, episodes, seed)
+    if replay_task:
+        eps += _episodes(model, replay_task, replay_episodes, seed + 7919)
     try:
-        summary = retain_train(model, anchors, eps, out, config, retention, run_settings=data, overwrite=overwrite)
+        summary = retain_train(
+            model, anchors, eps, out, config, retention, run_settings=data, overwrite=overwrite, log=typer.echo
+        )
     except TrainingInterrupted as exc:
         raise _interrupted(exc) from None
     typer.echo(json.dumps(summary))
     typer.echo(f"checkpoint, retain.json and TensorBoard logs in {out}")
+
+
+def _episodes(model, task: str, n: int, layout_seed: int) -> list[dict]:
+    from policylens.data.sim import make_training_episodes
+
+    cfg = model.config
+    raw = make_training_episodes(task, n, seed=layout_seed, render=True, image_size=cfg.image_size, cameras=cfg.cameras)
+    return [
+        {"images": e["images"], "state": e["proprio"], "action": e["action"], "instruction": e["instruction"]}
+        for e in raw
+    ]
