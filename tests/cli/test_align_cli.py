@@ -117,3 +117,34 @@ def test_train_and_distill_commands(two_episodes, tmp_path):
     assert (student / "eval.json").is_file() and (student / "model.safetensors").is_file()
     res = run("align", "distill", "--aligned", tmp_path / "none", "--features", root / "feats/dinov2", "--out", student)
     assert res.exit_code == 2 and "align train" in res.output
+
+
+def test_swapped_stores_are_named_in_one_line(two_episodes, tmp_path):
+    root, out = two_episodes, tmp_path / "aligned"
+    feats, points = root / "feats/dinov2", root / "points"
+    res = run("align", "train", "--points", feats, "--features", points, "--out", out, "--threads", 1)
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output
+    assert f"--points {feats} is an `align extract` feature store and --features {points} is an `align ingest` " \
+        f"point store: swapped; pass --points {points} --features {feats}" in res.stderr  # fmt: skip
+    res = run("align", "train", "--points", feats, "--features", feats, "--out", out)
+    assert res.exit_code == 2 and f"--points {feats} is an `align extract` feature store; pass" in res.stderr
+    res = run("align", "distill", "--aligned", out, "--features", points, "--out", tmp_path / "student")
+    assert res.exit_code == 2 and f"--features {points} is an `align ingest` point store" in res.stderr
+    assert "--points" not in res.stderr
+    assert not out.exists() and not (tmp_path / "student").exists()
+
+
+def test_extract_dtype_choices_threads_and_ctrl_c(droid, tmp_path, monkeypatch):
+    import policylens.align
+
+    base = ("align", "extract", "--episodes", droid, "--encoder", "dinov2", "--camera", CAM, "--out", tmp_path / "f")
+    res = runner.invoke(app, [str(a) for a in (*base, "--dtype", "float64")], env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "'float64' is not one of 'float16', 'bfloat16', 'float32'" in res.output
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(policylens.align, "extract_features", interrupted)
+    res = run(*base, "--threads", 1)
+    assert res.exit_code == 130 and "torch threads: 1" in res.stdout
+    assert f"interrupted: the finished chunks are kept in {tmp_path / 'f' / 'dinov2'}; rerun the same" in res.stderr

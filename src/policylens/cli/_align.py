@@ -7,11 +7,16 @@
 :func:`~policylens.align.train_action_head` and ``rollout`` :func:`~policylens.align.evaluate_action_head`
 (stage 2), ``distill`` :func:`~policylens.align.distill_student` (stage 3). Rerun the same command to
 resume a killed one.
+
+The choices below mirror the job's own tuples (``OBJECTIVES``, ``FUSION_MODES``, ``AMP_MODES``,
+``SOURCES``, the store's dtypes) so that ``policylens`` starts without importing the job (about a
+second); the CLI tests check that they are equal.
 """
 
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +26,7 @@ from rich.table import Table
 
 from ._app import new_app
 from ._errors import CommandError
+from ._threads import apply_threads, threads_option
 from ._train import OVERWRITE_HELP, _interrupted
 
 app = new_app(
@@ -28,10 +34,92 @@ app = new_app(
     "distill, and compare the sources under one action head in closed loop."
 )
 
+EPISODES_FORMS = "droid:PATH | lerobot:PATH | PATH (a folder holding either, detected)"
+EPISODES_HELP = f"Episodes: {EPISODES_FORMS}."
+DEVICE_HELP = "torch device: cpu, cuda or cuda:N."
+
+
+class Dtype(StrEnum):
+    """Feature dtypes a store holds (``policylens.store.STORE_DTYPES``)."""
+
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+
+
+class Objective(StrEnum):
+    """Stage-1 objectives (``policylens.align.OBJECTIVES``); spatial_forcing is the baseline."""
+
+    infonce = "infonce"
+    spatial_forcing = "spatial_forcing"
+
+
+class Fusion(StrEnum):
+    """Fusion of several encoders (``policylens.align.FUSION_MODES``)."""
+
+    softmax = "softmax"
+    gate = "gate"
+    moe = "moe"
+
+
+class Amp(StrEnum):
+    """Mixed precision (``policylens.align.AMP_MODES``): bf16 on CPU or CUDA, fp16 on CUDA with a GradScaler."""
+
+    none = "none"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Source(StrEnum):
+    """Stage-2 head inputs (``policylens.align.SOURCES``): rgb aligned, raw unaligned, blind no image."""
+
+    rgb = "rgb"
+    points = "points"
+    student = "student"
+    raw = "raw"
+    blind = "blind"
+
+
+_MADE_BY = {"frames": "an `align extract` feature store", "windows": "an `align extract` feature store",
+            "points": "an `align ingest` point store"}  # fmt: skip
+
+
+def check_stores(points: str | None = None, features: list[str] = ()) -> None:
+    """Refuse, in one line, a point store given as --features or a feature store as --points (or
+    both: swapped), before the job reads them."""
+    from policylens.align._layout import align_info
+
+    def what(path: str) -> str:
+        return align_info(path)["layout"]
+
+    wrong_points = points is not None and what(points) != "points"
+    wrong_features = [f for f in features if what(f) == "points"]
+    if wrong_points and wrong_features:
+        right = " ".join(f"--features {f}" for f in [points, *(f for f in features if f not in wrong_features)])
+        raise CommandError(
+            f"--points {points} is {_MADE_BY[what(points)]} and --features {wrong_features[0]} is "
+            f"{_MADE_BY['points']}: swapped; pass --points {wrong_features[0]} {right}"
+        )
+    if wrong_points:
+        raise CommandError(
+            f"--points {points} is {_MADE_BY[what(points)]}; pass the store that `policylens align ingest` wrote"
+        )
+    if wrong_features:
+        also = ", and the point store as --points" if points is not None else ""
+        raise CommandError(
+            f"--features {wrong_features[0]} is {_MADE_BY['points']}; pass a store that "
+            f"`policylens align extract` wrote (OUT/ENCODER){also}"
+        )
+
+
+def _kept(out: str) -> typer.Exit:
+    typer.echo(f"interrupted: the finished chunks are kept in {out}; rerun the same command to resume", err=True)
+    return typer.Exit(130)
+
 
 @app.command()
 def extract(
-    episodes: str = typer.Option(..., help="Episodes: droid:PATH or lerobot:PATH."),
+    episodes: str = typer.Option(..., help=EPISODES_HELP),
     encoder: Annotated[
         list[str],
         typer.Option(
@@ -42,13 +130,16 @@ def extract(
     camera: str = typer.Option(..., help="Camera whose frames are encoded."),
     out: str = typer.Option(..., help="Folder; each encoder's store goes to OUT/NAME (rerun to resume)."),
     stride: int | None = typer.Option(None, min=1, help="Window starts, for multi-frame encoders (default: window)."),
-    dtype: str = typer.Option("float16", help="float16 | bfloat16 | float32."),
+    dtype: Annotated[Dtype, typer.Option(help="Feature dtype in the store.")] = Dtype.float16,
     batch_size: int = typer.Option(16, min=1, help="Frames (or windows) per forward."),
     seed: int = typer.Option(0, help="Seed of random-weight encoders."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Patch features of CAMERA's frames, one store per ENCODER, with each frame's episode and step."""
     from policylens.align import build_encoder, extract_features
     from policylens.data import open_episodes
+
+    typer.echo(f"torch threads: {apply_threads(threads)}")
 
     eps = open_episodes(episodes)
     names = [spec.partition("=")[0] for spec in encoder]
@@ -58,10 +149,13 @@ def extract(
         name, _, source = spec.partition("=")
         enc, model_id = build_encoder(name, source or None, seed=seed)
         dest = Path(out) / name
-        m = extract_features(
-            eps, enc, dest, camera=camera, stride=stride, dtype=dtype, batch_size=batch_size, model_id=model_id,
-            dataset_id=episodes,
-        )  # fmt: skip
+        try:
+            m = extract_features(
+                eps, enc, dest, camera=camera, stride=stride, dtype=dtype.value, batch_size=batch_size,
+                model_id=model_id, dataset_id=episodes,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            raise _kept(str(dest)) from None
         info = m["meta"]["extra"]["align"]
         typer.echo(f"{dest}: {m['num_samples']} {info['layout']} of grid {info['grid']}, window {info['window']}")
 
@@ -69,7 +163,7 @@ def extract(
 @app.command()
 def ingest(
     out: str = typer.Option(..., help="Point store directory (rerun to resume)."),
-    episodes: str | None = typer.Option(None, help="Back-project depth of these episodes (droid:PATH, lerobot:PATH)."),
+    episodes: str | None = typer.Option(None, help=f"Back-project the depth of these episodes: {EPISODES_FORMS}."),
     ply: str | None = typer.Option(
         None, help="PLY files instead, a pattern such as 'clouds/ep{episode:d}/{step:04d}.ply'."
     ),
@@ -79,8 +173,17 @@ def ingest(
     frame_size: str | None = typer.Option(None, help="HxW of the frames the PLY uv refer to (checked by the dataset)."),
     feature_prefix: str = typer.Option("feat_", help="PLY per-point feature properties PREFIX0 .. PREFIX{D-1}."),
     seed: int = typer.Option(0, help="Seed of the subsampling."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Point clouds (xyz, rgb, uv, valid, object id, features) per (episode, step) into a store."""
+    typer.echo(f"torch threads: {apply_threads(threads)}")
+    try:
+        _ingest(out, episodes, ply, camera, points, stride, frame_size, feature_prefix, seed)
+    except KeyboardInterrupt:
+        raise _kept(out) from None
+
+
+def _ingest(out, episodes, ply, camera, points, stride, frame_size, feature_prefix, seed) -> None:
     from policylens.align import ingest_depth, ingest_ply
 
     if (episodes is None) == (ply is None):
@@ -137,28 +240,36 @@ def train(
     points: str = typer.Option(..., help="Point store (`align ingest`)."),
     features: Annotated[list[str], typer.Option(help="Feature store (`align extract`), repeatable; fused.")] = ...,
     out: str = typer.Option(..., help="Output directory (the same command resumes there; other settings refused)."),
-    objective: str = typer.Option("infonce", help="infonce | spatial_forcing (the baseline)."),
+    objective: Annotated[
+        Objective, typer.Option(help="Alignment loss (spatial_forcing: the baseline).")
+    ] = Objective.infonce,
     steps: int = typer.Option(1000, min=1, help="Optimiser steps in total (raise it on a rerun to train on)."),
     dim: int = typer.Option(128, min=1, help="Width of the aligned space."),
-    fusion: str = typer.Option("softmax", help="softmax | gate | moe."),
+    fusion: Annotated[Fusion, typer.Option(help="How the encoders' features are fused.")] = Fusion.softmax,
     batch_size: int = typer.Option(8, min=1, help="Frames (windows) per step."),
     max_rows: int = typer.Option(4096, min=1, help="Points per step (a seeded subset of the batch's)."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
-    amp: str = typer.Option("none", help="none | bf16 (CPU or CUDA) | fp16 (CUDA, with a GradScaler)."),
-    device: str = typer.Option("cpu", help="cpu | cuda."),
+    amp: Annotated[
+        Amp, typer.Option(help="Mixed precision: bf16 on CPU or CUDA, fp16 on CUDA (with a GradScaler).")
+    ] = Amp.none,
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
     held_out: float = typer.Option(0.2, help="Share of episodes held out for evaluation only."),
     eval_every: int = typer.Option(100, min=1, help="Held-out retrieval to TensorBoard every N steps."),
     save_every: int = typer.Option(200, min=1, help="Checkpoint every N steps."),
     seed: int = typer.Option(0, help="Seed of the split, the model and the batches."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    threads: int | None = threads_option(),
 ) -> None:
     """Stage 1: fused RGB patch features <-> point features; checkpoints, TensorBoard and eval in OUT."""
     from policylens.align import AlignTrainConfig, train_alignment
     from policylens.models import TrainingInterrupted
 
+    check_stores(points, features)
+    typer.echo(f"torch threads: {apply_threads(threads)}")
     config = AlignTrainConfig(
-        objective=objective, steps=steps, dim=dim, fusion=fusion, batch_size=batch_size, max_rows=max_rows, lr=lr,
-        amp=amp, device=device, held_out=held_out, eval_every=eval_every, save_every=save_every, seed=seed,
+        objective=objective.value, steps=steps, dim=dim, fusion=fusion.value, batch_size=batch_size,
+        max_rows=max_rows, lr=lr, amp=amp.value, device=device, held_out=held_out, eval_every=eval_every,
+        save_every=save_every, seed=seed,
     )  # fmt: skip
     try:
         res = train_alignment(points, features, out, config, overwrite=overwrite)
@@ -180,18 +291,23 @@ def distill(
     hidden: int = typer.Option(256, min=1, help="Hidden width of the student head."),
     batch_size: int = typer.Option(8, min=1, help="Frames (windows) per step."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
-    amp: str = typer.Option("none", help="none | bf16 | fp16 (CUDA)."),
-    device: str = typer.Option("cpu", help="cpu | cuda."),
+    amp: Annotated[
+        Amp, typer.Option(help="Mixed precision: bf16 on CPU or CUDA, fp16 on CUDA (with a GradScaler).")
+    ] = Amp.none,
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
     save_every: int = typer.Option(200, min=1, help="Checkpoint every N steps."),
     seed: int = typer.Option(0, help="Seed of the student and the batches."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    threads: int | None = threads_option(),
 ) -> None:
     """Stage 3: an RGB-only student on FEATURES distilled into the aligned space of ALIGNED."""
     from policylens.align import DistillConfig, distill_student
     from policylens.models import TrainingInterrupted
 
+    check_stores(features=[features])
+    typer.echo(f"torch threads: {apply_threads(threads)}")
     config = DistillConfig(
-        steps=steps, hidden=hidden, batch_size=batch_size, lr=lr, amp=amp, device=device, save_every=save_every,
+        steps=steps, hidden=hidden, batch_size=batch_size, lr=lr, amp=amp.value, device=device, save_every=save_every,
         seed=seed,
     )  # fmt: skip
     try:
@@ -207,7 +323,9 @@ def distill(
 def head(
     aligned: str = typer.Option(..., help="A finished `align train` --out (its stores name the camera and encoders)."),
     out: str = typer.Option(..., help="Output directory (the same command resumes there; other settings refused)."),
-    source: str = typer.Option("rgb", help="rgb (aligned) | points | student | raw (unaligned) | blind (no image)."),
+    source: Annotated[
+        Source, typer.Option(help="The head's input: rgb aligned, raw unaligned, blind no image.")
+    ] = Source.rgb,
     student: str | None = typer.Option(None, help="A finished `align distill` --out (for --source student)."),
     task: str = typer.Option("reach", help="Simulated task whose scripted expert is imitated."),
     episodes: int = typer.Option(200, min=2, help="Expert episodes recorded (the last 10% held out)."),
@@ -217,16 +335,18 @@ def head(
     horizon: int = typer.Option(8, min=1, help="Actions predicted per chunk."),
     execute: int = typer.Option(4, min=1, help="Actions of each chunk executed in rollouts."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
-    device: str = typer.Option("cpu", help="cpu | cuda."),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
     seed: int = typer.Option(0, help="Seed of the episodes, the head and the batches."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    threads: int | None = threads_option(),
 ) -> None:
     """Stage 2: one action head on SOURCE's tokens of the expert's frames; then `align rollout`."""
     from policylens.align import HeadConfig, train_action_head
     from policylens.models import TrainingInterrupted
 
+    typer.echo(f"torch threads: {apply_threads(threads)}")
     config = HeadConfig(
-        source=source, task=task, episodes=episodes, steps=steps, batch_size=batch_size, width=width,
+        source=source.value, task=task, episodes=episodes, steps=steps, batch_size=batch_size, width=width,
         horizon=horizon, execute=execute, lr=lr, device=device, seed=seed,
     )  # fmt: skip
     try:
@@ -235,7 +355,7 @@ def head(
         raise _interrupted(exc) from None
     frames = res["frames"]
     typer.echo(
-        f"head on {source}: step {res['step']}, held-out loss {res['held_out_loss']:.4f} "
+        f"head on {source.value}: step {res['step']}, held-out loss {res['held_out_loss']:.4f} "
         f"({frames['train']} training / {frames['held_out']} held-out frames); in {out}"
     )
     typer.echo(f"next: policylens align rollout --head {out} --episodes 50")
@@ -246,10 +366,13 @@ def rollout(
     head: Annotated[list[str], typer.Option(help="A finished `align head` --out; repeatable (one row each).")],
     episodes: int = typer.Option(50, min=1, help="Closed-loop rollouts per head, on evaluation layouts."),
     seed: int = typer.Option(0, help="Evaluation seed (layouts disjoint from training ones)."),
-    device: str = typer.Option("cpu", help="cpu | cuda."),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
+    threads: int | None = threads_option(),
 ) -> None:
     """Closed-loop success of each stage-2 head with its 95% interval, side by side."""
     from policylens.align import evaluate_action_head
+
+    typer.echo(f"torch threads: {apply_threads(threads)}")
 
     table = Table("head", "source", "success", "95% interval")
     for path in head:
