@@ -121,3 +121,34 @@ def test_cli_retain_train_on_simulated_episodes(cache, tmp_path):
     assert summary["steps_run"] == 2 and summary["method"] == "craft"
     again = CliRunner().invoke(app, [*args[:-2], "--task", "put_in_tray"])
     assert again.exit_code != 0 and "records another run" in again.output
+
+
+def test_an_interrupted_run_resumed_sums_up_as_the_uninterrupted_one(cache, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from policylens.models import TrainingInterrupted
+    from policylens.retain import Retainer
+
+    cfg = RetainTrainConfig(steps=4, batch_size=2, anchor_batch_size=2, save_every=4, log_every=2, warmup=1)
+    retention = RetentionConfig(epsilon=0.0, lam_lr=1e3)
+    whole = retain_train("tiny_vla", cache, _episodes(), tmp_path / "whole", cfg, retention)
+    backward, calls = Retainer.backward, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the loop finishes this step, saves, stops
+        return backward(self, *args, **kwargs)
+
+    monkeypatch.setattr(Retainer, "backward", interrupted)
+    with pytest.raises(TrainingInterrupted):
+        retain_train("tiny_vla", cache, _episodes(), tmp_path / "cut", cfg, retention)
+    cut = json.loads((tmp_path / "cut" / "retain.json").read_text())  # the state saved at step 2
+    assert cut["steps_run"] == 2 and cut["steps"] == 4 and len(cut["lambda_history"]) == 2
+    monkeypatch.setattr(Retainer, "backward", backward)
+    resumed = retain_train("tiny_vla", cache, _episodes(), tmp_path / "cut", cfg, retention)
+    assert resumed.keys() == whole.keys() and resumed["steps_run"] == 4
+    for key, value in whole.items():  # the same anchor rows, batches and noise: the same run
+        same = value if isinstance(value, (str, dict)) else pytest.approx(value, rel=1e-5, abs=1e-7)
+        assert resumed[key] == same, key
