@@ -48,7 +48,15 @@ def calibrate(
 
     The schedule uses ``metric``; stability compares schedules made from ``num_subsets`` disjoint
     subsets of the calibration runs with the full one (per-branch Jaccard of update steps).
+    ``progress`` shows a bar over denoising steps with the estimated time left.
     """
+    for name, value in (("batch_size", batch_size), ("num_seeds", num_seeds), ("num_updates", num_updates)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"calibrate: {name}={value!r}; expected an int >= 1.")
+    if n_bu < 0:
+        raise ValueError(f"calibrate: n_bu={n_bu}; expected >= 0.")
+    if len(observations) == 0:
+        raise ValueError("calibrate: observations is empty; pass (N >= 1, ...) observation windows.")
     if metric not in METRICS:
         raise ValueError(f"calibrate: metric={metric!r}; expected one of {METRICS}.")
     keep = tuple(dict.fromkeys((*keep_metrics, metric, "l1")))
@@ -71,13 +79,25 @@ def calibrate(
 
         return hook
 
+    jobs = [(s, i) for s in range(num_seeds) for i in range(0, len(observations), batch_size)]
+    hint = getattr(policy, "num_inference_steps", None)  # steps per run, known exactly after the first run
+    bar = tqdm(
+        total=len(jobs) * hint if isinstance(hint, int) else None,
+        desc=f"BAC calibration ({len(observations)} obs x {num_seeds} seeds, batch {batch_size})",
+        unit="step",
+        disable=not progress,
+    )
     handles = [b.output.register_forward_hook(make_hook(b.name)) for b in branches]
+
+    def tick(*_) -> None:  # the first branch runs once per denoising step; a hook must return None
+        bar.update()
+
+    handles.append(branches[0].output.register_forward_hook(tick))
     runs: list[dict[str, dict[str, np.ndarray]]] = []  # per run: metric -> branch -> (K, K)
     weights: list[int] = []
-    jobs = [(s, i) for s in range(num_seeds) for i in range(0, len(observations), batch_size)]
     K = None
     try:
-        for s, i in tqdm(jobs, desc="BAC calibration", disable=not progress):
+        for s, i in jobs:
             for v in feats.values():
                 v.clear()
             obs = observations[i : i + batch_size]
@@ -85,6 +105,9 @@ def calibrate(
             counts = {len(v) for v in feats.values()}
             if len(counts) != 1 or (K is not None and counts != {K}):
                 raise ValueError(f"calibrate: branches saw different step counts {sorted(counts)} (expected {K}).")
+            if K is None and bar.total != len(jobs) * next(iter(counts)):
+                bar.total = len(jobs) * next(iter(counts))
+                bar.refresh()
             K = counts.pop()
             run: dict[str, dict[str, np.ndarray]] = {m: {} for m in keep}
             for name, v in feats.items():
@@ -95,6 +118,7 @@ def calibrate(
     finally:
         for h in handles:
             h.remove()
+        bar.close()
     if K is None or K < 1:
         raise ValueError("calibrate: no denoising step was recorded; check observations and run_fn.")
 

@@ -7,22 +7,36 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from ..models._checkpoint import read_safetensors
 from ._config import BACConfig
 from ._runtime import apply_cache, cache_info, remove_cache
 
 
-def load_observations(path: str | Path, key: str = "obs") -> Tensor:
-    """Observations (N, n_obs_steps, obs_dim) from a safetensors file (tensor ``key``)."""
+def load_observations(path: str | Path, key: str = "obs", policy: nn.Module | None = None) -> Tensor:
+    """Observations (N, n_obs_steps, obs_dim) from a safetensors file (tensor ``key``).
+
+    A damaged file, a missing key, an empty or non-3-d tensor, or (with ``policy``) a shape other
+    than the policy's ``(N, n_obs_steps, obs_dim)`` raise an error naming the file.
+    """
     path = Path(path)
+    expected = f"a .safetensors file with a tensor {key!r} of shape (N, n_obs_steps, obs_dim)"
     if not path.is_file():
-        raise FileNotFoundError(f"observations file {path} not found; expected a .safetensors with key {key!r}.")
-    data = load_file(str(path))
+        raise FileNotFoundError(f"observations file {path} not found; expected {expected}.")
+    data = read_safetensors(path, fix=f"write {expected}, e.g. safetensors.torch.save_file({{{key!r}: obs}}, path)")
     if key not in data:
-        raise KeyError(f"{path} has no tensor {key!r}; it holds {sorted(data)}.")
-    return data[key].float()
+        raise KeyError(f"{path} has no tensor {key!r}; it holds {sorted(data)}. Expected {expected}.")
+    obs = data[key]
+    cfg = getattr(policy, "config", None)
+    want = (cfg.n_obs_steps, cfg.obs_dim) if hasattr(cfg, "n_obs_steps") and hasattr(cfg, "obs_dim") else None
+    if obs.dim() != 3 or len(obs) == 0 or (want is not None and tuple(obs.shape[1:]) != want):
+        dims = "n_obs_steps, obs_dim" if want is None else ", ".join(map(str, want))
+        raise ValueError(f"{path}: tensor {key!r} has shape {tuple(obs.shape)}; expected (N, {dims}) with N >= 1.")
+    obs = obs.float()
+    if not torch.isfinite(obs).all():
+        raise ValueError(f"{path}: tensor {key!r} holds NaN or inf values; expected finite observations.")
+    return obs
 
 
 def random_observations(policy: nn.Module, n: int, seed: int = 0) -> Tensor:
@@ -60,15 +74,33 @@ def action_error(reference: Tensor, actions: Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate_mode(
-    policy: nn.Module, config: BACConfig | None, obs: Tensor, calls: int = 20, seed: int = 0, **predict_kwargs
+    policy: nn.Module,
+    config: BACConfig | None,
+    obs: Tensor,
+    calls: int = 20,
+    seed: int = 0,
+    reference: Tensor | None = None,
+    warmup: int = 2,
+    **predict_kwargs,
 ) -> dict[str, float]:
-    """Median / p90 ms per ``predict_action(obs)``, action error vs uncached, fraction of branches skipped."""
-    reference = predict(policy, obs, seed)
+    """Median / p90 ms per ``predict_action(obs)`` over ``calls`` timed calls after ``warmup`` untimed
+    ones, action error vs uncached, fraction of branches skipped (``config`` None: the uncached policy).
+
+    ``reference``: the uncached ``predict_action(obs)`` with this ``seed``, when the caller has it
+    already (one uncached call less per mode; two for the uncached mode itself).
+    """
+    if calls < 1 or warmup < 0:
+        raise ValueError(f"evaluate_mode: calls={calls}, warmup={warmup}; expected calls >= 1 and warmup >= 0.")
+    if reference is None:
+        reference = predict(policy, obs, seed)
     if config is not None:
         apply_cache(policy, config)
     try:
-        actions = predict(policy, obs, seed, **predict_kwargs)
-        times = time_calls(lambda: predict(policy, obs, seed, **predict_kwargs), calls)
+        if config is None and not predict_kwargs:
+            actions = reference  # the same call: uncached, same observations and seed
+        else:
+            actions = predict(policy, obs, seed, **predict_kwargs)
+        times = time_calls(lambda: predict(policy, obs, seed, **predict_kwargs), calls, warmup=warmup)
         skipped = cache_info(policy).get("skipped_fraction") or 0.0
     finally:
         if config is not None:

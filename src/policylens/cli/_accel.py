@@ -1,7 +1,14 @@
-"""``policylens accel``: calibrate a BAC schedule and evaluate caching modes on a diffusion policy."""
+"""``policylens accel``: calibrate a BAC schedule and evaluate caching modes on a diffusion policy.
+
+Both commands default to one torch thread: the denoiser is small, so more threads buy little on a
+quiet machine (2.7 s against 4.2 s per calibration batch on 2 cores) and cost several-fold when
+other work shares the cores (28.7 s against 5.2 s per batch; an uncached action chunk 3-12 s against
+0.35-0.7 s), which once made a cached mode look no faster than the uncached one.
+"""
 
 from __future__ import annotations
 
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +19,7 @@ from rich.table import Table
 
 from ._app import new_app
 from ._errors import CommandError
+from ._threads import apply_threads, threads_option
 
 app = new_app("Diffusion inference caching (BAC): calibrate and evaluate.")
 console = Console()
@@ -36,6 +44,15 @@ class Metric(StrEnum):
 
 POLICY_HELP = "TinyDiffusionPolicy directory or the built-in name tiny_diffusion_policy."
 OBS_HELP = "safetensors with 'obs' (N, n_obs_steps, obs_dim); default: random observations in the policy's range."
+THREADS_WHY = (
+    "the denoiser is small: more threads gain little alone and slow it several-fold when other work shares the cores"
+)
+CAL_THREADS_HELP = f"CPU threads for torch; default 1 (or POLICYLENS_THREADS) because {THREADS_WHY}."
+EVAL_THREADS_HELP = (
+    f"CPU threads for torch; default 1 (or POLICYLENS_THREADS) because {THREADS_WHY}, "
+    "which skews every timing (one thread gives the steadiest medians)."
+)
+QUICK_OBS, QUICK_SEEDS = 16, 1  # the default (quick) calibration; docs/bac.md gives the thorough one
 
 
 def _load(policy_spec: str, obs_path: Path | None, num_obs: int, seed: int):
@@ -45,8 +62,9 @@ def _load(policy_spec: str, obs_path: Path | None, num_obs: int, seed: int):
     policy = load_policy(policy_spec)
     if not isinstance(policy, TinyDiffusionPolicy):
         raise CommandError(f"--policy {policy_spec!r} is a {type(policy).__name__}, not a TinyDiffusionPolicy")
-    obs = load_observations(obs_path) if obs_path else random_observations(policy, num_obs, seed)
-    return policy, obs
+    if obs_path:
+        return policy, load_observations(obs_path, policy=policy), f"{obs_path}"
+    return policy, random_observations(policy, num_obs, seed), "random in the policy's range"
 
 
 def _load_calibration(path: Path):
@@ -62,25 +80,54 @@ def _load_calibration(path: Path):
         raise CommandError(f"--calibration {path}: not a calibration ({exc}); {fix}") from exc
 
 
+def _stability_line(stability: dict) -> str:
+    jac = stability.get("mean_jaccard_vs_full")
+    if not jac:
+        return f"stability not measured ({stability.get('note', 'too few calibration batches')})"
+    same = stability.get("fraction_identical_vs_full", [])
+    return (
+        f"stability: schedules from {len(jac)} disjoint subsets of the runs overlap the full one by a mean "
+        f"Jaccard of {', '.join(f'{j:.2f}' for j in jac)} ({', '.join(f'{f:.0%}' for f in same)} of branches "
+        "identical); more --num-obs / --seeds raise it"
+    )
+
+
 @app.command()
 def calibrate(
     policy: Annotated[str, typer.Option(help=POLICY_HELP)],
     out: Annotated[Path, typer.Option(help="Calibration JSON to write.")],
     obs: Annotated[Path | None, typer.Option(help=OBS_HELP)] = None,
-    num_obs: Annotated[int, typer.Option(min=1, help="Random observations when --obs is not given.")] = 32,
+    num_obs: Annotated[
+        int, typer.Option(min=1, help="Random observations when --obs is not given (thorough: 128).")
+    ] = QUICK_OBS,
     num_updates: Annotated[int, typer.Option(min=1, help="Update steps S per branch.")] = 10,
     metric: Annotated[Metric, typer.Option(help="Similarity of branch outputs between steps.")] = Metric.cosine,
     n_bu: Annotated[int, typer.Option(min=0, help="Branches that get the Bubbling Union.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Observations per calibration forward.")] = 8,
-    seeds: Annotated[int, typer.Option(min=1, help="Noise seeds per observation batch.")] = 2,
+    seeds: Annotated[int, typer.Option(min=1, help="Noise seeds per observation batch (thorough: 2).")] = QUICK_SEEDS,
     seed: Annotated[int, typer.Option(help="Seed of the random observations and of the noise.")] = 0,
     plots: Annotated[Path | None, typer.Option(help="Directory for similarity / schedule / BU-score PNGs.")] = None,
+    threads: int | None = threads_option(CAL_THREADS_HELP),
 ) -> None:
-    """Record branch outputs at every denoising step, average the similarities, write the schedule."""
+    """Record branch outputs at every denoising step, average the similarities, write the schedule.
+
+    The defaults are a quick calibration (16 observations x 1 noise seed, seconds); thorough: --num-obs 128 --seeds 2.
+    """
     from policylens.accel import calibrate as run_calibration
     from policylens.accel import save_plots
 
-    pol, observations = _load(policy, obs, num_obs, seed)
+    if out.is_dir():
+        raise CommandError(f"--out {out} is a directory; pass the path of the calibration JSON to write")
+    if plots is not None and plots.is_file():
+        raise CommandError(f"--plots {plots} is a file; pass a folder for the PNGs")
+    n_threads = apply_threads(threads, default=1)
+    started = time.perf_counter()
+    pol, observations, source = _load(policy, obs, num_obs, seed)
+    console.print(
+        f"calibrating {policy}: {len(observations)} observations ({source}) x {seeds} noise seeds = "
+        f"{len(observations) * seeds} samples in batches of {batch_size}, {pol.num_inference_steps} denoising "
+        f"steps, S={num_updates}, metric {metric.value}, n_bu {n_bu}; torch threads: {n_threads}"
+    )
     cal = run_calibration(
         pol,
         observations,
@@ -92,7 +139,10 @@ def calibrate(
         seed=seed,
     )
     cal.save(out)
-    console.print(f"wrote {out}: K={cal.num_steps}, {len(cal.block_names)} branches, stability {cal.stability}")
+    console.print(
+        f"wrote {out} in {time.perf_counter() - started:.1f} s: K={cal.num_steps}, {len(cal.block_names)} "
+        f"branches; {_stability_line(cal.stability)}"
+    )
     if plots:
         for p in save_plots(cal, plots):
             console.print(f"wrote {p}")
@@ -124,16 +174,26 @@ def evaluate(
     num_updates: Annotated[int, typer.Option(min=1, help="Uniform: updates per branch.")] = 10,
     obs: Annotated[Path | None, typer.Option(help=OBS_HELP)] = None,
     batch: Annotated[int, typer.Option(min=1, help="Batch size per action chunk.")] = 1,
-    calls: Annotated[int, typer.Option(min=1, help="Timed calls per mode.")] = 10,
+    calls: Annotated[int, typer.Option(min=1, help="Timed calls per mode (after 2 untimed warm-up calls).")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the random observations and of the noise.")] = 0,
+    threads: int | None = threads_option(EVAL_THREADS_HELP),
 ) -> None:
     """Time each mode per action chunk and measure its action error against the uncached policy."""
     from policylens.accel import BACConfig, evaluate_mode
+    from policylens.accel._eval import predict
 
     modes = eval_modes(mode, calibration)
     cal = _load_calibration(calibration) if calibration is not None and Mode.optimal in modes else None
-    pol, observations = _load(policy, obs, batch, seed)
+    n_threads = apply_threads(threads, default=1)
+    pol, observations, source = _load(policy, obs, batch, seed)
+    if len(observations) < batch:
+        raise CommandError(f"--obs {obs} holds {len(observations)} observations; --batch {batch} needs that many")
     observations = observations[:batch]
+    console.print(
+        f"timing {policy}: batch {batch} ({source}), {calls} timed calls per mode after 2 warm-up, "
+        f"{pol.num_inference_steps} denoising steps, seed {seed}; torch threads: {n_threads}"
+    )
+    reference = predict(pol, observations, seed)  # the uncached actions every mode is compared with
     table = Table("mode", "median ms", "p90 ms", "speed-up", "skipped", "action MSE", "max abs")
     base = None
     for m in modes:
@@ -143,7 +203,7 @@ def evaluate(
             cfg = BACConfig(mode="uniform", num_updates=num_updates)
         else:
             cfg = BACConfig(mode="optimal", calibration=cal)
-        r = evaluate_mode(pol, cfg, observations, calls=calls, seed=seed)
+        r = evaluate_mode(pol, cfg, observations, calls=calls, seed=seed, reference=reference)
         base = base or r["median_ms"]
         label = m.value if (mode is None or m in mode) else f"{m.value} (baseline)"
         table.add_row(
