@@ -67,7 +67,7 @@ def _policy(policy: str):
 
 
 def _anchors(anchors: str, model) -> None:
-    from policylens.retain._train import open_anchors
+    from policylens.retain import open_anchors
     from policylens.store import StoreError
 
     try:
@@ -105,8 +105,13 @@ def train(
 ) -> None:
     """Fine-tune POLICY on expert episodes of TASK with a retention step; TensorBoard logs in OUT/tb."""
     from policylens.models import TrainingInterrupted
-    from policylens.retain import RetainTrainConfig, RetentionConfig, retain_train
-    from policylens.retain._train import check_retain_out, finished_message
+    from policylens.retain import (
+        RetainTrainConfig,
+        RetentionConfig,
+        check_retain_out,
+        finished_message,
+        retain_train,
+    )
 
     typer.echo(f"torch threads: {apply_threads(threads)}")
     _check_tasks(task, replay_task, replay_episodes)

@@ -17,7 +17,7 @@ import typer
 __all__ = ["THREADS_HELP", "apply_threads", "default_threads", "threads_option"]
 
 THREADS_HELP = (
-    "CPU threads for torch [default: the cores available / processes on this node; "
+    "CPU threads for torch \\[default: the cores available / processes on this node; "
     "also POLICYLENS_THREADS]. Fewer than the cores when other work shares them."
 )
 THREADS_ENV = "POLICYLENS_THREADS"

@@ -13,19 +13,27 @@ from ._dual import DualAscent
 from ._loss import RETENTION_LOSSES, retention_loss
 from ._projection import agem_project, grad_dot, pcgrad_combine
 from ._retainer import METHODS, PROJECTIONS, Retainer, RetentionConfig
-from ._train import RetainTrainConfig, retain_train, retention_step
+from ._task_stats import Z_LIMIT, StreamCheck, adopt_task_stats, check_task_stats
+from ._train import RetainTrainConfig, check_retain_out, finished_message, open_anchors, retain_train, retention_step
 
 __all__ = [
     "METHODS",
     "PROJECTIONS",
     "RETENTION_LOSSES",
+    "Z_LIMIT",
     "AnchorSet",
     "DualAscent",
     "RetainTrainConfig",
     "Retainer",
     "RetentionConfig",
+    "StreamCheck",
+    "adopt_task_stats",
     "agem_project",
+    "check_retain_out",
+    "check_task_stats",
+    "finished_message",
     "grad_dot",
+    "open_anchors",
     "pcgrad_combine",
     "retain_train",
     "retention_loss",
