@@ -1,17 +1,25 @@
-"""Analysis plots of a calibration (matplotlib, Agg): similarity heat maps, update-step map, BU scores."""
+"""Analysis plots of a calibration (matplotlib): similarity heat maps, update-step map, BU scores.
+
+Figures are made with ``matplotlib.figure.Figure`` (rendered by Agg on save), imported when a plot
+is drawn: importing ``policylens.accel`` neither loads matplotlib (a second of import) nor switches
+the process's pyplot backend.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from ._calibration import Calibration
+
+
+def _subplots(rows: int = 1, cols: int = 1, **kwargs):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=kwargs.pop("figsize"))
+    return fig, fig.subplots(rows, cols, **kwargs)
 
 
 def plot_similarity(cal: Calibration, path: str | Path, metric: str | None = None) -> Path:
@@ -21,7 +29,7 @@ def plot_similarity(cal: Calibration, path: str | Path, metric: str | None = Non
     n = len(cal.block_names)
     cols = min(6, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     short = dict(zip(cal.block_names, _short_names(cal.block_names), strict=True))
@@ -42,7 +50,7 @@ def plot_schedule(schedule: dict[str, list[int]], num_steps: int, path: str | Pa
     grid = np.zeros((len(names), num_steps))
     for i, n in enumerate(names):
         grid[i, schedule[n]] = 1.0
-    fig, ax = plt.subplots(figsize=(10, 0.22 * len(names) + 1.2))
+    fig, ax = _subplots(figsize=(10, 0.22 * len(names) + 1.2))
     ax.imshow(grid, aspect="auto", cmap="Greys", interpolation="nearest", vmin=0, vmax=1)
     ax.set_yticks(range(len(names)), _short_names(names), fontsize=6)
     ax.set_xlabel("denoising step")
@@ -56,7 +64,7 @@ def plot_bu_scores(cal: Calibration, path: str | Path) -> Path:
     names = cal.block_names
     scores = [cal.bu_scores[n] for n in names]
     top = set(sorted(names, key=lambda n: -cal.bu_scores[n])[: cal.n_bu])
-    fig, ax = plt.subplots(figsize=(10, 3))
+    fig, ax = _subplots(figsize=(10, 3))
     ax.bar(range(len(names)), scores, color=["tab:red" if n in top else "tab:blue" for n in names])
     ax.set_xticks(range(len(names)), _short_names(names), rotation=90, fontsize=6)
     ax.set_ylabel("mean L1 reuse error")
@@ -97,5 +105,4 @@ def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
