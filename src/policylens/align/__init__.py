@@ -15,7 +15,7 @@ from ._ingest import depth_cloud, fix_points, ingest_depth, ingest_ply, ply_file
 from ._oracle import OracleEncoder, oracle_retrieval
 from ._plots import plot_similarity_hist, retrieval_markdown
 from ._points import PointProjector
-from ._record import RECORD_VERSION, PreprocessRecord, round_to_multiple
+from ._record import CENTRES, RECORD_VERSION, PreprocessRecord, centre_offset, round_to_multiple, short_side_size
 from ._retrieval import (
     POOLS,
     AlignmentReport,
@@ -44,6 +44,7 @@ from ._visibility import Visibility, visible_points
 
 __all__ = [
     "AMP_MODES",
+    "CENTRES",
     "DEFAULT_LAMS",
     "FUSION_MODES",
     "OBJECTIVES",
@@ -89,6 +90,7 @@ __all__ = [
     "align_step",
     "balance_loss",
     "build_encoder",
+    "centre_offset",
     "cosine_distance",
     "create_encoder",
     "depth_cloud",
@@ -127,6 +129,7 @@ __all__ = [
     "ridge_baseline",
     "round_to_multiple",
     "sample_features",
+    "short_side_size",
     "train_action_head",
     "train_alignment",
     "uv_to_grid",
