@@ -4,6 +4,8 @@ refusal of other settings, non-finite step skipping, the spatial-forcing baselin
 (Named ``test_align_train`` because ``tests/retain/test_train.py`` holds the basename.)"""
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -24,6 +26,7 @@ from policylens.align import (
 )
 from policylens.data import open_episodes
 from policylens.data.sim import generate_episodes
+from policylens.models import TrainingInterrupted
 
 CAM = "varied_camera_1"
 
@@ -161,3 +164,72 @@ def test_config_errors_name_the_parameter():
         AlignTrainConfig(steps=0)
     with pytest.raises(ValueError, match="amp='fp16' needs a CUDA device"):
         Amp("fp16", torch.device("cpu"))
+
+
+class Crash(Exception):
+    """A failure without a save (the process dies): the rerun starts from the last save_every checkpoint."""
+
+
+def stop_at(call, how, step):
+    """``step`` that on its ``call``-th call sends SIGINT (the loop saves after the step) or crashes after it."""
+    calls = []
+
+    def wrapped(*args):
+        out = step(*args)
+        calls.append(1)
+        if len(calls) == call and how == "sigint":
+            os.kill(os.getpid(), signal.SIGINT)
+        if len(calls) == call and how == "crash":
+            raise Crash
+        return out
+
+    return wrapped
+
+
+def assert_same_weights(a, b):
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    assert not [k for k in wa if not torch.equal(wa[k], wb[k])]
+
+
+# 8 training frames in batches of 4: a pass is 2 steps, so 7 steps cross 3 pass ends; max_rows=100 of the
+# 256 rows a batch has makes every step draw a row subset
+RESUME = {"steps": 7, "save_every": 3, "max_rows": 100}
+STOPS = [("sigint", 5, 5), ("sigint", 4, 4), ("crash", 5, 3)]  # how, at which step, the step it resumes from
+
+
+@pytest.fixture(scope="module")
+def whole(stores, tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "run"
+    return out, train(stores, out, **RESUME)
+
+
+@pytest.mark.parametrize(("how", "at", "resumes_from"), STOPS)
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(stores, whole, tmp_path, how, at, resumes_from):
+    """The data order (mid-pass and at a pass end), the row subsets and the optimiser resume exactly."""
+    out = tmp_path / "cut"
+    with pytest.raises(TrainingInterrupted if how == "sigint" else Crash):
+        train(stores, out, step=stop_at(at, how, align_step), **RESUME)
+    assert json.loads((out / "train_state.json").read_text())["step"] == resumes_from
+    res = train(stores, out, **RESUME)
+    assert res["losses"] == whole[1]["losses"][resumes_from:]
+    assert_same_weights(out, whole[0])
+
+
+@pytest.mark.parametrize(("how", "at", "resumes_from"), STOPS[::2])
+def test_interrupted_and_resumed_distillation_equals_the_uninterrupted_one(
+    trained, stores, tmp_path, monkeypatch, how, at, resumes_from
+):
+    import policylens.align._student as student
+
+    aligned, _ = trained
+    config = DistillConfig(steps=7, batch_size=4, hidden=16, eval_every=2, save_every=3, progress=False)
+    whole = distill_student(aligned, stores / "dinov2", tmp_path / "whole", config)
+    with monkeypatch.context() as patch:
+        patch.setattr(student, "_distill_step", stop_at(at, how, student._distill_step))
+        with pytest.raises(TrainingInterrupted if how == "sigint" else Crash):
+            distill_student(aligned, stores / "dinov2", tmp_path / "cut", config)
+    assert json.loads((tmp_path / "cut/train_state.json").read_text())["step"] == resumes_from
+    res = distill_student(aligned, stores / "dinov2", tmp_path / "cut", config)
+    assert res["losses"] == whole["losses"][resumes_from:]
+    assert_same_weights(tmp_path / "cut", tmp_path / "whole")

@@ -21,6 +21,7 @@ Reads are batched: :meth:`AlignDataset.get_batch` answers a list of items with o
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -212,6 +213,69 @@ class _Batches(Dataset):
         return self.ds.get_batch(ids)
 
 
+class ResumableBatchSampler(BatchSampler):
+    """torch's ``BatchSampler`` whose next pass can start part-way: after ``skip_next(k)`` that pass
+    draws its order as usual (its sampler's generator advances alike) and drops its first ``k``
+    batches unread, so a resumed run reads no batch it has already trained on."""
+
+    _skip = 0
+
+    def skip_next(self, batches: int) -> None:
+        self._skip = int(batches)
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        return itertools.islice(super().__iter__(), skip, None)
+
+
+class BatchStream:
+    """Endless batches of ``loader``, pass after pass, at a position that a train state keeps:
+    ``taken``, the batches taken from the current pass (0 before the first), and :meth:`generators`,
+    the state of the sampler's generator when that pass began. Restore both before the first
+    ``next`` and the saved pass starts again from that state, its first ``taken`` batches skipped
+    (unread with a :class:`ResumableBatchSampler`, read and dropped otherwise)."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader, self.it, self.taken = loader, None, 0
+        self.sampler = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler  # index lists
+        self.gen = getattr(getattr(self.sampler, "sampler", None), "generator", None)
+        self.pass_gen = torch.Generator()  # its state: the sampler generator's when the pass began
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {} if self.gen is None else {"order": self.pass_gen}
+
+    def _open(self, taken: int) -> None:
+        if self.gen is not None and taken:
+            self.gen.set_state(self.pass_gen.get_state())  # the saved pass, from its start
+        elif self.gen is not None:
+            self.pass_gen.set_state(self.gen.get_state())
+        if not taken:
+            self.it = iter(self.loader)
+        else:
+            with torch.random.fork_rng(devices=[]):  # the loader drew its worker seed when the pass began
+                if isinstance(self.sampler, ResumableBatchSampler):
+                    self.sampler.skip_next(taken)
+                self.it = iter(self.loader)
+                if not isinstance(self.sampler, ResumableBatchSampler):
+                    for _ in range(taken):
+                        next(self.it)
+        self.taken = taken
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> Any:
+        if self.it is None:
+            self._open(self.taken)
+        try:
+            batch = next(self.it)
+        except StopIteration:
+            self._open(0)
+            batch = next(self.it)
+        self.taken += 1
+        return batch
+
+
 def _keep(batch: dict[str, Any]) -> dict[str, Any]:
     return batch
 
@@ -235,7 +299,8 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader of batches from :meth:`AlignDataset.get_batch`. ``split``: ``None`` (all episodes),
     ``"train"`` or ``"held_out"`` (:func:`episode_split` with ``held_out`` and ``seed``). ``pin_memory``
-    defaults to CUDA being available; workers keep their store handles between epochs."""
+    defaults to CUDA being available; workers keep their store handles between epochs. The order is
+    drawn from a generator seeded with ``seed``; :class:`BatchStream` keeps a run's place in it."""
     if split not in (None, "train", "held_out"):
         raise ValueError(f"make_loader: split={split!r}; use None, 'train' or 'held_out'")
     if batch_size < 1:
@@ -248,7 +313,7 @@ def make_loader(
     workers = {"prefetch_factor": prefetch_factor, "persistent_workers": True} if num_workers > 0 else {}
     return DataLoader(
         _Batches(ds),
-        sampler=BatchSampler(base, batch_size=batch_size, drop_last=drop_last),
+        sampler=ResumableBatchSampler(base, batch_size=batch_size, drop_last=drop_last),
         batch_size=None,
         collate_fn=_keep,
         num_workers=num_workers,

@@ -7,7 +7,8 @@ for ``points``, the depth) the stage-1 stores were extracted from, caches each f
 source (:meth:`FeatureSource.tokens`, kept in memory as float16), and trains :class:`ActionHead` on
 those tokens to predict the expert's next ``horizon`` actions (edge-repeated past the
 end) from the tokens, the normalised proprio state and the instruction's multi-hot — never the
-privileged object positions. The loop (resume, TensorBoard, checkpoints, signals) is stage 1's.
+privileged object positions. The loop (resume, TensorBoard, checkpoints, signals) is stage 1's:
+an interrupted and resumed run equals the uninterrupted one.
 The last ``held_out`` share of episodes gives a held-out loss.
 
 :func:`evaluate_action_head` rolls the head out in the simulator on evaluation layouts (disjoint
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..data.sim import ChunkedPolicy, EvalResult, SimEnv, evaluate_policy, get_task, layout_seed, record_episode
 from ..models._train_state import claim_run_dir
+from ._dataset import ResumableBatchSampler
 from ._head import ActionHead, HeadShape
 from ._sources import SOURCES, WORDS, FeatureSource, instruction_code
 from ._train import Amp, _export, _loop
@@ -194,7 +196,7 @@ def train_action_head(
     amp = Amp(cfg.amp, torch.device(cfg.device))
     gen = torch.Generator().manual_seed(cfg.seed)
     sampler = torch.utils.data.RandomSampler(train, replacement=True, num_samples=10**9, generator=gen)
-    loader = torch.utils.data.DataLoader(train, batch_size=cfg.batch_size, sampler=sampler)
+    loader = torch.utils.data.DataLoader(train, batch_sampler=ResumableBatchSampler(sampler, cfg.batch_size, False))
 
     def step(m, batch, o, a):
         m.train()

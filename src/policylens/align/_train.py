@@ -18,7 +18,8 @@ The loop calls a step function (:func:`align_step`, one optimiser step; pass ``s
 it) inside ``stop_on_signal``; :class:`Amp` does autocast (bf16 on CPU / CUDA, fp16 with a
 ``GradScaler`` on CUDA) and skips a step whose loss or gradients are not finite (the scaler still
 updates). ``out`` belongs to one run (``claim_run_dir``): the same settings resume from
-``train_state.*`` (model, optimiser, scaler, skipped count), others are refused. Held-out episodes
+``train_state.*`` (model, optimiser, scaler, skipped count, the place in the data order, every
+random state: a resumed run is the uninterrupted one), others are refused. Held-out episodes
 (``episode_split``) serve only evaluation: a fixed batch every ``eval_every`` steps (TensorBoard),
 and at the end ``eval.json`` / ``eval.md`` (``evaluate_alignment`` and ``ridge_baseline`` on raw
 features) and ``similarity_hist.png``.
@@ -47,7 +48,7 @@ from ..models._train_state import (
     save_train_state,
     stop_on_signal,
 )
-from ._dataset import make_loader
+from ._dataset import BatchStream, make_loader
 from ._distill import SpatialForcing
 from ._fusion import FusionConfig, MultiEncoderFusion
 from ._infonce import InfoNCE
@@ -223,11 +224,6 @@ def _feature_map(feature_stores) -> dict[str, str]:
     return out
 
 
-def _forever(loader):
-    while True:
-        yield from loader
-
-
 def _rows(model: AlignModel, batch: dict, device) -> tuple[Tensor, Tensor, Tensor]:
     p = model.pairs(batch, device)
     a, b = model.embed(p)
@@ -255,21 +251,21 @@ def _loop(out: Path, model: nn.Module, opt, amp: Amp, step: StepFn, loader, cfg,
     """Resume from ``out``, run ``step`` to ``cfg.steps`` with TensorBoard, checkpoints and signal handling."""
     from torch.utils.tensorboard import SummaryWriter  # TensorBoard loads only when a run trains
 
-    start = load_train_state(out, model, opt)
+    batches = BatchStream(loader)  # the data order and the place in it
+    model.row_gen = torch.Generator().manual_seed(cfg.seed)  # max_rows subsets
+    generators = {"rows": model.row_gen, **batches.generators()}
+    start = load_train_state(out, model, opt, generators)  # with every random state
     extra = load_train_extra(out) if start else {}
     amp.load_state_dict(extra.get("scaler", {}))
-    skipped, losses = int(extra.get("skipped", 0)), []
-    sampler = getattr(loader.batch_sampler, "sampler", None)
-    if hasattr(sampler, "generator"):  # as the diffusion trainer: a resumed run draws its order from seed + step
-        sampler.generator = torch.Generator().manual_seed(cfg.seed + start)
-    model.row_gen = torch.Generator().manual_seed(cfg.seed + start)
+    skipped, losses, batches.taken = int(extra.get("skipped", 0)), [], int(extra.get("taken", 0))
 
     def save(done: int) -> None:
-        save_train_state(out, model, opt, done, {"scaler": amp.state_dict(), "skipped": skipped})
+        state = {"scaler": amp.state_dict(), "skipped": skipped, "taken": batches.taken}
+        save_train_state(out, model, opt, done, state, generators)
 
     writer = SummaryWriter(str(out / "tb"))
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc, disable=not cfg.progress)
-    batches, done, saved = _forever(loader), start, start
+    done, saved = start, start
     try:
         with stop_on_signal() as stop:
             for i in bar:
