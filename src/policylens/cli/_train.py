@@ -17,9 +17,13 @@ from . import _metaworld
 from ._app import new_app
 from ._errors import CommandError
 from ._sim import Suite
+from ._threads import apply_threads, threads_option
 
 NOISE_HELP = "DART noise std (m) added to the executed expert xyz; the recorded labels stay clean."
 OVERWRITE_HELP = "Replace the run in --out, whatever its settings (default: resume the same run, refuse another)."
+DIFFUSION_THREADS_HELP = (
+    "CPU threads for torch [default: 1, the fastest for this small model on a shared machine; also POLICYLENS_THREADS]."
+)
 app = new_app("Train the reference policies on simulated expert episodes.")
 
 
@@ -68,6 +72,7 @@ def vla(
     init: str = typer.Option(
         None, help="Start from this TinyVLA checkpoint (its config and normalisation kept): fine-tuning."
     ),
+    threads: int | None = threads_option(),
 ) -> None:
     """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK."""
     from policylens.data.sim import make_training_episodes
@@ -81,6 +86,7 @@ def vla(
         train_vla,
     )
 
+    typer.echo(f"torch threads: {apply_threads(threads)}")
     if init:
         model = _init_vla(init, image_size, use_state)
     else:
@@ -154,7 +160,7 @@ def diffusion(
     batch_size: int = typer.Option(64, min=1, help="Training windows per optimiser step."),
     lr: float = typer.Option(5e-4, help="Peak learning rate (warm-up, then cosine decay)."),
     seed: int = typer.Option(0, help="Seed of the episode layouts, the weights and the batches."),
-    threads: int = typer.Option(1, min=1, help="torch threads (1 is fastest on a shared 2-core machine)."),
+    threads: int | None = threads_option(DIFFUSION_THREADS_HELP),
     action_noise: float = typer.Option(
         None,
         min=0.0,
@@ -170,12 +176,10 @@ def diffusion(
     n_layer: int = typer.Option(4, min=1, help="MetaWorld: decoder layers."),
 ) -> None:
     """Train TinyDiffusionPolicy (DDPM, 100 steps) on expert reach or MetaWorld episodes; TensorBoard logs in OUT/tb."""
-    import torch
-
     from policylens.models import TrainingInterrupted, check_run_dir
     from policylens.models.diffusion import train_reach_policy
 
-    torch.set_num_threads(threads)
+    typer.echo(f"torch threads: {apply_threads(threads, default=1)}")
     if suite is Suite.metaworld:
         noise = 0.1 if action_noise is None else action_noise
         try:
