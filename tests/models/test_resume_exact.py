@@ -1,7 +1,8 @@
 """An interrupted and resumed run equals the uninterrupted one, bit for bit: ``train_vla`` (with its own
-step and with a step that draws from numpy's and Python's global generators) and the diffusion trainer
-(batch generator, dropout). Each run stops on SIGINT at step 5 (saves there) or crashes at step 5 after
-the save_every=3 checkpoint (resumes from step 3), then resumes to step 7."""
+step, a step that draws from numpy's and Python's global generators, and one with its own generator
+passed as ``generators=``) and the diffusion trainer (batch generator, dropout). Each run stops on
+SIGINT at step 5 (saves there) or crashes at step 5 after the save_every=3 checkpoint (resumes from
+step 3), then resumes to step 7."""
 
 import json
 import os
@@ -79,26 +80,49 @@ def global_draws_step(model, batch, optimizer):
     return {"loss": loss.detach()}
 
 
+def own_generator_step():
+    """A custom step (as retain's anchor batches) with its own numpy generator, passed as ``generators``."""
+    rng = np.random.default_rng(5)
+
+    def step(model, batch, optimizer):
+        keep = rng.permutation(len(batch["action"]))[:1]  # a random half of the batch
+        return vla_step(model, {k: v[keep] for k, v in batch.items()}, optimizer)
+
+    step.generators = {"half": rng}
+    return step
+
+
 def run_vla(out, step, steps=STEPS):
     torch.manual_seed(0)  # the same initial weights; a resumed run overwrites them from the state
     model = TinyVLA(TinyVLAConfig(**VLA))
     config = VLATrainConfig(steps=steps, batch_size=2, warmup=2, save_every=SAVE_EVERY)
-    losses = train_vla(model, vla_episodes(), config, out, step=step)
+    gens = getattr(step, "generators", None)
+    losses = train_vla(model, vla_episodes(), config, out, step=step, generators=gens)
     return model, losses
 
 
-@pytest.mark.parametrize("step", [vla_step, global_draws_step], ids=["vla_step", "custom_step"])
+STEP_FNS = {
+    "vla_step": lambda: vla_step,
+    "global_draws": lambda: global_draws_step,
+    "own_generator": own_generator_step,
+}
+
+
+@pytest.mark.parametrize("make_step", STEP_FNS.values(), ids=STEP_FNS.keys())
 @pytest.mark.parametrize("how", ["sigint", "crash"])
-def test_train_vla_interrupted_and_resumed_equals_uninterrupted(tmp_path, step, how):
+def test_train_vla_interrupted_and_resumed_equals_uninterrupted(tmp_path, make_step, how):
     np.random.seed(0), random.seed(0)  # the step's global generators, seeded as its script would
-    whole, whole_losses = run_vla(tmp_path / "whole", step)
+    whole, whole_losses = run_vla(tmp_path / "whole", make_step())
     np.random.seed(0), random.seed(0)
+    step = make_step()
+    cut = stopping(step, how)
+    cut.generators = getattr(step, "generators", None)
     with pytest.raises(TrainingInterrupted if how == "sigint" else Crash):
-        run_vla(tmp_path / "cut", stopping(step, how))
+        run_vla(tmp_path / "cut", cut)
     resumed_from = saved_step(tmp_path / "cut")
     assert resumed_from == (STOP if how == "sigint" else SAVE_EVERY)
     np.random.seed(2), random.seed(2)  # the rerun's process seeds its own way; the state restores them
-    resumed, losses = run_vla(tmp_path / "cut", step)
+    resumed, losses = run_vla(tmp_path / "cut", make_step())
     assert saved_step(tmp_path / "cut") == STEPS
     assert losses == whole_losses[resumed_from:]
     assert_equal_weights(resumed.state_dict(), whole.state_dict())
@@ -128,3 +152,10 @@ def test_diffusion_interrupted_and_resumed_equals_uninterrupted(tmp_path, how):
         load_file(str(tmp_path / "cut" / "train_state.safetensors")),
         load_file(str(tmp_path / "whole" / "train_state.safetensors")),
     )  # the trained policy, optimiser and random states
+
+
+def test_a_step_generator_may_not_take_the_loops_name(tmp_path):
+    with pytest.raises(ValueError, match=r"\['batches'\] name the loop's own generators"):
+        train_diffusion_policy(
+            dp_episodes(), DP, steps=1, out_dir=tmp_path, generators={"batches": torch.Generator()}, **DP_KW
+        )

@@ -37,6 +37,7 @@ __all__ = [
     "TrainingInterrupted",
     "check_run_dir",
     "claim_run_dir",
+    "join_generators",
     "load_train_extra",
     "load_train_state",
     "restore_rng_state",
@@ -110,6 +111,14 @@ def restore_rng_state(tensors: Mapping[str, torch.Tensor], meta: Mapping, genera
                 f"the training state holds no {type(g).__name__} {k!r} (it holds {saved}); it was written by "
                 "another version of this loop: pass --overwrite (overwrite=True) to start the run again"
             )
+
+
+def join_generators(generators: Generators | None, **own: torch.Generator | np.random.Generator) -> dict:
+    """A step's ``generators`` and the loop's ``own`` in one mapping to save; a name may not be both."""
+    clash = sorted(set(generators or {}) & set(own))
+    if clash:
+        raise ValueError(f"generators: {clash} name the loop's own generators; name the step's another way")
+    return {**(generators or {}), **own}
 
 
 def save_train_state(

@@ -24,8 +24,10 @@ from tqdm import tqdm
 from ._checkpoint import save_policy
 from ._tiny_vla import TinyVLA
 from ._train_state import (
+    Generators,
     TrainingInterrupted,
     claim_run_dir,
+    join_generators,
     load_train_extra,
     load_train_state,
     save_train_state,
@@ -117,6 +119,7 @@ def train_vla(
     overwrite: bool = False,
     step: StepFn = vla_step,
     state: object | None = None,
+    generators: Generators | None = None,
 ) -> list[float]:
     """Train ``model`` in place; write TensorBoard logs, resumable state and the final
     checkpoint (``config.json`` + ``model.safetensors``) into ``out_dir``.
@@ -127,7 +130,9 @@ def train_vla(
     at the end, and on SIGINT / SIGTERM, which then raise :class:`TrainingInterrupted`.
     ``step``: the optimisation step (:func:`vla_step` or one with its signature, e.g. a retention
     step); ``state``: an object with ``state_dict()`` / ``load_state_dict()`` (JSON-ready) saved
-    and restored with the training state. Returns the losses of the steps run by this call.
+    and restored with the training state; ``generators``: the step's own random generators by name
+    (torch or numpy), saved and restored with the batch generator and the global random states.
+    Returns the losses of the steps run by this call.
     """
     out_dir = Path(out_dir)
     samples = chunk_samples(episodes, model.config.chunk_size)
@@ -137,7 +142,8 @@ def train_vla(
     torch.manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)  # the batches; the flow noise draws from torch's generator
-    start = load_train_state(out_dir, model, opt, {"batches": rng})  # with every random state
+    generators = join_generators(generators, batches=rng)
+    start = load_train_state(out_dir, model, opt, generators)  # with every random state
     if start and state is not None:
         state.load_state_dict(load_train_extra(out_dir))
     if start == 0 and config.fit_normalization:
@@ -166,7 +172,7 @@ def train_vla(
                     writer.add_scalar(f"train/{name}", float(value), i)
                 writer.add_scalar("train/lr", sched.get_last_lr()[0], i)
                 if done % config.save_every == 0 or stop.signum is not None:
-                    save_train_state(out_dir, model, opt, done, extra(), {"batches": rng})
+                    save_train_state(out_dir, model, opt, done, extra(), generators)
                     saved = done
                 if stop.signum is not None:
                     raise TrainingInterrupted(stop.signum, done, out_dir)
@@ -174,6 +180,6 @@ def train_vla(
         writer.close()
         model.eval()
     if saved != done:
-        save_train_state(out_dir, model, opt, done, extra(), {"batches": rng})
+        save_train_state(out_dir, model, opt, done, extra(), generators)
     save_policy(model, out_dir)
     return losses

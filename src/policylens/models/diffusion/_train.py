@@ -21,8 +21,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._train_state import (
+    Generators,
     TrainingInterrupted,
     claim_run_dir,
+    join_generators,
     load_train_extra,
     load_train_state,
     save_train_state,
@@ -121,6 +123,7 @@ def train_diffusion_policy(
     overwrite: bool = False,
     step: StepFn | None = None,
     extra_state: object | None = None,
+    generators: Generators | None = None,
 ) -> TinyDiffusionPolicy:
     """Train a policy on ``episodes`` (dicts of ``"obs"`` (T, obs_dim), ``"action"`` (T, action_dim)).
 
@@ -131,7 +134,7 @@ def train_diffusion_policy(
     (which then raise ``TrainingInterrupted``), and a rerun continues from the saved step.
     ``step`` replaces :func:`diffusion_step` (one optimisation step on a batch); ``extra_state``, an
     object with JSON-ready ``state_dict`` / ``load_state_dict`` (e.g. a retention step's λ), is saved
-    and restored with the training state.
+    and restored with the training state, as are ``generators`` (the step's own random generators by name).
     """
     if steps < 1 or batch_size < 1 or save_every < 1:
         raise ValueError(f"steps={steps}, batch_size={batch_size}, save_every={save_every}: expected all >= 1.")
@@ -148,7 +151,7 @@ def train_diffusion_policy(
     opt = torch.optim.AdamW(policy.model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     state = nn.ModuleDict({"policy": policy, "ema": ema.model})  # what train_state.* holds
     gen = torch.Generator().manual_seed(seed)  # batches, noise, timesteps; dropout draws from torch's generator
-    generators = {"batches": gen}  # saved with the global random states
+    generators = join_generators(generators, batches=gen)  # saved with the global random states
     start = 0
     if out_dir is not None:
         optim = {"batch_size": batch_size, "lr": lr, "weight_decay": weight_decay}  # not steps / warm-up: extendable
