@@ -1,10 +1,18 @@
 """The demo job: tap the reference policy on simulated inputs and report what was captured, then
-build an anchor cache and time a BAC speed-up (``_demo_jobs``), ending with where the outputs are."""
+build an anchor cache, draw attention, run retention steps and time a BAC speed-up (``_demo_jobs``),
+ending with the time each stage took, the total and where the outputs are.
+
+Sizes are the smallest that still show each job: two reach episodes (only their first frames
+rendered for the taps), one attention layer, three retention steps, five timed BAC calls.
+"""
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +40,17 @@ class DemoResult:
     bac: dict | None = None
     retain: dict | None = None
     attention: dict | None = None
+    threads: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds, in run order
+
+
+@contextmanager
+def _stage(seconds: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = time.perf_counter() - start
 
 
 def _fmt(values) -> str:
@@ -40,7 +59,7 @@ def _fmt(values) -> str:
 
 def episode_batch(model: TinyVLA, n: int, seed: int) -> tuple[dict[str, torch.Tensor], list[np.ndarray], list[str]]:
     """The first observation of ``n`` freshly simulated reach episodes as model inputs, and the
-    scripted expert's first action of each."""
+    scripted expert's first action of each (only the first frame of each episode is rendered)."""
     from .data.sim import make_training_episodes
 
     eps = make_training_episodes(
@@ -48,6 +67,7 @@ def episode_batch(model: TinyVLA, n: int, seed: int) -> tuple[dict[str, torch.Te
         n,
         seed=seed,
         render=True,
+        render_stride=1_000_000,
         image_size=model.config.image_size,
         cameras=model.config.cameras,
         progress=False,
@@ -65,18 +85,30 @@ def run_demo(
     console: Console | None = None,
     out: str | Path | None = None,
     jobs: bool = True,
+    threads: int | None = None,
 ) -> DemoResult:
     """Tap the reference VLA on the first frames of ``batch_size`` simulated reach episodes
     and print what was captured; with ``jobs``, also build an anchor cache over simulated DROID
-    episodes and time a BAC speed-up, writing under ``out`` (default: a new temporary folder)."""
+    episodes, draw attention, run retention steps and time a BAC speed-up, writing under ``out``
+    (default: a new temporary folder). ``threads``: torch's CPU threads (None: leave them as set);
+    the BAC timing runs on one thread either way (see ``demo_bac``)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"run_demo: threads={threads!r}; expected an int >= 1 or None")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
     console = console or Console(width=140)
+    seconds: dict[str, float] = {}
+    console.print(f"torch threads: {torch.get_num_threads()}")
     torch.manual_seed(seed)
-    model = load_model(policy)
+    with _stage(seconds, "load policy"):
+        model = load_model(policy)
     if not isinstance(model, TinyVLA):
         raise TypeError(f"run_demo: policy {policy!r} is a {type(model).__name__}; the demo runs a TinyVLA")
-    batch, expert, instructions = episode_batch(model, batch_size, seed)
+    with _stage(seconds, "simulate first frames"):
+        batch, expert, instructions = episode_batch(model, batch_size, seed)
     layout = model.token_layout(batch)
-    with torch.no_grad(), capture(model, DEFAULT_TAPS, dtype="float32") as cap:
+    with _stage(seconds, "taps"), torch.no_grad(), capture(model, DEFAULT_TAPS, dtype="float32") as cap:
         actions = model.sample_actions(batch, generator=torch.Generator().manual_seed(seed))
     rows = []
     for name in DEFAULT_TAPS:
@@ -114,16 +146,27 @@ def run_demo(
         console.print(
             f"episode {i} {text!r}: policy's first action xyz {_fmt(actions[i, 0, :3])}, expert's {_fmt(expert[i][:3])}"
         )
-    result = DemoResult(rows=rows, actions=actions, span_counts=counts)
+    threads_used = torch.get_num_threads()
+    result = DemoResult(rows=rows, actions=actions, span_counts=counts, threads=threads_used, seconds=seconds)
     if jobs:
         from ._demo_jobs import demo_attention, demo_bac, demo_cache, demo_retain
 
         result.out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="policylens-demo-"))
         result.out.mkdir(parents=True, exist_ok=True)
-        result.cache = demo_cache(policy, result.out, episodes=2, seed=seed, console=console)
-        result.attention = demo_attention(policy, result.out, console=console)
-        result.retain = demo_retain(policy, result.out, steps=3, seed=seed, console=console)
-        result.bac = demo_bac(result.out, seed=seed, calls=5, console=console)
+        with _stage(seconds, "anchor cache"):
+            result.cache = demo_cache(policy, result.out, episodes=2, seed=seed, console=console)
+        with _stage(seconds, "attention + report"):
+            result.attention = demo_attention(policy, result.out, console=console)
+        with _stage(seconds, "retention steps"):
+            result.retain = demo_retain(policy, result.out, steps=3, seed=seed, console=console)
+        with _stage(seconds, "BAC timing"):
+            result.bac = demo_bac(result.out, seed=seed, calls=5, console=console)
+    total = time.perf_counter() - start
+    stages = ", ".join(f"{name} {sec:.1f} s" for name, sec in seconds.items())
+    console.print(f"demo took {total:.1f} s after imports ({stages})")
+    if result.out is not None:
         listing = "episodes/, anchors/, attention/report.html, bridge/, retain.json, bac.json"
         console.print(f"outputs: {result.out} ({listing})")
+    else:
+        console.print("outputs: none written (taps only; without --no-jobs the demo also writes its job outputs)")
     return result

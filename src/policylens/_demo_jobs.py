@@ -97,24 +97,37 @@ def _chunks(source, sample_index, horizon: int) -> list:
 @torch.no_grad()
 def demo_bac(out: Path, seed: int, calls: int, console: Console) -> dict:
     """Time the shipped diffusion policy uncached and with BAC's uniform schedule (10 of 100
-    denoising steps recompute each branch) on the same observations and noise."""
+    denoising steps recompute each branch) on the same observations and noise.
+
+    Timed on one torch thread, as ``policylens accel eval`` times by default: on a shared machine
+    more threads slow this small model several-fold and make the ratio meaningless."""
     from .accel import BACConfig, evaluate_mode, random_observations
+    from .accel._eval import predict
     from .models import load_model
 
     policy = load_model("tiny_diffusion_policy")
     obs = random_observations(policy, 1, seed=seed)
-    plain = evaluate_mode(policy, None, obs, calls=calls, seed=seed)
-    cached = evaluate_mode(policy, BACConfig(mode="uniform", num_updates=10), obs, calls=calls, seed=seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reference = predict(policy, obs, seed)
+        plain = evaluate_mode(policy, None, obs, calls=calls, seed=seed, reference=reference, warmup=1)
+        uniform = BACConfig(mode="uniform", num_updates=10)
+        cached = evaluate_mode(policy, uniform, obs, calls=calls, seed=seed, reference=reference, warmup=1)
+    finally:
+        torch.set_num_threads(threads)
     result = {
         "original_ms": plain["median_ms"],
         "uniform_S10_ms": cached["median_ms"],
         "speedup": plain["median_ms"] / cached["median_ms"],
         "action_mse": cached["mse"],
         "calls": calls,
+        "threads": 1,
     }
     (out / "bac.json").write_text(json.dumps(result, indent=2) + "\n")
     console.print(
         f"BAC on tiny_diffusion_policy: {plain['median_ms']:.0f} ms -> {cached['median_ms']:.0f} ms per action chunk "
-        f"({result['speedup']:.2f}x, uniform schedule S=10, action MSE {cached['mse']:.1e}, median of {calls} calls)"
+        f"({result['speedup']:.2f}x, uniform schedule S=10, action MSE {cached['mse']:.1e}, median of {calls} calls "
+        "on 1 torch thread)"
     )
     return result
