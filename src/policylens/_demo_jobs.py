@@ -102,7 +102,6 @@ def demo_bac(out: Path, seed: int, calls: int, console: Console) -> dict:
     Timed on one torch thread, as ``policylens accel eval`` times by default: on a shared machine
     more threads slow this small model several-fold and make the ratio meaningless."""
     from .accel import BACConfig, evaluate_mode, random_observations
-    from .accel._eval import predict
     from .models import load_model
 
     policy = load_model("tiny_diffusion_policy")
@@ -110,7 +109,7 @@ def demo_bac(out: Path, seed: int, calls: int, console: Console) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        reference = predict(policy, obs, seed)
+        reference = policy.predict_action(obs, generator=torch.Generator().manual_seed(seed))  # uncached
         plain = evaluate_mode(policy, None, obs, calls=calls, seed=seed, reference=reference, warmup=1)
         uniform = BACConfig(mode="uniform", num_updates=10)
         cached = evaluate_mode(policy, uniform, obs, calls=calls, seed=seed, reference=reference, warmup=1)

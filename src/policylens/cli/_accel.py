@@ -179,8 +179,9 @@ def evaluate(
     threads: int | None = threads_option(EVAL_THREADS_HELP),
 ) -> None:
     """Time each mode per action chunk and measure its action error against the uncached policy."""
+    import torch
+
     from policylens.accel import BACConfig, evaluate_mode
-    from policylens.accel._eval import predict
 
     modes = eval_modes(mode, calibration)
     cal = _load_calibration(calibration) if calibration is not None and Mode.optimal in modes else None
@@ -193,7 +194,8 @@ def evaluate(
         f"timing {policy}: batch {batch} ({source}), {calls} timed calls per mode after 2 warm-up, "
         f"{pol.num_inference_steps} denoising steps, seed {seed}; torch threads: {n_threads}"
     )
-    reference = predict(pol, observations, seed)  # the uncached actions every mode is compared with
+    # the uncached actions every mode is compared with (same observations, same noise)
+    reference = pol.predict_action(observations, generator=torch.Generator().manual_seed(seed))
     table = Table("mode", "median ms", "p90 ms", "speed-up", "skipped", "action MSE", "max abs")
     base = None
     for m in modes:
