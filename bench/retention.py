@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 
 from policylens.anchors import build_cache
-from policylens.cli._threads import THREADS_HELP, apply_threads
 from policylens.data.sim import ChunkedPolicy, evaluate_policy, generate_episodes, make_training_episodes
 from policylens.models import load_model
 from policylens.retain import AnchorSet, RetainTrainConfig, RetentionConfig, retain_train, retention_loss
@@ -141,6 +140,8 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
                 "A_before": before["A"],
                 "B_before": before["B"],
                 "drift": drift(tuned, cache),
+                "first_loss_act": summary.get("first_loss_act"),
+                "final_loss_act": summary["final_loss_act"],
                 "final_loss_ret": summary["final_loss_ret"],
                 "above_epsilon": summary["above_epsilon"],
                 "lambda": summary["lambda"],
@@ -176,13 +177,15 @@ def pct(s: dict | None) -> str:
 
 def table(rows: list[dict], epsilon: float) -> str:
     lines = [
-        f"| row | seed | task B success | task A success | NBT (A before − after) | final L_ret (ε={epsilon:g}) "
+        f"| row | seed | task B success | task A success | NBT (A before − after) | L_act first → last "
+        f"| final L_ret (ε={epsilon:g}) "
         "| steps above ε | drift | λ | projection fired | cos(Δθ, g_ret) | step time × plain |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['row']} | {r['seed']} | {pct(r['B'])} | {pct(r['A'])} | {fmt(r['nbt'], '+.0%')} | "
+            f"{fmt(r.get('first_loss_act'), '.3g')} → {fmt(r.get('final_loss_act'), '.3g')} | "
             f"{fmt(r['final_loss_ret'], '.3g')} | {fmt(r['above_epsilon'], '.0%')} | {r['drift']:.3g} | "
             f"{r['lambda']:.3g} | {fmt(r['projection_fired'], '.0%')} | {fmt(r.get('cos_dtheta_ret'), '+.2f')} | "
             f"{fmt(r['step_ratio'], '.2f')} |"
@@ -197,7 +200,7 @@ def main(argv=None) -> int:
     ap.add_argument("--task-b", default="put_in_tray")
     ap.add_argument("--episodes-b", type=int, default=40, help="expert episodes of task B")
     ap.add_argument("--anchor-episodes", type=int, default=20, help="task-A episodes the bridge cache covers")
-    ap.add_argument("--teacher-episodes", type=int, default=200, help="the teacher's task-A training set (for 2%)")
+    ap.add_argument("--teacher-episodes", type=int, default=200, help="the teacher's task-A training set (for 2%%)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-4)
@@ -209,13 +212,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--rows", help="comma-separated row names to run (default: all)")
     ap.add_argument("--skip-before", action="store_true", help="skip the teacher's own success (another run has it)")
-    ap.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: steady step times on shared cores)")
     args = ap.parse_args(argv)
     rows_chosen(args.rows)  # an unknown row name fails before the episodes are recorded
     if args.smoke:
         args.episodes_b, args.steps, args.batch_size, args.eval_episodes, args.max_steps = 1, 2, 2, 1, 4
         args.teacher_episodes = 50
-    print(f"torch threads: {apply_threads(args.threads)}", flush=True)
+    torch.set_num_threads(args.threads)
+    print(f"torch threads: {args.threads}", flush=True)
     out = Path(args.out or tempfile.mkdtemp(prefix="policylens-bench-retention-"))
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for seed in range(args.seeds) for r in run_seed(args, seed, out)]

@@ -14,6 +14,7 @@ from rich.table import Table
 from policylens.cli import _accel, _align, _attention, _cache, _retain, _sim, _train
 from policylens.cli._app import new_app
 from policylens.cli._errors import DEBUG_ENV, CommandError
+from policylens.cli._threads import apply_threads, threads_option
 
 app = new_app("policylens: look inside VLA and diffusion robot policies.")
 app.add_typer(_accel.app, name="accel")
@@ -39,11 +40,17 @@ def demo(
     seed: int = typer.Option(0, help="Seed for inputs and noise."),
     out: str | None = typer.Option(None, help="Folder for the demo's outputs (default: a new temporary folder)."),
     jobs: bool = typer.Option(True, help="Also build an anchor cache and time BAC (--no-jobs: taps only)."),
+    threads: int | None = threads_option(
+        "CPU threads for torch \\[default: 1: the demo's small models run fastest on one thread, "
+        "and several slow down badly when other work shares the cores; also POLICYLENS_THREADS]."
+    ),
 ) -> None:
     """Tap the reference VLA on simulated inputs, build an anchor cache, time a BAC speed-up."""
     from policylens._demo import run_demo
 
-    run_demo(policy=policy, batch_size=batch_size, seed=seed, out=out, jobs=jobs)
+    run_demo(
+        policy=policy, batch_size=batch_size, seed=seed, out=out, jobs=jobs, threads=apply_threads(threads, default=1)
+    )
 
 
 @app.command()
