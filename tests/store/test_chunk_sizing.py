@@ -1,5 +1,6 @@
-"""Default chunk rows follow the dataset size and the row size: small stores stay small, big ones
-get ~1-4 MiB chunks, and an interrupted build keeps the chunks it finished."""
+"""Default chunk rows follow the dataset size, the row size and the number of ranks: every store
+gets about 16 chunks (4 per rank with more than 4 ranks) of at most 4 MiB, so each rank has work
+and an interrupted build keeps the chunks it finished."""
 
 import itertools
 
@@ -7,8 +8,8 @@ import pytest
 import torch
 
 from policylens.store import FieldSpec, StoreMeta, build_store, default_chunk_rows, open_store, read_manifest
-from policylens.store._layout import num_chunks
-from policylens.store._writer import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, MIN_CHUNKS
+from policylens.store._layout import num_chunks, rank_chunks
+from policylens.store._sizing import CHUNKS_PER_RANK, MAX_CHUNK_BYTES, MIN_CHUNKS
 
 FEAT = {"target_features": FieldSpec([2048], "float16"), "sample_index": FieldSpec([], "int64", "index")}  # 4 KiB
 BIG = {"teacher_hidden": FieldSpec([4, 544, 128], "float16")}  # 557 KB rows
@@ -16,43 +17,56 @@ TINY_VLA = {"target_features": FieldSpec([128], "float16")}  # 256 B rows
 
 
 @pytest.mark.parametrize(
-    ("fields", "n", "batch", "rows"),
+    ("fields", "n", "batch", "world", "rows"),
     [
-        (FEAT, 1_000_000, 1, 1024),  # capped at 4 MiB
-        (FEAT, 10_000, 1, 625),  # 16 chunks of 2.4 MiB
-        (FEAT, 10_000, 48, 624),  # ... rounded down to whole batches
-        (FEAT, 1000, 1, 256),  # never below 1 MiB while there are more samples
-        (FEAT, 1000, 48, 240),
-        (FEAT, 8, 1, 8),  # never more rows than samples
-        (FEAT, 1, 64, 1),
-        (BIG, 600, 1, 7),
-        (BIG, 600, 8, 8),  # one batch even if that passes 4 MiB
-        (BIG, 3, 1, 2),  # 1.1 MB chunks: no chunk under 1 MiB
-        (TINY_VLA, 8, 8, 8),  # was 16384 rows (4.2 MB for 8 samples)
-        (TINY_VLA, 100_000, 1, 6250),
-        ({"x": FieldSpec([3, 1024, 1024], "float32")}, 10, 4, 4),  # 12 MiB rows: one batch per chunk
+        (FEAT, 1_000_000, 1, 1, 1024),  # capped at 4 MiB
+        (FEAT, 10_000, 1, 1, 625),  # 16 chunks of 2.4 MiB
+        (FEAT, 10_000, 48, 1, 624),  # ... rounded down to whole batches
+        (FEAT, 1000, 1, 1, 63),  # 16 chunks however small (was 256 rows: 4 chunks)
+        (FEAT, 1000, 48, 1, 48),
+        (FEAT, 8, 1, 1, 1),
+        (FEAT, 1, 64, 1, 1),  # never more rows than samples
+        (BIG, 600, 1, 1, 7),
+        (BIG, 600, 8, 1, 8),  # one batch even if that passes 4 MiB
+        (BIG, 3, 1, 1, 1),
+        (TINY_VLA, 8, 8, 1, 8),
+        (TINY_VLA, 100_000, 1, 1, 6250),
+        (TINY_VLA, 512, 8, 1, 32),  # was one 512-row chunk: one rank of a torchrun did it all
+        (TINY_VLA, 512, 8, 2, 32),  # up to 4 ranks: the single-process chunking
+        (TINY_VLA, 512, 8, 3, 32),
+        (TINY_VLA, 512, 8, 8, 16),  # 8 ranks: 32 chunks, 4 each
+        (TINY_VLA, 300, 8, 1, 16),
+        (FEAT, 100, 64, 2, 64),  # a batch each
+        (FEAT, 100, 64, 3, 33),  # fewer batches than ranks: chunks below a batch, one for every rank
+        (TINY_VLA, 2, 1, 3, 1),  # fewer samples than ranks: one sample a chunk
+        ({"x": FieldSpec([3, 1024, 1024], "float32")}, 10, 4, 1, 4),  # 12 MiB rows: one batch per chunk
     ],
 )
-def test_default_chunk_rows_values(fields, n, batch, rows):
-    assert default_chunk_rows(fields, n, batch) == rows
+def test_default_chunk_rows_values(fields, n, batch, world, rows):
+    assert default_chunk_rows(fields, n, batch, world) == rows
 
 
 def test_default_chunk_rows_bounds_hold_everywhere():
-    for row_floats, n, batch in itertools.product(
-        [1, 64, 2048, 300_000, 3_000_000], [1, 7, 100, 10_000, 10**6], [1, 5, 64]
+    for row_floats, n, batch, world in itertools.product(
+        [1, 64, 2048, 300_000, 3_000_000], [1, 7, 100, 512, 10_000, 10**6], [1, 5, 64], [1, 2, 3, 8, 64]
     ):
         fields = {"f": FieldSpec([row_floats], "float32")}
         width = 4 * row_floats
-        rows = default_chunk_rows(fields, n, batch)
-        case = (row_floats, n, batch, rows)
+        rows = default_chunk_rows(fields, n, batch, world)
+        chunks = num_chunks(n, rows)
+        case = (row_floats, n, batch, world, rows)
         assert 1 <= rows <= n, case
-        if rows < n:
-            assert rows % batch == 0, case  # chunk-aligned batches stay full
+        if rows < n and rows % batch:
+            assert n < world * batch, case  # batches stay whole unless the ranks could not all have one
         assert rows * width <= max(MAX_CHUNK_BYTES, batch * width), case
-        if n * width >= MIN_CHUNKS * MIN_CHUNK_BYTES and batch * width <= MIN_CHUNK_BYTES:
-            assert num_chunks(n, rows) >= MIN_CHUNKS // 2, case  # a kill loses a small part
+        ranks_with_work = sum(len(rank_chunks(chunks, r, world)) > 0 for r in range(world))
+        assert ranks_with_work == min(world, n), case  # every rank works (one sample at least each)
+        target = max(MIN_CHUNKS, CHUNKS_PER_RANK * world)
+        assert chunks >= min(target // 2, n // batch), case  # several chunks a rank when there are batches
     with pytest.raises(ValueError, match="num_samples=0"):
         default_chunk_rows(FEAT, 0)
+    with pytest.raises(ValueError, match="world_size=0"):
+        default_chunk_rows(FEAT, 10, 1, 0)
 
 
 def _files_bytes(root) -> int:

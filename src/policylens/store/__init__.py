@@ -2,6 +2,7 @@
 
 >>> meta = StoreMeta(kind="hidden_feature", model_id="tiny", taps=["llm.layers.-2.out"], layers=[-2])
 >>> build_store("cache/", source, extractor, meta, batch_size=32)  # resumable, multi-rank
+>>> # Ctrl-C / SIGTERM: raises BuildInterrupted (a KeyboardInterrupt) after keeping every computed sample
 >>> ds = open_store("cache/")  # kind detected; ds[i] / ds[[i, j]] -> {field: Tensor}
 >>> ds = open_store("cache/", check=True)  # each chunk's crc32c checked when first read
 >>> verify_store("cache/").damaged  # [ChunkDamage(field, chunk, start, stop, file, problem), ...]
@@ -11,16 +12,20 @@
 from ._chunks import ChunkDamage
 from ._errors import StoreError
 from ._hashing import hash_state_dict
+from ._interrupt import BuildInterrupted
 from ._loader import build_anchor_dataloader, infinite_batches
 from ._reader import FeatureStore, open_store
-from ._schema import KINDS, SCHEMA_VERSION, BridgeSpec, FieldSpec, StoreMeta, read_manifest
+from ._schema import KINDS, SCHEMA_VERSION, STORE_DTYPES, BridgeSpec, FieldSpec, StoreMeta, read_manifest
+from ._sizing import default_chunk_rows
 from ._verify import VerifyReport, store_info, verify_store
-from ._writer import build_store, collate, default_chunk_rows
+from ._writer import build_store, collate, rank_ranges
 
 __all__ = [
     "KINDS",
     "SCHEMA_VERSION",
+    "STORE_DTYPES",
     "BridgeSpec",
+    "BuildInterrupted",
     "ChunkDamage",
     "FeatureStore",
     "FieldSpec",
@@ -34,6 +39,7 @@ __all__ = [
     "hash_state_dict",
     "infinite_batches",
     "open_store",
+    "rank_ranges",
     "read_manifest",
     "store_info",
     "verify_store",

@@ -51,6 +51,29 @@ def has_checksum(codecs: list[str]) -> bool:
     return codecs == CODECS
 
 
+def write_chunk(path: Path, buf: np.ndarray, checksum: bool = True) -> None:
+    """Write one full chunk ``(chunk_rows, *shape)`` as zarr's ``bytes`` codec stores it (raw C order,
+    little endian), followed by its crc32c when ``checksum`` (zarr's ``crc32c`` codec), through a
+    temp file + rename so a kill never leaves a torn chunk file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    payload = np.ascontiguousarray(buf, dtype=buf.dtype.newbyteorder("<")).tobytes()
+    with open(tmp, "wb") as f:
+        f.write(seal(payload) if checksum else payload)
+    os.replace(tmp, path)
+
+
+def read_chunk(path: Path, rows: int, spec: FieldSpec, checksummed: bool) -> np.ndarray | None:
+    """The ``(rows, *shape)`` array in chunk file ``path``; ``None`` when its size or crc32c is wrong."""
+    if size_problem(path, file_bytes(rows, spec.row_bytes, checksummed)) is not None:
+        return None
+    data = path.read_bytes()
+    payload = data[: rows * spec.row_bytes]
+    if checksummed and checksum_problem(payload, data[len(payload) :]) is not None:
+        return None
+    return np.frombuffer(payload, storage_dtype(spec.dtype)).reshape(rows, *spec.shape)
+
+
 def file_bytes(rows: int, row_bytes: int, checksummed: bool) -> int:
     """Size of a complete chunk file: ``rows`` rows of ``row_bytes`` (+ the checksum)."""
     return rows * row_bytes + (TAIL if checksummed else 0)

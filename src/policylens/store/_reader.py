@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from ._chunks import CODECS, LEGACY_CODECS, ChunkDamage, checksum_problem, file_bytes, size_problem
 from ._errors import StoreError
-from ._layout import chunk_file, chunk_range, done_chunks, field_dir, num_chunks, ranges_of
+from ._layout import chunk_file, chunk_range, done_chunks, field_dir, gaps, kept_ranges, num_chunks, partial_chunks
 from ._schema import KINDS, FieldSpec, kind_of_fields, read_manifest, storage_dtype
 
 MAX_OPEN_CHUNKS = 512
@@ -41,7 +41,8 @@ class FeatureStore(Dataset):
     store; for ``hidden_state`` they also select (and order) the layers of ``teacher_hidden``.
     ``fields``: read only these. ``in_memory``: load into RAM. ``copy=False``: single-sample
     reads return views of the memory map. ``allow_incomplete``: open a store still being built
-    (reading an unfinished sample raises). ``check``: verify each chunk's crc32c when it is
+    or interrupted (its finished samples, those an interrupt kept included, read as usual;
+    reading an unfinished one raises). ``check``: verify each chunk's crc32c when it is
     first read and raise :class:`StoreError` naming the field, chunk and samples if it fails.
     """
 
@@ -72,6 +73,7 @@ class FeatureStore(Dataset):
                 f"asked for. Open it without kind= (the kind is detected), or point to a {kind!r} store."
             )
         self.specs = {k: FieldSpec(**v) for k, v in m["fields"].items()}
+        self._row_bytes = {k: spec.row_bytes for k, spec in self.specs.items()}
         names = list(self.specs) if fields is None else list(fields)
         for name in names:
             if name not in self.specs:
@@ -82,13 +84,16 @@ class FeatureStore(Dataset):
         self.rows, self.n = int(m["chunk_rows"]), int(m["num_samples"])
         self._layers = self._select_taps(taps)
         self.done = done_chunks(self.root)
-        missing = set(range(num_chunks(self.n, self.rows))) - self.done
-        if missing and not allow_incomplete:
-            raise StoreError(
-                f"store {str(root)!r} is incomplete: samples {ranges_of(missing, self.rows, self.n)} have no "
-                "done marker (build interrupted?). Rerun the same `policylens cache build` command to finish "
-                "it, or open with allow_incomplete=True."
-            )
+        self.partial: dict[int, int] = {}  # chunk -> rows an interrupted build kept (allow_incomplete only)
+        if len(self.done) < num_chunks(self.n, self.rows):
+            self.partial = partial_chunks(self.root)
+            if not allow_incomplete:
+                missing = gaps(kept_ranges(self.done, self.partial, self.rows, self.n), self.n)
+                raise StoreError(
+                    f"store {str(root)!r} is incomplete: samples {missing} have no done marker (build "
+                    "interrupted?). Rerun the same `policylens cache build` command to finish it, or open with "
+                    "allow_incomplete=True."
+                )
         self._checksum = self._check_files()  # field -> its chunk files end with a crc32c
         if check and not all(self._checksum.values()):
             raise StoreError(
@@ -143,7 +148,7 @@ class FeatureStore(Dataset):
                 )
             checksum[name] = codecs == CODECS
             expect = file_bytes(self.rows, spec.row_bytes, checksum[name])
-            for c in sorted(self.done):
+            for c in sorted(self.done | set(self.partial)):
                 path = chunk_file(self.root, name, c, 1 + len(spec.shape))
                 problem = size_problem(path, expect)
                 if problem is not None:
@@ -173,11 +178,8 @@ class FeatureStore(Dataset):
         a = self._maps.get((name, c))
         if a is not None:
             return a
-        if c not in self.done:
-            raise StoreError(
-                f"store {str(self.root)!r}: samples {list(chunk_range(c, self.rows, self.n))} are not "
-                "complete (no done marker); rerun the build command to finish them."
-            )
+        if c not in self.done and c not in self.partial:
+            self._unfinished(c, 0)
         spec = self.specs[name]
         with open(chunk_file(self.root, name, c, 1 + len(spec.shape)), "rb") as f:
             # private copy-on-write map: arrays over it are writable and never write the file
@@ -196,6 +198,13 @@ class FeatureStore(Dataset):
             self._maps.pop(next(iter(self._maps)))
         self._maps[(name, c)] = a
         return a
+
+    def _unfinished(self, c: int, offset: int) -> None:
+        start, stop = chunk_range(c, self.rows, self.n)
+        raise StoreError(
+            f"store {str(self.root)!r}: samples {[start + offset, stop]} are not complete (no done marker); "
+            "rerun the build command to finish them."
+        )
 
     def _load_ram(self) -> dict[str, np.ndarray]:
         chunks = range(num_chunks(self.n, self.rows))
@@ -220,10 +229,12 @@ class FeatureStore(Dataset):
             if not -self.n <= i < 0:
                 raise IndexError(f"sample index {i} out of range for store {str(self.root)!r} with {self.n} samples.")
             i += self.n
+        c, o = divmod(i, self.rows)
+        if self.partial and self.partial.get(c, self.rows) <= o:
+            self._unfinished(c, self.partial[c])
         if self.in_memory:
             ram = self._ram or self._load_ram()
             return {k: self._tensor(k, ram[k][i], False, self.copy) for k in self.fields}
-        c, o = divmod(i, self.rows)
         maps, out = self._maps or {}, {}
         for k in self.fields:
             a = maps.get((k, c))
@@ -243,13 +254,17 @@ class FeatureStore(Dataset):
         if len(idx) and (idx.min() < -self.n or idx.max() >= self.n):
             raise IndexError(f"sample indices out of range for store {str(self.root)!r} with {self.n} samples.")
         idx = idx % self.n
+        chunks, offs = np.divmod(idx, self.rows)
+        for c, kept in self.partial.items():
+            if (offs[chunks == c] >= kept).any():
+                self._unfinished(c, kept)
         if self.in_memory:
             ram = self._ram or self._load_ram()
             return {k: self._tensor(k, ram[k][idx], True, False) for k in self.fields}
-        chunks, offs = np.divmod(idx, self.rows)
         order = np.argsort(chunks, kind="stable")
         uniq, starts = np.unique(chunks[order], return_index=True)
-        bounds = [*starts.tolist(), len(idx)]
+        spans = list(zip(uniq.tolist(), starts.tolist(), [*starts[1:].tolist(), len(idx)], strict=True))
+        by_chunk = offs[order]  # the offsets grouped by chunk
         out = {}
         for k in self.fields:
             spec = self.specs[k]
@@ -257,13 +272,14 @@ class FeatureStore(Dataset):
                 out[k] = self._tensor(k, self._chunk(k, int(uniq[0]))[offs], True, False)
                 continue
             res = np.empty((len(idx), *spec.shape), storage_dtype(spec.dtype))
-            if spec.row_bytes >= 1 << 16:  # big rows: one copy per row, no temporary
+            if self._row_bytes[k] >= 1 << 16:  # big rows: one copy per row, no temporary
                 for j, (c, o) in enumerate(zip(chunks.tolist(), offs.tolist(), strict=True)):
                     res[j] = self._chunk(k, c)[o]
-            else:  # small rows: one gather per chunk
-                for u, a, b in zip(uniq.tolist(), bounds[:-1], bounds[1:], strict=True):
-                    sel = order[a:b]
-                    res[sel] = self._chunk(k, u)[offs[sel]]
+            else:  # small rows: one gather per chunk into chunk order, then one scatter back
+                grouped = np.empty_like(res)
+                for u, a, b in spans:
+                    self._chunk(k, u).take(by_chunk[a:b], axis=0, out=grouped[a:b])
+                res[order] = grouped
             out[k] = self._tensor(k, res, True, False)
         return out
 

@@ -33,6 +33,9 @@ KINDS: dict[str, tuple[str, int, str]] = {
     "point_cloud": ("xyz", 2, "xyz [N, 3]: one frame's points (`align ingest`)"),
 }
 
+# the dtypes feature fields are stored in (StoreMeta.dtype; `cache build` / `align extract --dtype`)
+STORE_DTYPES = ("float16", "bfloat16", "float32")
+
 # logical dtype -> numpy storage dtype (zarr has no bfloat16: stored as its uint16 bit pattern)
 DTYPES: dict[str, str] = {
     "float16": "float16",
@@ -135,7 +138,8 @@ class StoreMeta:
     """Provenance recorded in the manifest: what produced the features and how.
 
     ``taps``: tap names captured (for ``hidden_state``, one per stored layer, in order).
-    ``layers``: layer indices as the user gave them; ``pooling``; ``dtype`` of feature fields.
+    ``layers``: layer indices as the user gave them; ``pooling``; ``dtype`` of floating feature
+    fields, one of :data:`STORE_DTYPES` (integer features such as labels keep their own).
     """
 
     kind: str
@@ -152,7 +156,11 @@ class StoreMeta:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise StoreError(f"StoreMeta.kind={self.kind!r} is not a cache kind; expected one of {sorted(KINDS)}.")
-        storage_dtype(self.dtype, "StoreMeta.dtype")
+        if self.dtype not in STORE_DTYPES:
+            raise StoreError(
+                f"StoreMeta.dtype={self.dtype!r} is not a dtype the store keeps features in; expected one of "
+                f"{list(STORE_DTYPES)} (--dtype in the CLI)."
+            )
         if isinstance(self.bridge, dict):
             self.bridge = BridgeSpec(**self.bridge)
         self.taps = [str(t) for t in self.taps]

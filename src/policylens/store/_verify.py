@@ -4,8 +4,10 @@ Both look at every field's chunk file of every finished chunk and report damage 
 chunk with its sample range: a file missing, of the wrong size, or (``store_info(check=True)``,
 always in ``verify_store``) whose crc32c no longer matches its data. ``verify_store`` also
 checks shapes, dtypes and codecs against the manifest, completeness, NaN/Inf, duplicate sample
-ids and value statistics (``_stats.py``). With ``repair=True`` the done markers of damaged
-chunks are removed so that rerunning the same build recomputes just those chunks.
+ids and value statistics (``_stats.py``), and that floating feature arrays are stored in the
+manifest's dtype, one the store supports (``STORE_DTYPES``). With ``repair=True`` the done
+markers of damaged chunks are removed so that rerunning the same build recomputes just those
+chunks.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from typing import Any
 
 from ._chunks import CODECS, LEGACY_CODECS, ChunkDamage, field_codecs, scan_field
 from ._errors import StoreError
-from ._layout import done_chunks, field_dir, marker, num_chunks, ranges_of
-from ._schema import KINDS, FieldSpec, read_manifest, storage_dtype, write_manifest
+from ._layout import done_chunks, field_dir, gaps, kept_ranges, marker, partial_chunks
+from ._schema import KINDS, STORE_DTYPES, FieldSpec, read_manifest, storage_dtype, write_manifest
 from ._stats import FieldStats
 
+REBUILD = "rebuild the store into a new path (`policylens cache build ... --out NEW_PATH`)"
+FLOATING = ("float16", "bfloat16", "float32", "float64")
 NO_CHECKSUMS = (
     "fields {names} have no per-chunk checksums (the store was written before schema version 3): silent "
     "corruption cannot be detected. Rebuild it with this policylens (`policylens cache build ... --out NEW_PATH`)."
@@ -31,8 +35,9 @@ NO_CHECKSUMS = (
 def store_info(root: str | os.PathLike, check: bool = True) -> dict[str, Any]:
     """Kind, sample count, fields, provenance, checksums and completeness of the store at ``root``.
 
-    ``missing``: sample ranges that cannot be read, because their chunk has no done marker or is
-    damaged; ``damaged``: each damaged chunk file (field, chunk, samples, file, problem).
+    ``complete``: sample ranges that can be read (finished chunks, and the rows an interrupted
+    build kept of an unfinished one); ``missing``: the others, because their chunk has no done
+    marker or is damaged; ``damaged``: each damaged chunk file (field, chunk, samples, file, problem).
     ``check=True`` reads every chunk once to compare its crc32c; ``check=False`` only looks
     at file sizes (fast on big stores).
     """
@@ -47,6 +52,7 @@ def store_info(root: str | os.PathLike, check: bool = True) -> dict[str, Any]:
         scan = scan_field(root, name, spec, rows, n, sorted(done), codecs[name] == CODECS, read=check)
         damaged += [d for _, _, d in scan if d is not None]
     good = done - {d.chunk for d in damaged}
+    kept = kept_ranges(good, partial_chunks(root), rows, n)
     return {
         "path": str(root),
         "schema_version": m["schema_version"],
@@ -58,8 +64,8 @@ def store_info(root: str | os.PathLike, check: bool = True) -> dict[str, Any]:
         "meta": m["meta"],
         "tool_version": m["tool_version"],
         "checksum": "crc32c" if all(c == CODECS for c in codecs.values()) else None,
-        "complete": ranges_of(good, rows, n),
-        "missing": ranges_of(set(range(num_chunks(n, rows))) - good, rows, n),
+        "complete": kept,
+        "missing": gaps(kept, n),
         "damaged": [asdict(d) for d in damaged],
     }
 
@@ -86,24 +92,37 @@ class VerifyReport:
         return not self.problems
 
 
-def _check_array(root: Path, name: str, spec: FieldSpec, n: int, rows: int, rep: VerifyReport) -> bool | None:
+def _check_array(
+    root: Path, name: str, spec: FieldSpec, n: int, rows: int, meta_dtype: str, rep: VerifyReport
+) -> bool | None:
     """Whether field ``name``'s chunks carry a crc32c; ``None`` (and a problem) if its array is wrong."""
     path = field_dir(root, name) / "zarr.json"
     if not path.is_file():
-        rep.problems.append(f"field {name!r}: array metadata {path} is missing")
+        rep.problems.append(f"field {name!r}: array metadata {path} is missing; {REBUILD}")
         return None
-    z = json.loads(path.read_text())
-    want_shape, want_dtype = [n, *spec.shape], storage_dtype(spec.dtype).name
-    got_chunks = z["chunk_grid"]["configuration"]["chunk_shape"]
-    if z["shape"] != want_shape or z["data_type"] != want_dtype or got_chunks != [rows, *spec.shape]:
+    if spec.role == "feature" and spec.dtype in FLOATING and spec.dtype != meta_dtype:
         rep.problems.append(
-            f"field {name!r}: array has shape {z['shape']}, dtype {z['data_type']}, chunks {got_chunks}; manifest "
-            f"expects shape {want_shape}, dtype {want_dtype}, chunks {[rows, *spec.shape]}"
+            f"field {name!r}: the manifest's field dtype {spec.dtype} differs from the store's dtype (meta.dtype) "
+            f"{meta_dtype}; the manifest is inconsistent, {REBUILD}"
         )
-        return None
+    z = json.loads(path.read_text())
+    wrong = len(rep.problems)  # the array's own problems: its chunks cannot be read as the manifest says
+    want = storage_dtype(spec.dtype).name
+    if z["data_type"] != want:
+        rep.problems.append(
+            f"field {name!r}: array {path} has dtype {z['data_type']}, but the manifest says {spec.dtype} (stored as "
+            f"{want}): the array was rewritten outside this store's build; {REBUILD}"
+        )
+    want_shape, got_chunks = [n, *spec.shape], z["chunk_grid"]["configuration"]["chunk_shape"]
+    if z["shape"] != want_shape or got_chunks != [rows, *spec.shape]:
+        rep.problems.append(
+            f"field {name!r}: array {path} has shape {z['shape']}, chunks {got_chunks}; the manifest expects shape "
+            f"{want_shape}, chunks {[rows, *spec.shape]}; {REBUILD}"
+        )
     codecs = [c["name"] for c in z.get("codecs", [])]
     if codecs not in (CODECS, LEGACY_CODECS):
         rep.problems.append(f"field {name!r}: array has codecs {codecs}; expected {CODECS} (or {LEGACY_CODECS})")
+    if len(rep.problems) > wrong:
         return None
     return codecs == CODECS
 
@@ -119,13 +138,19 @@ def verify_store(root: str | os.PathLike, repair: bool = False) -> VerifyReport:
         return rep
     n, rows = m["num_samples"], m["chunk_rows"]
     done = done_chunks(root)
-    rep.incomplete = ranges_of(set(range(num_chunks(n, rows))) - done, rows, n)
+    rep.incomplete = gaps(kept_ranges(done, partial_chunks(root), rows, n), n)
     if rep.incomplete:
         rep.problems.append(f"incomplete: samples {rep.incomplete} have no done marker")
+    meta_dtype = m["meta"].get("dtype")
+    if meta_dtype not in STORE_DTYPES:
+        rep.problems.append(
+            f"manifest meta.dtype is {meta_dtype!r}, not a dtype the store keeps features in "
+            f"({list(STORE_DTYPES)}); {REBUILD} with --dtype {STORE_DTYPES[0]} (or another of those)"
+        )
     feature, unchecked = KINDS[m["kind"]][0], []
     for name, raw in m["fields"].items():
         spec = FieldSpec(**raw)
-        checksummed = _check_array(root, name, spec, n, rows, rep)
+        checksummed = _check_array(root, name, spec, n, rows, meta_dtype, rep)
         if checksummed is None:
             continue
         if not checksummed:

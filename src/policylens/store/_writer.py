@@ -3,7 +3,9 @@
 The main thread runs the extractor (the model forward) batch by batch; a writer thread
 takes finished chunks from a bounded queue, writes each field's chunk file as zarr's
 ``bytes`` + ``crc32c`` codecs store it (data, then its checksum) and then the chunk's done
-marker, so disk I/O overlaps with compute and a kill leaves only unmarked chunks.
+marker, so disk I/O overlaps with compute and a kill leaves only unmarked chunks. SIGINT /
+SIGTERM stop the run keeping every batch it computed (``_interrupt``); chunk sizes come from
+``_sizing``.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +24,26 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._chunks import CODECS, LEGACY_CODECS, field_codecs, has_checksum, seal
+from ._chunks import CODECS, LEGACY_CODECS, field_codecs, has_checksum, write_chunk
 from ._create import clean_stale_temps, create_once
 from ._errors import StoreError
-from ._layout import chunk_file, chunk_range, dist_env, done_chunks, mark_done, num_chunks, ranges_of, rank_chunks
+from ._interrupt import BuildInterrupted, kept_samples, restore_partial, save_partial, signals_interrupt
+from ._layout import (
+    chunk_file,
+    chunk_range,
+    dist_env,
+    done_chunks,
+    mark_done,
+    marker,
+    num_chunks,
+    part_marker,
+    ranges_of,
+    rank_chunks,
+)
 from ._schema import FieldSpec, StoreMeta, make_manifest, read_manifest, storage_dtype, write_manifest
+from ._sizing import default_chunk_rows
 
 Extractor = Callable[[dict[str, Any]], Mapping[str, Tensor]]
-MAX_CHUNK_BYTES = 4 << 20  # bench/store_io.py: batched reads gain up to here, writes are flat 1-16 MiB
-MIN_CHUNK_BYTES = 1 << 20  # below this, per-chunk costs (files, markers, maps) start to show
-MIN_CHUNKS = 16  # between those bounds, aim for this many chunks: a kill loses at most ~1/16
 
 
 def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -61,38 +74,6 @@ def _index_hash(indices: np.ndarray) -> str:
     return "sha256:" + hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()
 
 
-def default_chunk_rows(fields: Mapping[str, FieldSpec], num_samples: int, batch_size: int = 1) -> int:
-    """Rows per chunk from the dataset size and the widest field's row size.
-
-    A chunk of the widest field holds at most ``MAX_CHUNK_BYTES``; between ``MIN_CHUNK_BYTES``
-    and that, chunks shrink so the store has about ``MIN_CHUNKS`` of them (the unit of resume
-    and of the rank split); never more rows than ``num_samples``, at least one. Below
-    ``num_samples`` the rows are a whole number of batches (at least one) so that batches
-    stay full.
-    """
-    if num_samples < 1:
-        raise StoreError(f"default_chunk_rows: num_samples={num_samples}; expected >= 1.")
-    widest = max(f.row_bytes for f in fields.values())
-    most = max(1, MAX_CHUNK_BYTES // widest)
-    least = min(most, -(-MIN_CHUNK_BYTES // widest))  # rows of at least 1 MiB
-    rows = min(most, max(least, -(-num_samples // MIN_CHUNKS)))
-    if rows >= num_samples:
-        return int(num_samples)
-    return int(min(num_samples, max(batch_size, rows // batch_size * batch_size)))
-
-
-def write_chunk(path: Path, buf: np.ndarray, checksum: bool = True) -> None:
-    """Write one full chunk ``(chunk_rows, *shape)`` as zarr's ``bytes`` codec stores it (raw C order,
-    little endian), followed by its crc32c when ``checksum`` (zarr's ``crc32c`` codec), through a
-    temp file + rename so a kill never leaves a torn chunk file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = np.ascontiguousarray(buf, dtype=buf.dtype.newbyteorder("<")).tobytes()
-    with open(tmp, "wb") as f:
-        f.write(seal(payload) if checksum else payload)
-    os.replace(tmp, path)
-
-
 class _Writer(threading.Thread):
     """Writes queued chunks (all fields) then their done markers; re-raises errors in the caller."""
 
@@ -110,6 +91,7 @@ class _Writer(threading.Thread):
                 for name, buf in bufs.items():
                     write_chunk(chunk_file(self.root, name, chunk, buf.ndim), buf, self.checksum[name])
                 mark_done(self.root, chunk)
+                part_marker(self.root, chunk).unlink(missing_ok=True)  # rows an interrupt kept: now all done
             except BaseException as exc:  # surfaced in put()/close()
                 self.error = exc
 
@@ -118,8 +100,10 @@ class _Writer(threading.Thread):
         self.q.put(item)
 
     def close(self) -> None:
-        self.q.put(None)
-        self.join()
+        """Write every queued chunk, then stop (again: no-op)."""
+        if self.is_alive():
+            self.q.put(None)
+            self.join()
         self._check()
 
     def _check(self) -> None:
@@ -198,57 +182,109 @@ def build_store(
 
     def make() -> tuple[dict, dict[str, FieldSpec]]:
         fields = _probe(source, idx, extractor, meta, store_inputs, min(batch_size, len(idx)), first)
-        rows = chunk_rows or default_chunk_rows(fields, len(idx), batch_size)
+        rows = chunk_rows or default_chunk_rows(fields, len(idx), batch_size, world_size)
         manifest = make_manifest(meta, fields, len(idx), rows, batch_size)
         manifest["sample_index"]["sha256"] = _index_hash(idx)
         return manifest, fields
 
-    create_once(root, make)
-    clean_stale_temps(root)
-    manifest = read_manifest(root)
-    _check_same_build(root, manifest, meta, idx, chunk_rows, store_inputs)
-    fields = {k: FieldSpec(**v) for k, v in manifest["fields"].items()}
-    checksum = {k: _checksummed(root, k) for k in fields}
-    rows, n = manifest["chunk_rows"], manifest["num_samples"]
-    mine = rank_chunks(num_chunks(n, rows), rank, world_size)
-    done = done_chunks(root)
-    pending = [c for c in mine if c not in done]
-    total = sum(chunk_range(c, rows, n)[1] - chunk_range(c, rows, n)[0] for c in mine)
-    writer = _Writer(root, queue_size, checksum)
-    writer.start()
-    bar = tqdm(
-        total=total,
-        initial=total - sum(min(rows, n - c * rows) for c in pending),
-        unit="sample",
-        desc=f"{desc} rank {rank}/{world_size}" if world_size > 1 else desc,
-        disable=not progress,
-    )
-    try:
-        for c in pending:
-            start, stop = chunk_range(c, rows, n)
-            bufs = {k: np.empty((rows, *f.shape), storage_dtype(f.dtype)) for k, f in fields.items()}
-            for buf in bufs.values():
-                buf[stop - start :] = 0  # the padding of a last, partial chunk (zarr's fill value)
-            bufs["sample_index"][: stop - start] = idx[start:stop]
-            for b0 in range(start, stop, batch_size):
-                b1 = min(b0 + batch_size, stop)
-                if b0 == 0 and first.get("size") == b1:  # the probe ran exactly this batch
-                    batch, out = first.pop("batch"), first.pop("out")
-                else:
-                    batch = collate([source[int(i)] for i in idx[b0:b1]])
-                    with torch.no_grad():
-                        out = dict(_run(extractor, batch, idx[b0:b1]))
-                out.update({k: batch[k] for k, f in fields.items() if f.role == "input"})
-                for k, f in fields.items():
-                    if f.role != "index":
-                        bufs[k][b0 - start : b1 - start] = _checked(root, k, f, out, b1 - b0)
-                bar.update(b1 - b0)
-            writer.put((c, bufs))
-    finally:
-        first.clear()
-        bar.close()
-        writer.close()
+    with signals_interrupt() as caught:
+        try:
+            create_once(root, make)
+            clean_stale_temps(root)
+            manifest = read_manifest(root)
+            _check_same_build(root, manifest, meta, idx, chunk_rows, store_inputs)
+            run = _Run(root, source, extractor, idx, manifest, batch_size, first)
+            mine = rank_chunks(num_chunks(run.n, run.rows), rank, world_size)
+            label = f"{desc} rank {rank}/{world_size}" if world_size > 1 else desc
+            run.write(mine, queue_size, tqdm(total=run.size(mine), unit="sample", desc=label, disable=not progress))
+        except KeyboardInterrupt:
+            kept, total = kept_samples(root, len(idx))
+            raise BuildInterrupted(root, kept, total, caught.signum or signal.SIGINT) from None
+        finally:
+            first.clear()
     return finalize(root)
+
+
+class _Run:
+    """One build's pass over its chunks: compute each pending chunk batch by batch, hand it to the
+    writer; on an interrupt, write what the unfinished chunk holds (see ``_interrupt``)."""
+
+    def __init__(
+        self,
+        root: Path,
+        source: Any,
+        extractor: Extractor,
+        idx: np.ndarray,
+        manifest: dict,
+        batch_size: int,
+        first: dict,
+    ) -> None:
+        self.root, self.source, self.extractor, self.idx = root, source, extractor, idx
+        self.batch_size, self.first = batch_size, first
+        self.fields = {k: FieldSpec(**v) for k, v in manifest["fields"].items()}
+        self.checksum = {k: _checksummed(root, k) for k in self.fields}
+        self.rows, self.n = manifest["chunk_rows"], manifest["num_samples"]
+
+    def size(self, chunks: Iterable[int]) -> int:
+        """Samples in ``chunks``."""
+        return sum(min(self.rows, self.n - c * self.rows) for c in chunks)
+
+    def write(self, mine: range, queue_size: int, bar: tqdm) -> None:
+        done = done_chunks(self.root)
+        pending = [c for c in mine if c not in done]
+        bar.update(self.size(c for c in mine if c in done))
+        writer = _Writer(self.root, queue_size, self.checksum)
+        writer.start()
+        current: list = []  # [chunk, bufs, rows computed] of the chunk being filled
+        try:
+            for c in pending:
+                current[:] = [c, self._buffers(c), 0]
+                self._fill(current, bar)
+                writer.put((c, current[1]))
+                current.clear()
+        except KeyboardInterrupt:
+            writer.close()  # every finished chunk handed over is written first
+            c, bufs, kept = current or (None, None, 0)
+            if kept and not marker(self.root, c).exists():
+                save_partial(self.root, c, bufs, kept, self.checksum)
+            raise
+        finally:
+            bar.close()
+            writer.close()
+
+    def _buffers(self, c: int) -> dict[str, np.ndarray]:
+        start, stop = chunk_range(c, self.rows, self.n)
+        bufs = {k: np.zeros((self.rows, *f.shape), storage_dtype(f.dtype)) for k, f in self.fields.items()}
+        bufs["sample_index"][: stop - start] = self.idx[start:stop]  # the padding of a last chunk stays 0
+        return bufs
+
+    def _fill(self, current: list, bar: tqdm) -> None:
+        """Compute chunk ``current[0]`` into ``current[1]``, keeping ``current[2]`` = rows done."""
+        c, bufs, _ = current
+        start, stop = chunk_range(c, self.rows, self.n)
+        current[2] = restore_partial(self.root, c, self.fields, bufs, self.idx[start:stop], self.checksum)
+        bar.update(current[2])
+        for b0 in range(start + current[2], stop, self.batch_size):
+            b1 = min(b0 + self.batch_size, stop)
+            if b0 == 0 and self.first.get("size") == b1:  # the probe ran exactly this batch
+                batch, out = self.first.pop("batch"), self.first.pop("out")
+            else:
+                batch = collate([self.source[int(i)] for i in self.idx[b0:b1]])
+                with torch.no_grad():
+                    out = dict(_run(self.extractor, batch, self.idx[b0:b1]))
+            out.update({k: batch[k] for k, f in self.fields.items() if f.role == "input"})
+            for k, f in self.fields.items():
+                if f.role != "index":
+                    bufs[k][b0 - start : b1 - start] = _checked(self.root, k, f, out, b1 - b0)
+            current[2] = b1 - start
+            bar.update(b1 - b0)
+
+
+def rank_ranges(manifest: Mapping[str, Any], rank: int, world_size: int) -> list[list[int]]:
+    """The sample ranges ``[[start, stop], ...]`` that rank ``rank`` of ``world_size`` computes in the
+    store of ``manifest`` (its contiguous block of chunks; empty when there are fewer chunks than ranks)."""
+    rows, n = manifest["chunk_rows"], manifest["num_samples"]
+    return ranges_of(set(rank_chunks(num_chunks(n, rows), rank, world_size)), rows, n)
 
 
 def _checked(root: Path, name: str, spec: FieldSpec, out: Mapping[str, Any], rows: int) -> np.ndarray:
