@@ -1,19 +1,53 @@
-"""``build_cache``: load a policy, open a dataset source, write an anchor-cache store."""
+"""``build_cache``: load a policy, open a dataset source, write an anchor-cache store.
+
+Everything that can be checked without the policy is checked before it loads (kind, pooling,
+dtype, batch size, the dataset spec and its files, the camera map's form, the settings of a
+store already at ``out``); layers are resolved on the loaded policy before the store exists.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 
-from ..store import BridgeSpec, StoreError, StoreMeta, build_store, hash_state_dict
+from ..store import STORE_DTYPES, BridgeSpec, StoreError, StoreMeta, build_store, hash_state_dict, read_manifest
 from ._bridge import bridge_extractor
 from ._extractors import policy_extractor
-from ._sources import open_source
+from ._sources import check_camera_map_applies, open_source, parse_camera_map, parse_dataset
 
-__all__ = ["build_cache"]
+__all__ = ["POLICY_KINDS", "build_cache"]
 
 POLICY_KINDS = ("hidden_feature", "hidden_state", "token_level", "bridge")  # what a policy's taps give
+
+
+def _check_options(kind: str, pooling: str, dtype: str, batch_size: int) -> None:
+    from policylens.tap import POOLINGS
+
+    if kind not in POLICY_KINDS:
+        hint = " (`patch_grid` / `point_cloud` stores come from `policylens align extract` / `align ingest`)"
+        raise StoreError(f"kind={kind!r}; `cache build` writes one of {list(POLICY_KINDS)}{hint}.")
+    if kind != "bridge" and pooling not in POOLINGS:
+        raise StoreError(f"pooling={pooling!r}; expected one of {list(POOLINGS)}.")
+    if dtype not in STORE_DTYPES:
+        raise StoreError(f"dtype={dtype!r}; the store keeps features in one of {list(STORE_DTYPES)}.")
+    if batch_size < 1:
+        raise StoreError(f"batch_size={batch_size}; expected >= 1.")
+
+
+def _check_existing(out: str, **want: object) -> None:
+    """Refuse, before the policy loads, to resume a store at ``out`` made with other settings
+    (``want``: manifest ``meta`` keys; the full check, weights hash included, runs in ``build_store``)."""
+    if not (Path(out) / "manifest.json").is_file():
+        return
+    meta = read_manifest(out)["meta"]
+    problems = [f"meta.{k} {meta.get(k)!r} vs {v!r}" for k, v in want.items() if meta.get(k) != v]
+    if problems:
+        raise StoreError(
+            f"store {out!r} exists but was built with different settings ({'; '.join(problems)}). "
+            "Use a new --out path, or delete the store to rebuild it."
+        )
 
 
 def build_cache(
@@ -32,18 +66,25 @@ def build_cache(
     """Load ``policy`` (seeded, so built-in random-init policies are reproducible), build the store.
 
     ``policy``: a built-in name or checkpoint directory (LeRobot pi0 / pi0.5 / SmolVLA ones too,
-    read through their saved pre-processor). ``camera_map``: dataset camera -> policy camera
+    read through their saved pre-processor). ``dataset``: ``synthetic:N | droid:PATH |
+    lerobot:PATH | PATH``. ``camera_map``: dataset camera -> policy camera
     (``{"side": "varied_camera_1"}`` or ``"side=varied_camera_1"``), recorded in the manifest.
+    Ctrl-C / SIGTERM stop it keeping every computed sample (``store.BuildInterrupted``).
     """
     from policylens.models import load_model
     from policylens.tap import resolve_taps
 
-    if kind not in POLICY_KINDS:
-        hint = " (`patch_grid` / `point_cloud` stores come from `policylens align extract` / `align ingest`)"
-        raise StoreError(f"kind={kind!r}; `cache build` writes one of {list(POLICY_KINDS)}{hint}.")
+    _check_options(kind, pooling, dtype, batch_size)
+    cameras = parse_camera_map(camera_map) if isinstance(camera_map, str) else camera_map
+    spec = parse_dataset(dataset)
+    check_camera_map_applies(spec, cameras)
+    stored = {"kind": "hidden_feature", "pooling": "bridge"} if kind == "bridge" else {"kind": kind, "pooling": pooling}
+    if kind in ("hidden_feature", "hidden_state"):
+        stored["layers"] = list(layers)
+    _check_existing(out, model_id=policy, dataset_id=spec.id, dtype=dtype, **stored)
     torch.manual_seed(0)
     model = load_model(policy).eval()
-    source = open_source(model, dataset, camera_map=camera_map)
+    source = open_source(model, spec, camera_map=cameras)
     bridge = None
     if kind == "bridge":  # a hidden_feature store of [C_R ; C_AQ]
         bridge = BridgeSpec.for_layers(model.config.layers)
@@ -52,18 +93,18 @@ def build_cache(
     else:
         extractor, taps = policy_extractor(model, kind, layers, pooling, dtype)
     resolve_taps(model, taps)  # a bad layer fails here, before the store directory exists
-    cameras = getattr(source, "camera_map", None)
+    source_cameras = getattr(source, "camera_map", None)
     meta = StoreMeta(
         bridge=bridge,
         kind=kind,
         model_id=policy,
         weights_hash=hash_state_dict(model),
-        dataset_id=dataset,
+        dataset_id=spec.id,
         taps=taps,
         layers=list(layers) if kind != "token_level" else [],
         pooling=pooling,
         dtype=dtype,
-        extra={"camera_map": dict(cameras)} if cameras else {},
+        extra={"camera_map": dict(source_cameras)} if source_cameras else {},
     )
     return build_store(
         out, source, extractor, meta, batch_size=batch_size, store_inputs=store_inputs, progress=progress

@@ -1,7 +1,11 @@
-"""Dataset sources for anchor caches: ``synthetic:N``, ``droid:PATH``, ``lerobot:PATH``.
+"""Dataset sources for anchor caches: ``synthetic:N``, ``droid:PATH``, ``lerobot:PATH`` or a bare
+``PATH`` whose format (DROID or LeRobot) the data layer's ``open_episodes`` detects.
 
-A source is an indexable of per-sample input dicts (no batch dim) for the policy.
-Episode sources walk every step of every episode: sample i is (episode, t) in order.
+:func:`parse_dataset` checks a spec and opens its episodes before any policy loads (a typo or
+a missing folder fails at once); the id it gives names the format, so ``runs/reach`` and
+``droid:runs/reach`` make the same store. A source is an indexable of per-sample input dicts
+(no batch dim) for the policy. Episode sources walk every step of every episode: sample i is
+(episode, t) in order.
 A dataset recorded with other camera names (a LeRobot dataset with ``side`` / ``wrist``) is read
 through a camera map, dataset camera -> policy camera (``{"side": "varied_camera_1"}``, or the
 CLI string ``side=varied_camera_1,wrist=hand_camera``); the state must have the policy's size.
@@ -10,6 +14,8 @@ CLI string ``side=varied_camera_1,wrist=hand_camera``); the state must have the 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,8 +23,22 @@ from torch import Tensor, nn
 
 from ..store import StoreError
 
-__all__ = ["EpisodeSource", "SyntheticSource", "open_source", "parse_camera_map"]
+__all__ = [
+    "DATASET_FORMS",
+    "DATASET_HELP",
+    "DatasetSpec",
+    "EpisodeSource",
+    "SyntheticSource",
+    "open_source",
+    "parse_camera_map",
+    "parse_dataset",
+]
 
+DATASET_FORMS = "synthetic:N | droid:PATH | lerobot:PATH | PATH"
+DATASET_HELP = (
+    "synthetic:N (N samples of the policy's example inputs), droid:PATH (a DROID episode folder or a tree "
+    "of them), lerobot:PATH (a LeRobot v3.0 dataset root), or PATH (either of the two, format detected)."
+)
 MAP_FORM = "DATASET_CAMERA=POLICY_CAMERA[,...] (e.g. side=varied_camera_1,wrist=hand_camera)"
 
 
@@ -133,26 +153,67 @@ def _check_map(camera_map: dict[str, str], policy_cameras: list[str]) -> None:
         raise StoreError(f"camera_map maps several dataset cameras onto {twice}; map one dataset camera to each.")
 
 
+@dataclass
+class DatasetSpec:
+    """A checked dataset spec: ``kind`` ``synthetic`` (``n`` samples) or ``droid`` / ``lerobot`` (the
+    ``episodes`` under ``path``, already opened). ``id``: what manifests record (format named)."""
+
+    kind: str
+    n: int = 0
+    path: str = ""
+    episodes: list = field(default_factory=list, repr=False)
+
+    @property
+    def id(self) -> str:
+        return f"synthetic:{self.n}" if self.kind == "synthetic" else f"{self.kind}:{self.path}"
+
+
+def parse_dataset(dataset: str) -> DatasetSpec:
+    """Check ``dataset`` (``synthetic:N | droid:PATH | lerobot:PATH | PATH``) and open its episodes;
+    no policy is needed, so a bad spec or path fails before one loads."""
+    from ..data import EpisodeFormatError, open_episodes
+
+    kind, sep, arg = str(dataset).partition(":")
+    if sep and kind == "synthetic":
+        if not (arg.isdigit() and int(arg) >= 1):
+            raise StoreError(
+                f"--dataset={dataset!r}: N of synthetic:N must be a whole number >= 1 (e.g. synthetic:256)."
+            )
+        return DatasetSpec("synthetic", n=int(arg))
+    if not (sep and kind in ("droid", "lerobot")):
+        kind, arg = "", str(dataset)  # a bare PATH (which may hold a ':')
+    if not arg or not Path(arg).exists():
+        what = f"{arg} does not exist" if arg else "the PATH is empty"
+        raise StoreError(
+            f"--dataset={dataset!r}: {what}; expected {DATASET_FORMS} (e.g. synthetic:256, droid:runs/reach)."
+        )
+    episodes = open_episodes(f"{kind}:{arg}" if kind else arg)
+    if not episodes:
+        raise EpisodeFormatError(f"--dataset={dataset!r}: {arg} holds no episodes")
+    if not kind:  # the data layer detected the format; its readers name it in each episode's layout
+        kind = "lerobot" if episodes[0].layout.startswith("lerobot") else "droid"
+    return DatasetSpec(kind, path=arg, episodes=episodes)
+
+
 def open_source(
-    model: nn.Module, dataset: str, camera_map: Mapping[str, str] | str | None = None
+    model: nn.Module, dataset: str | DatasetSpec, camera_map: Mapping[str, str] | str | None = None
 ) -> SyntheticSource | EpisodeSource:
-    """Parse a dataset spec: ``synthetic:N``, ``droid:PATH`` (an episode or a tree of them) or
-    ``lerobot:PATH`` (a LeRobot v3.0 dataset root). ``camera_map`` renames dataset cameras to the
-    policy's (dataset camera -> policy camera; a dict or ``"side=varied_camera_1,wrist=hand_camera"``)."""
+    """The samples of ``dataset`` (a spec, see :func:`parse_dataset`, or one already parsed) as the
+    policy's inputs. ``camera_map`` renames dataset cameras to the policy's (dataset camera ->
+    policy camera; a dict or ``"side=varied_camera_1,wrist=hand_camera"``)."""
     if isinstance(camera_map, str):
         camera_map = parse_camera_map(camera_map)
-    kind, _, arg = dataset.partition(":")
-    if kind == "synthetic" and arg.isdigit() and int(arg) >= 1:
-        if camera_map:
-            raise StoreError(
-                f"--dataset={dataset!r} draws images from the policy's example_batch, so camera_map does not apply; "
-                "drop it or use droid:PATH / lerobot:PATH."
-            )
-        return SyntheticSource(model, int(arg))
-    if kind in ("droid", "lerobot") and arg:
-        from ..data import open_episodes
+    spec = dataset if isinstance(dataset, DatasetSpec) else parse_dataset(dataset)
+    check_camera_map_applies(spec, camera_map)
+    if spec.kind == "synthetic":
+        return SyntheticSource(model, spec.n)
+    return EpisodeSource(model, spec.episodes, spec.id, camera_map)
 
-        return EpisodeSource(model, open_episodes(dataset), dataset, camera_map)
-    raise StoreError(
-        f"--dataset={dataset!r}: expected synthetic:N (N >= 1), droid:PATH or lerobot:PATH (e.g. synthetic:256)."
-    )
+
+def check_camera_map_applies(spec: DatasetSpec, camera_map: Mapping[str, str] | None) -> None:
+    """A camera map renames a dataset's cameras: ``synthetic:N`` has none."""
+    if spec.kind == "synthetic" and camera_map:
+        raise StoreError(
+            f"--dataset={spec.id!r} draws images from the policy's example_batch, so camera_map does not apply; "
+            "drop it or use droid:PATH / lerobot:PATH / PATH."
+        )
