@@ -2,7 +2,10 @@
 
 ``build`` wraps :func:`policylens.anchors.build_cache`; ``info`` and ``verify`` wrap
 ``store_info`` / ``verify_store``. Each exits 1 when the store is not sound, 2 on bad input
-(no store there, settings that differ from the store's). ``verify --repair``
+(no store there, settings that differ from the store's). ``build`` stopped by Ctrl-C or
+SIGTERM keeps every computed sample, says how many in one line and exits 130 / 143; the same
+command resumes it. The choices of ``--kind`` / ``--pooling`` / ``--dtype`` are the library's
+own tuples. ``verify --repair``
 drops the done markers of damaged chunks and prints the ``cache build`` command, rebuilt from
 the manifest, that recomputes just those chunks (rebuilding needs the policy and the dataset,
 which the store does not hold).
@@ -11,48 +14,82 @@ which the store does not hold).
 from __future__ import annotations
 
 import json
+import os
 import shlex
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from policylens.anchors import DATASET_HELP, POLICY_KINDS
+from policylens.cli._app import new_app
 from policylens.cli._errors import EXIT_KNOWN
-from policylens.store import ChunkDamage, StoreError, read_manifest, store_info, verify_store
+from policylens.cli._threads import apply_threads, threads_option
+from policylens.store import (
+    STORE_DTYPES,
+    BuildInterrupted,
+    ChunkDamage,
+    StoreError,
+    rank_ranges,
+    read_manifest,
+    store_info,
+    verify_store,
+)
+from policylens.tap import POOLINGS
 
-CLI_DATASETS = ("synthetic:", "droid:", "lerobot:")  # dataset ids that `cache build --dataset` takes
+CLI_DATASETS = ("synthetic:", "droid:", "lerobot:")  # the dataset ids `cache build` records (a PATH gets its format)
 
-app = typer.Typer(help="Anchor caches: build, inspect and verify feature stores.", no_args_is_help=True)
+Kind = Literal[POLICY_KINDS]  # click shows and checks these choices
+Pooling = Literal[POOLINGS]
+Dtype = Literal[STORE_DTYPES]
+
+app = new_app("Anchor caches: build, inspect and verify feature stores.")
 
 
 @app.command()
 def build(
     policy: str = typer.Option("tiny_vla", help="Built-in policy name or checkpoint directory."),
-    dataset: str = typer.Option("synthetic:64", help="Dataset spec: synthetic:N, droid:PATH or lerobot:PATH."),
-    kind: str = typer.Option("hidden_feature", help="hidden_feature | hidden_state | token_level | bridge (CRaFT)."),
+    dataset: str = typer.Option("synthetic:64", help=DATASET_HELP),
+    kind: Annotated[
+        Kind,
+        typer.Option(help="What to store; bridge: CRaFT [C_R ; C_AQ] (align stores come from `policylens align`)."),
+    ] = "hidden_feature",
     layer: Annotated[list[int] | None, typer.Option(help="LLM layer index (default -2); repeatable.")] = None,
-    pooling: str = typer.Option("mean_image_tokens", help="mean_image_tokens | masked_mean | first | last | none."),
-    dtype: str = typer.Option("float16", help="float16 | bfloat16 | float32."),
+    pooling: Annotated[Pooling, typer.Option(help="How a layer's tokens are pooled.")] = "mean_image_tokens",
+    dtype: Annotated[Dtype, typer.Option(help="Dtype of the stored features.")] = "float16",
     batch_size: int = typer.Option(8, min=1, help="Samples per forward."),
     store_input: Annotated[list[str] | None, typer.Option(help="Input to store too (input_ids); repeatable.")] = None,
     camera_map: str | None = typer.Option(
-        None, help="Dataset camera -> policy camera, e.g. side=varied_camera_1,wrist=hand_camera (droid:/lerobot:)."
+        None, help="Dataset camera -> policy camera, e.g. side=varied_camera_1,wrist=hand_camera (episode datasets)."
     ),
     out: str = typer.Option(..., help="Store directory (rerun the same command to resume)."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Run POLICY over DATASET and write (or resume) a feature store; torchrun ranks split the work."""
     from policylens.anchors import build_cache, parse_camera_map
 
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    who = f"rank {rank}/{world}: " if world > 1 else ""
     try:
         cameras = parse_camera_map(camera_map) if camera_map else None
+        used = apply_threads(threads)
+        typer.echo(f"torch threads: {used}")
         m = build_cache(
             policy, dataset, out, kind, layer or [-2], pooling, dtype, batch_size, store_input or [], camera_map=cameras
         )
     except StoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_KNOWN) from None
-    typer.echo(f"{out}: {m['kind']}, {m['num_samples']} samples, complete {m['complete'] or 'not yet (other ranks)'}")
+    except BuildInterrupted as exc:  # the store's kept samples, counted once this process's are on disk
+        typer.echo(
+            f"{who}interrupted: kept {exc.kept} of {exc.total} samples in {out}; rerun the same command to resume"
+        )
+        raise typer.Exit(128 + exc.signum) from None
+    line = f"{out}: {m['kind']}, {m['num_samples']} samples, complete {m['complete'] or 'not yet (other ranks)'}"
+    if world > 1:
+        line += f"; rank {rank}/{world} computed samples {rank_ranges(m, rank, world)}"
+    typer.echo(line)
 
 
 def build_command(path: str) -> str | None:
