@@ -26,16 +26,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data.sim import ChunkedPolicy, EvalResult, SimEnv, evaluate_policy, get_task, layout_seed, record_episode
+from ..models import read_safetensors
 from ..models._train_state import claim_run_dir
 from ._dataset import ResumableBatchSampler
 from ._head import ActionHead, HeadShape
 from ._sources import SOURCES, WORDS, FeatureSource, instruction_code
-from ._train import Amp, _export, _loop
+from ._train import RETRAIN, Amp, _export, _loop
 from ._train_config import LoopConfig
 
 __all__ = ["HEAD_FORMAT", "HeadConfig", "HeadPolicy", "evaluate_action_head", "load_action_head", "train_action_head"]
@@ -135,7 +136,7 @@ def _collect(source: FeatureSource, cfg: HeadConfig, out: Path) -> list[dict[str
                 tmp = path.with_suffix(".tmp")
                 save_file({k: v.contiguous() for k, v in _episode_inputs(source, env, i, cfg, seed).items()}, str(tmp))
                 os.replace(tmp, path)
-            episodes.append(load_file(str(path)))
+            episodes.append(read_safetensors(path, fix=f"delete it; the next run writes it again ({path.parent})"))
     return episodes
 
 
@@ -241,7 +242,7 @@ class HeadPolicy:
         self.cfg = HeadConfig(**{**meta["config"], "progress": False})
         self.source = FeatureSource(self.cfg.source, meta["aligned"], meta["student"], device)
         self.model = _HeadModel(HeadShape(**meta["shape"]))
-        self.model.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
+        self.model.load_state_dict(read_safetensors(Path(path) / "model.safetensors", fix=RETRAIN))
         self.model.to(device).eval().requires_grad_(False)
         self.seed, self.episode, self.t, self.env = int(self.source.point_info.get("seed", 0)), -1, 0, None
 

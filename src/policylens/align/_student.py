@@ -12,12 +12,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
+from ..models import read_safetensors
 from ..models._train_state import claim_run_dir
 from ._distill import Distiller
 from ._train import (
+    RETRAIN,
     AlignModel,
     Amp,
     _export,
@@ -133,5 +134,5 @@ def load_student(student: str | os.PathLike, device="cpu"):
     meta = load_student_meta(student)
     cfg = meta["config"]
     model = _Student(meta["in_dim"], cfg["hidden"], meta["dim"], cfg["l1_weight"])
-    model.load_state_dict(load_file(str(Path(student) / "model.safetensors")))
+    model.load_state_dict(read_safetensors(Path(student) / "model.safetensors", fix=RETRAIN))
     return model.to(device).eval().requires_grad_(False)

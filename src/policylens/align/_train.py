@@ -36,10 +36,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..models import read_safetensors
 from ..models._train_state import (
     TrainingInterrupted,
     claim_run_dir,
@@ -65,6 +66,8 @@ __all__ = [
     "load_aligned",
     "train_alignment",
 ]
+
+RETRAIN = "train that run again, or point to another run"  # the fix named when a run's weights are damaged
 
 MODEL_FORMAT = "policylens-align-model-1"
 
@@ -395,5 +398,5 @@ def load_aligned(aligned: str | os.PathLike, device: str | torch.device = "cpu")
     if meta.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}/config.json has format {meta.get('format')!r}; expected {MODEL_FORMAT!r}")
     model = AlignModel(meta)
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    model.load_state_dict(read_safetensors(path / "model.safetensors", fix=RETRAIN))
     return model.to(device).eval().requires_grad_(False)

@@ -17,9 +17,11 @@ import torch
 from ..tap import get_adapter, list_adapters, register_adapter
 from . import _hf_adapters, _lerobot_adapters, _prismatic_adapter  # noqa: F401  (registrations)
 from ._checkpoint import (
+    check_safetensors,
     list_policy_names,
     list_policy_types,
     load_policy,
+    read_safetensors,
     register_policy_name,
     register_policy_type,
     save_policy,
@@ -112,6 +114,7 @@ __all__ = [
     "TrainingInterrupted",
     "VLATrainConfig",
     "check_run_dir",
+    "check_safetensors",
     "claim_run_dir",
     "get_adapter",
     "is_lerobot_checkpoint",
@@ -125,6 +128,7 @@ __all__ = [
     "load_model",
     "load_policy",
     "load_train_state",
+    "read_safetensors",
     "register_adapter",
     "register_policy_name",
     "register_policy_type",

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from ._checkpoint import read_safetensors
 from ._hf_compat import align_state_dict
 
 __all__ = [
@@ -45,6 +46,8 @@ __all__ = [
     "save_train_state",
     "stop_on_signal",
 ]
+
+RESTATE = "delete it to start the run over, or pass --overwrite"  # the fix named for a damaged train state
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "policylens-run-1"
@@ -159,7 +162,7 @@ def load_train_state(
     if not (meta_path.is_file() and tensor_path.is_file()):
         return 0
     meta = json.loads(meta_path.read_text())
-    tensors = load_file(str(tensor_path))
+    tensors = read_safetensors(tensor_path, fix=RESTATE)
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(align_state_dict(weights, model.state_dict().keys()))
     state: dict[int, dict] = {}

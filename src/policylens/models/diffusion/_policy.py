@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ..._jsonfile import read_json_file
+from .._checkpoint import read_safetensors
 from ._config import POLICY_TYPE, DiffusionPolicyConfig
 from ._normalizer import MinMaxNormalizer
 from ._schedulers import DDIMScheduler, DDPMScheduler
@@ -101,5 +102,5 @@ class TinyDiffusionPolicy(nn.Module):
                     "(write one with TinyDiffusionPolicy.save_pretrained)."
                 )
         policy = cls(DiffusionPolicyConfig.from_dict(read_json_file(cfg_path, "a TinyDiffusionPolicy config")))
-        policy.load_state_dict(load_file(str(w_path), device=map_location))
+        policy.load_state_dict({k: v.to(map_location) for k, v in read_safetensors(w_path).items()})
         return policy.eval()
