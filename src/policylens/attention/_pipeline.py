@@ -373,10 +373,8 @@ def run_attention(
                 jobs = pool.map(_worker_episode, range(len(eps)))
                 done = list(tqdm(jobs, total=len(eps), desc="attention episodes", disable=not progress))
         else:
-            done = [
-                _episode(model, ep, i, out, cfg, weights)
-                for i, ep in enumerate(tqdm(eps, desc="attention episodes", disable=not progress))
-            ]
+            with tqdm(eps, desc="attention episodes", disable=not progress) as bar:  # closed on Ctrl-C too
+                done = [_episode(model, ep, i, out, cfg, weights) for i, ep in enumerate(bar)]
         if cfg.overlap:
             summarize_overlap(out)
     except BaseException as exc:

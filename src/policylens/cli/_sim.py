@@ -166,13 +166,16 @@ def eval_policy(
     threads: int | None = threads_option(),
 ) -> None:
     """Run closed-loop rollouts and print the success rate with its 95% Wilson interval."""
-    typer.echo(f"torch threads: {apply_threads(threads)}")
+    n = apply_threads(threads)
     if suite is Suite.metaworld:
-        return _metaworld.evaluate(policy, task, episodes, seed, batch, max_steps)
+        _metaworld.evaluate(policy, task, episodes, seed, batch, max_steps)
+        typer.echo(f"torch threads: {n}")  # after the table, which the output starts with
+        return
     if batch is not None or max_steps is not None:
         raise CommandError(
             "--batch and --max-steps are for --suite metaworld; the pybullet suite runs one episode at a time"
         )
+    typer.echo(f"torch threads: {n}")
     from policylens.data.sim import evaluate_policy
 
     task = task or PYBULLET_TASKS[0]
