@@ -38,10 +38,7 @@ def test_align_choices_are_the_jobs():
     assert tuple(_align.Fusion) == FUSION_MODES
     assert tuple(_align.Amp) == AMP_MODES
     assert tuple(_align.Source) == SOURCES
-    dtypes = getattr(policylens.store, "STORE_DTYPES", None)
-    if dtypes is None:
-        pytest.skip("policylens.store has no STORE_DTYPES yet")
-    assert tuple(_align.Dtype) == tuple(dtypes)
+    assert tuple(_align.Dtype) == policylens.store.STORE_DTYPES
 
 
 @pytest.mark.parametrize(
@@ -50,7 +47,8 @@ def test_align_choices_are_the_jobs():
         (("attention", "run"), ["[minmax|log]", "prefix (text -> image), suffix (action -> image)", "mean | last"]),
         (("sim", "generate"), ['pip install -e ".[metaworld]"', "reach | put_in_tray", "[droid|lerobot]"]),
         (("sim", "eval"), ["(default 25)", "--threads"]),
-        (("align", "extract"), ["[float16|bfloat16|float32]", "droid:PATH | lerobot:PATH | PATH"]),
+        (("align", "extract"), ["[float16|bfloat16|float32]", "lerobot:PATH (a LeRobot v3.0 dataset root), or PATH"]),
+        (("attention", "run"), ["droid:PATH (a DROID episode folder or a tree of them), lerobot:PATH"]),
         (("align", "train"), ["[infonce|spatial_forcing]", "[softmax|gate|moe]", "[none|bf16|fp16]"]),
         (("align", "head"), ["[rgb|points|student|raw|blind]"]),
     ],

@@ -9,8 +9,8 @@
 resume a killed one.
 
 The choices below mirror the job's own tuples (``OBJECTIVES``, ``FUSION_MODES``, ``AMP_MODES``,
-``SOURCES``, the store's dtypes) so that ``policylens`` starts without importing the job (about a
-second); the CLI tests check that they are equal.
+``SOURCES``) so that ``policylens`` starts without importing the job (about a second); the CLI
+tests check that they are equal. The dtypes are the store's own (``STORE_DTYPES``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from policylens.store import STORE_DTYPES
+
 from ._app import new_app
 from ._errors import CommandError
 from ._threads import apply_threads, threads_option
@@ -34,17 +36,15 @@ app = new_app(
     "distill, and compare the sources under one action head in closed loop."
 )
 
-EPISODES_FORMS = "droid:PATH | lerobot:PATH | PATH (a folder holding either, detected)"
+EPISODES_FORMS = (
+    "droid:PATH (a DROID episode folder or a tree of them), lerobot:PATH (a LeRobot v3.0 dataset root), "
+    "or PATH (either of the two, format detected)"
+)
 EPISODES_HELP = f"Episodes: {EPISODES_FORMS}."
 DEVICE_HELP = "torch device: cpu, cuda or cuda:N."
 
 
-class Dtype(StrEnum):
-    """Feature dtypes a store holds (``policylens.store.STORE_DTYPES``)."""
-
-    float16 = "float16"
-    bfloat16 = "bfloat16"
-    float32 = "float32"
+Dtype = StrEnum("Dtype", {d: d for d in STORE_DTYPES})  # the feature dtypes a store holds
 
 
 class Objective(StrEnum):

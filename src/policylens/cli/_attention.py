@@ -21,7 +21,10 @@ from ._train import OVERWRITE_HELP
 
 app = new_app("Attention analysis: maps, overlays and videos over DROID / LeRobot episodes.")
 
-EPISODES_HELP = "Episodes: droid:PATH | lerobot:PATH | PATH (a folder holding either, detected)."
+EPISODES_HELP = (  # the dataset syntax of every command, less synthetic:N
+    "Episodes: droid:PATH (a DROID episode folder or a tree of them), lerobot:PATH (a LeRobot v3.0 dataset "
+    "root), or PATH (either of the two, format detected)."
+)
 PHASES = {"prefix": "text -> image", "suffix": "action -> image"}  # policylens.attention.PHASES
 STEP_MODES = ("mean", "last")  # policylens.attention._extract.STEP_MODES
 
