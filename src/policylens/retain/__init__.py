@@ -1,6 +1,7 @@
 """retain: fine-tune a policy on a new task while keeping its bridge features near a cached
 teacher's (CRaFT: retention loss, A-GEM projection of conflicting gradients, dual ascent on λ;
-``projection="active"`` for the rule that reaches the constrained optimum).
+``projection="active"`` for the rule that reaches the constrained optimum). Each method
+(``plain``, ``fixed``, ``pcgrad``, ``agem``, ``craft``) is one :class:`RetentionMethod` class.
 
 >>> student = student_extractor(model, open_store(cache).manifest)
 >>> retainer = Retainer(model, lambda m, b: m(**b), student, RetentionConfig(epsilon=0.01))
@@ -11,21 +12,29 @@ teacher's (CRaFT: retention loss, A-GEM projection of conflicting gradients, dua
 from ._anchors import AnchorSet
 from ._dual import DualAscent
 from ._loss import RETENTION_LOSSES, retention_loss
+from ._methods import AGEM, METHOD_TYPES, CRaFT, Fixed, PCGrad, Plain, RetentionMethod, make_method
 from ._projection import agem_project, grad_dot, pcgrad_combine
 from ._retainer import METHODS, PROJECTIONS, Retainer, RetentionConfig
 from ._task_stats import Z_LIMIT, StreamCheck, adopt_task_stats, check_task_stats
 from ._train import RetainTrainConfig, check_retain_out, finished_message, open_anchors, retain_train, retention_step
 
 __all__ = [
+    "AGEM",
     "METHODS",
+    "METHOD_TYPES",
     "PROJECTIONS",
     "RETENTION_LOSSES",
     "Z_LIMIT",
     "AnchorSet",
+    "CRaFT",
     "DualAscent",
+    "Fixed",
+    "PCGrad",
+    "Plain",
     "RetainTrainConfig",
     "Retainer",
     "RetentionConfig",
+    "RetentionMethod",
     "StreamCheck",
     "adopt_task_stats",
     "agem_project",
@@ -33,6 +42,7 @@ __all__ = [
     "check_task_stats",
     "finished_message",
     "grad_dot",
+    "make_method",
     "open_anchors",
     "pcgrad_combine",
     "retain_train",

@@ -24,14 +24,10 @@ from torch import Tensor, nn
 
 from ._dual import DualAscent
 from ._loss import RETENTION_LOSSES, retention_loss
-from ._projection import agem_project, grad_dot, pcgrad_combine
+from ._methods import METHOD_TYPES, METHODS, PROJECTIONS, make_method
+from ._projection import grad_dot
 
 __all__ = ["METHODS", "PROJECTIONS", "Retainer", "RetentionConfig"]
-
-METHODS = ("plain", "fixed", "pcgrad", "agem", "craft")
-PROJECTIONS = ("conflict", "active")
-_PROJECTING = ("agem", "craft")  # the methods that apply ``projection``
-_DUAL = ("craft",)  # the methods whose λ follows dual ascent
 
 
 @dataclass
@@ -78,11 +74,6 @@ def _ddp(model: nn.Module) -> bool:
     return isinstance(model, nn.parallel.DistributedDataParallel)
 
 
-def _add(act: list[Tensor | None], lam: Tensor, ret: list[Tensor | None]) -> list[Tensor | None]:
-    """g_act + λ·g_ret per parameter, a missing gradient being zero."""
-    return [a if r is None else lam * r if a is None else a + lam * r for a, r in zip(act, ret, strict=True)]
-
-
 class Retainer:
     """``model``: the trained module (or its DDP wrapper); ``task_loss(model, batch) -> Tensor``;
     ``student(batch, indices=...) -> {"target_features": Tensor}`` with the graph kept (e.g.
@@ -109,7 +100,8 @@ class Retainer:
         if config.per_group and not groups:
             raise ValueError("Retainer: per_group=True needs groups= (e.g. [g['params'] for g in opt.param_groups])")
         self.groups = [[index[id(p)] for p in g if id(p) in index] for g in groups] if config.per_group else None
-        fixed = config.method not in _DUAL
+        self.method = make_method(config)
+        fixed = not self.method.dual
         self.dual = DualAscent(config.epsilon, config.lam_lr, config.lam, config.dual_every, fixed=fixed)
         self._act: list[Tensor | None] = [None] * len(self.params)
         self._ret: list[Tensor | None] = [None] * len(self.params)
@@ -138,10 +130,11 @@ class Retainer:
         """One micro-step: the action-loss pass and (unless ``plain``) the retention pass, each with
         its own backward. On an ``update`` micro-step the combined gradient is left in ``.grad``;
         returns device scalars (``loss_act``, ``loss_ret``, ``lam``, ``cos_act_ret``, ``projected``)."""
-        if self.config.method != "plain" and anchor_batch is None:
+        if self.method.needs_retention and anchor_batch is None:
+            alone = " or ".join(f"method={n!r}" for n, t in METHOD_TYPES.items() if not t.needs_retention)
             raise ValueError(
                 f"Retainer.backward: method={self.config.method!r} needs anchor_batch= (e.g. anchors.sample(n, rng)); "
-                "only method='plain' runs without one"
+                f"only {alone} runs without one"
             )
         if self._micro == 0:
             self._act, self._ret, self._losses = [None] * len(self.params), [None] * len(self.params), []
@@ -153,7 +146,7 @@ class Retainer:
             self._backward(l_act)
             self._take_grads(self._act)
             l_ret = torch.zeros((), device=l_act.device)
-            if self.config.method != "plain":
+            if self.method.needs_retention:
                 l_ret = self.retention(anchor_batch)
                 self._backward(l_ret)
                 self._take_grads(self._ret)
@@ -190,33 +183,22 @@ class Retainer:
         lam = self.dual.value(present[0].device)
         dot = grad_dot(act, ret)  # ⟨g_act, g_ret⟩ before any projection
         norms = (grad_dot(act, act) * grad_dot(ret, ret)).sqrt()
-        projected = torch.zeros((), device=lam.device)
-        method, cfg = self.config.method, self.config
-        if method == "plain":
-            combined = act
-        elif method == "pcgrad":
-            combined = pcgrad_combine(act, [None if g is None else lam * g for g in ret], cfg.delta)
-        elif method in _PROJECTING and cfg.projection == "conflict":
-            act, projected, _ = agem_project(act, ret, cfg.delta, self.groups)
-            combined = _add(act, lam, ret)
-        elif method in _PROJECTING:  # "active": the whole step, only while over budget (on device)
-            over = losses[1] > cfg.epsilon
-            combined, projected, _ = agem_project(_add(act, lam, ret), ret, cfg.delta, self.groups, active=over)
-        else:
-            combined = _add(act, lam, ret)
+        combined, method_stats = self.method.combine(act, ret, lam, losses, self.groups)
         scale = self.scaler.get_scale() if self.scaler is not None else None
         for p, g in zip(self.params, combined, strict=True):
             p.grad = None if g is None else (g * scale if scale is not None else g).to(p.dtype)
-        if method != "plain":
+        if self.method.needs_retention:
             self.dual.update(losses[1], finite)
-        return {
+        stats = {
             "loss_act": losses[0],
             "loss_ret": losses[1],
             "lam": lam,
             "cos_act_ret": dot / norms.clamp(min=1e-30),
-            "projected": projected,
+            "projected": torch.zeros((), device=lam.device),
             "finite": finite.float(),
         }
+        stats.update(method_stats)
+        return stats
 
     def alignment(self, before: Sequence[Tensor]) -> Tensor:
         """cos(Δθ, g_ret) of the last optimiser step, given the parameters ``before`` it: below 0

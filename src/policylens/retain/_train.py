@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ._anchors import AnchorSet
+from ._methods import method_type
 from ._retainer import Retainer, RetentionConfig
 from ._task_stats import adopt_task_stats, check_task_stats, far_dims, planned_task_stats, task_stats_message
 
@@ -79,7 +80,7 @@ class _RetentionStep:
 
     def __call__(self, model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
         retainer, config = self.retainer, self.config
-        tracked = retainer.config.method != "plain"
+        tracked = retainer.method.needs_retention
         anchor = self.anchors.sample(config.anchor_batch_size, self.rng) if tracked else None
         stats = retainer.backward(batch, anchor)
         torch.nn.utils.clip_grad_norm_(retainer.params, config.clip)
@@ -177,7 +178,7 @@ def _summary(extra: dict, settings: dict, steps_run: int, steps: int) -> dict:
     series = {k: np.asarray(extra.get("series", {}).get(k, []), dtype=np.float64) for k in SERIES}
     dual = extra.get("retainer", {}).get("dual", {})
     retention = settings["retention"]
-    tracked = retention["method"] != "plain"  # plain fine-tuning computes no retention loss
+    tracked = method_type(retention["method"]).needs_retention  # plain fine-tuning computes no retention loss
     act, ret, fired, cos = (series[k] for k in SERIES)
     return {
         "steps_run": steps_run,
