@@ -72,7 +72,8 @@ def test_corrupted_checkpoint_config_names_the_file(tmp_path):
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "config.json").write_text("{not json")
     line = _one_line(runner.invoke(app, ["taps", str(tmp_path / "ckpt")]))
-    assert f"{tmp_path / 'ckpt' / 'config.json'}: not valid JSON" in line
+    assert f"{tmp_path / 'ckpt' / 'config.json'} is not valid JSON" in line  # the file, then the fix
+    assert "re-copy or re-export it" in line
 
 
 def test_debug_flag_and_env_show_the_traceback(tmp_path):
