@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from policylens.cli import _accel, _cache
 from policylens.models import TinyVLA, TinyVLAConfig, load_model, load_policy, save_policy
-from policylens.models._checkpoint import check_safetensors, read_safetensors
+from policylens.runs import check_safetensors, read_safetensors
 from zoo import tiny_diffusion_policy, tiny_paligemma
 
 runner = CliRunner()

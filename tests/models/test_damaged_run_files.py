@@ -7,9 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from policylens.models import read_safetensors
-from policylens.models._train_state import RESTATE, load_train_state, save_train_state
 from policylens.models.diffusion import DiffusionPolicyConfig, TinyDiffusionPolicy
+from policylens.runs import RESTATE, load_train_state, read_safetensors, save_train_state
 
 
 def _truncate(path) -> None:

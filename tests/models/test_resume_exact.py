@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 from policylens.models import TinyVLA, TinyVLAConfig, VLATrainConfig, train_vla
-from policylens.models._train_state import TrainingInterrupted
 from policylens.models._train_vla import vla_step
 from policylens.models.diffusion import DiffusionPolicyConfig, train_diffusion_policy
 from policylens.models.diffusion._train import diffusion_step
+from policylens.runs import TrainingInterrupted
 
 STEPS, STOP, SAVE_EVERY = 7, 5, 3
 VLA = {"image_size": 28, "vision_layers": 1, "layers": 1, "max_text_tokens": 8, "chunk_size": 3}

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from policylens.models import TinyVLA, TinyVLAConfig, VLATrainConfig, load_policy, load_train_state, train_vla
-from policylens.models._train_state import TrainingInterrupted
 from policylens.models._train_vla import vla_step
+from policylens.runs import TrainingInterrupted
 
 CFG = {"image_size": 28, "vision_layers": 1, "layers": 1, "max_text_tokens": 8, "chunk_size": 3}
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..models._checkpoint import read_safetensors
+from ..runs import read_safetensors
 from ._config import BACConfig
 from ._runtime import apply_cache, cache_info, remove_cache
 

@@ -31,8 +31,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data.sim import ChunkedPolicy, EvalResult, SimEnv, evaluate_policy, get_task, layout_seed, record_episode
-from ..models import read_safetensors
-from ..models._train_state import claim_run_dir
+from ..runs import claim_run_dir, read_safetensors
 from ._dataset import ResumableBatchSampler
 from ._head import ActionHead, HeadShape
 from ._sources import SOURCES, WORDS, FeatureSource, instruction_code

@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..models import read_safetensors
-from ..models._train_state import claim_run_dir
+from ..runs import claim_run_dir, read_safetensors
 from ._distill import Distiller
 from ._train import (
     RETRAIN,

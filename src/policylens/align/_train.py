@@ -40,12 +40,12 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..models import read_safetensors
-from ..models._train_state import (
+from ..runs import (
     TrainingInterrupted,
     claim_run_dir,
     load_train_extra,
     load_train_state,
+    read_safetensors,
     save_train_state,
     stop_on_signal,
 )

@@ -14,24 +14,29 @@ from pathlib import Path
 
 import torch
 
-from ..tap import get_adapter, list_adapters, register_adapter
-from . import _hf_adapters, _lerobot_adapters, _prismatic_adapter  # noqa: F401  (registrations)
-from ._checkpoint import (
+from ..runs import (
+    TrainingInterrupted,
+    check_run_dir,
     check_safetensors,
+    claim_run_dir,
     list_policy_names,
     list_policy_types,
-    load_policy,
+    load_train_state,
     read_safetensors,
     register_policy_name,
     register_policy_type,
-    save_policy,
+    save_train_state,
 )
+from ..runs import load_checkpoint as load_policy
+from ..runs import save_checkpoint as save_policy
+from ..tap import get_adapter, list_adapters, register_adapter
+from . import _hf_adapters, _lerobot_adapters, _prismatic_adapter  # noqa: F401  (registrations)
+from ._hf_compat import align_state_dict
 from ._lerobot_adapters import lerobot_adapter, lerobot_layout
 from ._lerobot_teacher import LeRobotTeacher, is_lerobot_checkpoint, load_lerobot_teacher
 from ._loading import load_hf_model, load_model
 from ._tiny_vla_config import TinyVLAConfig
 from ._tokenizer import ByteTokenizer
-from ._train_state import TrainingInterrupted, check_run_dir, claim_run_dir, load_train_state, save_train_state
 from .diffusion import POLICY_TYPE, DiffusionChunkPredictor, DiffusionPolicyConfig, TinyDiffusionPolicy
 from .diffusion._metaworld import METAWORLD_ASSETS
 
@@ -101,6 +106,7 @@ register_policy_type(
     build=lambda cfg: _build_tiny_vla(TinyVLAConfig.from_dict(cfg)),
     config_of=_tiny_vla_config,
     default=_default_tiny_vla,
+    rename_state=align_state_dict,  # PaliGemma's SigLIP keys differ between transformers 4.x and 5.x
 )
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Load any supported model: a built-in name, a policylens checkpoint, or a Hugging Face
 checkpoint directory / hub id (offline here; the same code loads hub checkpoints where
 the hub is reachable). A damaged ``*.safetensors`` in a local checkpoint directory raises one
-``ValueError`` naming that file (``_checkpoint.check_safetensors``) before anything is built."""
+``ValueError`` naming that file (``runs.check_safetensors``) before anything is built."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from .._jsonfile import read_json_file
-from ._checkpoint import CONFIG_FILE, check_safetensors, list_policy_types, load_policy
+from ..runs import CONFIG_FILE, check_safetensors, list_policy_types, load_checkpoint
 from ._lerobot_teacher import is_lerobot_checkpoint, load_lerobot_teacher
 
 __all__ = ["load_hf_model", "load_model"]
@@ -43,9 +43,9 @@ def load_model(spec: str | Path) -> nn.Module:
     if is_lerobot_checkpoint(path):
         return load_lerobot_teacher(path)
     if config.is_file() and "type" in read_json_file(config, f"a checkpoint config ({CONFIG_FILE})"):
-        return load_policy(path)
+        return load_checkpoint(path)
     if str(spec) in list_policy_types() and not path.exists():
-        return load_policy(spec)
+        return load_checkpoint(spec)
     if config.is_file():
         return load_hf_model(path)
     raise FileNotFoundError(

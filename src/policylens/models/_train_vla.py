@@ -21,18 +21,18 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ._checkpoint import save_policy
-from ._tiny_vla import TinyVLA
-from ._train_state import (
+from ..runs import (
     Generators,
     TrainingInterrupted,
     claim_run_dir,
     join_generators,
     load_train_extra,
     load_train_state,
+    save_checkpoint,
     save_train_state,
     stop_on_signal,
 )
+from ._tiny_vla import TinyVLA
 
 __all__ = ["StepFn", "VLATrainConfig", "chunk_samples", "run_settings_of", "set_normalization", "train_vla", "vla_step"]
 
@@ -181,5 +181,5 @@ def train_vla(
         model.eval()
     if saved != done:
         save_train_state(out_dir, model, opt, done, extra(), generators)
-    save_policy(model, out_dir)
+    save_checkpoint(model, out_dir)
     return losses

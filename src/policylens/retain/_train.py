@@ -201,7 +201,7 @@ def _summary(extra: dict, settings: dict, steps_run: int, steps: int) -> dict:
 def _finished(out: Path, steps: int) -> dict | None:
     """The summary of the run in ``out`` if it has run ``steps`` steps or more (None otherwise):
     ``retain.json`` as it is, or rebuilt from the saved state when that file is missing or stale."""
-    from policylens.models._train_state import RUN_FILE
+    from policylens.runs import RUN_FILE
 
     state = out / "train_state.json"
     if not state.is_file():

@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from policylens.models._train_state import TrainingInterrupted, load_train_state
 from policylens.models.diffusion import DiffusionPolicyConfig, TinyDiffusionPolicy, make_windows, train_diffusion_policy
 from policylens.models.diffusion._train import diffusion_step
+from policylens.runs import TrainingInterrupted, load_train_state
 
 CFG = DiffusionPolicyConfig(obs_dim=3, action_dim=2, horizon=8, n_obs_steps=2, n_action_steps=4, n_layer=1, n_emb=16)
 KW = {"batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "seed": 0, "progress": False}

@@ -1,23 +1,19 @@
-"""``TinyDiffusionPolicy``: normaliser + transformer denoiser + DDPM/DDIM sampling, saved as safetensors + JSON."""
+"""``TinyDiffusionPolicy``: normaliser + transformer denoiser + DDPM/DDIM sampling, saved as a checkpoint
+(``config.json`` + ``model.safetensors``, ``policylens.runs``)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from ..._jsonfile import read_json_file
-from .._checkpoint import read_safetensors
-from ._config import POLICY_TYPE, DiffusionPolicyConfig
+from ...runs import read_checkpoint, save_checkpoint
+from ._config import DiffusionPolicyConfig
 from ._normalizer import MinMaxNormalizer
 from ._schedulers import DDIMScheduler, DDPMScheduler
 from ._transformer import TransformerForDiffusion
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 SAMPLERS = ("ddpm", "ddim")
 
 
@@ -83,24 +79,12 @@ class TinyDiffusionPolicy(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``model.safetensors`` (denoiser + normalisers) and ``config.json``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE), metadata={"type": POLICY_TYPE})
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        return directory
+        return save_checkpoint(self, directory, config=self.config.to_dict())
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> TinyDiffusionPolicy:
         """Load a policy written by :meth:`save_pretrained`."""
-        directory = Path(directory)
-        cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(
-                    f"{p} not found; a TinyDiffusionPolicy directory holds {CONFIG_FILE} and {WEIGHTS_FILE} "
-                    "(write one with TinyDiffusionPolicy.save_pretrained)."
-                )
-        policy = cls(DiffusionPolicyConfig.from_dict(read_json_file(cfg_path, "a TinyDiffusionPolicy config")))
-        policy.load_state_dict({k: v.to(map_location) for k, v in read_safetensors(w_path).items()})
+        config, state = read_checkpoint(directory, hint="write one with TinyDiffusionPolicy.save_pretrained")
+        policy = cls(DiffusionPolicyConfig.from_dict(config))
+        policy.load_state_dict({k: v.to(map_location) for k, v in state.items()})
         return policy.eval()

@@ -2,7 +2,7 @@
 
 The loop draws batches and calls a step function (:func:`diffusion_step` by default: one
 optimisation step of the epsilon loss), so another loss plugs in without copying the loop.
-Given an ``out_dir`` it is resumable like ``train_vla`` (``models._train_state``): the saved state
+Given an ``out_dir`` it is resumable like ``train_vla`` (``policylens.runs``): the saved state
 holds the batch generator and the global random states (dropout), so a resumed run is the
 uninterrupted one.
 """
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._train_state import (
+from ...runs import (
     Generators,
     TrainingInterrupted,
     claim_run_dir,

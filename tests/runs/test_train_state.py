@@ -1,4 +1,4 @@
-"""Run directories (run.json), the signal flag and the saved random states of models._train_state."""
+"""Run directories (run.json), the signal flag and the saved random states of policylens.runs."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from policylens.models._train_state import (
+from policylens.runs import (
     RUN_FILE,
     check_run_dir,
     claim_run_dir,
