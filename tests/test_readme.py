@@ -5,15 +5,17 @@ from pathlib import Path
 
 import pytest
 
+from docs_blocks import python_blocks
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+BLOCKS = python_blocks(ROOT / "README.md")
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_block_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples write relative paths (runs/...): keep them out of the repo
-    exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {})
+    exec(BLOCKS[index].compile(), {})
 
 
 def _two_commands() -> list[str]:

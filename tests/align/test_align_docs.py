@@ -1,12 +1,13 @@
 """Every Python example in docs/align.md runs."""
 
-import re
 from pathlib import Path
 
 import pytest
 
+from docs_blocks import python_blocks
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "align.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+BLOCKS = python_blocks(DOC)
 
 
 def test_the_page_has_examples():
@@ -16,4 +17,4 @@ def test_the_page_has_examples():
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_align_docs_python_block_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    exec(compile(BLOCKS[index], f"docs/align.md block {index}", "exec"), {})
+    exec(BLOCKS[index].compile(), {})

@@ -1,12 +1,12 @@
 """The docs examples of the diffusion policy and BAC run, and the shipped reach checkpoint loads."""
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from docs_blocks import python_blocks
 from policylens.data.sim import STATE_DIM
 from policylens.models.diffusion import TinyDiffusionPolicy
 from policylens.models.diffusion._reach import ASSET_DIR
@@ -14,15 +14,11 @@ from policylens.models.diffusion._reach import ASSET_DIR
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
-def _first_python_block(path: Path) -> str:
-    return re.search(r"```python\n(.*?)```", path.read_text(), re.S).group(1)
-
-
 def test_diffusion_policy_doc_example(tmp_path, monkeypatch):
-    code = re.search(r"## Example\n\n```python\n(.*?)```", (DOCS / "diffusion_policy.md").read_text(), re.S).group(1)
+    (block,) = python_blocks(DOCS / "diffusion_policy.md", "Example")
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
-    exec(code, scope)
+    exec(block.compile(), scope)
     assert scope["actions"].shape == (4, 16, 7)
     assert json.loads((tmp_path / "my_policy" / "config.json").read_text())["type"] == "tiny_diffusion_policy"
 
@@ -35,5 +31,5 @@ def test_shipped_checkpoint_and_bac_doc_example(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(1)
     scope: dict = {}
-    exec(_first_python_block(DOCS / "bac.md"), scope)
+    exec(python_blocks(DOCS / "bac.md")[0].compile(), scope)
     assert scope["actions"].shape == (1, 16, 7) and (tmp_path / "runs" / "bac_calibration.json").is_file()
