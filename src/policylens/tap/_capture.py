@@ -6,13 +6,16 @@ non-blocking copy and a recorded CUDA event that is waited on before the tensor 
 read). With ``keep_graph`` it is the module's own tensor instead, sliced but not copied,
 cast or moved, so a loss on it trains the model. A module called several times in one
 forward (a diffusion/flow action expert runs once per denoising step) keeps one record
-per call, in call order.
+per call, in call order. Besides tap names, ``modules=`` captures the output of any submodule
+by its path (``decoder.layers.0.linear2``): a part the adapter's grammar does not name, such as
+one branch of a ``nn.TransformerDecoderLayer``, or a model with no adapter at all.
 """
 
 from __future__ import annotations
 
+import difflib
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -20,7 +23,7 @@ from torch import Tensor, nn
 
 from ._hf_attention import route_probs, routes_eager, unroute_probs
 from ._mha_attention import mha_probs
-from ._names import TapPoint, resolve_taps
+from ._names import TapPoint, resolve_taps, unwrap_compiled
 
 __all__ = ["Capture", "TapNotFiredError", "TapNotFiredWarning", "capture"]
 
@@ -140,12 +143,28 @@ class _Sink:
     """Turns one hooked tensor into a stored record: slice, cast, copy."""
 
     def __init__(
-        self, cap: Capture, point: TapPoint, dtype, device, positions, heads, counter, block=None, keep_graph=False
+        self,
+        cap: Capture,
+        point: TapPoint,
+        dtype,
+        device,
+        positions,
+        heads,
+        counter,
+        block=None,
+        keep_graph=False,
+        on_record=None,
     ) -> None:
         self.cap, self.point, self.dtype, self.device = cap, point, dtype, torch.device(device)
         self.positions, self.heads, self.counter = positions, heads, counter
         self.queries, self.keys = block or (None, None)
-        self.keep_graph = keep_graph
+        self.keep_graph, self.on_record = keep_graph, on_record
+
+    def _stored(self, tensor: Tensor, event: torch.cuda.Event | None) -> None:
+        self.cap._add(self.point.name, tensor, event)
+        if self.on_record is not None:
+            self.on_record(self.point.name)
+        self.counter.fired(self.point.name)
 
     def __call__(self, tensor: Tensor) -> None:
         t = tensor if self.keep_graph else tensor.detach()
@@ -159,8 +178,7 @@ class _Sink:
         elif self.positions is not None:
             t = t[:, self.positions]
         if self.keep_graph:  # the autograd graph stays: no copy, no cast, no move
-            self.cap._add(self.point.name, t, None)
-            self.counter.fired(self.point.name)
+            self._stored(t, None)
             return
         dtype = self.dtype or t.dtype
         event = None
@@ -173,8 +191,7 @@ class _Sink:
             out = t.to(device=self.device, dtype=dtype)
             if out.data_ptr() == tensor.data_ptr():
                 out = out.clone()
-        self.cap._add(self.point.name, out, event)
-        self.counter.fired(self.point.name)
+        self._stored(out, event)
 
 
 class _Counter:
@@ -185,6 +202,36 @@ class _Counter:
         self.pending.discard(name)
         if self.stop_early and not self.pending:
             raise _StopForwardSignal
+
+
+def _module_points(model: nn.Module, modules: Sequence[str] | Mapping[str, str]) -> list[TapPoint]:
+    """Output points of submodules given by path (a list: each named by its path; a mapping:
+    record name -> path). Paths are looked up on ``model``, then on the module a
+    ``torch.compile``-d model wraps."""
+    named = dict(modules) if isinstance(modules, Mapping) else {path: path for path in modules}
+    roots = list(dict.fromkeys([model, unwrap_compiled(model)]))
+    points = []
+    for name, path in named.items():
+        if not isinstance(name, str) or not isinstance(path, str):
+            raise TypeError(f"capture: modules= entry {name!r}: {path!r}; expected module path strings")
+        found = [m for m in (_submodule(root, path) for root in roots) if m is not None]
+        if not found:
+            paths = [p for root in roots for p, _ in root.named_modules() if p]
+            close = difflib.get_close_matches(path, paths, n=5, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise KeyError(
+                f"capture: modules= path {path!r} is not a submodule of {type(model).__name__}.{hint} "
+                "model.named_modules() lists the paths."
+            )
+        points.append(TapPoint(name, path, path, found[0], "out", None, None))
+    return points
+
+
+def _submodule(root: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return root.get_submodule(path)
+    except AttributeError:
+        return None
 
 
 def _attach(point: TapPoint, sink: _Sink) -> tuple[object, ...]:
@@ -225,8 +272,9 @@ def _attach(point: TapPoint, sink: _Sink) -> tuple[object, ...]:
 @contextmanager
 def capture(
     model: nn.Module,
-    taps: Sequence[str] | str,
+    taps: Sequence[str] | str = (),
     *,
+    modules: Sequence[str] | Mapping[str, str] | None = None,
     dtype: torch.dtype | str | None = None,
     device: str | torch.device = "cpu",
     positions: slice | Tensor | None = None,
@@ -236,6 +284,7 @@ def capture(
     stop_early: bool = False,
     missing: str = "raise",
     keep_graph: bool = False,
+    on_record: Callable[[str], None] | None = None,
 ) -> Iterator[Capture]:
     """Capture the named taps during the forward passes run inside the ``with`` block.
 
@@ -255,6 +304,11 @@ def capture(
     moved), so a loss on them back-propagates into the model — a student's features for a
     retention loss, under ``torch.autocast`` and inside ``DistributedDataParallel`` too. It
     cannot be combined with ``dtype`` or a ``device`` other than the model's.
+
+    ``modules``: submodules captured by path besides the taps — a list of paths (each recorded
+    under its path) or a mapping from record name to path; each records the module's output (its
+    first tensor), one record per call, and needs no adapter. ``on_record(name)``: called after
+    each record is stored (e.g. to advance a progress bar once per denoising step).
     """
     if missing not in MISSING:
         raise ValueError(f"capture: missing={missing!r} is not one of {MISSING}")
@@ -269,14 +323,20 @@ def capture(
         )
     if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module  # taps live on the wrapped module; the wrapper's forward runs its hooks
-    points = resolve_taps(model, [taps] if isinstance(taps, str) else list(taps))
+    taps = [taps] if isinstance(taps, str) else list(taps)
+    points = resolve_taps(model, taps) if taps or not modules else []
+    extra = _module_points(model, modules or ())
+    twice = sorted({p.name for p in points} & {p.name for p in extra})
+    if twice:
+        raise ValueError(f"capture: {twice} named both as taps and in modules=; give the modules= records other names")
+    points += extra
     cap = Capture(points)
     counter = _Counter([p.name for p in points], stop_early)
     handles: list[object] = []
     try:
         for point in points:
             block = (_for(queries, point.name), _for(keys, point.name))
-            sink = _Sink(cap, point, dtype, device, positions, heads, counter, block, keep_graph)
+            sink = _Sink(cap, point, dtype, device, positions, heads, counter, block, keep_graph, on_record)
             handles.extend(_attach(point, sink))
         yield cap
     except _StopForwardSignal:
