@@ -120,3 +120,114 @@ def test_bac_on_ddim_schedule_for_another_step_count():
     assert not torch.equal(cached, ref) and torch.isfinite(cached).all()
     with pytest.raises(ValueError, match=r"BACConfig\(num_steps=6\)"):
         apply_cache(p, BACConfig(mode="optimal", calibration=cal))
+
+
+def _old_way_calibration(policy, observations, num_updates, n_bu, batch_size, num_seeds, seed=0, run_fn=None):
+    """The calibration as it was recorded before it went through tap.capture: raw forward hooks on
+    each branch's output module (kept here only as the reference), the same averaging and stability."""
+    from policylens.accel import discover_branches, model_hash
+    from policylens.accel._calibrate import _stability
+
+    run_fn = run_fn or (lambda p, o, g: p.predict_action(o, generator=g))
+    keep = ("cosine", "l1")
+    branches = discover_branches(policy)
+    feats = {b.name: [] for b in branches}
+
+    def make_hook(name):
+        def hook(module, args, output):
+            out = output[0] if isinstance(output, tuple) else output
+            feats[name].append(out.detach().reshape(out.shape[0], -1).float().cpu())  # (B, F)
+
+        return hook
+
+    handles = [b.output.register_forward_hook(make_hook(b.name)) for b in branches]
+    runs, weights = [], []
+    try:
+        with torch.no_grad():
+            for s in range(num_seeds):
+                for i in range(0, len(observations), batch_size):
+                    for v in feats.values():
+                        v.clear()
+                    obs = observations[i : i + batch_size]
+                    run_fn(policy, obs, torch.Generator(device="cpu").manual_seed(seed + 1000 * s + i))
+                    run = {m: {} for m in keep}
+                    for name, v in feats.items():
+                        for m, mat in step_matrices(torch.stack(v), keep).items():
+                            run[m][name] = mat.numpy()
+                    runs.append(run)
+                    weights.append(len(obs))
+    finally:
+        for h in handles:
+            h.remove()
+    K = len(next(iter(feats.values())))
+
+    def average(idx):
+        w = np.asarray([weights[j] for j in idx], dtype=np.float64)
+        w /= w.sum()
+        return {m: {n: sum(wj * runs[j][m][n] for wj, j in zip(w, idx, strict=True)) for n in feats} for m in keep}
+
+    common = {
+        "num_steps": K,
+        "block_names": [b.name for b in branches],
+        "kinds": {b.name: b.kind for b in branches},
+        "layers": {b.name: b.layer for b in branches},
+        "model_hash": model_hash(policy),
+        "metric": "cosine",
+        "num_updates": min(num_updates, K),
+        "n_bu": n_bu,
+    }
+    cal = Calibration(**common, matrices=average(list(range(len(runs)))), num_samples=int(sum(weights)))
+    cal.stability = _stability(cal, runs, average, 2, common)
+    return cal
+
+
+def _ddim6(policy, obs, g):
+    policy.predict_action(obs, generator=g, sampler="ddim", num_inference_steps=6)
+
+
+@pytest.mark.parametrize(
+    ("n_cond_layers", "num_obs", "batch_size", "num_seeds", "run_fn"),
+    [(0, 5, 2, 2, None), (1, 4, 4, 1, None), (0, 3, 2, 1, _ddim6)],  # a short last batch; encoder branches; DDIM
+)
+def test_calibration_through_capture_equals_the_raw_hook_recording(
+    n_cond_layers, num_obs, batch_size, num_seeds, run_fn
+):
+    p = tiny_diffusion_policy(seed=3, steps=10, n_cond_layers=n_cond_layers)
+    obs = torch.randn(num_obs, 2, 4, generator=torch.Generator().manual_seed(5))
+    kw = {"num_updates": 4, "n_bu": 1, "batch_size": batch_size, "num_seeds": num_seeds}
+    want = _old_way_calibration(p, obs, **kw, run_fn=run_fn)
+    got = calibrate(p, obs, **kw, progress=False, **({"run_fn": run_fn} if run_fn else {}))
+    assert got.block_names == want.block_names and len(got.block_names) == 6 + 2 * n_cond_layers
+    assert (
+        (got.num_steps, got.num_samples)
+        == (want.num_steps, want.num_samples)
+        == (6 if run_fn else 10, num_obs * num_seeds)
+    )
+    assert set(got.matrices) == set(want.matrices) == {"cosine", "l1"}
+    for m in want.matrices:
+        for name in want.block_names:
+            assert np.array_equal(got.matrices[m][name], want.matrices[m][name]), (m, name)
+    assert got.schedule == want.schedule and got.bu_scores == want.bu_scores
+    assert got.stability == want.stability
+    assert json.dumps(got.to_dict()) == json.dumps(want.to_dict())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in p.modules())  # all removed
+
+
+def test_calibration_reads_through_tap_only(monkeypatch):
+    """Every read hook that calibration installs is installed by policylens.tap."""
+    import inspect
+    from pathlib import Path
+
+    import policylens.tap
+
+    tap_dir = Path(policylens.tap.__file__).parent
+    callers = []
+    original = torch.nn.Module.register_forward_hook
+
+    def spy(self, *args, **kwargs):
+        callers.append(Path(inspect.stack()[1].filename))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "register_forward_hook", spy)
+    calibrate(_policy(steps=4), torch.randn(2, 2, 4), num_updates=2, batch_size=2, progress=False)
+    assert len(callers) == 6 and all(c.parent == tap_dir for c in callers), callers

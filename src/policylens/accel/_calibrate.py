@@ -1,5 +1,8 @@
 """Calibration: record every branch output at every denoising step over many observations and
-noise seeds, average the step-similarity matrices, build the schedule and measure its stability."""
+noise seeds, average the step-similarity matrices, build the schedule and measure its stability.
+
+The outputs are recorded through :func:`policylens.tap.capture` (``modules=``: each branch's output
+module by path, one record per call, float32 on CPU); accel itself installs no read hooks."""
 
 from __future__ import annotations
 
@@ -10,16 +13,26 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from policylens.tap import capture
+
 from ._calibration import Calibration
 from ._config import METRICS
 from ._hash import model_hash
 from ._metrics import step_matrices
-from ._registry import discover_branches
+from ._registry import Branch, discover_branches
 from ._runtime import _STATES
 
 
 def _default_run(policy: nn.Module, obs: Tensor, generator: torch.Generator) -> None:
     policy.predict_action(obs, generator=generator)
+
+
+def _module_paths(policy: nn.Module, branches: list[Branch]) -> dict[str, str]:
+    """Branch name -> path of its output module (the module the branch's value comes out of)."""
+    paths: dict[int, str] = {}
+    for path, module in policy.named_modules():
+        paths.setdefault(id(module), path)
+    return {b.name: paths[id(b.output)] for b in branches}
 
 
 def _jaccard(a: list[int], b: list[int]) -> float:
@@ -70,15 +83,8 @@ def calibrate(
         raise RuntimeError("calibrate: BAC caching is applied to this policy; call remove_cache(policy) first.")
     if policy.training:
         raise ValueError("calibrate: policy is in training mode; call policy.eval() first.")
-    feats: dict[str, list[Tensor]] = {b.name: [] for b in branches}
-
-    def make_hook(name: str):
-        def hook(module, args, output):
-            out = output[0] if isinstance(output, tuple) else output
-            feats[name].append(out.detach().reshape(out.shape[0], -1).float().cpu())  # (B, F)
-
-        return hook
-
+    # one record per denoising step: the branch output, on CPU in float32 as the similarity needs
+    modules = _module_paths(policy, branches)
     jobs = [(s, i) for s in range(num_seeds) for i in range(0, len(observations), batch_size)]
     hint = getattr(policy, "num_inference_steps", None)  # steps per run, known exactly after the first run
     bar = tqdm(
@@ -87,37 +93,39 @@ def calibrate(
         unit="step",
         disable=not progress,
     )
-    handles = [b.output.register_forward_hook(make_hook(b.name)) for b in branches]
+    first = branches[0].name  # runs once per denoising step: it advances the bar
 
-    def tick(*_) -> None:  # the first branch runs once per denoising step; a hook must return None
-        bar.update()
+    def tick(name: str) -> None:
+        if name == first:
+            bar.update()
 
-    handles.append(branches[0].output.register_forward_hook(tick))
     runs: list[dict[str, dict[str, np.ndarray]]] = []  # per run: metric -> branch -> (K, K)
     weights: list[int] = []
     K = None
     try:
-        for s, i in jobs:
-            for v in feats.values():
-                v.clear()
-            obs = observations[i : i + batch_size]
-            run_fn(policy, obs, torch.Generator(device="cpu").manual_seed(seed + 1000 * s + i))
-            counts = {len(v) for v in feats.values()}
-            if len(counts) != 1 or (K is not None and counts != {K}):
-                raise ValueError(f"calibrate: branches saw different step counts {sorted(counts)} (expected {K}).")
-            if K is None and bar.total != len(jobs) * next(iter(counts)):
-                bar.total = len(jobs) * next(iter(counts))
-                bar.refresh()
-            K = counts.pop()
-            run: dict[str, dict[str, np.ndarray]] = {m: {} for m in keep}
-            for name, v in feats.items():
-                for m, mat in step_matrices(torch.stack(v), keep).items():  # (K, B, F) -> (K, K)
-                    run[m][name] = mat.numpy()
-            runs.append(run)
-            weights.append(len(obs))
+        with capture(
+            policy, modules=modules, dtype=torch.float32, device="cpu", missing="ignore", on_record=tick
+        ) as cap:
+            for s, i in jobs:
+                cap.clear()
+                obs = observations[i : i + batch_size]
+                run_fn(policy, obs, torch.Generator(device="cpu").manual_seed(seed + 1000 * s + i))
+                calls = {name: cap.calls(name) for name in modules}
+                counts = {len(v) for v in calls.values()}
+                if len(counts) != 1 or (K is not None and counts != {K}):
+                    raise ValueError(f"calibrate: branches saw different step counts {sorted(counts)} (expected {K}).")
+                if K is None and bar.total != len(jobs) * next(iter(counts)):
+                    bar.total = len(jobs) * next(iter(counts))
+                    bar.refresh()
+                K = counts.pop()
+                run: dict[str, dict[str, np.ndarray]] = {m: {} for m in keep}
+                for name, v in calls.items():
+                    feats = torch.stack([out.reshape(out.shape[0], -1) for out in v])  # (K, B, F)
+                    for m, mat in step_matrices(feats, keep).items():  # (K, K)
+                        run[m][name] = mat.numpy()
+                runs.append(run)
+                weights.append(len(obs))
     finally:
-        for h in handles:
-            h.remove()
         bar.close()
     if K is None or K < 1:
         raise ValueError("calibrate: no denoising step was recorded; check observations and run_fn.")
@@ -125,7 +133,7 @@ def calibrate(
     def average(idx: list[int]) -> dict[str, dict[str, np.ndarray]]:
         w = np.asarray([weights[j] for j in idx], dtype=np.float64)
         w /= w.sum()
-        return {m: {n: sum(wj * runs[j][m][n] for wj, j in zip(w, idx, strict=True)) for n in feats} for m in keep}
+        return {m: {n: sum(wj * runs[j][m][n] for wj, j in zip(w, idx, strict=True)) for n in modules} for m in keep}
 
     common = {
         "num_steps": K,
