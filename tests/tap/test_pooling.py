@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from policylens.tap import TokenSpans, bridge_features, pool
+from policylens.tap import POOLINGS, TokenSpans, pool
 
 
 def _spans(valid, image):
@@ -46,11 +46,15 @@ def test_pool_errors_name_the_problem():
         pool(hidden, torch.zeros(1, 3, dtype=torch.bool), "masked_mean")
 
 
-def test_bridge_features_concatenate_two_means():
-    raw, query = torch.randn(2, 5, 3), torch.randn(2, 4, 2)
-    raw_mask = torch.tensor([[1, 1, 0, 0, 0], [0, 1, 1, 1, 0]]).bool()
-    query_mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]]).bool()
-    out = bridge_features(raw, raw_mask, query, query_mask)
-    assert out.shape == (2, 5)
-    torch.testing.assert_close(out[1, :3], raw[1, 1:4].mean(0))
-    torch.testing.assert_close(out[0, 3:], query[0, 2:].mean(0))
+@pytest.mark.parametrize("mode", ["masked_mean", "first", "last"])
+def test_pooling_over_a_mask_of_ones_own_matches_a_float64_loop(mode):
+    """A job pooling positions of its own (a shifted span, action queries) passes a (B, T) mask."""
+    torch.manual_seed(1)
+    hidden = torch.randn(2, 5, 3)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [0, 1, 1, 1, 0]]).bool()
+    out = pool(hidden, mask, mode)
+    for b in range(2):
+        rows = [hidden[b, t].double() for t in range(5) if mask[b, t]]
+        want = {"masked_mean": sum(rows) / len(rows), "first": rows[0], "last": rows[-1]}[mode]
+        torch.testing.assert_close(out[b].double(), want, rtol=1e-6, atol=1e-6)
+    assert mode in POOLINGS

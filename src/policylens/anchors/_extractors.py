@@ -30,9 +30,9 @@ def policy_extractor(
     to ``dtype`` as they are captured (the same values, half the bytes to move); pooled ones are
     pooled in float32 first.
     """
-    from policylens.tap import capture, pool
+    from policylens.tap import capture, pool, tap_name
 
-    taps = ["llm.norm.out"] if kind == "token_level" else [f"llm.layers.{i}.out" for i in layers]
+    taps = [tap_name("llm", None, "norm.out")] if kind == "token_level" else [tap_name("llm", i) for i in layers]
     forward = _forward(model)
     cast = dtype if kind == "hidden_state" and pooling == "none" else None
 

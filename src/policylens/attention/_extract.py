@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..tap import TokenSpans, capture, get_adapter
+from ..tap import TokenSpans, capture, get_adapter, tap_name
 
 __all__ = ["PHASES", "AttentionMaps", "extract_attention"]
 
@@ -110,7 +110,7 @@ def extract_attention(
     cameras = [c for c in prefix.cameras if c in prefix.grids and bool(prefix[f"image[{c}]"].any())]
     if not cameras:
         raise ValueError("extract_attention: the layout has no camera with a patch grid (prefix.grids)")
-    taps = {(ph, li): f"{PHASES[ph][0]}.layers.{li}.attn.probs" for ph in phases for li in layers}
+    taps = {(ph, li): tap_name(PHASES[ph][0], li, "attn.probs") for ph in phases for li in layers}
     rows = {"prefix": prefix["text"], "suffix": suffix["action"] if suffix is not None else None}
     queries = {name: rows[ph].any(0) for (ph, _), name in taps.items()}  # (Q,) rows kept per tap
     prefix_only = set(phases) == {"prefix"}  # then the forward can stop after the prefix pass

@@ -10,12 +10,13 @@ from ._capture import Capture, TapNotFiredError, TapNotFiredWarning, capture
 from ._grid import ImageTransform, PatchGrid
 from ._hf_attention import AttentionRoutingUnavailable, attention_with_probs
 from ._mha_attention import mha_probs
-from ._names import TapInfo, TapPoint, list_taps, resolve_taps
-from ._pooling import POOLINGS, bridge_features, masked_mean, pool
+from ._names import LAYER_POINTS, TapInfo, TapPoint, list_taps, resolve_taps, tap_name
+from ._pooling import POOLINGS, masked_mean, pool
 from ._probe import example_entry_points, probe_taps
 from ._spans import Layout, TokenSpans, paligemma_spans, pi0_layout, prismatic_spans, suffix_spans
 
 __all__ = [
+    "LAYER_POINTS",
     "POOLINGS",
     "Adapter",
     "AttentionRoutingUnavailable",
@@ -30,7 +31,6 @@ __all__ = [
     "TapPoint",
     "TokenSpans",
     "attention_with_probs",
-    "bridge_features",
     "capture",
     "example_entry_points",
     "get_adapter",
@@ -47,4 +47,5 @@ __all__ = [
     "resolve_module",
     "resolve_taps",
     "suffix_spans",
+    "tap_name",
 ]

@@ -9,20 +9,43 @@ Grammar (``{i}`` may be negative, counted from the end)::
     {component}.layers.{i}.mlp.out     MLP branch output                (B, T, D)
     {component}.norm.out               final norm output                (B, T, D)
     {extra}.out                        an extra module's output (e.g. ``projector.out``)
+
+:func:`tap_name` builds these names; nothing else formats them by hand.
 """
 
 from __future__ import annotations
 
 import difflib
+import numbers
 from dataclasses import dataclass
 
 from torch import nn
 
 from ._adapter import Adapter, Component, get_adapter, resolve_module
 
-__all__ = ["TapInfo", "TapPoint", "list_taps", "resolve_taps"]
+__all__ = ["LAYER_POINTS", "TapInfo", "TapPoint", "list_taps", "resolve_taps", "tap_name"]
 
 LAYER_POINTS = ("in", "out", "attn.out", "attn.probs", "mlp.out")
+OTHER_POINTS = ("norm.out", "out")  # a component's final norm; an extra module
+
+
+def tap_name(component: str, layer: int | None, point: str = "out") -> str:
+    """The tap name of ``point`` in block ``layer`` of ``component`` (``layer`` may be negative):
+    ``tap_name("llm", -2)`` -> ``"llm.layers.-2.out"``, ``tap_name("expert", 3, "attn.probs")`` ->
+    ``"expert.layers.3.attn.probs"``. ``layer=None`` names a point outside the blocks:
+    ``tap_name("llm", None, "norm.out")`` -> ``"llm.norm.out"``, ``tap_name("projector", None)``
+    -> ``"projector.out"``."""
+    if not isinstance(component, str) or not component or "." in component:
+        raise ValueError(f"tap_name: component={component!r}; expected a component name without dots (e.g. 'llm')")
+    if layer is None:
+        if point not in OTHER_POINTS:
+            raise ValueError(f"tap_name: point={point!r} with layer=None; expected one of {OTHER_POINTS}")
+        return f"{component}.{point}"
+    if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+        raise ValueError(f"tap_name: layer={layer!r}; expected an integer block index (negative counts from the end)")
+    if point not in LAYER_POINTS:
+        raise ValueError(f"tap_name: point={point!r}; expected one of {LAYER_POINTS}")
+    return f"{component}.layers.{int(layer)}.{point}"
 
 
 @dataclass(frozen=True)
@@ -73,16 +96,16 @@ def _heads(module: nn.Module) -> str:
 def _piece_points(model: nn.Module, comp: Component, path: str, layers: nn.ModuleList, i: int) -> list[tuple]:
     """``in``, ``out`` and ``attn.out`` of block ``i`` of a component whose model calls the
     block's pieces (see :class:`Component`): block inputs are ``input_norm`` inputs."""
-    base, n = f"{comp.name}.layers.{i}", len(layers)
+    n = len(layers)
     if i + 1 < n:
         out_path, out_module = f"{path}.{i + 1}.{comp.input_norm}", layers[i + 1].get_submodule(comp.input_norm)
     else:
         out_path, out_module = resolve_module(model, comp.norm, f"{comp.name} final norm")
-    attn_out = layers[i].get_submodule(comp.attn_out)
+    attn_out, norm_in = layers[i].get_submodule(comp.attn_out), layers[i].get_submodule(comp.input_norm)
     return [
-        (f"{base}.in", f"{path}.{i}.{comp.input_norm}", layers[i].get_submodule(comp.input_norm), "in", comp, i),
-        (f"{base}.out", out_path, out_module, "in", comp, i),
-        (f"{base}.attn.out", f"{path}.{i}.{comp.attn_out}", attn_out, "out", comp, i),
+        (tap_name(comp.name, i, "in"), f"{path}.{i}.{comp.input_norm}", norm_in, "in", comp, i),
+        (tap_name(comp.name, i, "out"), out_path, out_module, "in", comp, i),
+        (tap_name(comp.name, i, "attn.out"), f"{path}.{i}.{comp.attn_out}", attn_out, "out", comp, i),
     ]
 
 
@@ -94,27 +117,26 @@ def _points_of(
     for comp in adapter.components:
         path, layers = _layers(model, comp)
         for i, block in enumerate(layers):
-            base = f"{comp.name}.layers.{i}"
             if comp.calls == "pieces":
                 points.extend(_piece_points(model, comp, path, layers, i))
             else:
-                points.append((f"{base}.in", f"{path}.{i}", block, "in", comp, i))
-                points.append((f"{base}.out", f"{path}.{i}", block, "out", comp, i))
+                points.append((tap_name(comp.name, i, "in"), f"{path}.{i}", block, "in", comp, i))
+                points.append((tap_name(comp.name, i, "out"), f"{path}.{i}", block, "out", comp, i))
             if comp.attn and comp.calls == "module":
                 attn = block.get_submodule(comp.attn)
-                points.append((f"{base}.attn.out", f"{path}.{i}.{comp.attn}", attn, "out", comp, i))
+                points.append((tap_name(comp.name, i, "attn.out"), f"{path}.{i}.{comp.attn}", attn, "out", comp, i))
             if comp.attn and comp.attention != "none":
                 core_name, core = _attention_core(block, comp)
-                points.append((f"{base}.attn.probs", f"{path}.{i}.{core_name}", core, "probs", comp, i))
+                points.append((tap_name(comp.name, i, "attn.probs"), f"{path}.{i}.{core_name}", core, "probs", comp, i))
             if comp.mlp:
                 mlp = block.get_submodule(comp.mlp)
-                points.append((f"{base}.mlp.out", f"{path}.{i}.{comp.mlp}", mlp, "out", comp, i))
+                points.append((tap_name(comp.name, i, "mlp.out"), f"{path}.{i}.{comp.mlp}", mlp, "out", comp, i))
         if comp.norm:
             norm_path, norm = resolve_module(model, comp.norm, f"{comp.name} final norm")
-            points.append((f"{comp.name}.norm.out", norm_path, norm, "out", comp, None))
+            points.append((tap_name(comp.name, None, "norm.out"), norm_path, norm, "out", comp, None))
     for extra, paths in adapter.extras.items():
         path, module = resolve_module(model, paths, f"extra {extra!r}")
-        points.append((f"{extra}.out", path, module, "out", None, None))
+        points.append((tap_name(extra, None), path, module, "out", None, None))
     return points
 
 

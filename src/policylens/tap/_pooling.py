@@ -1,4 +1,4 @@
-"""Pooling over token spans, and the CRaFT bridge features.
+"""Pooling over token spans: one vocabulary (:data:`POOLINGS`) for every job that pools.
 
 Modes: ``mean_image_tokens`` (mean over every camera's image tokens), ``masked_mean``
 (mean over a given span, default the valid tokens), ``first`` / ``last`` (first / last
@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ._spans import TokenSpans
 
-__all__ = ["POOLINGS", "bridge_features", "masked_mean", "pool"]
+__all__ = ["POOLINGS", "masked_mean", "pool"]
 
 POOLINGS = ("mean_image_tokens", "masked_mean", "first", "last", "none")
 
@@ -60,10 +60,3 @@ def pool(hidden: Tensor, spans: TokenSpans | Tensor | None, mode: str, span: str
         return masked_mean(hidden, mask)
     index = _index_of(mask, last=mode == "last")
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
-
-
-def bridge_features(raw_hidden: Tensor, raw_mask: Tensor, query_hidden: Tensor, query_mask: Tensor) -> Tensor:
-    """CRaFT bridge features ``[C_R ; C_AQ]`` ``(B, D_r + D_q)``: the mean of a middle layer's
-    hidden states over vision-patch positions (C_R) and of the last layer's over
-    action-query positions (C_AQ)."""
-    return torch.cat([masked_mean(raw_hidden, raw_mask.bool()), masked_mean(query_hidden, query_mask.bool())], -1)
