@@ -8,6 +8,7 @@ import torch
 from _store_fixtures import build, flip
 from typer.testing import CliRunner
 
+import policylens.align  # noqa: F401  (registers the align kinds patch_grid / point_cloud)
 from policylens.anchors import build_cache
 from policylens.cli._cache import app, build_command
 from policylens.data import EpisodeFormatError

@@ -9,9 +9,9 @@ import torch
 import zarr
 from _store_fixtures import TinyModel, TinySource, build, extractor
 
+import policylens.align  # noqa: F401  (registers the align kinds patch_grid / point_cloud)
 from policylens.store import (
     SCHEMA_VERSION,
-    BridgeSpec,
     StoreError,
     StoreMeta,
     build_store,
@@ -114,29 +114,14 @@ def test_kind_detected_and_taps_select_layers(tmp_path):
     assert sub.meta["layers"] == [2, 0]
 
 
-def test_manifest_records_provenance_and_bridge(tmp_path):
-    bridge = BridgeSpec.for_layers(8)
-    assert (bridge.raw_layer, bridge.query_layer) == (4, 7)
-
+def test_manifest_records_provenance(tmp_path):
     def run(batch):
-        return {"target_features": torch.ones(len(batch["i"]), 2 * 4)}  # [2D]: C_R ++ C_AQ
+        return {"target_features": torch.ones(len(batch["i"]), 8)}
 
-    meta = StoreMeta(kind="hidden_feature", model_id="m", weights_hash="sha256:x", dataset_id="d", bridge=bridge)
+    meta = StoreMeta(kind="hidden_feature", model_id="m", weights_hash="sha256:x", dataset_id="d")
     build_store(tmp_path / "s", [{"i": i} for i in range(5)], run, meta, progress=False)
     m = read_manifest(tmp_path / "s")
-    assert m["meta"]["bridge"] == {
-        "raw_layer": 4,
-        "query_layer": 7,
-        "raw_positions": "image",
-        "query_positions": "action",
-        "pooling": "mean",
-        "noise_seed": 0,
-        "noise_per_sample": True,
-    }
-    legacy = {k: v for k, v in m["meta"]["bridge"].items() if not k.startswith("noise")}
-    assert not BridgeSpec(**legacy).noise_per_sample  # a store written before per-sample noise reads as it was
-    with pytest.raises(StoreError, match="BridgeSpec.pooling='median'"):
-        BridgeSpec(raw_layer=1, pooling="median")
+    assert m["modules"] == []  # a kind of the store's own, no recipe: nothing to import on open
     assert m["meta"]["model_id"] == "m"
     assert m["meta"]["dataset_id"] == "d"
     assert m["complete"] == [[0, 5]]
@@ -166,7 +151,7 @@ def test_old_schema_opens_with_defaults_and_future_schema_fails(tmp_path):
     path.write_text(json.dumps(old))
     ds = open_store(tmp_path / "s")
     assert ds.kind == "hidden_feature"
-    assert ds.meta["bridge"] is None
+    assert ds.meta["extra"] == {}
     assert len(ds) == 37
     path.write_text(json.dumps({**m, "schema_version": SCHEMA_VERSION + 1}))
     with pytest.raises(StoreError, match="newer than this policylens supports"):

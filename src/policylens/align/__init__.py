@@ -3,6 +3,7 @@ lookup with validity, multi-encoder fusion, symmetric InfoNCE (multi-positive, q
 RGB-only distillation and the Spatial Forcing baseline, retrieval evaluation and a ridge baseline,
 and stage 2: one action head on each feature source, trained and rolled out in the simulator."""
 
+from . import _layout  # noqa: F401  (registers the store kinds patch_grid / point_cloud)
 from ._correspondence import CorrespondenceStats, interior_mask, patch_labels, point_patch_agreement, project_points
 from ._dataset import AlignDataset, episode_split, make_loader
 from ._distill import Distiller, SpatialForcing, cosine_distance

@@ -10,6 +10,9 @@ Version 1 (before the store had those kinds) rode on ``hidden_state``: ``teacher
 (patches row-major, frame-major) and ``teacher_hidden [1, N, 3]``. The bytes of a row are the same in
 both; only the kind, the field name and the per-row shape differ. Readers go through
 :func:`feature_field`, :func:`as_grid` and :func:`as_xyz`, so both versions read back alike.
+
+Importing this module registers the two kinds with the store (``policylens.align`` imports it),
+so their manifests name ``policylens.align`` and any process that opens one imports it.
 """
 
 from __future__ import annotations
@@ -18,10 +21,25 @@ import os
 
 from torch import Tensor
 
-from ..store import KINDS, read_manifest
+from ..store import KINDS, read_manifest, register_store_kind
 
 LAYOUT_VERSION = 2
 _V2_KINDS = {"frames": "patch_grid", "windows": "patch_grid", "points": "point_cloud"}
+
+register_store_kind(
+    "patch_grid",
+    field="patch_features",
+    rank=4,
+    description="patch_features [T, Hf, Wf, C]: T frames' patch grids (`align extract`)",
+    module="policylens.align",
+)
+register_store_kind(
+    "point_cloud",
+    field="xyz",
+    rank=2,
+    description="xyz [N, 3]: one frame's points (`align ingest`)",
+    module="policylens.align",
+)
 
 
 def store_kind(info: dict) -> str:

@@ -1,6 +1,9 @@
-"""anchors: teacher anchor caches — run a frozen policy over a dataset, tap, pool, store."""
+"""anchors: teacher anchor caches — run a frozen policy over a dataset, tap, pool, store.
 
-from ._bridge import bridge_extractor, bridge_noise, bridge_spec_of, shift_left, student_extractor
+Importing it registers the CRaFT recipe ``bridge`` (:class:`BridgeSpec`) with the store."""
+
+from ._bridge import bridge_extractor, bridge_noise, shift_left, student_extractor
+from ._bridge_spec import BRIDGE_POOLINGS, BRIDGE_POSITIONS, BridgeSpec, bridge_spec_of
 from ._build import POLICY_KINDS, build_cache
 from ._extractors import policy_extractor
 from ._sources import (
@@ -12,12 +15,16 @@ from ._sources import (
     open_source,
     parse_camera_map,
     parse_dataset,
+    source_of,
 )
 
 __all__ = [
+    "BRIDGE_POOLINGS",
+    "BRIDGE_POSITIONS",
     "DATASET_FORMS",
     "DATASET_HELP",
     "POLICY_KINDS",
+    "BridgeSpec",
     "DatasetSpec",
     "EpisodeSource",
     "SyntheticSource",
@@ -30,5 +37,6 @@ __all__ = [
     "parse_dataset",
     "policy_extractor",
     "shift_left",
+    "source_of",
     "student_extractor",
 ]

@@ -5,6 +5,10 @@ student's features are computed exactly as the cache's were.
 C_R pools ``llm.layers.{raw_layer}.out`` over ``raw_positions`` of the prefix; C_AQ pools
 ``expert.layers.{query_layer}.out`` over ``query_positions`` of the suffix at the first flow
 step, from the noise of ``noise_seed`` (per dataset sample for new stores).
+
+Importing this module registers the recipe ``bridge`` with the store: its ``student``
+function (:func:`student_extractor`) and ``source`` (:func:`source_of`), which code that reads
+a bridge cache gets from the store without importing this job.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..store import BridgeSpec, StoreError
+from ..store import StoreError, register_recipe
+from ..tap import capture, pool, resolve_taps, tap_name
+from ._bridge_spec import BRIDGE, BridgeSpec, bridge_spec_of
+from ._sources import source_of
 
-__all__ = ["BRIDGE_TAPS", "bridge_extractor", "bridge_noise", "bridge_spec_of", "shift_left", "student_extractor"]
-
-BRIDGE_TAPS = ("llm.layers.{}.out", "expert.layers.{}.out")
+__all__ = ["bridge_extractor", "bridge_noise", "shift_left", "student_extractor"]
 
 
 def shift_left(mask: Tensor) -> Tensor:
@@ -33,15 +38,6 @@ def shift_left(mask: Tensor) -> Tensor:
 
 def _positions(mask: Tensor, mode: str) -> Tensor:
     return shift_left(mask) if mode == "vla_adapter" else mask
-
-
-def _pool(hidden: Tensor, mask: Tensor, pooling: str) -> Tensor:
-    """``hidden (B, T, D)`` pooled over ``mask (B, T)`` in float32; (B, D)."""
-    from policylens.tap import masked_mean, pool
-
-    if pooling == "mean":
-        return masked_mean(hidden.float(), mask.bool())
-    return pool(hidden.float(), mask.bool(), pooling)
 
 
 def bridge_noise(model: nn.Module, batch_size: int, bridge: BridgeSpec, indices: Tensor | None) -> Tensor | None:
@@ -67,9 +63,7 @@ def bridge_extractor(
     noise). ``grad=True``: the student's features, attached to the autograd graph (the
     model's ``sample_actions`` must accept ``grad``). Legacy specs (``noise_per_sample``
     False) draw the batch's noise from one generator seeded ``noise_seed``."""
-    from policylens.tap import capture
-
-    taps = [BRIDGE_TAPS[0].format(bridge.raw_layer), BRIDGE_TAPS[1].format(bridge.query_layer)]
+    taps = [tap_name("llm", bridge.raw_layer, "out"), tap_name("expert", bridge.query_layer, "out")]
 
     def run(batch: dict[str, Tensor], indices: Tensor | None = None) -> dict[str, Tensor]:
         layout = model.token_layout(batch)
@@ -87,24 +81,12 @@ def bridge_extractor(
         raw, query = cap.calls(taps[0])[0], cap.calls(taps[1])[0]  # query: the suffix at the first flow step
         action = layout["suffix"]["action"][:, -query.shape[1] :]  # (B, S)
         query_mask = _positions(action, bridge.query_positions)
-        feats = [_pool(raw, raw_mask.to(raw.device), bridge.pooling)]
-        feats.append(_pool(query, query_mask.to(query.device), bridge.pooling))
+        feats = [pool(raw.float(), raw_mask.bool(), bridge.pooling)]  # (B, D_llm), in float32
+        feats.append(pool(query.float(), query_mask.bool(), bridge.pooling))  # (B, D_expert)
         return {"target_features": torch.cat(feats, -1)}
 
     run.takes_indices = True  # type: ignore[attr-defined]
     return run, taps
-
-
-def bridge_spec_of(manifest: Mapping[str, Any], where: str = "store") -> BridgeSpec:
-    """The :class:`BridgeSpec` a bridge cache's manifest records; a store of another kind is an error."""
-    meta = manifest.get("meta", {})
-    spec = meta.get("bridge")
-    if spec is None or meta.get("pooling") != "bridge":
-        raise StoreError(
-            f"{where} is not a bridge cache (kind={manifest.get('kind')!r}, pooling={meta.get('pooling')!r}); "
-            "build one with `policylens cache build --kind bridge`."
-        )
-    return BridgeSpec(**spec) if isinstance(spec, Mapping) else spec
 
 
 def student_extractor(
@@ -114,8 +96,6 @@ def student_extractor(
     teacher's: taps, layers, positions, pooling and noise from its manifest. The manifest's
     taps must be the ones its spec implies and exist in ``model``; the feature width must
     match the store's (checked on the first call)."""
-    from policylens.tap import resolve_taps
-
     bridge = bridge_spec_of(manifest, where)
     if not bridge.noise_per_sample:
         raise StoreError(
@@ -145,3 +125,6 @@ def student_extractor(
 
     checked.takes_indices = True  # type: ignore[attr-defined]
     return checked
+
+
+register_recipe(BRIDGE, kind="hidden_feature", module="policylens.anchors", student=student_extractor, source=source_of)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..store import STORE_DTYPES, BridgeSpec, StoreError, StoreMeta, build_store, hash_state_dict, read_manifest
+from ..store import STORE_DTYPES, StoreError, StoreMeta, build_store, hash_state_dict, read_manifest, recipe_settings
 from ._bridge import bridge_extractor
+from ._bridge_spec import BRIDGE, BridgeSpec
 from ._extractors import policy_extractor
 from ._sources import check_camera_map_applies, open_source, parse_camera_map, parse_dataset
 
@@ -28,12 +29,22 @@ def _check_options(kind: str, pooling: str, dtype: str, batch_size: int) -> None
     if kind not in POLICY_KINDS:
         hint = " (`patch_grid` / `point_cloud` stores come from `policylens align extract` / `align ingest`)"
         raise StoreError(f"kind={kind!r}; `cache build` writes one of {list(POLICY_KINDS)}{hint}.")
-    if kind != "bridge" and pooling not in POOLINGS:
+    if kind != BRIDGE and pooling not in POOLINGS:
         raise StoreError(f"pooling={pooling!r}; expected one of {list(POOLINGS)}.")
     if dtype not in STORE_DTYPES:
         raise StoreError(f"dtype={dtype!r}; the store keeps features in one of {list(STORE_DTYPES)}.")
     if batch_size < 1:
         raise StoreError(f"batch_size={batch_size}; expected >= 1.")
+
+
+def _bridge_settings(out: str, bridge: BridgeSpec) -> dict:
+    """The settings to record for ``bridge``: an existing store's own, when they say the same thing
+    in older words (``pooling: mean``), so that resuming a store built before keeps its manifest."""
+    if (Path(out) / "manifest.json").is_file():
+        recorded = recipe_settings(read_manifest(out), BRIDGE)
+        if recorded is not None and BridgeSpec.from_json(recorded, f"store {out!r}") == bridge:
+            return recorded
+    return bridge.to_json()
 
 
 def _check_existing(out: str, **want: object) -> None:
@@ -78,24 +89,25 @@ def build_cache(
     cameras = parse_camera_map(camera_map) if isinstance(camera_map, str) else camera_map
     spec = parse_dataset(dataset)
     check_camera_map_applies(spec, cameras)
-    stored = {"kind": "hidden_feature", "pooling": "bridge"} if kind == "bridge" else {"kind": kind, "pooling": pooling}
+    stored = {"kind": "hidden_feature", "pooling": BRIDGE} if kind == BRIDGE else {"kind": kind, "pooling": pooling}
     if kind in ("hidden_feature", "hidden_state"):
         stored["layers"] = list(layers)
     _check_existing(out, model_id=policy, dataset_id=spec.id, dtype=dtype, **stored)
     torch.manual_seed(0)
     model = load_model(policy).eval()
     source = open_source(model, spec, camera_map=cameras)
-    bridge = None
-    if kind == "bridge":  # a hidden_feature store of [C_R ; C_AQ]
+    recipe = {}
+    if kind == BRIDGE:  # a hidden_feature store of [C_R ; C_AQ]
         bridge = BridgeSpec.for_layers(model.config.layers)
         extractor, taps = bridge_extractor(model, bridge)
-        kind, layers, pooling = "hidden_feature", [bridge.raw_layer, bridge.query_layer], "bridge"
+        kind, layers, pooling = "hidden_feature", [bridge.raw_layer, bridge.query_layer], BRIDGE
+        recipe = {BRIDGE: _bridge_settings(out, bridge)}
     else:
         extractor, taps = policy_extractor(model, kind, layers, pooling, dtype)
     resolve_taps(model, taps)  # a bad layer fails here, before the store directory exists
     source_cameras = getattr(source, "camera_map", None)
     meta = StoreMeta(
-        bridge=bridge,
+        recipe=recipe,
         kind=kind,
         model_id=policy,
         weights_hash=hash_state_dict(model),

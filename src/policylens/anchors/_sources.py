@@ -32,6 +32,7 @@ __all__ = [
     "open_source",
     "parse_camera_map",
     "parse_dataset",
+    "source_of",
 ]
 
 DATASET_FORMS = "synthetic:N | droid:PATH | lerobot:PATH | PATH"
@@ -208,6 +209,13 @@ def open_source(
     if spec.kind == "synthetic":
         return SyntheticSource(model, spec.n)
     return EpisodeSource(model, spec.episodes, spec.id, camera_map)
+
+
+def source_of(model: nn.Module, manifest: Mapping) -> SyntheticSource | EpisodeSource:
+    """The samples a store was built from, as ``model``'s inputs: the manifest's ``dataset_id``
+    read through the camera map it recorded (``meta.extra["camera_map"]``)."""
+    meta = manifest["meta"]
+    return open_source(model, meta["dataset_id"], camera_map=(meta.get("extra") or {}).get("camera_map"))
 
 
 def check_camera_map_applies(spec: DatasetSpec, camera_map: Mapping[str, str] | None) -> None:

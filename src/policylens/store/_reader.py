@@ -28,8 +28,9 @@ from torch.utils.data import Dataset
 
 from ._chunks import CODECS, LEGACY_CODECS, ChunkDamage, checksum_problem, file_bytes, size_problem
 from ._errors import StoreError
+from ._kinds import KINDS, kind_of_fields
 from ._layout import chunk_file, chunk_range, done_chunks, field_dir, gaps, kept_ranges, num_chunks, partial_chunks
-from ._schema import KINDS, FieldSpec, kind_of_fields, read_manifest, storage_dtype
+from ._schema import FieldSpec, read_manifest, storage_dtype
 
 MAX_OPEN_CHUNKS = 512
 
@@ -112,7 +113,7 @@ class FeatureStore(Dataset):
 
     @property
     def meta(self) -> dict[str, Any]:
-        """The manifest's provenance (taps, layers, pooling, dtype, model, dataset, bridge) plus kind."""
+        """The manifest's provenance (taps, layers, pooling, dtype, model, dataset, recipe settings) plus kind."""
         meta = dict(self.manifest["meta"])
         meta["kind"] = self.kind
         if self._layers is not None:

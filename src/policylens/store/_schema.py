@@ -1,8 +1,10 @@
-"""Manifest schema of the feature store: kinds, fields, dtypes, versioning and migration.
+"""Manifest schema of the feature store: fields, dtypes, provenance, versioning and migration.
 
 A store is a directory ``<root>/manifest.json`` + ``<root>/data/`` (zarr v3 group, one array
 per field, shape ``(N, *field_shape)``, uncompressed, a crc32c per chunk) + ``<root>/done/``
 (one marker per finished chunk). This module owns the JSON side; it never touches array data.
+What kinds and recipes exist is registered in ``_kinds``; a manifest names the packages that
+registered its kind and recipe (``modules``), and reading it imports them.
 
 Versions: 1 (pre-release), 2 (no per-chunk checksums), 3 (crc32c per chunk, ``batch_size``).
 Older manifests are upgraded in memory on read; a v2 store's chunks keep having no checksum
@@ -20,20 +22,12 @@ from typing import Any
 import numpy as np
 
 from ._errors import StoreError
+from ._kinds import KINDS, RECIPES, kind_of_fields, manifest_modules, resolve_kind
 
 SCHEMA_VERSION = 3
 MANIFEST = "manifest.json"
 
-# kind -> (feature field, per-sample rank, description)
-KINDS: dict[str, tuple[str, int, str]] = {
-    "hidden_feature": ("target_features", 1, "target_features [D]: one pooled vector per sample"),
-    "hidden_state": ("teacher_hidden", 3, "teacher_hidden [n_layers, n_vecs, D]"),
-    "token_level": ("labels", 1, "labels [seq_len]"),
-    "patch_grid": ("patch_features", 4, "patch_features [T, Hf, Wf, C]: T frames' patch grids (`align extract`)"),
-    "point_cloud": ("xyz", 2, "xyz [N, 3]: one frame's points (`align ingest`)"),
-}
-
-# the dtypes feature fields are stored in (StoreMeta.dtype; `cache build` / `align extract --dtype`)
+# the dtypes feature fields are stored in (StoreMeta.dtype; the CLI's --dtype choices)
 STORE_DTYPES = ("float16", "bfloat16", "float32")
 
 # logical dtype -> numpy storage dtype (zarr has no bfloat16: stored as its uint16 bit pattern)
@@ -58,17 +52,6 @@ def storage_dtype(logical: str, where: str = "dtype") -> np.dtype:
     return np.dtype(DTYPES[logical])
 
 
-def kind_of_fields(names: list[str] | set[str] | dict) -> str | None:
-    """Detect the cache kind from the field names present (``None`` if no kind matches).
-
-    Given a manifest's ``{name: spec}``, only feature fields count (role ``feature``, the default),
-    so a stored input that happens to share a kind's field name (``xyz``) does not confuse it."""
-    if isinstance(names, dict):
-        names = [k for k, v in names.items() if not isinstance(v, dict) or v.get("role", "feature") == "feature"]
-    found = [k for k, (f, _, _) in KINDS.items() if f in names]
-    return found[0] if len(found) == 1 else None
-
-
 @dataclass
 class FieldSpec:
     """One stored array: per-sample ``shape``, logical ``dtype``, ``role`` (feature/input/index)."""
@@ -90,49 +73,6 @@ class FieldSpec:
         return int(np.prod(self.shape, dtype=np.int64)) * storage_dtype(self.dtype).itemsize
 
 
-BRIDGE_POSITIONS = {"raw_positions": ("image", "vla_adapter"), "query_positions": ("action", "vla_adapter")}
-BRIDGE_POOLINGS = ("mean", "first", "last")
-
-
-@dataclass
-class BridgeSpec:
-    """CRaFT bridge features: C_R (``raw_layer`` at ``raw_positions``) ++ C_AQ (``query_layer``
-    at ``query_positions``, at the first flow step), each pooled with ``pooling`` and
-    concatenated into ``[D_llm + D_expert]``.
-
-    Positions: ``image`` / ``action`` are the layout's image and action-query spans;
-    ``vla_adapter`` is VLA-Adapter's convention, each span one position to the left (the
-    slot before the first patch plus patches 0..P-2; the last prompt token plus queries
-    0..Q-2). ``pooling``: ``mean``, ``first`` or ``last`` over those positions.
-    ``noise_seed``: the flow noise of dataset sample ``i`` is drawn from a generator seeded
-    ``noise_seed + i`` (``noise_per_sample``), so any batch of the same samples gets the same
-    features; stores made before that drew one generator seeded ``noise_seed`` per batch
-    (``noise_per_sample=False``). ``raw_layer`` defaults to ``n_layers // 2`` (:meth:`for_layers`).
-    """
-
-    raw_layer: int
-    query_layer: int = -1
-    raw_positions: str = "image"
-    query_positions: str = "action"
-    pooling: str = "mean"
-    noise_seed: int = 0
-    noise_per_sample: bool = False
-
-    def __post_init__(self) -> None:
-        for name, allowed in BRIDGE_POSITIONS.items():
-            if getattr(self, name) not in allowed:
-                raise StoreError(f"BridgeSpec.{name}={getattr(self, name)!r}; expected one of {list(allowed)}.")
-        if self.pooling not in BRIDGE_POOLINGS:
-            raise StoreError(f"BridgeSpec.pooling={self.pooling!r}; expected one of {list(BRIDGE_POOLINGS)}.")
-
-    @classmethod
-    def for_layers(cls, n_layers: int, **kwargs: Any) -> BridgeSpec:
-        if n_layers < 1:
-            raise StoreError(f"BridgeSpec.for_layers: n_layers={n_layers}; expected >= 1.")
-        kwargs.setdefault("noise_per_sample", True)
-        return cls(raw_layer=n_layers // 2, query_layer=n_layers - 1, **kwargs)
-
-
 @dataclass
 class StoreMeta:
     """Provenance recorded in the manifest: what produced the features and how.
@@ -140,6 +80,9 @@ class StoreMeta:
     ``taps``: tap names captured (for ``hidden_state``, one per stored layer, in order).
     ``layers``: layer indices as the user gave them; ``pooling``; ``dtype`` of floating feature
     fields, one of :data:`STORE_DTYPES` (integer features such as labels keep their own).
+    ``recipe``: ``{name: settings}`` of a registered recipe that computed the features (see
+    :func:`register_recipe`); the settings are the recipe's own JSON, written as ``meta[name]``.
+    ``extra``: anything else the writer wants to keep (JSON).
     """
 
     kind: str
@@ -150,26 +93,39 @@ class StoreMeta:
     layers: list[int] = field(default_factory=list)
     pooling: str = "none"
     dtype: str = "float16"
-    bridge: BridgeSpec | None = None
+    recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise StoreError(f"StoreMeta.kind={self.kind!r} is not a cache kind; expected one of {sorted(KINDS)}.")
+            raise StoreError(
+                f"StoreMeta.kind={self.kind!r} is not a store kind; expected one of {sorted(KINDS)} (a job's kinds "
+                "are registered when its package is imported)."
+            )
         if self.dtype not in STORE_DTYPES:
             raise StoreError(
                 f"StoreMeta.dtype={self.dtype!r} is not a dtype the store keeps features in; expected one of "
                 f"{list(STORE_DTYPES)} (--dtype in the CLI)."
             )
-        if isinstance(self.bridge, dict):
-            self.bridge = BridgeSpec(**self.bridge)
+        for name, settings in self.recipe.items():
+            if name in self.__dataclass_fields__ or not isinstance(settings, dict):
+                raise StoreError(f"StoreMeta.recipe[{name!r}] must be a dict of settings under a name of its own.")
+            if name not in RECIPES:
+                raise StoreError(
+                    f"StoreMeta.recipe names {name!r}, which no imported module registers; registered recipes: "
+                    f"{sorted(RECIPES)}. Import the package that defines it (it calls register_recipe)."
+                )
+            if RECIPES[name].kind != self.kind:
+                raise StoreError(
+                    f"StoreMeta.recipe {name!r} writes kind={RECIPES[name].kind!r} stores, not kind={self.kind!r}."
+                )
         self.taps = [str(t) for t in self.taps]
         self.layers = [int(i) for i in self.layers]
 
     def to_json(self) -> dict[str, Any]:
+        """The manifest's ``meta``: the fields, each recipe's settings under its name."""
         out = asdict(self)
-        out["bridge"] = asdict(self.bridge) if self.bridge is not None else None
-        return out
+        return {**out.pop("recipe"), **out}
 
 
 def tool_version() -> str:
@@ -209,6 +165,7 @@ def make_manifest(
         "chunk_rows": int(chunk_rows),
         "batch_size": None if batch_size is None else int(batch_size),
         "fields": {k: asdict(v) for k, v in fields.items()},
+        "modules": manifest_modules(meta.kind, meta.recipe),
         "meta": meta.to_json(),
         "sample_index": {"field": "sample_index", "dataset_id": meta.dataset_id},
         "complete": [],
@@ -223,7 +180,6 @@ def _migrate_v1(m: dict) -> dict:
     m.setdefault("tool_version", "0.0")
     meta = dict(m.get("meta", {}))
     meta.setdefault("kind", m["kind"])
-    meta.setdefault("bridge", None)
     meta.setdefault("extra", {})
     m["meta"] = meta
     m.setdefault("sample_index", {"field": None, "dataset_id": meta.get("dataset_id", "unknown")})
@@ -275,11 +231,7 @@ def read_manifest(root: str | os.PathLike) -> dict:
             )
         m = MIGRATIONS[version](m)
         version = m["schema_version"]
-    if m.get("kind") not in KINDS:
-        raise StoreError(
-            f"{path}: field 'kind' is {m.get('kind')!r} and could not be detected from fields "
-            f"{sorted(m.get('fields', {}))}; expected one of {sorted(KINDS)}."
-        )
+    resolve_kind(m, str(path))  # imports the package that registered the kind, if the manifest names one
     return m
 
 
