@@ -1,8 +1,11 @@
 """The student's bridge features come from the cache's own extractor, driven by the store's
 manifest: 0 retention loss at step 0, gradients into the policy, and a clear error for a cache
-the model cannot match."""
+the model cannot match. retain reaches that extractor through the store's recipe registry, never
+by importing the anchors job."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -72,3 +75,41 @@ def test_positions_and_pooling_from_the_manifest_are_honoured(cache):
     assert shift_left(mask).tolist() == [[True, True, False, False], [False, True, True, False]]
     with pytest.raises(ValueError, match="starts at position 0"):
         shift_left(torch.tensor([[True, False]]))
+
+
+FRESH = """
+import sys
+import policylens.retain
+assert "policylens.anchors" not in sys.modules  # importing retain does not import the anchors job
+from policylens.store import open_store, recipe_hook
+manifest = open_store(sys.argv[1]).manifest
+for role in ("student", "source"):
+    f = recipe_hook(manifest, "bridge", role)
+    print(f"{f.__module__}.{f.__name__}")
+"""
+
+
+@pytest.mark.parametrize("layout", ["current", "old"])
+def test_a_fresh_process_finds_the_student_through_the_store(cache, tmp_path, layout):
+    """What AnchorSet asks the store for, in a process that never imported the anchors job: the
+    manifest names the package of its recipe; an old one (no record, ``pooling: mean``) is served
+    by importing policylens's packages until one registers the recipe."""
+    path = cache
+    if layout == "old":
+        path = tmp_path / "old"
+        path.mkdir()
+        for item in cache.iterdir():
+            (path / item.name).symlink_to(item)
+        (path / "manifest.json").unlink()
+        old = json.loads((cache / "manifest.json").read_text())
+        del old["modules"]
+        old["meta"]["bridge"]["pooling"] = "mean"
+        (path / "manifest.json").write_text(json.dumps(old))
+    out = subprocess.run([sys.executable, "-c", FRESH, str(path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    found = out.stdout.split()
+    assert found == ["policylens.anchors._bridge.student_extractor", "policylens.anchors._sources.source_of"]
+    anchors = AnchorSet(path, load_model("tiny_vla").eval())
+    same = anchors.batch([0, 1, 2, 3])  # the build's first batch: L_ret = 0 in either layout
+    feats = anchors.student(_inputs(same), indices=same["sample_index"])["target_features"]
+    assert torch.equal(feats.detach(), same["target_features"])

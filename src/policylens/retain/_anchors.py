@@ -1,6 +1,10 @@
 """``AnchorSet``: a bridge cache as anchor batches for a student — the cached teacher features
 beside the dataset samples they were computed from (opened as the cache's manifest records:
-dataset, camera map), and the student's feature extractor driven by the same manifest."""
+dataset, camera map), and the student's feature extractor driven by the same manifest.
+
+Both come from the store's recipe registry (``recipe_hook``: the ``source`` and ``student``
+functions of the recipe ``bridge``, which the job that builds bridge caches registers), so
+this module never imports that job; reading the manifest imports it when needed."""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from torch import nn
 
 __all__ = ["AnchorSet"]
 
+RECIPE = "bridge"  # the store recipe a bridge cache is built with (`policylens cache build --kind bridge`)
+
 
 class AnchorSet:
     """``AnchorSet(cache, model)``: ``batch(rows)`` gives the model inputs of those store rows,
@@ -20,16 +26,19 @@ class AnchorSet:
     features with the graph kept; ``sample(n, rng)`` draws ``n`` rows."""
 
     def __init__(self, cache: str | Path, model: nn.Module) -> None:
-        from policylens.anchors import open_source, student_extractor
-        from policylens.store import open_store
+        from policylens.store import StoreError, open_store, recipe_hook, recipe_settings
 
         self.path = Path(cache)
         self.store = open_store(self.path)
-        manifest = self.store.manifest
-        meta = manifest["meta"]
-        self.student = student_extractor(model, manifest, where=f"anchor cache {self.path}")
-        camera_map = (meta.get("extra") or {}).get("camera_map")
-        self.source = open_source(model, meta["dataset_id"], camera_map=camera_map)
+        manifest, where = self.store.manifest, f"anchor cache {self.path}"
+        if recipe_settings(manifest, RECIPE) is None:
+            meta = manifest["meta"]
+            raise StoreError(
+                f"{where} is not a bridge cache (kind={manifest['kind']!r}, pooling={meta.get('pooling')!r}); "
+                "build one with `policylens cache build --kind bridge`."
+            )
+        self.student = recipe_hook(manifest, RECIPE, "student", where)(model, manifest, where=where)
+        self.source = recipe_hook(manifest, RECIPE, "source", where)(model, manifest)
 
     def __len__(self) -> int:
         return len(self.store)
