@@ -90,15 +90,13 @@ def read_checkpoint_config(
 ) -> dict:
     """``config.json`` of the checkpoint in ``directory``, whose weights must be there too; with ``format``,
     its ``format`` field must equal it. A missing file raises ``FileNotFoundError`` naming ``what`` (the
-    directory by default) and ending with ``hint`` (where a finished checkpoint comes from)."""
+    directory by default) and ending with ``hint`` (e.g. which command writes the checkpoint)."""
     directory = Path(directory)
     missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (directory / name).is_file()]
     if missing:
         label = what or str(directory)
-        raise FileNotFoundError(
-            f"{label} has no {' + '.join(missing)}: a checkpoint directory holds {CONFIG_FILE} and {WEIGHTS_FILE}"
-            + (f"; {hint}" if hint else "")
-        )
+        hint = hint or f"a checkpoint directory holds {CONFIG_FILE} and {WEIGHTS_FILE}"
+        raise FileNotFoundError(f"{label} has no {' + '.join(missing)}; {hint}")
     expected = f"a checkpoint config ({CONFIG_FILE})" if format is None else f"a {format} checkpoint config"
     config = read_json_file(directory / CONFIG_FILE, expected)
     if format is not None and config.get("format") != format:
