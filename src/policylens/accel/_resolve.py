@@ -8,7 +8,7 @@ from torch import nn
 
 from ._calibration import Calibration
 from ._config import BACConfig
-from ._hash import model_hash
+from ._hash import calibration_hash
 from ._registry import Branch
 from ._schedule import uniform_update_steps
 
@@ -55,7 +55,7 @@ def resolve_schedule(policy: nn.Module, branches: list[Branch], config: BACConfi
             f"calibration blocks do not match the model: missing in model {missing[:5]}, not calibrated "
             f"{extra[:5]}; calibrate this model (`policylens accel calibrate`)."
         )
-    h = model_hash(policy)
+    h = calibration_hash(policy, cal.model_hash)  # a calibration written before sha256: its 16 hex digits
     if h != cal.model_hash:
         raise ValueError(
             f"calibration model_hash={cal.model_hash!r} but this model hashes to {h!r}: the schedule was made "
