@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..runs import RunKind, claim_run_dir, clear_run_dir, weights_hash
 from ._extract import PHASES, STEP_MODES, extract_attention
 from ._objects import frame_rows, nearest_object, summarize_overlap
 from ._render import MODES, most_active_head, overlay, save_image
@@ -45,7 +46,10 @@ __all__ = ["RUN_MODES", "AttentionInterrupted", "AttentionRunConfig", "episode_d
 # "global" needs one range shared by the maps compared; a run draws its maps one at a time
 RUN_MODES = tuple(m for m in MODES if m != "global")
 OUTCOMES = ("success", "failure", "unknown")  # the folders episode_dir sorts episodes into
-_RUN_FILES = ("run.json", "overlap.json", "faithfulness.json", "report.html", "report.md")
+# what run_attention and the report write in OUT (all that overwrite deletes); run.json holds the settings flat
+ATTENTION_RUN = RunKind(
+    "attention", ("run.json", "overlap.json", "faithfulness.json", "report.html", "report.md", *OUTCOMES), flat=True
+)
 
 
 class AttentionInterrupted(KeyboardInterrupt):
@@ -190,36 +194,6 @@ def _finished(out: Path) -> list[Path]:
     return sorted(p for o in OUTCOMES for p in (out / o).glob("*/*/done.json"))
 
 
-def _remove_run(out: Path) -> None:
-    """Delete what ``run_attention`` (and the report) wrote in OUT; nothing else."""
-    for name in _RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    for name in OUTCOMES:
-        if (out / name).is_dir():
-            shutil.rmtree(out / name)
-
-
-def _claim(out: Path, settings: dict, overwrite: bool) -> bool:
-    """Check the ``run.json`` in OUT against ``settings`` (a rerun resumes), or write it (True);
-    ``overwrite`` removes the run there first."""
-    settings = json.loads(json.dumps(settings))  # tuples -> lists, as they come back from the file
-    run = out / "run.json"
-    if run.is_file() and overwrite:
-        _remove_run(out)
-    if run.is_file():
-        old = json.loads(run.read_text())
-        if old != settings:
-            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            raise ValueError(
-                f"{out} holds an attention run with other settings ({', '.join(diff)} differ); "
-                "use a new --out, the same settings to resume, or --overwrite (overwrite=True) to replace it"
-            )
-        return False
-    out.mkdir(parents=True, exist_ok=True)
-    run.write_text(json.dumps(settings, indent=2) + "\n")
-    return True
-
-
 def _draw(folder: Path, t: int, key: tuple, frames: dict, frame_maps: dict, best: int, cfg, videos: dict) -> None:
     """The keyframe's images: the most active head, and every head; frames kept for the videos."""
     phase, layer = key
@@ -346,7 +320,6 @@ def run_attention(
 
     from ..data import open_episodes
     from ..models import load_model
-    from ..store import hash_state_dict
 
     cfg = config or AttentionRunConfig()
     if workers > 1 and not isinstance(policy, (str, Path)):
@@ -358,10 +331,11 @@ def run_attention(
             raise ValueError(f"run_attention: {type(model).__name__} has no {need}(); the job needs a VLA like TinyVLA")
     _check_inputs(model, eps, cfg)
     out = Path(out)
-    weights = hash_state_dict(model)
+    weights = weights_hash(model)
     name = str(policy) if isinstance(policy, (str, Path)) else type(policy).__name__
     new_dir = not out.exists()
-    claimed = _claim(out, {"policy": name, "weights_hash": weights, **asdict(cfg)}, overwrite)
+    settings = {"policy": name, "weights_hash": weights, **asdict(cfg)}
+    claimed = not claim_run_dir(out, settings, overwrite, ATTENTION_RUN)  # False: the same run, resumed
     try:
         if workers > 1:
             import multiprocessing as mp
@@ -380,7 +354,7 @@ def run_attention(
     except BaseException as exc:
         finished = len(_finished(out))
         if claimed and not finished:  # nothing kept: leave OUT as it was, so any rerun starts afresh
-            _remove_run(out)
+            clear_run_dir(out, ATTENTION_RUN)
             if new_dir and not any(out.iterdir()):
                 out.rmdir()
         if isinstance(exc, KeyboardInterrupt):
