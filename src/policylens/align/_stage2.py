@@ -31,11 +31,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data.sim import ChunkedPolicy, EvalResult, SimEnv, evaluate_policy, get_task, layout_seed, record_episode
-from ..runs import claim_run_dir, read_safetensors
+from ..runs import claim_run_dir, read_checkpoint, read_safetensors, save_checkpoint
 from ._dataset import ResumableBatchSampler
 from ._head import ActionHead, HeadShape
 from ._sources import SOURCES, WORDS, FeatureSource, instruction_code
-from ._train import RETRAIN, Amp, _export, _loop
+from ._train import RETRAIN, Amp, _loop
 from ._train_config import LoopConfig
 
 __all__ = ["HEAD_FORMAT", "HeadConfig", "HeadPolicy", "evaluate_action_head", "load_action_head", "train_action_head"]
@@ -220,7 +220,7 @@ def train_action_head(
         "config": asdict(cfg),
         "frames": {"train": len(train), "held_out": len(held)},
     }
-    _export(out, model, meta)
+    save_checkpoint(model, out, meta)
     result = {"step": res["step"], "held_out_loss": evaluate()["eval/loss"], "frames": meta["frames"]}
     (out / "train.json").write_text(json.dumps(result, indent=1) + "\n")
     return {**res, **result, "out": out}
@@ -230,18 +230,17 @@ class HeadPolicy:
     """A trained head as a chunk predictor for the simulator (``predict_chunk(obs) -> (horizon, 7)``)."""
 
     def __init__(self, path: str | os.PathLike, device="cpu") -> None:
-        if not (Path(path) / "config.json").is_file() or not (Path(path) / "model.safetensors").is_file():
-            raise FileNotFoundError(
-                f"head={str(path)!r} has no config.json + model.safetensors; pass the --out of a finished "
-                "`policylens align head` (rerun it to finish a killed run)"
-            )
-        meta = json.loads((Path(path) / "config.json").read_text())
-        if meta.get("format") != HEAD_FORMAT:
-            raise ValueError(f"{path}/config.json has format {meta.get('format')!r}; expected {HEAD_FORMAT!r}")
+        meta, state = read_checkpoint(
+            path,
+            format=HEAD_FORMAT,
+            what=f"head={str(path)!r}",
+            hint="pass the --out of a finished `policylens align head` (rerun it to finish a killed run)",
+            fix=RETRAIN,
+        )
         self.cfg = HeadConfig(**{**meta["config"], "progress": False})
         self.source = FeatureSource(self.cfg.source, meta["aligned"], meta["student"], device)
         self.model = _HeadModel(HeadShape(**meta["shape"]))
-        self.model.load_state_dict(read_safetensors(Path(path) / "model.safetensors", fix=RETRAIN))
+        self.model.load_state_dict(state)
         self.model.to(device).eval().requires_grad_(False)
         self.seed, self.episode, self.t, self.env = int(self.source.point_info.get("seed", 0)), -1, 0, None
 

@@ -14,13 +14,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..runs import claim_run_dir, read_safetensors
+from ..runs import claim_run_dir, read_checkpoint, read_checkpoint_config, save_checkpoint
 from ._distill import Distiller
 from ._train import (
     RETRAIN,
     AlignModel,
     Amp,
-    _export,
     _grid,
     _loaders,
     _loop,
@@ -32,6 +31,7 @@ from ._train_config import DistillConfig
 __all__ = ["STUDENT_FORMAT", "distill_student", "load_student", "load_student_meta"]
 
 STUDENT_FORMAT = "policylens-align-student-1"
+DISTILLED = "pass the --out of a finished `policylens align distill`"  # where a student comes from
 
 
 class _Student(nn.Module):
@@ -90,7 +90,7 @@ def distill_student(
 
     evaluate = lambda: _student_eval(model, teacher, [probe], device)  # noqa: E731
     res = _loop(out, model, opt, amp, step, train, cfg, evaluate, "distill student")
-    _export(out, model, meta)
+    save_checkpoint(model, out, meta)
     result = {"step": res["step"], "skipped": res["skipped"], **_student_eval(model, teacher, held, device, True)}
     (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
     return {**res, "out": out, "eval": out / "eval.json"}
@@ -116,22 +116,19 @@ def _student_eval(model: _Student, teacher: AlignModel, batches, device, full: b
     return {"held_out_loss": logs["eval/loss"], "summary": r.summary(), "report": r.to_dict()}
 
 
+def _where(student: str | os.PathLike) -> dict:
+    return {"format": STUDENT_FORMAT, "what": f"student={str(student)!r}", "hint": DISTILLED}
+
+
 def load_student_meta(student: str | os.PathLike) -> dict:
-    path = Path(student) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"student={str(student)!r} has no config.json; pass the --out of a finished `policylens align distill`"
-        )
-    meta = json.loads(path.read_text())
-    if meta.get("format") != STUDENT_FORMAT:
-        raise ValueError(f"{path}: format {meta.get('format')!r}; expected {STUDENT_FORMAT!r}")
-    return meta
+    """The ``config.json`` of a stage-3 student (its format checked, its weights beside it)."""
+    return read_checkpoint_config(student, **_where(student))
 
 
 def load_student(student: str | os.PathLike, device="cpu"):
     """The stage-3 student written by ``distill_student`` (frozen, eval mode)."""
-    meta = load_student_meta(student)
+    meta, state = read_checkpoint(student, **_where(student), fix=RETRAIN)
     cfg = meta["config"]
     model = _Student(meta["in_dim"], cfg["hidden"], meta["dim"], cfg["l1_weight"])
-    model.load_state_dict(read_safetensors(Path(student) / "model.safetensors", fix=RETRAIN))
+    model.load_state_dict(state)
     return model.to(device).eval().requires_grad_(False)

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -45,7 +44,8 @@ from ..runs import (
     claim_run_dir,
     load_train_extra,
     load_train_state,
-    read_safetensors,
+    read_checkpoint,
+    save_checkpoint,
     save_train_state,
     stop_on_signal,
 )
@@ -294,11 +294,6 @@ def _loop(out: Path, model: nn.Module, opt, amp: Amp, step: StepFn, loader, cfg,
     return {"step": done, "skipped": skipped, "losses": losses}
 
 
-def _export(out: Path, model: nn.Module, meta: dict) -> None:
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
-
-
 def _loaders(points, feats: dict, cfg: AlignTrainConfig, batch_size: int, workers: int):
     kw = {"held_out": cfg.held_out, "window": cfg.window, "seed": cfg.seed, "batch_size": batch_size}
     train = make_loader(points, feats, split="train", num_workers=workers, **kw)
@@ -343,7 +338,7 @@ def train_alignment(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     evaluate = lambda: _probe(model, probe, device)  # noqa: E731
     res = _loop(out, model, opt, amp, step or align_step, train, cfg, evaluate, f"align {cfg.objective}")
-    _export(out, model, meta)
+    save_checkpoint(model, out, meta)
     _final_eval(model, train, held, device, cfg, out, {**meta, "step": res["step"], "skipped": res["skipped"]})
     return {**res, "out": out, "eval": out / "eval.json", "hist": out / "similarity_hist.png"}
 
@@ -388,15 +383,13 @@ def _final_eval(model: AlignModel, train, held, device, cfg: AlignTrainConfig, o
 
 def load_aligned(aligned: str | os.PathLike, device: str | torch.device = "cpu") -> AlignModel:
     """The stage-1 model written by :func:`train_alignment` to ``aligned`` (config.json + model.safetensors)."""
-    path = Path(aligned)
-    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(
-            f"aligned={str(aligned)!r} has no config.json + model.safetensors; pass the --out of a finished "
-            "`policylens align train` (rerun it to finish a killed run)"
-        )
-    meta = json.loads((path / "config.json").read_text())
-    if meta.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path}/config.json has format {meta.get('format')!r}; expected {MODEL_FORMAT!r}")
+    meta, state = read_checkpoint(
+        aligned,
+        format=MODEL_FORMAT,
+        what=f"aligned={str(aligned)!r}",
+        hint="pass the --out of a finished `policylens align train` (rerun it to finish a killed run)",
+        fix=RETRAIN,
+    )
     model = AlignModel(meta)
-    model.load_state_dict(read_safetensors(path / "model.safetensors", fix=RETRAIN))
+    model.load_state_dict(state)
     return model.to(device).eval().requires_grad_(False)

@@ -201,7 +201,7 @@ def _summary(extra: dict, settings: dict, steps_run: int, steps: int) -> dict:
 def _finished(out: Path, steps: int) -> dict | None:
     """The summary of the run in ``out`` if it has run ``steps`` steps or more (None otherwise):
     ``retain.json`` as it is, or rebuilt from the saved state when that file is missing or stale."""
-    from policylens.runs import RUN_FILE
+    from policylens.runs import recorded_settings
 
     state = out / "train_state.json"
     if not state.is_file():
@@ -215,7 +215,7 @@ def _finished(out: Path, steps: int) -> dict | None:
         summary = json.loads(saved.read_text())
         if summary.get("steps_run") == done:
             return summary
-    settings = json.loads((out / RUN_FILE).read_text())["settings"]["data"]
+    settings = recorded_settings(out)["data"]
     summary = _summary(meta.get("extra", {}), settings, done, done)
     saved.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -238,7 +238,8 @@ def check_retain_out(
     """Before the episodes are made: raise ``FileExistsError`` if ``out`` holds another run than
     these settings describe (those known without the episodes); return the run's summary if it
     has already run ``config.steps`` steps, None if there is training to do."""
-    from policylens.models import check_run_dir, run_settings_of
+    from policylens.models import run_settings_of
+    from policylens.runs import check_run_dir
 
     name = policy if policy is not None else model
     settings = _settings(name, anchors, config, retention, run_settings, {"enabled": config.task_stats})
@@ -270,7 +271,8 @@ def retain_train(
     ``config.steps`` steps is left as it is and its summary returned. ``run_settings``: how the
     episodes were made (recorded; a ``"policy"`` entry names a module). ``log(line)`` gets the
     one-line notes (task statistics, a finished run). Returns the summary."""
-    from policylens.models import TrainingInterrupted, check_run_dir, load_model, run_settings_of, train_vla
+    from policylens.models import load_model, run_settings_of, train_vla
+    from policylens.runs import TrainingInterrupted, check_run_dir
 
     say = log or (lambda line: None)
     out = Path(out)
