@@ -117,7 +117,8 @@ def test_store_meta_checks_its_recipe(recipe, message):
 def _fresh_open(root: Path) -> list[str]:
     code = (
         "import sys; from policylens.store import open_store; "
-        f"ds = open_store({str(root)!r}); print(ds.kind, 'policylens.align' in sys.modules)"
+        f"ds = open_store({str(root)!r}); print(ds.kind, 'policylens.align' in sys.modules, "
+        "'policylens.accel' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -126,16 +127,18 @@ def _fresh_open(root: Path) -> list[str]:
 
 def test_a_fresh_process_opens_a_job_kind_by_importing_its_package(tmp_path):
     """The manifest names policylens.align; a manifest written before that record (no ``modules``)
-    opens too: policylens's subpackages are imported until one registers the kind."""
+    opens too: policylens's subpackages are imported, those quoting the kind first, until one
+    registers it."""
     meta = StoreMeta(kind="patch_grid", dtype="float32")
     m = _build_grid(tmp_path / "s", meta, "patch_features", (1, 2, 2, 3))
     assert m["modules"] == ["policylens.align"]
-    assert _fresh_open(tmp_path / "s") == ["patch_grid", "True"]
+    assert _fresh_open(tmp_path / "s") == ["patch_grid", "True", "False"]
     path = tmp_path / "s" / "manifest.json"
     old = json.loads(path.read_text())
     del old["modules"]
     path.write_text(json.dumps(old))
-    assert _fresh_open(tmp_path / "s") == ["patch_grid", "True"]
+    # the packages that quote the kind come first: accel, before align alphabetically, stays unimported
+    assert _fresh_open(tmp_path / "s") == ["patch_grid", "True", "False"]
 
 
 def test_only_policylens_packages_are_imported_from_a_manifest(tmp_path):

@@ -12,7 +12,7 @@ The manifest names the packages that registered its kind and recipe (``modules``
 it imports them, so a store of a job's kind opens in a process that never imported the job.
 Only ``policylens.*`` packages are imported that way; another package must be imported by the
 caller. Manifests written before that record are served by importing policylens's subpackages
-in turn until one registers the missing name.
+in turn (those whose source quotes the missing name first) until one registers it.
 """
 
 from __future__ import annotations
@@ -140,8 +140,7 @@ def _import_for(table: Mapping[str, Any], name: str, manifest: Mapping[str, Any]
     manifest without the record gets policylens's subpackages imported in turn."""
     modules = manifest.get("modules")
     if modules is None:  # written before manifests named their modules
-        root = Path(__file__).resolve().parents[1]
-        modules = [f"policylens.{m.name}" for m in pkgutil.iter_modules([str(root)]) if m.ispkg]
+        modules = [f"policylens.{p}" for p in _packages_by_mention(name)]
     for module in modules:
         if name in table:
             return
@@ -150,6 +149,19 @@ def _import_for(table: Mapping[str, Any], name: str, manifest: Mapping[str, Any]
                 importlib.import_module(module)
             except ImportError:
                 continue
+
+
+def _packages_by_mention(name: str) -> list[str]:
+    """policylens's subpackages, those whose source quotes ``name`` first (the one that registers
+    it, without importing unrelated heavy ones before it)."""
+    root = Path(__file__).resolve().parents[1]
+    packages = sorted(m.name for m in pkgutil.iter_modules([str(root)]) if m.ispkg)
+    quoted = (f'"{name}"', f"'{name}'")
+
+    def mentions(package: str) -> bool:
+        return any(q in p.read_text() for p in (root / package).rglob("*.py") for q in quoted)
+
+    return sorted(packages, key=lambda p: not mentions(p))
 
 
 def resolve_kind(manifest: Mapping[str, Any], where: str) -> StoreKind:
