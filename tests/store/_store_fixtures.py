@@ -8,7 +8,8 @@ import time
 import torch
 from torch import nn
 
-from policylens.store import StoreMeta, build_store, hash_state_dict
+from policylens.runs import weights_hash as hash_state_dict
+from policylens.store import StoreMeta, build_store
 
 D, L, V, S = 8, 3, 4, 6  # width, layers, vectors per layer, sequence length
 

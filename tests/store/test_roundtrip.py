@@ -10,13 +10,13 @@ import zarr
 from _store_fixtures import TinyModel, TinySource, build, extractor
 
 import policylens.align  # noqa: F401  (registers the align kinds patch_grid / point_cloud)
+from policylens.runs import weights_hash as hash_state_dict
 from policylens.store import (
     SCHEMA_VERSION,
     StoreError,
     StoreMeta,
     build_store,
     collate,
-    hash_state_dict,
     open_store,
     read_manifest,
     store_info,

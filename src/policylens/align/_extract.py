@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..store import StoreMeta, build_store, hash_state_dict
+from ..runs import weights_hash as hash_state_dict
+from ..store import StoreMeta, build_store
 from ._encoders import PatchEncoder, create_encoder, list_encoders
 from ._layout import LAYOUT_VERSION, align_info, as_grid, feature_field
 from ._record import PreprocessRecord

@@ -28,7 +28,8 @@ from torch import Tensor
 
 from ..data.pointcloud import backproject
 from ..data.sim import COLOURS, SHAPES
-from ..store import hash_state_dict, read_manifest
+from ..runs import weights_hash as hash_state_dict
+from ..store import read_manifest
 from ._dataset import _align_info
 from ._extract import build_encoder
 from ._ingest import fix_points

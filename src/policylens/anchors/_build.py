@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..store import STORE_DTYPES, StoreError, StoreMeta, build_store, hash_state_dict, read_manifest, recipe_settings
+from ..runs import weights_hash
+from ..store import STORE_DTYPES, StoreError, StoreMeta, build_store, read_manifest, recipe_settings
 from ._bridge import bridge_extractor
 from ._bridge_spec import BRIDGE, BridgeSpec
 from ._extractors import policy_extractor
@@ -110,7 +111,7 @@ def build_cache(
         recipe=recipe,
         kind=kind,
         model_id=policy,
-        weights_hash=hash_state_dict(model),
+        weights_hash=weights_hash(model),
         dataset_id=spec.id,
         taps=taps,
         layers=list(layers) if kind != "token_level" else [],

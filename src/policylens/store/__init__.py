@@ -12,7 +12,6 @@
 
 from ._chunks import ChunkDamage
 from ._errors import StoreError
-from ._hashing import hash_state_dict
 from ._interrupt import BuildInterrupted
 from ._kinds import (
     KINDS,
@@ -49,7 +48,6 @@ __all__ = [
     "build_store",
     "collate",
     "default_chunk_rows",
-    "hash_state_dict",
     "infinite_batches",
     "open_store",
     "rank_ranges",
