@@ -147,8 +147,9 @@ def test_only_policylens_packages_are_imported_from_a_manifest(tmp_path):
     m = json.loads(path.read_text())
     assert "this" not in sys.modules  # `import this` prints; it must stay unimported
     path.write_text(json.dumps({**m, "kind": "toy_unknown", "modules": ["this", "policylens.no_such_package"]}))
-    with pytest.raises(StoreError, match=r"field 'kind' is 'toy_unknown', which no imported module registers"):
+    with pytest.raises(StoreError, match=r"field 'kind' is 'toy_unknown', which no imported module registers") as err:
         open_store(tmp_path / "s")
+    assert "importing policylens.no_such_package: No module named 'policylens.no_such_package'" in str(err.value)
     assert "this" not in sys.modules
 
 

@@ -135,20 +135,23 @@ def manifest_modules(kind: str, recipes: Mapping[str, Any] | None = None) -> lis
     return sorted(m for m in mods if m)
 
 
-def _import_for(table: Mapping[str, Any], name: str, manifest: Mapping[str, Any]) -> None:
+def _import_for(table: Mapping[str, Any], name: str, manifest: Mapping[str, Any]) -> str:
     """Import what ``manifest`` names (``policylens.*`` only) until ``table`` holds ``name``; a
-    manifest without the record gets policylens's subpackages imported in turn."""
-    modules = manifest.get("modules")
-    if modules is None:  # written before manifests named their modules
+    manifest without the record gets policylens's subpackages imported in turn. Returns the
+    import failures of the named modules, as a hint for the error ("" if none)."""
+    modules, failed = manifest.get("modules"), []
+    named = modules is not None
+    if not named:  # written before manifests named their modules
         modules = [f"policylens.{p}" for p in _packages_by_mention(name)]
     for module in modules:
         if name in table:
-            return
+            break
         if _dotted(module) and module.startswith("policylens."):
             try:
                 importlib.import_module(module)
-            except ImportError:
-                continue
+            except ImportError as exc:
+                failed.append(f"{module}: {exc}")
+    return f" (importing {'; '.join(failed)})" if named and failed else ""
 
 
 def _packages_by_mention(name: str) -> list[str]:
@@ -166,14 +169,14 @@ def _packages_by_mention(name: str) -> list[str]:
 
 def resolve_kind(manifest: Mapping[str, Any], where: str) -> StoreKind:
     """The registered kind of ``manifest`` (importing the package its manifest names if needed)."""
-    kind = manifest.get("kind")
+    kind, failed = manifest.get("kind"), ""
     if isinstance(kind, str) and kind not in KINDS:
-        _import_for(KINDS, kind, manifest)
+        failed = _import_for(KINDS, kind, manifest)
     if kind not in KINDS:
         named = manifest.get("modules")
         hint = f" (its manifest names {named})" if named else ""
         raise StoreError(
-            f"{where}: field 'kind' is {kind!r}, which no imported module registers{hint}; known kinds are "
+            f"{where}: field 'kind' is {kind!r}, which no imported module registers{hint}{failed}; known kinds are "
             f"{sorted(KINDS)}. Import the package that wrote the store, or rebuild it."
         )
     return KINDS[kind]
@@ -194,12 +197,11 @@ def recipe_hook(manifest: Mapping[str, Any], name: str, role: str, where: str = 
             f"{where} was not built with recipe {name!r} (kind={manifest.get('kind')!r}, "
             f"pooling={meta.get('pooling')!r}); no meta.{name} in its manifest."
         )
-    if name not in RECIPES:
-        _import_for(RECIPES, name, manifest)
+    failed = _import_for(RECIPES, name, manifest) if name not in RECIPES else ""
     if name not in RECIPES:
         raise StoreError(
             f"{where}: recipe {name!r}, which its manifest records, is registered by no imported module (its "
-            f"manifest names {manifest.get('modules')}); import the package that wrote the store."
+            f"manifest names {manifest.get('modules')}){failed}; import the package that wrote the store."
         )
     hooks = RECIPES[name].hooks
     if role not in hooks:
