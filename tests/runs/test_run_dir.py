@@ -17,7 +17,7 @@ from policylens.runs import (
 
 SETTINGS = {"model": {"width": 8, "cameras": ("a", "b")}, "train": {"lr": 1e-3, "seed": 0}}
 # a run that writes folders and records its settings flat (the attention job's layout)
-FLAT = RunKind("attention", (RUN_FILE, "summary.json", "success"), flat=True)
+FLAT = RunKind("attention", (RUN_FILE, "summary.json", "success"), flat=True, indent=2)
 
 
 def test_claim_records_then_recognises_the_same_run(tmp_path):
@@ -78,7 +78,7 @@ def test_recorded_settings_read_back_what_was_claimed(tmp_path):
 def test_a_flat_kind_records_the_settings_themselves_and_clears_its_folders(tmp_path):
     settings = {"layers": [1], "camera_map": {"a": "b"}}
     assert claim_run_dir(tmp_path, settings, kind=FLAT) is False
-    assert json.loads((tmp_path / RUN_FILE).read_text()) == settings
+    assert (tmp_path / RUN_FILE).read_text() == json.dumps(settings, indent=2) + "\n"
     assert claim_run_dir(tmp_path, settings, kind=FLAT) is True
     with pytest.raises(ValueError, match=r"layers differ \(layers \[1\] there, \[2\] now\).*--overwrite"):
         claim_run_dir(tmp_path, {**settings, "layers": [2]}, kind=FLAT)

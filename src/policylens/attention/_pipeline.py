@@ -46,10 +46,9 @@ __all__ = ["RUN_MODES", "AttentionInterrupted", "AttentionRunConfig", "episode_d
 # "global" needs one range shared by the maps compared; a run draws its maps one at a time
 RUN_MODES = tuple(m for m in MODES if m != "global")
 OUTCOMES = ("success", "failure", "unknown")  # the folders episode_dir sorts episodes into
-# what run_attention and the report write in OUT (all that overwrite deletes); run.json holds the settings flat
-ATTENTION_RUN = RunKind(
-    "attention", ("run.json", "overlap.json", "faithfulness.json", "report.html", "report.md", *OUTCOMES), flat=True
-)
+# what run_attention and the report write in OUT (all that overwrite deletes); run.json: the settings, flat, indent 2
+_OUTPUTS = ("run.json", "overlap.json", "faithfulness.json", "report.html", "report.md", *OUTCOMES)
+ATTENTION_RUN = RunKind("attention", _OUTPUTS, flat=True, indent=2)
 
 
 class AttentionInterrupted(KeyboardInterrupt):

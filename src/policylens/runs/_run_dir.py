@@ -39,12 +39,14 @@ RUN_OUTPUTS = ("train_state.safetensors", "train_state.json", RUN_FILE, "config.
 @dataclass(frozen=True)
 class RunKind:
     """One kind of run: ``name`` (for messages), ``outputs`` (the files and folders it writes, ``run.json``
-    among them: what marks a run there and all that ``overwrite`` deletes) and ``flat``: ``run.json`` is
-    the settings themselves instead of ``{"format": RUN_FORMAT, "settings": ...}``."""
+    among them: what marks a run there and all that ``overwrite`` deletes), ``flat``: ``run.json`` is
+    the settings themselves instead of ``{"format": RUN_FORMAT, "settings": ...}``, and the ``indent`` it
+    is written with (a kind keeps the layout its existing runs have)."""
 
     name: str
     outputs: tuple[str, ...]
     flat: bool = False
+    indent: int = 1
 
     def __post_init__(self) -> None:
         if RUN_FILE not in self.outputs:
@@ -140,5 +142,5 @@ def claim_run_dir(
     directory.mkdir(parents=True, exist_ok=True)
     settings = json.loads(json.dumps(settings))
     record = settings if kind.flat else {"format": RUN_FORMAT, "settings": settings}
-    (directory / RUN_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    (directory / RUN_FILE).write_text(json.dumps(record, indent=kind.indent) + "\n")
     return False
