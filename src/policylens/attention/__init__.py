@@ -3,7 +3,7 @@
 resumable job over episodes, object-overlap metrics and statistics over episodes."""
 
 from ._closed_loop import closed_loop_masked
-from ._extract import PHASES, AttentionMaps, extract_attention
+from ._extract import PHASES, STEP_MODES, AttentionMaps, extract_attention
 from ._faithfulness import (
     FILLS,
     DeletionCurve,
@@ -16,7 +16,7 @@ from ._faithfulness import (
     scale_invariant_mse,
 )
 from ._overlap import mask_from_coco_rle, mask_from_png, otsu_threshold, overlap_metrics, random_blobs, resize_to
-from ._pipeline import AttentionRunConfig, episode_dir, run_attention
+from ._pipeline import RUN_MODES, AttentionInterrupted, AttentionRunConfig, episode_dir, run_attention
 from ._render import head_grid, layer_strip, most_active_head, normalize_map, overlay, save_image
 from ._report import write_report
 from ._stats import (
@@ -34,6 +34,9 @@ from ._video import available_codecs, read_video_frames, write_video
 __all__ = [
     "FILLS",
     "PHASES",
+    "RUN_MODES",
+    "STEP_MODES",
+    "AttentionInterrupted",
     "AttentionMaps",
     "AttentionRunConfig",
     "BootstrapCI",

@@ -3,8 +3,8 @@
 Frames stream into the encoder one at a time, so an iterator over a long episode never sits
 in memory whole. The codec follows the file suffix and falls back along a short list when
 this PyAV build lacks an encoder: the first frame is encoded under each candidate in turn
-and the first that opens is kept. Encoding follows ``policylens.data._frames.write_video``
-(yuv420p, rgb24 input); reading reuses its ``read_video``.
+and the first that opens is kept. Encoding follows the DROID writer's MP4s
+(yuv420p, rgb24 input); reading reuses ``policylens.data.read_video``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from policylens.data._frames import read_video
+from policylens.data import read_video
 
 CODECS = {".mp4": ("libx264", "h264", "mpeg4"), ".webm": ("libvpx-vp9", "libvpx")}
 # Encoders whose output these containers accept; listed in the error when none of the above opens.

@@ -6,6 +6,7 @@ Subpackages: ``droid`` (``open_episode``), ``lerobot`` (``open_dataset``), ``poi
 """
 
 from ._episode import CameraCalibration, Episode, EpisodeFormatError, FrameSource
+from ._frames import read_video
 from ._open import open_episodes
 
-__all__ = ["CameraCalibration", "Episode", "EpisodeFormatError", "FrameSource", "open_episodes"]
+__all__ = ["CameraCalibration", "Episode", "EpisodeFormatError", "FrameSource", "open_episodes", "read_video"]
