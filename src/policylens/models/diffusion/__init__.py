@@ -9,6 +9,7 @@ from ._metaworld import METAWORLD_CONFIG, metaworld_config, train_metaworld_poli
 from ._normalizer import MinMaxNormalizer
 from ._policy import TinyDiffusionPolicy
 from ._reach import REACH_CONFIG, DiffusionChunkPredictor, train_reach_policy
+from ._recipe import diffusion_loop_kwargs
 from ._schedulers import DDIMScheduler, DDPMScheduler, make_betas
 from ._train import diffusion_step, make_windows, train_diffusion_policy
 from ._transformer import TransformerForDiffusion
@@ -24,6 +25,7 @@ __all__ = [
     "MinMaxNormalizer",
     "TinyDiffusionPolicy",
     "TransformerForDiffusion",
+    "diffusion_loop_kwargs",
     "diffusion_step",
     "make_betas",
     "make_windows",
