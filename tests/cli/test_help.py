@@ -6,8 +6,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from policylens.cli._accel import Metric, Mode
-from policylens.cli._sim import Format
 from policylens.cli.main import app
 
 runner = CliRunner()
@@ -53,12 +51,3 @@ def test_flags_types_choices_and_arguments_render_like_click():
     assert re.search(r"Usage: .*taps \[OPTIONS\] MODEL\b", text)
     text = runner.invoke(app, ["sim", "eval", "--help"], env={"COLUMNS": "200"}).output
     assert "renders at that size instead" in text
-
-
-def test_choice_enums_match_the_library():
-    from policylens.accel import METRICS, MODES
-    from policylens.data.sim._generate import FORMATS
-
-    assert tuple(m.value for m in Mode) == MODES
-    assert tuple(m.value for m in Metric) == METRICS
-    assert tuple(f.value for f in Format) == FORMATS

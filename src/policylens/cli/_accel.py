@@ -9,15 +9,15 @@ other work shares the cores (28.7 s against 5.2 s per batch; an uncached action 
 from __future__ import annotations
 
 import time
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ._app import new_app
+from ._common import ACCEL_METRICS, ACCEL_MODES, choice_enum
 from ._errors import CommandError
 from ._threads import apply_threads, threads_option
 
@@ -25,24 +25,11 @@ app = new_app("Diffusion inference caching (BAC): calibrate and evaluate.")
 console = Console()
 
 
-class Mode(StrEnum):
-    """Caching modes (``policylens.accel.MODES``; kept here so --help needs no torch import)."""
-
-    original = "original"
-    uniform = "uniform"
-    optimal = "optimal"
+Mode = choice_enum("Mode", ACCEL_MODES)  # caching modes; --mode is repeatable
+Metric = Literal[ACCEL_METRICS]  # similarity metrics
 
 
-class Metric(StrEnum):
-    """Similarity metrics (``policylens.accel.METRICS``)."""
-
-    cosine = "cosine"
-    l1 = "l1"
-    l2 = "l2"
-    mse = "mse"
-
-
-POLICY_HELP = "TinyDiffusionPolicy directory or the built-in name tiny_diffusion_policy."
+DIFFUSION_POLICY_HELP = "TinyDiffusionPolicy directory or the built-in name tiny_diffusion_policy."
 OBS_HELP = "safetensors with 'obs' (N, n_obs_steps, obs_dim); default: random observations in the policy's range."
 THREADS_WHY = (
     "the denoiser is small: more threads gain little alone and slow it several-fold when other work shares the cores"
@@ -55,7 +42,7 @@ EVAL_THREADS_HELP = (
 QUICK_OBS, QUICK_SEEDS = 16, 1  # the default (quick) calibration; docs/bac.md gives the thorough one
 
 
-def _load(policy_spec: str, obs_path: Path | None, num_obs: int, seed: int):
+def _load(policy_spec: str, obs_path: Path | None, *, num_obs: int, seed: int):
     from policylens.accel import load_observations, random_observations
     from policylens.models import TinyDiffusionPolicy, load_policy
 
@@ -94,14 +81,14 @@ def _stability_line(stability: dict) -> str:
 
 @app.command()
 def calibrate(
-    policy: Annotated[str, typer.Option(help=POLICY_HELP)],
+    policy: Annotated[str, typer.Option(help=DIFFUSION_POLICY_HELP)],
     out: Annotated[Path, typer.Option(help="Calibration JSON to write.")],
     obs: Annotated[Path | None, typer.Option(help=OBS_HELP)] = None,
     num_obs: Annotated[
         int, typer.Option(min=1, help="Random observations when --obs is not given (thorough: 128).")
     ] = QUICK_OBS,
     num_updates: Annotated[int, typer.Option(min=1, help="Update steps S per branch.")] = 10,
-    metric: Annotated[Metric, typer.Option(help="Similarity of branch outputs between steps.")] = Metric.cosine,
+    metric: Annotated[Metric, typer.Option(help="Similarity of branch outputs between steps.")] = "cosine",
     n_bu: Annotated[int, typer.Option(min=0, help="Branches that get the Bubbling Union.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Observations per calibration forward.")] = 8,
     seeds: Annotated[int, typer.Option(min=1, help="Noise seeds per observation batch (thorough: 2).")] = QUICK_SEEDS,
@@ -122,17 +109,17 @@ def calibrate(
         raise CommandError(f"--plots {plots} is a file; pass a folder for the PNGs")
     n_threads = apply_threads(threads, default=1)
     started = time.perf_counter()
-    pol, observations, source = _load(policy, obs, num_obs, seed)
+    pol, observations, source = _load(policy, obs, num_obs=num_obs, seed=seed)
     console.print(
         f"calibrating {policy}: {len(observations)} observations ({source}) x {seeds} noise seeds = "
         f"{len(observations) * seeds} samples in batches of {batch_size}, {pol.num_inference_steps} denoising "
-        f"steps, S={num_updates}, metric {metric.value}, n_bu {n_bu}; torch threads: {n_threads}"
+        f"steps, S={num_updates}, metric {metric}, n_bu {n_bu}; torch threads: {n_threads}"
     )
     cal = run_calibration(
         pol,
         observations,
         num_updates=num_updates,
-        metric=metric.value,
+        metric=metric,
         n_bu=n_bu,
         batch_size=batch_size,
         num_seeds=seeds,
@@ -162,7 +149,7 @@ def eval_modes(modes: list[Mode] | None, calibration: Path | None) -> list[Mode]
 
 @app.command("eval")
 def evaluate(
-    policy: Annotated[str, typer.Option(help=POLICY_HELP)],
+    policy: Annotated[str, typer.Option(help=DIFFUSION_POLICY_HELP)],
     calibration: Annotated[Path | None, typer.Option(help="Calibration JSON (needed by --mode optimal).")] = None,
     mode: Annotated[
         list[Mode] | None,
@@ -186,7 +173,7 @@ def evaluate(
     modes = eval_modes(mode, calibration)
     cal = _load_calibration(calibration) if calibration is not None and Mode.optimal in modes else None
     n_threads = apply_threads(threads, default=1)
-    pol, observations, source = _load(policy, obs, batch, seed)
+    pol, observations, source = _load(policy, obs, num_obs=batch, seed=seed)
     if len(observations) < batch:
         raise CommandError(f"--obs {obs} holds {len(observations)} observations; --batch {batch} needs that many")
     observations = observations[:batch]

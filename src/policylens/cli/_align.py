@@ -8,76 +8,49 @@
 (stage 2), ``distill`` :func:`~policylens.align.distill_student` (stage 3). Rerun the same command to
 resume a killed one.
 
-The choices below mirror the job's own tuples (``OBJECTIVES``, ``FUSION_MODES``, ``AMP_MODES``,
-``SOURCES``) so that ``policylens`` starts without importing the job (about a second); the CLI
-tests check that they are equal. The dtypes are the store's own (``STORE_DTYPES``).
+The choices are the job's own tuples (``OBJECTIVES``, ``FUSION_MODES``, ``AMP_MODES``, ``SOURCES``)
+and the store's dtypes (``STORE_DTYPES``), mirrored in ``_common`` so that ``policylens`` starts
+without importing the job or torch.
 """
 
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from policylens.store import STORE_DTYPES
-
 from ._app import new_app
+from ._common import (
+    AMP_MODES,
+    EPISODES_FORMS,
+    EPISODES_HELP,
+    FUSION_MODES,
+    OBJECTIVES,
+    OVERWRITE_HELP,
+    SOURCES,
+    STORE_DTYPES,
+    interrupted,
+)
 from ._errors import CommandError
 from ._threads import apply_threads, threads_option
-from ._train import OVERWRITE_HELP, _interrupted
 
 app = new_app(
     "RGB <-> point-cloud alignment: extract patch features, ingest point clouds, verify the stores, train, "
     "distill, and compare the sources under one action head in closed loop."
 )
 
-EPISODES_FORMS = (
-    "droid:PATH (a DROID episode folder or a tree of them), lerobot:PATH (a LeRobot v3.0 dataset root), "
-    "or PATH (either of the two, format detected)"
-)
-EPISODES_HELP = f"Episodes: {EPISODES_FORMS}."
 DEVICE_HELP = "torch device: cpu, cuda or cuda:N."
+AMP_HELP = "Mixed precision: bf16 on CPU or CUDA, fp16 on CUDA (with a GradScaler)."
 
-
-Dtype = StrEnum("Dtype", {d: d for d in STORE_DTYPES})  # the feature dtypes a store holds
-
-
-class Objective(StrEnum):
-    """Stage-1 objectives (``policylens.align.OBJECTIVES``); spatial_forcing is the baseline."""
-
-    infonce = "infonce"
-    spatial_forcing = "spatial_forcing"
-
-
-class Fusion(StrEnum):
-    """Fusion of several encoders (``policylens.align.FUSION_MODES``)."""
-
-    softmax = "softmax"
-    gate = "gate"
-    moe = "moe"
-
-
-class Amp(StrEnum):
-    """Mixed precision (``policylens.align.AMP_MODES``): bf16 on CPU or CUDA, fp16 on CUDA with a GradScaler."""
-
-    none = "none"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class Source(StrEnum):
-    """Stage-2 head inputs (``policylens.align.SOURCES``): rgb aligned, raw unaligned, blind no image."""
-
-    rgb = "rgb"
-    points = "points"
-    student = "student"
-    raw = "raw"
-    blind = "blind"
+Dtype = Literal[STORE_DTYPES]  # the feature dtypes a store holds
+Objective = Literal[OBJECTIVES]  # stage-1 losses; spatial_forcing is the baseline
+Fusion = Literal[FUSION_MODES]  # how several encoders' features are fused
+Amp = Literal[AMP_MODES]
+Source = Literal[SOURCES]  # stage-2 head inputs
 
 
 _MADE_BY = {"frames": "an `align extract` feature store", "windows": "an `align extract` feature store",
@@ -130,7 +103,7 @@ def extract(
     camera: str = typer.Option(..., help="Camera whose frames are encoded."),
     out: str = typer.Option(..., help="Folder; each encoder's store goes to OUT/NAME (rerun to resume)."),
     stride: int | None = typer.Option(None, min=1, help="Window starts, for multi-frame encoders (default: window)."),
-    dtype: Annotated[Dtype, typer.Option(help="Feature dtype in the store.")] = Dtype.float16,
+    dtype: Annotated[Dtype, typer.Option(help="Feature dtype in the store.")] = "float16",
     batch_size: int = typer.Option(16, min=1, help="Frames (or windows) per forward."),
     seed: int = typer.Option(0, help="Seed of random-weight encoders."),
     threads: int | None = threads_option(),
@@ -151,7 +124,7 @@ def extract(
         dest = Path(out) / name
         try:
             m = extract_features(
-                eps, enc, dest, camera=camera, stride=stride, dtype=dtype.value, batch_size=batch_size,
+                eps, enc, dest, camera=camera, stride=stride, dtype=dtype, batch_size=batch_size,
                 model_id=model_id, dataset_id=episodes,
             )  # fmt: skip
         except KeyboardInterrupt:
@@ -178,12 +151,15 @@ def ingest(
     """Point clouds (xyz, rgb, uv, valid, object id, features) per (episode, step) into a store."""
     typer.echo(f"torch threads: {apply_threads(threads)}")
     try:
-        _ingest(out, episodes, ply, camera, points, stride, frame_size, feature_prefix, seed)
+        _ingest(
+            out, episodes=episodes, ply=ply, camera=camera, points=points, stride=stride, frame_size=frame_size,
+            feature_prefix=feature_prefix, seed=seed,
+        )  # fmt: skip
     except KeyboardInterrupt:
         raise _kept(out) from None
 
 
-def _ingest(out, episodes, ply, camera, points, stride, frame_size, feature_prefix, seed) -> None:
+def _ingest(out, *, episodes, ply, camera, points, stride, frame_size, feature_prefix, seed) -> None:
     from policylens.align import ingest_depth, ingest_ply
 
     if (episodes is None) == (ply is None):
@@ -240,18 +216,14 @@ def train(
     points: str = typer.Option(..., help="Point store (`align ingest`)."),
     features: Annotated[list[str], typer.Option(help="Feature store (`align extract`), repeatable; fused.")] = ...,
     out: str = typer.Option(..., help="Output directory (the same command resumes there; other settings refused)."),
-    objective: Annotated[
-        Objective, typer.Option(help="Alignment loss (spatial_forcing: the baseline).")
-    ] = Objective.infonce,
+    objective: Annotated[Objective, typer.Option(help="Alignment loss (spatial_forcing: the baseline).")] = "infonce",
     steps: int = typer.Option(1000, min=1, help="Optimiser steps in total (raise it on a rerun to train on)."),
     dim: int = typer.Option(128, min=1, help="Width of the aligned space."),
-    fusion: Annotated[Fusion, typer.Option(help="How the encoders' features are fused.")] = Fusion.softmax,
+    fusion: Annotated[Fusion, typer.Option(help="How the encoders' features are fused.")] = "softmax",
     batch_size: int = typer.Option(8, min=1, help="Frames (windows) per step."),
     max_rows: int = typer.Option(4096, min=1, help="Points per step (a seeded subset of the batch's)."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
-    amp: Annotated[
-        Amp, typer.Option(help="Mixed precision: bf16 on CPU or CUDA, fp16 on CUDA (with a GradScaler).")
-    ] = Amp.none,
+    amp: Annotated[Amp, typer.Option(help=AMP_HELP)] = "none",
     device: str = typer.Option("cpu", help=DEVICE_HELP),
     held_out: float = typer.Option(0.2, help="Share of episodes held out for evaluation only."),
     eval_every: int = typer.Option(100, min=1, help="Held-out retrieval to TensorBoard every N steps."),
@@ -267,14 +239,14 @@ def train(
     check_stores(points, features)
     typer.echo(f"torch threads: {apply_threads(threads)}")
     config = AlignTrainConfig(
-        objective=objective.value, steps=steps, dim=dim, fusion=fusion.value, batch_size=batch_size,
-        max_rows=max_rows, lr=lr, amp=amp.value, device=device, held_out=held_out, eval_every=eval_every,
+        objective=objective, steps=steps, dim=dim, fusion=fusion, batch_size=batch_size,
+        max_rows=max_rows, lr=lr, amp=amp, device=device, held_out=held_out, eval_every=eval_every,
         save_every=save_every, seed=seed,
     )  # fmt: skip
     try:
-        res = train_alignment(points, features, out, config, overwrite=overwrite)
+        res = train_alignment(points, features, out, config=config, overwrite=overwrite)
     except TrainingInterrupted as exc:
-        raise _interrupted(exc) from None
+        raise interrupted(exc) from None
     summary = json.loads(Path(res["eval"]).read_text())["summary"]
     for name, line in summary.items():
         typer.echo(f"{name}: {line}")
@@ -291,9 +263,7 @@ def distill(
     hidden: int = typer.Option(256, min=1, help="Hidden width of the student head."),
     batch_size: int = typer.Option(8, min=1, help="Frames (windows) per step."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
-    amp: Annotated[
-        Amp, typer.Option(help="Mixed precision: bf16 on CPU or CUDA, fp16 on CUDA (with a GradScaler).")
-    ] = Amp.none,
+    amp: Annotated[Amp, typer.Option(help=AMP_HELP)] = "none",
     device: str = typer.Option("cpu", help=DEVICE_HELP),
     save_every: int = typer.Option(200, min=1, help="Checkpoint every N steps."),
     seed: int = typer.Option(0, help="Seed of the student and the batches."),
@@ -307,13 +277,13 @@ def distill(
     check_stores(features=[features])
     typer.echo(f"torch threads: {apply_threads(threads)}")
     config = DistillConfig(
-        steps=steps, hidden=hidden, batch_size=batch_size, lr=lr, amp=amp.value, device=device, save_every=save_every,
+        steps=steps, hidden=hidden, batch_size=batch_size, lr=lr, amp=amp, device=device, save_every=save_every,
         seed=seed,
     )  # fmt: skip
     try:
-        res = distill_student(aligned, features, out, config, overwrite=overwrite)
+        res = distill_student(aligned, features, out, config=config, overwrite=overwrite)
     except TrainingInterrupted as exc:
-        raise _interrupted(exc) from None
+        raise interrupted(exc) from None
     result = json.loads(Path(res["eval"]).read_text())
     typer.echo(f"student: held-out loss {result['held_out_loss']:.4f} | {result['summary']}")
     typer.echo(f"step {res['step']}; student, checkpoint and TensorBoard logs in {out}; evaluation: {res['eval']}")
@@ -325,7 +295,7 @@ def head(
     out: str = typer.Option(..., help="Output directory (the same command resumes there; other settings refused)."),
     source: Annotated[
         Source, typer.Option(help="The head's input: rgb aligned, raw unaligned, blind no image.")
-    ] = Source.rgb,
+    ] = "rgb",
     student: str | None = typer.Option(None, help="A finished `align distill` --out (for --source student)."),
     task: str = typer.Option("reach", help="Simulated task whose scripted expert is imitated."),
     episodes: int = typer.Option(200, min=2, help="Expert episodes recorded (the last 10% held out)."),
@@ -346,16 +316,16 @@ def head(
 
     typer.echo(f"torch threads: {apply_threads(threads)}")
     config = HeadConfig(
-        source=source.value, task=task, episodes=episodes, steps=steps, batch_size=batch_size, width=width,
+        source=source, task=task, episodes=episodes, steps=steps, batch_size=batch_size, width=width,
         horizon=horizon, execute=execute, lr=lr, device=device, seed=seed,
     )  # fmt: skip
     try:
         res = train_action_head(aligned, out, config, student=student, overwrite=overwrite)
     except TrainingInterrupted as exc:
-        raise _interrupted(exc) from None
+        raise interrupted(exc) from None
     frames = res["frames"]
     typer.echo(
-        f"head on {source.value}: step {res['step']}, held-out loss {res['held_out_loss']:.4f} "
+        f"head on {source}: step {res['step']}, held-out loss {res['held_out_loss']:.4f} "
         f"({frames['train']} training / {frames['held_out']} held-out frames); in {out}"
     )
     typer.echo(f"next: policylens align rollout --head {out} --episodes 50")

@@ -1,39 +1,27 @@
 """``policylens attention``: attention maps, overlays and videos of a policy over episodes.
 
-The choices below mirror the attention job's own tuples (``RUN_MODES``, ``PHASES``,
-``STEP_MODES``) so that ``policylens`` starts without importing the job; the CLI tests check
-that they are equal, and the job checks every value again.
+The choices are the attention job's own tuples (``RUN_MODES``, ``PHASES``, ``STEP_MODES``),
+mirrored in ``_common`` so that ``policylens`` starts without importing the job; the job checks
+every value again.
 """
 
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from ._app import new_app
+from ._common import EPISODES_HELP, OVERWRITE_HELP, PHASES, POLICY_HELP, RUN_MODES, STEP_MODES
 from ._errors import CommandError
 from ._threads import apply_threads, threads_option
-from ._train import OVERWRITE_HELP
 
 app = new_app("Attention analysis: maps, overlays and videos over DROID / LeRobot episodes.")
 
-EPISODES_HELP = (  # the dataset syntax of every command, less synthetic:N
-    "Episodes: droid:PATH (a DROID episode folder or a tree of them), lerobot:PATH (a LeRobot v3.0 dataset "
-    "root), or PATH (either of the two, format detected)."
-)
-PHASES = {"prefix": "text -> image", "suffix": "action -> image"}  # policylens.attention.PHASES
-STEP_MODES = ("mean", "last")  # policylens.attention._extract.STEP_MODES
-
-
-class Mode(StrEnum):
-    """Map normalisations of a run (``policylens.attention.RUN_MODES``)."""
-
-    minmax = "minmax"
-    log = "log"
+PHASE_QUERIES = {"prefix": "text -> image", "suffix": "action -> image"}  # which tokens look at which, per phase
+Mode = Literal[RUN_MODES]  # map normalisations of a run
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
@@ -67,7 +55,7 @@ def _step(text: str) -> str | int:
 def run(
     episodes: Annotated[str, typer.Option(help=EPISODES_HELP)],
     out: Annotated[Path, typer.Option(help="Output folder (rerun the same command to resume).")],
-    policy: Annotated[str, typer.Option(help="Built-in policy name or checkpoint directory.")] = "tiny_vla",
+    policy: Annotated[str, typer.Option(help=POLICY_HELP)] = "tiny_vla",
     layers: Annotated[str, typer.Option(help="Decoder / expert layers, comma-separated (negative from the end).")] = (
         "1,2,3"
     ),
@@ -77,14 +65,14 @@ def run(
     ),
     phases: Annotated[
         str,
-        typer.Option(help="Comma-separated, from: " + ", ".join(f"{p} ({what})" for p, what in PHASES.items()) + "."),
+        typer.Option(help="Comma-separated, from: " + ", ".join(f"{p} ({PHASE_QUERIES[p]})" for p in PHASES) + "."),
     ] = ",".join(PHASES),
     step: Annotated[
         str, typer.Option(help=f"Suffix flow steps: {' | '.join(STEP_MODES)} | a step index (negative from the end).")
     ] = STEP_MODES[0],
     heads: Annotated[bool, typer.Option(help="Also draw every head (--no-heads: the most active one only).")] = True,
     videos: Annotated[bool, typer.Option(help="Write WebM / MP4 videos over the keyframes.")] = True,
-    mode: Annotated[Mode, typer.Option(help="Map normalisation, each map on its own.")] = Mode.minmax,
+    mode: Annotated[Mode, typer.Option(help="Map normalisation, each map on its own.")] = "minmax",
     workers: Annotated[int, typer.Option(min=1, help="Episodes processed in parallel processes.")] = 1,
     camera_map: Annotated[
         str | None, typer.Option(help="Dataset camera -> policy camera, e.g. varied_camera_1=observation.images.base.")
@@ -94,8 +82,7 @@ def run(
 ) -> None:
     """Tap POLICY's attention on every keyframe of every episode; images, videos and float16 arrays in OUT."""
     from policylens.anchors import parse_camera_map
-    from policylens.attention import AttentionRunConfig, run_attention
-    from policylens.attention._pipeline import AttentionInterrupted
+    from policylens.attention import AttentionInterrupted, AttentionRunConfig, run_attention
 
     n = apply_threads(threads)
     try:
@@ -107,7 +94,7 @@ def run(
             step=_step(step),
             heads=heads,
             videos=videos,
-            mode=mode.value,
+            mode=mode,
             camera_map=parse_camera_map(camera_map) if camera_map else {},
         )
     except ValueError as exc:  # name the option, not the config field
@@ -116,7 +103,7 @@ def run(
     per_worker = f" ({max(1, n // workers)} in each of {workers} workers)" if workers > 1 else ""
     typer.echo(f"torch threads: {n}{per_worker}")
     try:
-        done = run_attention(policy, episodes, out, config, workers=workers, overwrite=overwrite)
+        done = run_attention(policy, episodes, out, config=config, workers=workers, overwrite=overwrite)
     except AttentionInterrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)
         raise typer.Exit(130) from None
@@ -134,7 +121,7 @@ def report(
 ) -> None:
     """Write OUT/report.html (self-contained) and OUT/report.md: attention mass per layer with intervals
     over episodes, success vs failure, example overlays and links to the videos."""
-    from policylens.attention._report import write_report
+    from policylens.attention import write_report
 
     html_path, md_path = write_report(out, n_boot=n_boot, examples=examples)
     typer.echo(f"{html_path}\n{md_path}")

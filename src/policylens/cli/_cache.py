@@ -5,10 +5,10 @@
 (no store there, settings that differ from the store's). ``build`` stopped by Ctrl-C or
 SIGTERM keeps every computed sample, says how many in one line and exits 130 / 143; the same
 command resumes it. The choices of ``--kind`` / ``--pooling`` / ``--dtype`` are the library's
-own tuples. ``verify --repair``
-drops the done markers of damaged chunks and prints the ``cache build`` command, rebuilt from
-the manifest, that recomputes just those chunks (rebuilding needs the policy and the dataset,
-which the store does not hold).
+own tuples (mirrored in ``_common``, so that ``policylens`` starts without torch).
+``verify --repair`` drops the done markers of damaged chunks and prints the ``cache build``
+command, rebuilt from the manifest, that recomputes just those chunks (rebuilding needs the
+policy and the dataset, which the store does not hold).
 """
 
 from __future__ import annotations
@@ -22,21 +22,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from policylens.anchors import DATASET_HELP, POLICY_KINDS
-from policylens.cli._app import new_app
-from policylens.cli._errors import EXIT_KNOWN
-from policylens.cli._threads import apply_threads, threads_option
-from policylens.store import (
-    STORE_DTYPES,
-    BuildInterrupted,
-    ChunkDamage,
-    StoreError,
-    rank_ranges,
-    read_manifest,
-    store_info,
-    verify_store,
-)
-from policylens.tap import POOLINGS
+from ._app import new_app
+from ._common import DATASET_HELP, POLICY_HELP, POLICY_KINDS, POOLINGS, STORE_DTYPES
+from ._errors import EXIT_KNOWN
+from ._threads import apply_threads, threads_option
 
 CLI_DATASETS = ("synthetic:", "droid:", "lerobot:")  # the dataset ids `cache build` records (a PATH gets its format)
 
@@ -49,7 +38,7 @@ app = new_app("Anchor caches: build, inspect and verify feature stores.")
 
 @app.command()
 def build(
-    policy: str = typer.Option("tiny_vla", help="Built-in policy name or checkpoint directory."),
+    policy: str = typer.Option("tiny_vla", help=POLICY_HELP),
     dataset: str = typer.Option("synthetic:64", help=DATASET_HELP),
     kind: Annotated[
         Kind,
@@ -68,6 +57,7 @@ def build(
 ) -> None:
     """Run POLICY over DATASET and write (or resume) a feature store; torchrun ranks split the work."""
     from policylens.anchors import build_cache, parse_camera_map
+    from policylens.store import BuildInterrupted, StoreError, rank_ranges
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     who = f"rank {rank}/{world}: " if world > 1 else ""
@@ -76,7 +66,16 @@ def build(
         used = apply_threads(threads)
         typer.echo(f"torch threads: {used}")
         m = build_cache(
-            policy, dataset, out, kind, layer or [-2], pooling, dtype, batch_size, store_input or [], camera_map=cameras
+            policy,
+            dataset,
+            out,
+            kind=kind,
+            layers=layer or [-2],
+            pooling=pooling,
+            dtype=dtype,
+            batch_size=batch_size,
+            store_inputs=store_input or [],
+            camera_map=cameras,
         )
     except StoreError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -96,6 +95,8 @@ def build_command(path: str) -> str | None:
     """The ``policylens cache build`` command that wrote the store at ``path``, rebuilt from its
     manifest; ``None`` when the store was not written by that command (its dataset id is not a
     ``--dataset`` spec, or ``policylens align`` wrote it: kinds ``patch_grid`` / ``point_cloud``)."""
+    from policylens.store import read_manifest
+
     m = read_manifest(path)
     meta = m["meta"]
     if not str(meta.get("dataset_id", "")).startswith(CLI_DATASETS) or _align_store(m):
@@ -121,6 +122,8 @@ def _align_store(manifest: dict) -> bool:
 
 
 def _rerun_hint(path: str) -> str:
+    from policylens.store import read_manifest
+
     cmd = build_command(path)
     if cmd is None and _align_store(read_manifest(path)):
         return "rerun the `policylens align extract` / `align ingest` command that wrote it (same arguments)"
@@ -136,6 +139,8 @@ def info(
     check: bool = typer.Option(True, help="Read every chunk to compare its crc32c (--no-check: file sizes only)."),
 ) -> None:
     """Print kind, sizes, fields, provenance and completeness of a store; exit 1 if samples are missing."""
+    from policylens.store import ChunkDamage, StoreError, store_info
+
     try:
         res = store_info(path, check=check)
     except StoreError as exc:
@@ -157,6 +162,8 @@ def verify(
 ) -> None:
     """Check shapes, dtypes, chunks and their crc32c checksums, completeness, NaN/Inf and statistics;
     exit 1 on any problem."""
+    from policylens.store import StoreError, verify_store
+
     try:
         rep = verify_store(path, repair=repair)
     except StoreError as exc:

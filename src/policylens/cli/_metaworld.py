@@ -11,7 +11,10 @@ from pathlib import Path
 
 import typer
 
+from ._common import wrote
 from ._errors import CommandError
+
+__all__ = ["evaluate", "generate", "require", "tasks_of", "train"]
 
 
 def require() -> None:
@@ -36,6 +39,7 @@ def tasks_of(task: str | None) -> list[str]:
 
 def generate(
     out: Path,
+    *,
     task: str | None,
     episodes: int,
     fmt: str,
@@ -46,8 +50,6 @@ def generate(
     kept: int = 0,
 ) -> None:
     from policylens.data.metaworld import generate_episodes
-
-    from ._sim import wrote
 
     require()
     names = tasks_of(task)
@@ -62,7 +64,9 @@ def generate(
     typer.echo(f"{done} MetaWorld {names[0]} episodes ({what}) as {fmt} under {out} ({len(paths)} paths)")
 
 
-def evaluate(policy: str, task: str | None, episodes: int, seed: int, batch: int | None, max_steps: int | None) -> None:
+def evaluate(
+    policy: str, task: str | None, *, episodes: int, seed: int, batch: int | None, max_steps: int | None
+) -> None:
     import torch
 
     from policylens.data.metaworld import DEFAULT_BATCH, evaluate_metaworld, load_agent, results_table
@@ -84,6 +88,7 @@ def evaluate(policy: str, task: str | None, episodes: int, seed: int, batch: int
 
 
 def train(
+    *,
     out: str | None,
     task: str | None,
     episodes: int,
@@ -99,9 +104,7 @@ def train(
 ):
     """Train a reference diffusion policy on ``task``'s expert episodes; returns (policy, out dir)."""
     from policylens.models import check_run_dir
-    from policylens.models.diffusion import metaworld_config, train_metaworld_policy
-
-    from ._train import diffusion_loop_kwargs
+    from policylens.models.diffusion import diffusion_loop_kwargs, metaworld_config, train_metaworld_policy
 
     require()
     names = tasks_of(task)
@@ -114,6 +117,10 @@ def train(
         train = {"batch_size": batch_size, "lr": lr, "seed": seed}
         known = {"config": config.to_dict(), "train": train, "data": {"episodes": episodes, **data}}
         check_run_dir(out, known, partial=True)  # before minutes of episodes
-    loop = diffusion_loop_kwargs(out, steps, batch_size, lr, save_every, data, overwrite)
-    policy = train_metaworld_policy(names[0], episodes, steps, seed, action_noise=action_noise, config=config, **loop)
+    loop = diffusion_loop_kwargs(
+        out, steps, batch_size=batch_size, lr=lr, save_every=save_every, run_settings=data, overwrite=overwrite
+    )
+    policy = train_metaworld_policy(
+        names[0], episodes, steps, seed=seed, action_noise=action_noise, config=config, **loop
+    )
     return policy, out

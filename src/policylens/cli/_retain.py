@@ -10,17 +10,14 @@ sample through it) and ``--out``.
 from __future__ import annotations
 
 import json
-from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from policylens.retain import METHODS, PROJECTIONS, RETENTION_LOSSES
-
 from ._app import new_app
+from ._common import METHODS, OVERWRITE_HELP, PROJECTIONS, RETENTION_LOSSES, interrupted
 from ._errors import CommandError
 from ._threads import apply_threads, threads_option
-from ._train import OVERWRITE_HELP, _interrupted
 
 app = new_app("Retention fine-tuning: learn a new task, keep the teacher's bridge features.")
 
@@ -30,15 +27,9 @@ TASK_STATS_HELP = (
     "function unchanged; --no-task-stats keeps the teacher's statistics."
 )
 
-
-def _choices(name: str, values: tuple[str, ...]) -> type[StrEnum]:
-    """An option's choices, straight from the library's tuple of names."""
-    return StrEnum(name, [(v, v) for v in values])
-
-
-Method = _choices("Method", METHODS)
-Projection = _choices("Projection", PROJECTIONS)
-Loss = _choices("Loss", RETENTION_LOSSES)
+Method = Literal[METHODS]
+Projection = Literal[PROJECTIONS]
+Loss = Literal[RETENTION_LOSSES]
 
 
 def _check_tasks(task: str, replay_task: str | None, replay_episodes: int) -> None:
@@ -85,10 +76,12 @@ def train(
     episodes: int = typer.Option(40, min=1, help="Expert episodes of task B."),
     replay_task: str | None = typer.Option(None, help="Mix in episodes of this task too (experience replay)."),
     replay_episodes: int = typer.Option(0, min=0, help="How many replay episodes."),
-    method: Annotated[Method, typer.Option(help="L_act only, fixed λ, PCGrad, A-GEM or CRaFT.")] = "craft",
+    method: Annotated[
+        Method, typer.Option(help="How L_ret enters each step (docs/retention.md compares the methods).")
+    ] = "craft",
     projection: Annotated[
         Projection,
-        typer.Option(help="agem / craft: project g_act off g_ret when they conflict, or the step while L_ret > ε."),
+        typer.Option(help="Methods that project: g_act off g_ret when they conflict, or the step while L_ret > ε."),
     ] = "conflict",
     epsilon: float = typer.Option(0.05, min=0.0, help="Retention budget ε on L_ret."),
     lam: float = typer.Option(0.0, min=0.0, help="λ at the start (the fixed weight for fixed / pcgrad / agem)."),
@@ -116,7 +109,7 @@ def train(
     typer.echo(f"torch threads: {apply_threads(threads)}")
     _check_tasks(task, replay_task, replay_episodes)
     retention = RetentionConfig(
-        epsilon=epsilon, method=str(method), lam=lam, lam_lr=lam_lr, loss=str(loss), projection=str(projection)
+        epsilon=epsilon, method=method, lam=lam, lam_lr=lam_lr, loss=loss, projection=projection
     )
     config = RetainTrainConfig(
         steps=steps, batch_size=batch_size, anchor_batch_size=anchor_batch_size, lr=lr, seed=seed, task_stats=task_stats
@@ -131,25 +124,33 @@ def train(
         "replay_episodes": replay_episodes,
     }
     if not overwrite:  # another run's --out, or a finished run: before minutes of recording
-        summary = check_retain_out(out, model, anchors, config, retention, run_settings=data)
+        summary = check_retain_out(out, model, anchors, config=config, retention=retention, run_settings=data)
         if summary is not None:
             typer.echo(finished_message(out, summary))
             typer.echo(json.dumps(summary))
             return
-    eps = _episodes(model, task, episodes, seed)
+    eps = _episodes(model, task, n=episodes, layout_seed=seed)
     if replay_task:
-        eps += _episodes(model, replay_task, replay_episodes, seed + 7919)
+        eps += _episodes(model, replay_task, n=replay_episodes, layout_seed=seed + 7919)
     try:
         summary = retain_train(
-            model, anchors, eps, out, config, retention, run_settings=data, overwrite=overwrite, log=typer.echo
+            model,
+            anchors,
+            eps,
+            out=out,
+            config=config,
+            retention=retention,
+            run_settings=data,
+            overwrite=overwrite,
+            log=typer.echo,
         )
     except TrainingInterrupted as exc:
-        raise _interrupted(exc) from None
+        raise interrupted(exc) from None
     typer.echo(json.dumps(summary))
     typer.echo(f"checkpoint, retain.json and TensorBoard logs in {out}")
 
 
-def _episodes(model, task: str, n: int, layout_seed: int) -> list[dict]:
+def _episodes(model, task: str, *, n: int, layout_seed: int) -> list[dict]:
     from policylens.data.sim import make_training_episodes
 
     cfg = model.config

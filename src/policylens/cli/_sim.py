@@ -1,47 +1,29 @@
 """`policylens sim`: generate simulated expert episodes and evaluate policies in closed loop.
 
-``Suite``, ``Format`` and ``PYBULLET_TASKS`` mirror the simulators' own names (``FORMATS``,
-``TASKS``) so that ``policylens`` starts without importing pybullet; the CLI tests check that they
-are equal. Help text goes through Rich markup, so brackets in it are escaped.
+The choices (``--suite``, ``--format``) and the pybullet task names come from ``_common``, where
+they mirror the simulators' own tuples so that ``policylens`` starts without importing pybullet.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
-from rich.markup import escape
 
 from . import _metaworld
 from ._app import new_app
+from ._common import FORMATS, PYBULLET_TASKS, SUITE_HELP, Suite, wrote
 from ._errors import CommandError
 from ._threads import apply_threads, threads_option
 
 app = new_app("Simulated episodes (pybullet Panda or MetaWorld): generate datasets, evaluate policies.")
 
-
-class Suite(StrEnum):
-    """The simulators: the built-in pybullet table top, and MetaWorld (the optional extra)."""
-
-    pybullet = "pybullet"
-    metaworld = "metaworld"
-
-
-PYBULLET_TASKS = ("reach", "put_in_tray")  # policylens.data.sim.TASKS
-SUITE_HELP = escape('Simulator: pybullet (built in) or metaworld (needs pip install -e ".[metaworld]").')
+Format = Literal[FORMATS]  # on-disk episode formats
 TASK_HELP = (
     f"Task name: {' | '.join(PYBULLET_TASKS)} (pybullet; default {PYBULLET_TASKS[0]}), "
     "or a MetaWorld task such as pick-place-v3."
 )
-
-
-class Format(StrEnum):
-    """On-disk episode formats (``policylens.data.sim._generate.FORMATS``)."""
-
-    droid = "droid"
-    lerobot = "lerobot"
 
 
 @app.command()
@@ -49,7 +31,7 @@ def generate(
     out: Annotated[Path, typer.Option(help="Output directory; must be new or empty unless --overwrite / --append.")],
     task: Annotated[str | None, typer.Option(help=TASK_HELP)] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Number of expert episodes.")] = 10,
-    fmt: Annotated[Format, typer.Option("--format", help="Episode format on disk.")] = Format.droid,
+    fmt: Annotated[Format, typer.Option("--format", help="Episode format on disk.")] = "droid",
     seed: Annotated[int, typer.Option(help="Run seed (layouts are deterministic under it).")] = 0,
     image_size: Annotated[int, typer.Option(help="Square image size in pixels (even).")] = 224,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete the dataset already in --out first.")] = False,
@@ -59,7 +41,7 @@ def generate(
     policy: Annotated[
         str, typer.Option(help="'expert', or a checkpoint whose own rollouts (on evaluation layouts) are recorded.")
     ] = "expert",
-    suite: Annotated[Suite, typer.Option(help=SUITE_HELP)] = Suite.pybullet,
+    suite: Annotated[Suite, typer.Option(help=SUITE_HELP)] = "pybullet",
     cameras: Annotated[
         str, typer.Option(help="MetaWorld only: comma-separated MuJoCo cameras to render (e.g. corner2,gripperPOV).")
     ] = "",
@@ -67,7 +49,8 @@ def generate(
 ) -> None:
     """Roll out the scripted expert (or --policy, on held-out layouts) and write DROID raw or LeRobot episodes.
     An interrupted run is finished by the same command (only the missing episodes are written)."""
-    from policylens.data.sim._resume import GenerationInterrupted, finished_episodes
+    from policylens.data.sim import GenerationInterrupted
+    from policylens.data.sim._resume import finished_episodes
 
     if overwrite and append:
         raise CommandError("--overwrite and --append exclude each other; pass one")
@@ -75,12 +58,13 @@ def generate(
     typer.echo(f"torch threads: {apply_threads(threads)}")
     kept = 0 if overwrite else finished_episodes(out)
     try:
-        if suite is Suite.metaworld:
+        settings = {"task": task, "episodes": episodes, "fmt": fmt, "seed": seed, "image_size": image_size}
+        if suite == "metaworld":
             if policy != "expert":
                 raise CommandError(f"--policy {policy}: with --suite metaworld, sim generate records the expert only")
-            _metaworld.generate(out, task, episodes, fmt.value, seed, image_size, cameras, if_exists, kept)
+            _metaworld.generate(out, **settings, cameras=cameras, if_exists=if_exists, kept=kept)
         else:
-            _generate(out, task, episodes, fmt, seed, image_size, if_exists, policy, cameras, kept)
+            _generate(out, **settings, if_exists=if_exists, policy=policy, cameras=cameras, kept=kept)
     except GenerationInterrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)
         raise typer.Exit(130) from None
@@ -89,14 +73,7 @@ def generate(
         raise typer.Exit(130) from None
 
 
-def wrote(if_exists: str, episodes: int, kept: int) -> str:
-    """'wrote 6', 'appended 6', or 'wrote 1 more of 6' when an interrupted run is finished."""
-    if if_exists == "append":
-        return f"appended {episodes}"
-    return f"wrote {episodes - kept} more of {episodes}" if kept and if_exists == "error" else f"wrote {episodes}"
-
-
-def _generate(out, task, episodes, fmt, seed, image_size, if_exists, policy, cameras, kept) -> None:
+def _generate(out, *, task, episodes, fmt, seed, image_size, if_exists, policy, cameras, kept) -> None:
     if cameras:
         raise CommandError("--cameras is for --suite metaworld; the pybullet suite renders its three cameras")
     from policylens.data.sim import generate_episodes
@@ -104,13 +81,13 @@ def _generate(out, task, episodes, fmt, seed, image_size, if_exists, policy, cam
     task = task or PYBULLET_TASKS[0]
     kw = {"image_size": image_size}
     if policy != "expert":  # the policy's own rollouts on held-out layouts, with its cameras and size
-        agent, size, cams, _ = _agent(policy, seed, image_size, True)
+        agent, size, cams, _ = _agent(policy, seed=seed, image_size=image_size, render=True)
         kw = {"image_size": size, "cameras": cams, "policy": agent}
-    paths = generate_episodes(task, episodes, out, seed=seed, fmt=fmt.value, if_exists=if_exists, **kw)
-    typer.echo(f"{wrote(if_exists, episodes, kept)} {task} episodes as {fmt.value} under {out} ({len(paths)} paths)")
+    paths = generate_episodes(task, episodes, out, seed=seed, fmt=fmt, if_exists=if_exists, **kw)
+    typer.echo(f"{wrote(if_exists, episodes, kept)} {task} episodes as {fmt} under {out} ({len(paths)} paths)")
 
 
-def _agent(policy: str, seed: int, image_size: int, render: bool):
+def _agent(policy: str, *, seed: int, image_size: int, render: bool):
     """The sim agent for ``policy`` ('expert' or a checkpoint), the image size and cameras it
     reads (a checkpoint's own), and whether to render."""
     from policylens.data.sim import CAMERAS, ChunkedPolicy, ExpertPolicy
@@ -155,7 +132,7 @@ def eval_policy(
         ),
     ] = 224,
     render: Annotated[bool, typer.Option(help="Render camera images (state-only policies can skip it).")] = True,
-    suite: Annotated[Suite, typer.Option(help=SUITE_HELP)] = Suite.pybullet,
+    suite: Annotated[Suite, typer.Option(help=SUITE_HELP)] = "pybullet",
     batch: Annotated[
         int | None,
         typer.Option(min=1, help="MetaWorld: environments stepped together, one policy call per step (default 25)."),
@@ -167,8 +144,8 @@ def eval_policy(
 ) -> None:
     """Run closed-loop rollouts and print the success rate with its 95% Wilson interval."""
     n = apply_threads(threads)
-    if suite is Suite.metaworld:
-        _metaworld.evaluate(policy, task, episodes, seed, batch, max_steps)
+    if suite == "metaworld":
+        _metaworld.evaluate(policy, task, episodes=episodes, seed=seed, batch=batch, max_steps=max_steps)
         typer.echo(f"torch threads: {n}")  # after the table, which the output starts with
         return
     if batch is not None or max_steps is not None:
@@ -179,7 +156,7 @@ def eval_policy(
     from policylens.data.sim import evaluate_policy
 
     task = task or PYBULLET_TASKS[0]
-    agent, image_size, cameras, render = _agent(policy, seed, image_size, render)
+    agent, image_size, cameras, render = _agent(policy, seed=seed, image_size=image_size, render=render)
     result = evaluate_policy(
         agent, task, episodes=episodes, seed=seed, image_size=image_size, render=render, cameras=cameras
     )

@@ -15,37 +15,15 @@ import typer
 
 from . import _metaworld
 from ._app import new_app
+from ._common import NOISE_HELP, OVERWRITE_HELP, SUITE_HELP, Suite, interrupted
 from ._errors import CommandError
-from ._sim import Suite
 from ._threads import apply_threads, threads_option
 
-NOISE_HELP = "DART noise std (m) added to the executed expert xyz; the recorded labels stay clean."
-OVERWRITE_HELP = "Replace the run in --out, whatever its settings (default: resume the same run, refuse another)."
 DIFFUSION_THREADS_HELP = (
     "CPU threads for torch [default: 1, the fastest for this small model on a shared machine; also POLICYLENS_THREADS]."
 )
+
 app = new_app("Train the reference policies on simulated expert episodes.")
-
-
-def _interrupted(exc: BaseException) -> typer.Exit:
-    typer.echo(f"interrupted: {exc}", err=True)
-    return typer.Exit(128 + getattr(exc, "signum", 2))
-
-
-def diffusion_loop_kwargs(
-    out: str, steps: int, batch_size: int, lr: float, save_every: int, data: dict, overwrite: bool
-) -> dict:
-    """The diffusion trainer's loop settings for a run in ``out`` (TensorBoard in OUT/tb, 200 warm-up steps at most)."""
-    return {
-        "log_dir": f"{out}/tb",
-        "batch_size": batch_size,
-        "lr": lr,
-        "warmup_steps": min(200, steps),
-        "out_dir": out,
-        "save_every": save_every,
-        "run_settings": data,
-        "overwrite": overwrite,
-    }
 
 
 def _trained_steps(out: str) -> int:
@@ -98,7 +76,7 @@ def vla(
     if init:
         data["init"] = str(init)
     if not overwrite:  # refuse another run's directory before spending minutes on rendering
-        known = run_settings_of(model, config, [], data)
+        known = run_settings_of(model, config, episodes=[], data=data)
         known["data"] = {"episodes": episodes, **data}
         check_run_dir(out, known, partial=True)
     raw = make_training_episodes(
@@ -116,9 +94,9 @@ def vla(
         for e in raw
     ]
     try:
-        losses = train_vla(model, eps, config, out, run_settings=data, overwrite=overwrite)
+        losses = train_vla(model, eps, config, out_dir=out, run_settings=data, overwrite=overwrite)
     except TrainingInterrupted as exc:
-        raise _interrupted(exc) from None
+        raise interrupted(exc) from None
     if not losses:
         typer.echo(f"nothing to train: {out} already holds {_trained_steps(out)} steps; raise --steps to go on")
         return
@@ -168,37 +146,34 @@ def diffusion(
     ),
     save_every: int = typer.Option(500, min=1, help="Steps between saves of the resumable state."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
-    suite: Annotated[
-        Suite, typer.Option(help="pybullet (the reach task) or metaworld (needs the metaworld extra).")
-    ] = Suite.pybullet,
+    suite: Annotated[Suite, typer.Option(help=SUITE_HELP)] = "pybullet",
     task: str = typer.Option(None, help="MetaWorld task to train on, e.g. pick-place-v3 (pybullet: reach only)."),
     n_emb: int = typer.Option(64, min=8, help="MetaWorld: transformer width (n_head 4 divides it)."),
     n_layer: int = typer.Option(4, min=1, help="MetaWorld: decoder layers."),
 ) -> None:
     """Train TinyDiffusionPolicy (DDPM, 100 steps) on expert reach or MetaWorld episodes; TensorBoard logs in OUT/tb."""
     from policylens.models import TrainingInterrupted, check_run_dir
-    from policylens.models.diffusion import train_reach_policy
+    from policylens.models.diffusion import diffusion_loop_kwargs, train_reach_policy
 
     typer.echo(f"torch threads: {apply_threads(threads, default=1)}")
-    if suite is Suite.metaworld:
-        noise = 0.1 if action_noise is None else action_noise
+    if suite == "metaworld":
         try:
             policy, out = _metaworld.train(
-                out,
-                task,
-                episodes or 200,
-                steps or 12000,
-                batch_size,
-                lr,
-                seed,
-                noise,
-                save_every,
-                overwrite,
-                n_emb,
-                n_layer,
+                out=out,
+                task=task,
+                episodes=episodes or 200,
+                steps=steps or 12000,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+                action_noise=0.1 if action_noise is None else action_noise,
+                save_every=save_every,
+                overwrite=overwrite,
+                n_emb=n_emb,
+                n_layer=n_layer,
             )
         except TrainingInterrupted as exc:
-            raise _interrupted(exc) from None
+            raise interrupted(exc) from None
         policy.save_pretrained(out)
         typer.echo(f"trained {policy.config.task} to step {_trained_steps(out)}; checkpoint in {out}")
         return
@@ -213,9 +188,11 @@ def diffusion(
         known = {"train": {"batch_size": batch_size, "lr": lr, "seed": seed}, "data": {"episodes": episodes, **data}}
         check_run_dir(out, known, partial=True)
     try:
-        loop = diffusion_loop_kwargs(out, steps, batch_size, lr, save_every, data, overwrite)
+        loop = diffusion_loop_kwargs(
+            out, steps, batch_size=batch_size, lr=lr, save_every=save_every, run_settings=data, overwrite=overwrite
+        )
         policy = train_reach_policy(episodes, steps, seed, action_noise=action_noise, **loop)
     except TrainingInterrupted as exc:
-        raise _interrupted(exc) from None
+        raise interrupted(exc) from None
     policy.save_pretrained(out)
     typer.echo(f"trained to step {_trained_steps(out)}; checkpoint in {out}")

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from policylens.cli import _accel, _align, _attention, _cache, _retain, _sim, _train
 from policylens.cli._app import new_app
+from policylens.cli._common import POLICY_HELP
 from policylens.cli._errors import DEBUG_ENV, CommandError
 from policylens.cli._threads import apply_threads, threads_option
 
@@ -35,7 +36,7 @@ def root(
 
 @app.command()
 def demo(
-    policy: str = typer.Option("tiny_vla", help="Built-in policy name or checkpoint directory."),
+    policy: str = typer.Option("tiny_vla", help=POLICY_HELP),
     batch_size: int = typer.Option(2, min=1, help="Sample observations to tap."),
     seed: int = typer.Option(0, help="Seed for inputs and noise."),
     out: str | None = typer.Option(None, help="Folder for the demo's outputs (default: a new temporary folder)."),
