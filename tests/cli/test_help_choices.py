@@ -127,6 +127,7 @@ def test_help_lists_open_values_from_the_library():
         (("align", "extract"), ["lerobot:PATH (a LeRobot v3.0 dataset root), or PATH"]),
         (("attention", "run"), ["droid:PATH (a DROID episode folder or a tree of them), lerobot:PATH"]),
         (("cache", "build"), ["synthetic:N (N samples of the policy's example inputs), droid:PATH"]),
+        (("taps",), ["--threads"]),
     ],
 )
 def test_help_shows_the_choices(command, shown):

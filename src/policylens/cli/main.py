@@ -60,11 +60,13 @@ def taps(
     probe: bool = typer.Option(
         False, help="Run the model's entry points (inference, training) once and show which taps fire on each."
     ),
+    threads: int | None = threads_option(),
 ) -> None:
     """List every tap point of MODEL: name, module path, shape (and, with --probe, where it fires)."""
     from policylens.models import load_model
     from policylens.tap import example_entry_points, list_taps, probe_taps
 
+    typer.echo(f"torch threads: {apply_threads(threads)}")
     loaded = load_model(model)
     fired = {}
     if probe:
