@@ -58,7 +58,7 @@ def test_every_layer_point_is_accepted():
 
 
 # files that still format a tap name by hand, with why; the test fails when one is fixed (delete it here)
-PENDING = {"attention/_pipeline.py": "formats its attn.probs taps for resolve_taps; to move to tap_name"}
+PENDING: dict[str, str] = {}
 
 
 def test_the_jobs_build_tap_names_through_tap_name():

@@ -153,12 +153,12 @@ def _cameras(model: nn.Module, ep, cfg: AttentionRunConfig) -> dict[str, str]:
 
 def _check_inputs(model: nn.Module, eps: list, cfg: AttentionRunConfig) -> None:
     """Everything a run can refuse, checked before OUT is touched."""
-    from ..tap import resolve_taps
+    from ..tap import resolve_taps, tap_name
 
     for phase in cfg.phases:
         component = PHASES[phase][0]
         try:
-            points = resolve_taps(model, [f"{component}.layers.{li}.attn.probs" for li in cfg.layers])
+            points = resolve_taps(model, [tap_name(component, li, "attn.probs") for li in cfg.layers])
         except KeyError as exc:
             raise ValueError(f"layers={list(cfg.layers)} ({phase} phase): {exc.args[0]}") from None
         seen: dict[str, int] = {}
