@@ -8,7 +8,7 @@ import time
 import torch
 from torch import nn
 
-from policylens.runs import weights_hash as hash_state_dict
+from policylens.runs import weights_hash
 from policylens.store import StoreMeta, build_store
 
 D, L, V, S = 8, 3, 4, 6  # width, layers, vectors per layer, sequence length
@@ -74,7 +74,7 @@ def meta_for(kind: str, dtype: str, model: TinyModel) -> StoreMeta:
     return StoreMeta(
         kind=kind,
         model_id="tiny",
-        weights_hash=hash_state_dict(model),
+        weights_hash=weights_hash(model),
         dataset_id="tiny:37",
         taps=taps,
         layers=layers,

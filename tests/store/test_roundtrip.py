@@ -10,7 +10,7 @@ import zarr
 from _store_fixtures import TinyModel, TinySource, build, extractor
 
 import policylens.align  # noqa: F401  (registers the align kinds patch_grid / point_cloud)
-from policylens.runs import weights_hash as hash_state_dict
+from policylens.runs import weights_hash
 from policylens.store import (
     SCHEMA_VERSION,
     StoreError,
@@ -130,15 +130,15 @@ def test_manifest_records_provenance(tmp_path):
     assert m["fields"]["target_features"] == {"shape": [8], "dtype": "float16", "role": "feature"}
 
 
-def test_hash_state_dict_stable():
+def test_weights_hash_stable():
     a, b = TinyModel(), TinyModel()
-    h = hash_state_dict(a)
-    assert h == hash_state_dict(b) == hash_state_dict(dict(reversed(list(a.state_dict().items()))))
+    h = weights_hash(a)
+    assert h == weights_hash(b) == weights_hash(dict(reversed(list(a.state_dict().items()))))
     with torch.no_grad():
         b.layers[0].weight[0, 0] += 1e-3
-    assert hash_state_dict(b) != h
-    assert hash_state_dict(a.to(torch.bfloat16)) != h  # dtype is part of the identity
-    assert hash_state_dict(a).startswith("sha256:")
+    assert weights_hash(b) != h
+    assert weights_hash(a.to(torch.bfloat16)) != h  # dtype is part of the identity
+    assert weights_hash(a).startswith("sha256:")
 
 
 def test_old_schema_opens_with_defaults_and_future_schema_fails(tmp_path):

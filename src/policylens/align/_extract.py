@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..runs import weights_hash as hash_state_dict
+from ..runs import weights_hash
 from ..store import StoreMeta, build_store
 from ._encoders import PatchEncoder, create_encoder, list_encoders
 from ._layout import LAYOUT_VERSION, align_info, as_grid, feature_field
@@ -197,7 +197,7 @@ def extract_features(
     meta = StoreMeta(
         kind="patch_grid",
         model_id=model_id,
-        weights_hash=hash_state_dict(model) if isinstance(model, torch.nn.Module) else "",
+        weights_hash=weights_hash(model) if isinstance(model, torch.nn.Module) else "",
         dataset_id=dataset_id,
         taps=[f"{encoder.name}.patch_tokens"],
         pooling="none",

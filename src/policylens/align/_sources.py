@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..data.pointcloud import backproject
 from ..data.sim import COLOURS, SHAPES
-from ..runs import weights_hash as hash_state_dict
+from ..runs import weights_hash
 from ..store import read_manifest
 from ._dataset import _align_info
 from ._extract import build_encoder
@@ -66,7 +66,7 @@ def encoder_from_store(path: str | os.PathLike):
             "encoder or a local model directory that still exists (re-extract with --encoder NAME=DIR)"
         )
     model = getattr(encoder, "model", None)
-    got = hash_state_dict(model) if isinstance(model, torch.nn.Module) else ""
+    got = weights_hash(model) if isinstance(model, torch.nn.Module) else ""
     if meta.get("weights_hash") and got != meta["weights_hash"]:
         raise ValueError(
             f"store {str(path)!r}: the rebuilt {name} encoder's weights hash {got[:19]}... differs from the store's "
