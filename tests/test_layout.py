@@ -43,10 +43,7 @@ PENDING: dict[str, dict[str, str]] = {
     },
     "job": {},
     "private": {
-        "policylens.attention._video -> policylens.data._frames": "read_video is not exported by data",
         "policylens.cli._align -> policylens.align._layout": "align_info is not exported by align",
-        "policylens.cli._attention -> policylens.attention._pipeline": "AttentionInterrupted is not exported",
-        "policylens.cli._attention -> policylens.attention._report": "write_report is not exported",
         "policylens.cli._sim -> policylens.data.sim._resume": "GenerationInterrupted, finished_episodes not exported",
         "policylens.tap._adapter -> policylens.models._hf_adapters": _BUILTIN,
         "policylens.tap._adapter -> policylens.models._lerobot_adapters": _BUILTIN,
