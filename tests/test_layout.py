@@ -43,8 +43,6 @@ PENDING: dict[str, dict[str, str]] = {
     },
     "job": {},
     "private": {
-        "policylens.cli._align -> policylens.align._layout": "align_info is not exported by align",
-        "policylens.cli._sim -> policylens.data.sim._resume": "GenerationInterrupted, finished_episodes not exported",
         "policylens.tap._adapter -> policylens.models._hf_adapters": _BUILTIN,
         "policylens.tap._adapter -> policylens.models._lerobot_adapters": _BUILTIN,
         "policylens.tap._adapter -> policylens.models._lerobot_teacher": _BUILTIN,

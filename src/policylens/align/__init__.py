@@ -13,6 +13,7 @@ from ._fusion import FUSION_MODES, FusionConfig, FusionOutput, GateStats, MultiE
 from ._head import ActionHead, HeadShape
 from ._infonce import InfoNCE, gather_with_grad
 from ._ingest import depth_cloud, fix_points, ingest_depth, ingest_ply, ply_files, read_ply_points
+from ._layout import align_info
 from ._oracle import OracleEncoder, oracle_retrieval
 from ._plots import plot_similarity_hist, retrieval_markdown
 from ._points import PointProjector
@@ -88,6 +89,7 @@ __all__ = [
     "TemporalPool",
     "Visibility",
     "adapt_encoder",
+    "align_info",
     "align_step",
     "balance_loss",
     "build_encoder",

@@ -60,7 +60,7 @@ _MADE_BY = {"frames": "an `align extract` feature store", "windows": "an `align 
 def check_stores(points: str | None = None, features: list[str] = ()) -> None:
     """Refuse, in one line, a point store given as --features or a feature store as --points (or
     both: swapped), before the job reads them."""
-    from policylens.align._layout import align_info
+    from policylens.align import align_info
 
     def what(path: str) -> str:
         return align_info(path)["layout"]

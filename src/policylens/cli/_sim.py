@@ -49,8 +49,7 @@ def generate(
 ) -> None:
     """Roll out the scripted expert (or --policy, on held-out layouts) and write DROID raw or LeRobot episodes.
     An interrupted run is finished by the same command (only the missing episodes are written)."""
-    from policylens.data.sim import GenerationInterrupted
-    from policylens.data.sim._resume import finished_episodes
+    from policylens.data.sim import GenerationInterrupted, finished_episodes
 
     if overwrite and append:
         raise CommandError("--overwrite and --append exclude each other; pass one")

@@ -7,7 +7,7 @@ from ._evaluate import ChunkedPolicy, evaluate_policy
 from ._experts import ExpertPolicy, expert_action
 from ._generate import generate_episodes, layout_seed, make_training_episodes
 from ._record import record_episode
-from ._resume import GenerationInterrupted
+from ._resume import GenerationInterrupted, finished_episodes
 from ._scene import COLOURS, SHAPES, ObjectSpec, SceneSpec
 from ._tasks import TASKS, get_task
 
@@ -29,6 +29,7 @@ __all__ = [
     "SimEnv",
     "evaluate_policy",
     "expert_action",
+    "finished_episodes",
     "generate_episodes",
     "get_task",
     "layout_seed",
