@@ -51,3 +51,19 @@ def test_calibrate_then_eval(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "optimal" in res.output and "uniform" in res.output and "1.00x" in res.output
+
+
+def test_calibrate_interrupted_says_nothing_was_kept(tmp_path, monkeypatch):
+    import policylens.accel
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(policylens.accel, "calibrate", stop)
+    tiny_diffusion_policy(steps=10).save_pretrained(tmp_path / "pol")
+    (tmp_path / "cal.json").write_text('{"earlier": true}')
+    args = ["calibrate", "--policy", str(tmp_path / "pol"), "--out", str(tmp_path / "cal.json"), "--num-obs", "2"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 130, res.output
+    assert "nothing kept" in res.output and "rerun the same command" in res.output
+    assert (tmp_path / "cal.json").read_text() == '{"earlier": true}'  # the file there is left as it was

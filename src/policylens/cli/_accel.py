@@ -115,16 +115,25 @@ def calibrate(
         f"{len(observations) * seeds} samples in batches of {batch_size}, {pol.num_inference_steps} denoising "
         f"steps, S={num_updates}, metric {metric}, n_bu {n_bu}; torch threads: {n_threads}"
     )
-    cal = run_calibration(
-        pol,
-        observations,
-        num_updates=num_updates,
-        metric=metric,
-        n_bu=n_bu,
-        batch_size=batch_size,
-        num_seeds=seeds,
-        seed=seed,
-    )
+    try:
+        cal = run_calibration(
+            pol,
+            observations,
+            num_updates=num_updates,
+            metric=metric,
+            n_bu=n_bu,
+            batch_size=batch_size,
+            num_seeds=seeds,
+            seed=seed,
+        )
+    except KeyboardInterrupt:
+        typer.echo(
+            f"\ninterrupted after {time.perf_counter() - started:.0f} s: nothing kept (a calibration is written "
+            f"whole, at the end) and {out} left as it was; rerun the same command "
+            "(fewer --num-obs / --seeds for a quicker one)",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     cal.save(out)
     console.print(
         f"wrote {out} in {time.perf_counter() - started:.1f} s: K={cal.num_steps}, {len(cal.block_names)} "
