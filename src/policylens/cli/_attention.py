@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import typer
 
 from ._app import new_app
-from ._common import EPISODES_HELP, OVERWRITE_HELP, PHASES, POLICY_HELP, RUN_MODES, STEP_MODES
+from ._common import EPISODES_HELP, OVERWRITE_HELP, PHASES, POLICY_HELP, RUN_MODES, STEP_MODES, interrupted
 from ._errors import CommandError
 from ._threads import apply_threads, threads_option
 
@@ -105,8 +105,7 @@ def run(
     try:
         done = run_attention(policy, episodes, out, config=config, workers=workers, overwrite=overwrite)
     except AttentionInterrupted as exc:
-        typer.echo(f"interrupted: {exc}", err=True)
-        raise typer.Exit(130) from None
+        raise interrupted(exc) from None
     except KeyboardInterrupt:
         typer.echo(f"interrupted before the run started; nothing written to {out}", err=True)
         raise typer.Exit(130) from None

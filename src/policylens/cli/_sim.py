@@ -13,7 +13,7 @@ import typer
 
 from . import _metaworld
 from ._app import new_app
-from ._common import FORMATS, PYBULLET_TASKS, SUITE_HELP, Suite, wrote
+from ._common import FORMATS, PYBULLET_TASKS, SUITE_HELP, Suite, interrupted, wrote
 from ._errors import CommandError
 from ._threads import apply_threads, threads_option
 
@@ -65,8 +65,7 @@ def generate(
         else:
             _generate(out, **settings, if_exists=if_exists, policy=policy, cameras=cameras, kept=kept)
     except GenerationInterrupted as exc:
-        typer.echo(f"interrupted: {exc}", err=True)
-        raise typer.Exit(130) from None
+        raise interrupted(exc) from None
     except KeyboardInterrupt:
         typer.echo(f"interrupted before the first episode; nothing written to {out}", err=True)
         raise typer.Exit(130) from None
