@@ -100,3 +100,20 @@ def tiny_diffusion_policy(seed: int = 0, steps: int = 12, n_cond_layers: int = 0
         num_inference_steps=steps,
     )
     return TinyDiffusionPolicy(cfg).eval()
+
+
+def vla_episodes(n: int = 2, t: int = 5) -> list[dict]:
+    """``n`` random two-camera TinyVLA training episodes of ``t`` steps at 28 px (train_vla's format)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    cams = ("varied_camera_1", "hand_camera")
+    return [
+        {
+            "images": {c: rng.integers(0, 255, (t, 28, 28, 3), dtype=np.uint8) for c in cams},
+            "state": rng.normal(size=(t, 7)).astype(np.float32),
+            "action": rng.normal(loc=2.0, size=(t, 7)).astype(np.float32),
+            "instruction": "reach the red cube",
+        }
+        for _ in range(n)
+    ]

@@ -19,6 +19,7 @@ from policylens.models._train_vla import vla_step
 from policylens.models.diffusion import DiffusionPolicyConfig, train_diffusion_policy
 from policylens.models.diffusion._train import diffusion_step
 from policylens.runs import TrainingInterrupted
+from zoo import vla_episodes
 
 STEPS, STOP, SAVE_EVERY = 7, 5, 3
 VLA = {"image_size": 28, "vision_layers": 1, "layers": 1, "max_text_tokens": 8, "chunk_size": 3}
@@ -56,20 +57,6 @@ def assert_equal_weights(a: dict, b: dict):
     assert not different, different
 
 
-def vla_episodes(n=2, t=6):
-    rng = np.random.default_rng(0)
-    cams = ("varied_camera_1", "hand_camera")
-    return [
-        {
-            "images": {c: rng.integers(0, 255, (t, 28, 28, 3), dtype=np.uint8) for c in cams},
-            "state": rng.normal(size=(t, 7)).astype(np.float32),
-            "action": rng.normal(loc=2.0, size=(t, 7)).astype(np.float32),
-            "instruction": "reach the red cube",
-        }
-        for _ in range(n)
-    ]
-
-
 def global_draws_step(model, batch, optimizer):
     """A custom step (as retain's): its loss weight comes from numpy's and Python's global generators."""
     weight = 1.0 + float(np.random.rand()) + random.random()
@@ -97,7 +84,7 @@ def run_vla(out, step, steps=STEPS):
     model = TinyVLA(TinyVLAConfig(**VLA))
     config = VLATrainConfig(steps=steps, batch_size=2, warmup=2, save_every=SAVE_EVERY)
     gens = getattr(step, "generators", None)
-    losses = train_vla(model, vla_episodes(), config, out, step=step, generators=gens)
+    losses = train_vla(model, vla_episodes(t=6), config, out, step=step, generators=gens)
     return model, losses
 
 

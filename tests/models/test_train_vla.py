@@ -12,28 +12,15 @@ import torch
 from policylens.models import TinyVLA, TinyVLAConfig, VLATrainConfig, load_policy, load_train_state, train_vla
 from policylens.models._train_vla import vla_step
 from policylens.runs import TrainingInterrupted
+from zoo import vla_episodes
 
 CFG = {"image_size": 28, "vision_layers": 1, "layers": 1, "max_text_tokens": 8, "chunk_size": 3}
-
-
-def episodes(n=2, t=5):
-    rng = np.random.default_rng(0)
-    cams = ("varied_camera_1", "hand_camera")
-    return [
-        {
-            "images": {c: rng.integers(0, 255, (t, 28, 28, 3), dtype=np.uint8) for c in cams},
-            "state": rng.normal(size=(t, 7)).astype(np.float32),
-            "action": rng.normal(loc=2.0, size=(t, 7)).astype(np.float32),
-            "instruction": "reach the red cube",
-        }
-        for _ in range(n)
-    ]
 
 
 def test_smoke_training_writes_checkpoint_and_normalization(tmp_path):
     torch.manual_seed(0)
     model = TinyVLA(TinyVLAConfig(**CFG))
-    eps = episodes()
+    eps = vla_episodes()
     losses = train_vla(model, eps, VLATrainConfig(steps=3, batch_size=4, save_every=2), tmp_path)
     assert len(losses) == 3
     assert all(np.isfinite(losses))
@@ -49,15 +36,15 @@ def test_smoke_training_writes_checkpoint_and_normalization(tmp_path):
 def test_resume_continues_from_saved_step(tmp_path):
     torch.manual_seed(0)
     model = TinyVLA(TinyVLAConfig(**CFG))
-    train_vla(model, episodes(), VLATrainConfig(steps=2, batch_size=2, save_every=1), tmp_path)
+    train_vla(model, vla_episodes(), VLATrainConfig(steps=2, batch_size=2, save_every=1), tmp_path)
     resumed = TinyVLA(TinyVLAConfig(**CFG))
-    losses = train_vla(resumed, episodes(), VLATrainConfig(steps=5, batch_size=2, save_every=1), tmp_path)
+    losses = train_vla(resumed, vla_episodes(), VLATrainConfig(steps=5, batch_size=2, save_every=1), tmp_path)
     assert len(losses) == 3  # steps 2, 3, 4 only
     assert json.loads((tmp_path / "train_state.json").read_text())["step"] == 5
 
 
 def test_missing_episode_field_is_named(tmp_path):
-    eps = episodes()
+    eps = vla_episodes()
     del eps[1]["instruction"]
     with pytest.raises(KeyError, match="episode 1 lacks field 'instruction'"):
         train_vla(TinyVLA(TinyVLAConfig(**CFG)), eps, VLATrainConfig(steps=1), tmp_path)
@@ -65,10 +52,10 @@ def test_missing_episode_field_is_named(tmp_path):
 
 def test_short_run_resumes_and_a_finished_one_trains_nothing_more(tmp_path):
     """A run shorter than save_every keeps its state: the rerun starts where it ended."""
-    train_vla(TinyVLA(TinyVLAConfig(**CFG)), episodes(), VLATrainConfig(steps=2, batch_size=2), tmp_path)
+    train_vla(TinyVLA(TinyVLAConfig(**CFG)), vla_episodes(), VLATrainConfig(steps=2, batch_size=2), tmp_path)
     assert json.loads((tmp_path / "train_state.json").read_text())["step"] == 2
     again = TinyVLA(TinyVLAConfig(**CFG))
-    assert train_vla(again, episodes(), VLATrainConfig(steps=2, batch_size=2), tmp_path) == []
+    assert train_vla(again, vla_episodes(), VLATrainConfig(steps=2, batch_size=2), tmp_path) == []
     torch.testing.assert_close(again.state_dict(), load_policy(tmp_path).state_dict())
 
 
@@ -85,33 +72,39 @@ def test_sigint_saves_state_then_the_rerun_resumes(tmp_path):
     model = TinyVLA(TinyVLAConfig(**CFG))
     config = VLATrainConfig(steps=6, batch_size=2, save_every=100)
     with pytest.raises(TrainingInterrupted, match=r"SIGINT at step 2: state saved in .*rerun the same command"):
-        train_vla(model, episodes(), config, tmp_path, step=step_then_interrupt)
+        train_vla(model, vla_episodes(), config, tmp_path, step=step_then_interrupt)
     assert calls == [2, 2]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
     saved = TinyVLA(TinyVLAConfig(**CFG))
     opt = torch.optim.AdamW(saved.parameters())
     assert load_train_state(tmp_path, saved, opt) == 2
     torch.testing.assert_close(saved.state_dict(), model.state_dict())  # the state after step 2
-    losses = train_vla(TinyVLA(TinyVLAConfig(**CFG)), episodes(), config, tmp_path)
+    losses = train_vla(TinyVLA(TinyVLAConfig(**CFG)), vla_episodes(), config, tmp_path)
     assert len(losses) == 4  # steps 2..5
     assert json.loads((tmp_path / "train_state.json").read_text())["step"] == 6
 
 
 def test_other_settings_are_refused_unless_overwrite(tmp_path):
-    train_vla(TinyVLA(TinyVLAConfig(**CFG)), episodes(), VLATrainConfig(steps=1, batch_size=2), tmp_path)
+    train_vla(TinyVLA(TinyVLAConfig(**CFG)), vla_episodes(), VLATrainConfig(steps=1, batch_size=2), tmp_path)
     with pytest.raises(FileExistsError, match=r"train.lr 0.0003 there, 0.001 now; train.seed 0 there, 1 now"):
         train_vla(
-            TinyVLA(TinyVLAConfig(**CFG)), episodes(), VLATrainConfig(steps=1, batch_size=2, lr=1e-3, seed=1), tmp_path
+            TinyVLA(TinyVLAConfig(**CFG)),
+            vla_episodes(),
+            VLATrainConfig(steps=1, batch_size=2, lr=1e-3, seed=1),
+            tmp_path,
         )
     with pytest.raises(FileExistsError, match=r"data.episodes 2 there, 3 now"):
-        train_vla(TinyVLA(TinyVLAConfig(**CFG)), episodes(3), VLATrainConfig(steps=1, batch_size=2), tmp_path)
+        train_vla(TinyVLA(TinyVLAConfig(**CFG)), vla_episodes(3), VLATrainConfig(steps=1, batch_size=2), tmp_path)
     with pytest.raises(FileExistsError, match=r"model.use_state True there, False now"):
         train_vla(
-            TinyVLA(TinyVLAConfig(**CFG, use_state=False)), episodes(), VLATrainConfig(steps=1, batch_size=2), tmp_path
+            TinyVLA(TinyVLAConfig(**CFG, use_state=False)),
+            vla_episodes(),
+            VLATrainConfig(steps=1, batch_size=2),
+            tmp_path,
         )
     losses = train_vla(
         TinyVLA(TinyVLAConfig(**CFG)),
-        episodes(),
+        vla_episodes(),
         VLATrainConfig(steps=2, batch_size=2, lr=1e-3),
         tmp_path,
         overwrite=True,
@@ -128,7 +121,7 @@ def test_step_seam_plugs_in_another_loss(tmp_path):
     for name, step in (("default", vla_step), ("wrapped", lambda m, b, o: dict(vla_step(m, b, o)))):
         torch.manual_seed(0)
         model = TinyVLA(TinyVLAConfig(**CFG))
-        runs[name] = (train_vla(model, episodes(), config, tmp_path / name, step=step), model)
+        runs[name] = (train_vla(model, vla_episodes(), config, tmp_path / name, step=step), model)
     assert runs["default"][0] == runs["wrapped"][0]
     torch.testing.assert_close(runs["default"][1].state_dict(), runs["wrapped"][1].state_dict())
 
@@ -141,5 +134,7 @@ def test_step_seam_plugs_in_another_loss(tmp_path):
         return {"loss": (flow + penalty).detach(), "flow_matching": flow.detach(), "penalty": penalty.detach()}
 
     torch.manual_seed(0)
-    penalised = train_vla(TinyVLA(TinyVLAConfig(**CFG)), episodes(), config, tmp_path / "penalty", step=with_penalty)
+    penalised = train_vla(
+        TinyVLA(TinyVLAConfig(**CFG)), vla_episodes(), config, tmp_path / "penalty", step=with_penalty
+    )
     assert all(p > d + 1.0 for p, d in zip(penalised, runs["default"][0], strict=True))  # the penalty is in the total
