@@ -39,7 +39,7 @@ from policylens.align import (
     train_alignment,
 )
 from policylens.data import open_episodes
-from policylens.data.sim import generate_episodes
+from policylens.sim.pybullet import generate_episodes
 
 CAMERA = "varied_camera_1"
 

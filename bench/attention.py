@@ -120,7 +120,7 @@ def main() -> None:
         f"time: usual / ours = {statistics.median(times[usual_name]) / statistics.median(times[ours_name]):.2f}×"
     )
 
-    from policylens.data.sim import generate_episodes
+    from policylens.sim.pybullet import generate_episodes
 
     root = Path(args.out or tempfile.mkdtemp(prefix="policylens-bench-attention-"))
     generate_episodes("reach", args.episodes, root / "episodes", seed=5, fmt="droid", image_size=112, progress=False)

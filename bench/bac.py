@@ -35,13 +35,13 @@ from policylens.accel import (
     reset_state,
     save_plots,
 )
-from policylens.models.diffusion import DiffusionChunkPredictor, TinyDiffusionPolicy, make_windows
+from policylens.models.diffusion import TinyDiffusionPolicy, make_windows
 from policylens.models.diffusion._reach import ASSET_DIR
 
 
 def sim_observations(policy: TinyDiffusionPolicy, n: int, seed: int) -> torch.Tensor:
     """Observation windows (n, To, O) from expert reach episodes (layout seeds disjoint from training)."""
-    from policylens.data.sim import make_training_episodes
+    from policylens.sim.pybullet import make_training_episodes
 
     obs, n_eps = np.zeros((0,)), max(4, n // 3)
     while len(obs) < n:
@@ -200,16 +200,17 @@ def main() -> None:
 
     sim_ok = True
     try:
-        from policylens.data.sim import ChunkedPolicy, evaluate_policy
+        from policylens.sim import diffusion_agent
+        from policylens.sim.pybullet import evaluate_policy
     except ImportError as e:
         sim_ok, why = False, str(e)
     for m in modes:
         m.success = None
         if sim_ok and args.episodes > 0:
             with m:
-                pred = DiffusionChunkPredictor(POLICY, seed=0, **m.kw)
+                agent = diffusion_agent(POLICY, seed=0, noise="episode", **m.kw)
                 res = evaluate_policy(
-                    ChunkedPolicy(pred, k=POLICY.config.n_action_steps),
+                    agent,
                     "reach",
                     episodes=args.episodes,
                     render=False,
@@ -253,7 +254,7 @@ def main() -> None:
             }
         )
     if not sim_ok:
-        print(f"closed-loop success skipped: policylens.data.sim unavailable ({why})")
+        print(f"closed-loop success skipped: policylens.sim.pybullet unavailable ({why})")
     (out / "results.json").write_text(json.dumps({"rows": rows, "stability": cal.stability}, indent=1))
     print(f"\nwrote {out}/results.json, calibration.json, similarity.png, schedule.png, bu_scores.png")
 

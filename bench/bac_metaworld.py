@@ -58,8 +58,8 @@ class Mode:
 
 def observations(task: str, policy, n: int, seed: int) -> torch.Tensor:
     """Observation windows (n, To, O) from expert episodes of ``task`` (layout seeds disjoint from training)."""
-    from policylens.data.metaworld import make_training_episodes
     from policylens.models.diffusion import make_windows
+    from policylens.sim.metaworld import make_training_episodes
 
     eps = make_training_episodes(task, max(2, n // 40 + 1), seed=seed, progress=False)
     obs, _ = make_windows(eps, policy.config)
@@ -112,8 +112,9 @@ def time_call(policy, obs: torch.Tensor, kw: dict, calls: int) -> float:
 
 
 def run_task(task: str, args, results: dict, save) -> None:
-    from policylens.data.metaworld import DiffusionBatchPolicy, evaluate_metaworld, resolve_policy
     from policylens.models import load_policy
+    from policylens.sim import diffusion_agent
+    from policylens.sim.metaworld import evaluate_metaworld, resolve_policy
 
     policy = load_policy(resolve_policy(args.policy, task)).eval()
     eager, compiled = policy.model, None
@@ -157,7 +158,7 @@ def run_task(task: str, args, results: dict, save) -> None:
             if m.compiled:  # same actions as the original (to float rounding): a speed row, not rolled out again
                 row.update(success=None, n=0, interval=None, eval_s=0.0)
             else:
-                agent = DiffusionBatchPolicy(policy, seed=0, **m.kw)
+                agent = diffusion_agent(policy, seed=0, noise="run", **m.kw)
                 t0 = time.perf_counter()
                 res = evaluate_metaworld(agent, task, episodes=args.episodes, batch=args.env_batch, progress=False)
                 row.update(success=res.successes, n=res.n, interval=list(res.interval))

@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 
 from policylens.anchors import build_cache
-from policylens.data.sim import ChunkedPolicy, evaluate_policy, generate_episodes, make_training_episodes
+from policylens.data import training_samples
 from policylens.models import load_model
 from policylens.retain import AnchorSet, RetainTrainConfig, RetentionConfig, retain_train, retention_loss
+from policylens.sim.pybullet import ChunkedPolicy, evaluate_policy, generate_episodes, make_training_episodes
 
 ROWS = [  # name, method, replay, projection
     ("plain", "plain", False, "conflict"),
@@ -47,10 +48,7 @@ def episodes(task: str, n: int, seed: int, cfg) -> list[dict]:
     raw = make_training_episodes(
         task, n, seed=seed, render=True, image_size=cfg.image_size, cameras=cfg.cameras, progress=False
     )
-    return [
-        {"images": e["images"], "state": e["proprio"], "action": e["action"], "instruction": e["instruction"]}
-        for e in raw
-    ]
+    return training_samples(raw)
 
 
 def success(model, task: str, n: int, seed: int, max_steps: int | None) -> dict | None:

@@ -315,7 +315,7 @@ def main() -> int:
         raise SystemExit(f"--out {work} is not empty; give an empty or new directory")
     print(f"lerobot {version} at {args.lerobot_python}; work directory {work}")
 
-    from policylens.data.sim import generate_episodes
+    from policylens.sim.pybullet import generate_episodes
 
     ours, theirs = work / "ours", work / "theirs"
     generate_episodes("reach", args.episodes, ours, fmt="lerobot", image_size=SIZE, progress=False)

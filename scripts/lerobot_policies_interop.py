@@ -476,7 +476,7 @@ def main(argv=None) -> int:
             run_policy(kind, dataset, out)
         Path(args.rows).write_text(json.dumps(ROWS))
         return 0
-    from policylens.data.sim import generate_episodes
+    from policylens.sim.pybullet import generate_episodes
 
     generate_episodes("reach", 2, dataset, fmt="lerobot", image_size=64, progress=False, if_exists="overwrite")
     check_pins(args.pins_before)

@@ -29,8 +29,9 @@ def _installed(stack: str) -> bool:
     if stack == "mujoco-render":  # OSMesa on a headless machine, else a display or MUJOCO_GL=egl
         headless = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
         gl = os.environ.get("MUJOCO_GL", "").lower()
-        return _installed("metaworld") and (gl == "egl" or (not headless and gl != "osmesa") or bool(
-            ctypes.util.find_library("OSMesa")))
+        return _installed("metaworld") and (
+            gl == "egl" or (not headless and gl != "osmesa") or bool(ctypes.util.find_library("OSMesa"))
+        )
     module = {"lerobot": "lerobot", "vla-adapter": "prismatic", "metaworld": "metaworld"}[stack]
     return importlib.util.find_spec(module) is not None
 
@@ -54,7 +55,7 @@ def _my_robot(root: Path) -> None:
 
 
 def _formats_files(root: Path) -> None:
-    from policylens.data.sim import generate_episodes
+    from policylens.sim.pybullet import generate_episodes
 
     generate_episodes("reach", 1, root / "episodes", fmt="droid", image_size=64, progress=False)
     generate_episodes("reach", 1, root / "datasets" / "reach_lerobot", fmt="lerobot", image_size=32, progress=False)

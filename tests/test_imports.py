@@ -9,7 +9,7 @@ import sys
 def test_importing_models_and_tap_loads_no_optional_heavyweights():
     code = (
         "import sys, policylens, policylens.models, policylens.tap, policylens.anchors, policylens.store; "
-        "import policylens.data, policylens.data.metaworld, policylens.models.diffusion; "
+        "import policylens.data, policylens.sim.metaworld, policylens.models.diffusion; "
         "heavy = ('tensorboard', 'torch.utils.tensorboard', 'pybullet', 'lerobot', 'metaworld', 'mujoco', "
         "'gymnasium'); "
         "print(sorted(m for m in heavy if m in sys.modules))"

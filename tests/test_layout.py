@@ -32,26 +32,7 @@ HELPERS = {"policylens", "_jsonfile", "_intervals"}
 JOBS = {room for room, floor in FLOORS.items() if floor == 5}
 
 # rule -> {"importer -> imported": why it is still there}
-_BUILTIN = "tap imports the built-in adapter modules by name on the first lookup (BUILTIN_MODULES)"
-PENDING: dict[str, dict[str, str]] = {
-    "floor": {
-        "policylens.data.metaworld._policies -> policylens.models": "the simulators still live in data/ (floor 4)",
-        "policylens.tap._adapter -> policylens.models._hf_adapters": _BUILTIN,
-        "policylens.tap._adapter -> policylens.models._lerobot_adapters": _BUILTIN,
-        "policylens.tap._adapter -> policylens.models._lerobot_teacher": _BUILTIN,
-        "policylens.tap._adapter -> policylens.models._prismatic_adapter": _BUILTIN,
-    },
-    "job": {},
-    "private": {
-        "policylens.tap._adapter -> policylens.models._hf_adapters": _BUILTIN,
-        "policylens.tap._adapter -> policylens.models._lerobot_adapters": _BUILTIN,
-        "policylens.tap._adapter -> policylens.models._lerobot_teacher": _BUILTIN,
-        "policylens.tap._adapter -> policylens.models._prismatic_adapter": _BUILTIN,
-    },
-    "cycle": {
-        "data <-> models <-> tap": "data.metaworld runs models' policies; tap names models' adapter modules",
-    },
-}
+PENDING: dict[str, dict[str, str]] = {"floor": {}, "job": {}, "private": {}, "cycle": {}}
 
 
 def module_name(path: Path, src: Path) -> str:

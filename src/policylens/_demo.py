@@ -60,7 +60,7 @@ def _fmt(values) -> str:
 def episode_batch(model: TinyVLA, n: int, seed: int) -> tuple[dict[str, torch.Tensor], list[np.ndarray], list[str]]:
     """The first observation of ``n`` freshly simulated reach episodes as model inputs, and the
     scripted expert's first action of each (only the first frame of each episode is rendered)."""
-    from .data.sim import make_training_episodes
+    from .sim.pybullet import make_training_episodes
 
     eps = make_training_episodes(
         "reach",

@@ -19,7 +19,7 @@ def demo_cache(policy: str, out: Path, episodes: int, seed: int, console: Consol
     """Write ``episodes`` reach episodes in the DROID layout, then cache the policy's pooled
     ``llm.layers.-2.out`` over every step of them; returns the store's manifest."""
     from .anchors import build_cache
-    from .data.sim import generate_episodes
+    from .sim.pybullet import generate_episodes
     from .store import verify_store
 
     droid = out / "episodes"

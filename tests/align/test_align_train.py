@@ -25,8 +25,8 @@ from policylens.align import (
     train_alignment,
 )
 from policylens.data import open_episodes
-from policylens.data.sim import generate_episodes
 from policylens.models import TrainingInterrupted
+from policylens.sim.pybullet import generate_episodes
 
 CAM = "varied_camera_1"
 

@@ -29,7 +29,7 @@ PATHS = {
 
 @pytest.fixture(scope="module")
 def frame():
-    from policylens.data.sim import SimEnv
+    from policylens.sim.pybullet import SimEnv
 
     with SimEnv("reach", seed=0, image_size=112, cameras=(CAM,)) as env:
         obs = env.reset(seed=3)
@@ -95,7 +95,7 @@ def test_interior_mask_and_patch_labels():
 def test_full_224_frame_with_a_margin_at_the_patch_scale(fit):
     """On a full 224 px frame a 14 px patch spans 14 frame pixels: 2 px from a boundary is still inside a
     mixed patch, 4 px (more than a quarter patch) is not, and there the share is >= 99%."""
-    from policylens.data.sim import SimEnv
+    from policylens.sim.pybullet import SimEnv
 
     with SimEnv("reach", seed=0, image_size=224, cameras=(CAM,)) as env:
         obs = env.reset(seed=3)

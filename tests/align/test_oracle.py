@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from policylens.align import OracleEncoder, oracle_retrieval
 from policylens.data import open_episodes
-from policylens.data.sim import generate_episodes
+from policylens.sim.pybullet import generate_episodes
 
 CAM = "varied_camera_1"
 

@@ -35,8 +35,8 @@ from policylens.align import (
 from policylens.align._stage2 import _chunks, _episode_inputs
 from policylens.cli.main import app
 from policylens.data import open_episodes
-from policylens.data.sim import SimEnv, generate_episodes, record_episode
 from policylens.models import TrainingInterrupted
+from policylens.sim.pybullet import SimEnv, generate_episodes, record_episode
 from policylens.store import read_manifest
 
 CAM = "varied_camera_1"

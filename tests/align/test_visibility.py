@@ -12,7 +12,7 @@ CAMS = ("varied_camera_1", "varied_camera_2")
 
 @pytest.fixture(scope="module")
 def views():
-    from policylens.data.sim import SimEnv
+    from policylens.sim.pybullet import SimEnv
 
     with SimEnv("reach", seed=0, image_size=112, cameras=CAMS) as env:
         obs = env.reset(seed=3)

@@ -12,7 +12,7 @@ runner = CliRunner()
 
 
 def test_camera_map_reaches_the_manifest_and_the_rebuild_command(tmp_path):
-    from policylens.data.sim import generate_episodes
+    from policylens.sim.pybullet import generate_episodes
 
     data = generate_episodes("reach", 1, tmp_path / "d", seed=0, fmt="lerobot", image_size=56, progress=False)[0]
     out = str(tmp_path / "store")

@@ -10,7 +10,7 @@ from policylens.store import StoreError
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
-    from policylens.data.sim import generate_episodes
+    from policylens.sim.pybullet import generate_episodes
 
     root = tmp_path_factory.mktemp("data")
     generate_episodes("reach", 1, root / "droid", seed=0, fmt="droid", image_size=56, progress=False)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from policylens.anchors import open_source
-from policylens.anchors._sources import parse_camera_map
+from policylens.data import FeedError, parse_camera_map
 from policylens.data.lerobot import LeRobotWriter
 from policylens.store import StoreError
 
@@ -72,13 +72,13 @@ def test_parse_camera_map():
         ("side=varied_camera_1,side=hand_camera", "dataset camera 'side' is mapped twice"),
         (" , ", "names no camera"),
     ):
-        with pytest.raises(StoreError, match=match):
+        with pytest.raises(FeedError, match=match):
             parse_camera_map(bad)
 
 
 def test_camera_map_feeds_dataset_cameras_to_policy_cameras(model, side_wrist):
     with pytest.raises(
-        StoreError, match=r"no camera 'varied_camera_1' that the policy reads; it has \['side', 'wrist'\]"
+        FeedError, match=r"no camera 'varied_camera_1' that the policy reads; it has \['side', 'wrist'\]"
     ):
         open_source(model, f"lerobot:{side_wrist}")
     source = open_source(model, f"lerobot:{side_wrist}", {"side": "varied_camera_1", "wrist": "hand_camera"})
@@ -102,13 +102,13 @@ def test_camera_map_feeds_dataset_cameras_to_policy_cameras(model, side_wrist):
 
 def test_camera_map_errors_list_the_choices(model, side_wrist):
     spec = f"lerobot:{side_wrist}"
-    with pytest.raises(StoreError, match=r"dataset camera 'top', but episode 0 .* has cameras \['side', 'wrist'\]"):
+    with pytest.raises(FeedError, match=r"dataset camera 'top', but episode 0 .* has cameras \['side', 'wrist'\]"):
         open_source(model, spec, {"top": "varied_camera_1", "wrist": "hand_camera"})
-    with pytest.raises(StoreError, match=r"maps onto \['left_camera'\].* cameras are \['varied_camera_1', 'hand_"):
+    with pytest.raises(FeedError, match=r"maps onto \['left_camera'\].* cameras are \['varied_camera_1', 'hand_"):
         open_source(model, spec, {"side": "left_camera"})
-    with pytest.raises(StoreError, match=r"several dataset cameras onto \['hand_camera'\]"):
+    with pytest.raises(FeedError, match=r"several dataset cameras onto \['hand_camera'\]"):
         open_source(model, spec, "side=hand_camera,wrist=hand_camera")
-    with pytest.raises(StoreError, match="no camera 'hand_camera' .* --camera-map side=hand_camera"):
+    with pytest.raises(FeedError, match="no camera 'hand_camera' .* --camera-map side=hand_camera"):
         open_source(model, spec, {"side": "varied_camera_1"})
     with pytest.raises(StoreError, match="camera_map does not apply"):
         open_source(model, "synthetic:2", "side=varied_camera_1")
@@ -117,7 +117,7 @@ def test_camera_map_errors_list_the_choices(model, side_wrist):
 def test_state_size_differs_from_the_policy(model, tmp_path):
     """A dataset written like lerobot's (8-D observation.state, no observation.proprio) names both sizes."""
     root = _dataset(tmp_path / "ds8", state_dim=8, lerobot_like=True)
-    with pytest.raises(StoreError) as err:
+    with pytest.raises(FeedError) as err:
         open_source(model, f"lerobot:{root}", {"side": "varied_camera_1", "wrist": "hand_camera"})
     msg = str(err.value)
     assert "has a 8-D state but the policy reads a 7-D state (config.state_dim=7)" in msg

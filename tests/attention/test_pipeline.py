@@ -18,7 +18,7 @@ CONFIG = AttentionRunConfig(layers=(1,), every=4, heads=True, videos=True)
 
 @pytest.fixture(scope="module")
 def droid(tmp_path_factory):
-    from policylens.data.sim import generate_episodes
+    from policylens.sim.pybullet import generate_episodes
 
     root = tmp_path_factory.mktemp("attn")
     generate_episodes("reach", 2, root / "eps", seed=0, fmt="droid", image_size=112, progress=False)
@@ -97,7 +97,7 @@ def test_object_overlap_rows_per_keyframe_and_per_run(droid, tmp_path):
 
 
 def test_lerobot_episodes_are_read_too(tmp_path):
-    from policylens.data.sim import generate_episodes
+    from policylens.sim.pybullet import generate_episodes
 
     root = generate_episodes("reach", 1, tmp_path / "lr", seed=0, fmt="lerobot", image_size=56, progress=False)[0]
     cfg = AttentionRunConfig(layers=(1,), every=8, heads=False, videos=False)
@@ -127,8 +127,11 @@ FAST = AttentionRunConfig(layers=(1,), every=4, heads=False, videos=False, overl
         (AttentionRunConfig(layers=(1, -3), every=4), "1 and -3 are the same llm layer"),
         (AttentionRunConfig(layers=(1,), step=10), "10 flow steps; pass 0..9"),
         (AttentionRunConfig(layers=(1,), keyframes=(99,)), r"keyframes=\[99\]: episode .* has \d+ frames"),
-        (AttentionRunConfig(layers=(1,), camera_map={"hand_camera": "wrist"}), r"camera_map: \['wrist'\]"),
-        (AttentionRunConfig(layers=(1,), camera_map={"side": "hand_camera"}), r"no camera \[.hand_camera.\]"),
+        (AttentionRunConfig(layers=(1,), camera_map={"hand_camera": "wrist"}), r"camera_map maps onto \['wrist'\]"),
+        (
+            AttentionRunConfig(layers=(1,), camera_map={"side": "hand_camera"}),
+            r"camera_map names dataset camera 'side'",
+        ),
     ],
 )
 def test_bad_settings_are_refused_before_out_is_written(droid, tmp_path, config, match):

@@ -19,7 +19,7 @@ CONFIG = AttentionRunConfig(layers=(1,), every=4, heads=False, videos=True)
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """An attention run over 2 simulated episodes; the second is marked a failure."""
-    from policylens.data.sim import generate_episodes
+    from policylens.sim.pybullet import generate_episodes
 
     root = tmp_path_factory.mktemp("report")
     generate_episodes("reach", 2, root / "eps", seed=0, fmt="droid", image_size=112, progress=False)

@@ -11,7 +11,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def droid(tmp_path_factory):
-    from policylens.data.sim import generate_episodes
+    from policylens.sim.pybullet import generate_episodes
 
     root = tmp_path_factory.mktemp("attn_cli")
     generate_episodes("reach", 2, root / "eps", seed=0, fmt="droid", image_size=56, progress=False)

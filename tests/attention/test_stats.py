@@ -107,7 +107,7 @@ def test_episode_counts():
 
 
 def test_wilson_reuses_the_sim_implementation():
-    from policylens.data.sim import wilson_interval as sim_wilson
+    from policylens.sim.pybullet import wilson_interval as sim_wilson
 
     assert wilson_interval(7, 20) == sim_wilson(7, 20)
     lo, hi = wilson_interval(0, 10)

@@ -9,7 +9,7 @@ from policylens.align import AlignDataset, build_encoder, grid_of
 from policylens.cli.main import app
 from policylens.data import open_episodes
 from policylens.data.pointcloud import PointCloud, write_ply
-from policylens.data.sim import generate_episodes
+from policylens.sim.pybullet import generate_episodes
 from policylens.store import open_store
 from policylens.store._layout import marker
 

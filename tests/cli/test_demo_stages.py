@@ -43,7 +43,7 @@ def test_threads_none_leaves_torch_as_set_and_bad_threads_are_refused():
 
 def test_taps_read_the_same_first_frames_as_a_fully_rendered_episode():
     """The demo renders only frame 0 of each episode; that frame equals frame 0 of a full rendering."""
-    from policylens.data.sim import make_training_episodes
+    from policylens.sim.pybullet import make_training_episodes
 
     model = load_model("tiny_vla")
     batch, expert, instructions = episode_batch(model, 1, seed=0)

@@ -48,7 +48,7 @@ CHOICES = {
     (("retain", "train"), "method"): lambda: lib("policylens.retain:METHODS"),
     (("retain", "train"), "projection"): lambda: lib("policylens.retain:PROJECTIONS"),
     (("retain", "train"), "loss"): lambda: lib("policylens.retain:RETENTION_LOSSES"),
-    (("sim", "generate"), "fmt"): lambda: lib("policylens.data.sim._generate:FORMATS"),
+    (("sim", "generate"), "fmt"): lambda: lib("policylens.sim.pybullet._generate:FORMATS"),
     (("sim", "generate"), "suite"): suites,
     (("sim", "eval"), "suite"): suites,
     (("train", "diffusion"), "suite"): suites,
@@ -80,7 +80,7 @@ def test_mirrored_tuples_equal_the_library(spec):
 def test_the_simulators_agree_on_formats_and_suites():
     from policylens.cli._common import FORMATS, SUITES
 
-    assert lib("policylens.data.sim._generate:FORMATS") == lib("policylens.data.metaworld:FORMATS") == FORMATS
+    assert lib("policylens.sim.pybullet._generate:FORMATS") == lib("policylens.sim.metaworld:FORMATS") == FORMATS
     assert suites() == SUITES
 
 
@@ -108,7 +108,7 @@ def test_attention_phases_describe_the_jobs():
 
 def test_help_lists_open_values_from_the_library():
     from policylens.attention import PHASES, STEP_MODES
-    from policylens.data.sim import TASKS
+    from policylens.sim.pybullet import TASKS
 
     text = runner.invoke(app, ["attention", "run", "--help"], env={"COLUMNS": "250"}).output
     assert f"{' | '.join(STEP_MODES)} | a step index" in text

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from policylens.cli.main import app
 from policylens.data.lerobot import open_dataset
-from policylens.data.sim import layout_seed
+from policylens.sim.pybullet import layout_seed
 
 runner = CliRunner()
 
@@ -101,9 +101,9 @@ def _arrays(root) -> dict[str, dict]:
 
 def _interrupt_at(monkeypatch, call: int, partial: bool = True) -> None:
     """Ctrl-C during the ``call``-th DROID episode write (after part of its folder is on disk)."""
-    from policylens.data.droid import _writer
+    from policylens.data import droid
 
-    real, calls = _writer.write_droid_episode, []
+    real, calls = droid.write_droid_episode, []
 
     def write(root, rec, index, *args, **kwargs):
         calls.append(index)
@@ -113,7 +113,7 @@ def _interrupt_at(monkeypatch, call: int, partial: bool = True) -> None:
             raise KeyboardInterrupt
         return real(root, rec, index, *args, **kwargs)
 
-    monkeypatch.setattr(_writer, "write_droid_episode", write)
+    monkeypatch.setattr(droid, "write_droid_episode", write)  # the generators write through data.droid
 
 
 def test_interrupted_generate_is_finished_by_the_same_command(tmp_path, monkeypatch):
@@ -151,7 +151,7 @@ def test_a_run_that_finished_nothing_does_not_block_other_settings(tmp_path, mon
 
 
 def test_policy_rollouts_and_lerobot_are_not_resumed_half_way(tmp_path, monkeypatch):
-    from policylens.data.sim import ExpertPolicy, GenerationInterrupted, generate_episodes
+    from policylens.sim.pybullet import ExpertPolicy, GenerationInterrupted, generate_episodes
 
     _interrupt_at(monkeypatch, 2, partial=False)
     kw = {"image_size": 32, "progress": False, "policy": ExpertPolicy()}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from policylens.data._frames import write_video
-from policylens.data.sim import generate_episodes
+from policylens.sim.pybullet import generate_episodes
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from policylens.data.droid import EpisodeFormatError, open_episode
-from policylens.data.sim import SimEnv, record_episode
+from policylens.sim.pybullet import SimEnv, record_episode
 
 
 def test_round_trip_matches_the_recording(droid_dir, tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from policylens.data.sim import SimEnv, make_training_episodes
+from policylens.sim.pybullet import SimEnv, make_training_episodes
 
 
 def test_reset_with_target_keeps_the_layout_and_names_another_object():

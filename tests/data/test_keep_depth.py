@@ -14,8 +14,8 @@ from PIL import Image
 from policylens.data import EpisodeFormatError
 from policylens.data.droid import open_episode
 from policylens.data.lerobot import LeRobotWriter, open_dataset
-from policylens.data.sim import SimEnv, layout_seed, make_training_episodes
-from policylens.data.sim._record import record_episode
+from policylens.sim.pybullet import SimEnv, layout_seed, make_training_episodes
+from policylens.sim.pybullet._record import record_episode
 
 CAMS = ("hand_camera", "varied_camera_1")
 DATA = "data/chunk-000/file-000.parquet"
@@ -78,7 +78,7 @@ def test_lerobot_round_trip_keeps_depth_and_masks(recorded):
 @pytest.fixture(scope="module")
 def lerobot_dir(tmp_path_factory):
     """The conftest's reach episodes (same seed and size), written with depth (off by default)."""
-    from policylens.data.sim import generate_episodes
+    from policylens.sim.pybullet import generate_episodes
 
     root = tmp_path_factory.mktemp("lerobot_with_depth")
     return generate_episodes(

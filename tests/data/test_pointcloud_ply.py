@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from policylens.data.pointcloud import PointCloud, backproject, read_ply, write_ply
-from policylens.data.sim import SimEnv, project
+from policylens.sim.pybullet import SimEnv, project
 
 
 @pytest.fixture(scope="module")

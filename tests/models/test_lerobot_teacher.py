@@ -24,7 +24,7 @@ def teacher():
 
 @pytest.fixture(scope="module")
 def reach(tmp_path_factory):
-    from policylens.data.sim import generate_episodes
+    from policylens.sim.pybullet import generate_episodes
 
     root = tmp_path_factory.mktemp("reach")
     return generate_episodes("reach", 1, root / "lerobot", seed=0, fmt="lerobot", image_size=56, progress=False)[0]

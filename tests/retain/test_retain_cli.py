@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import policylens.data.sim
+import policylens.sim.pybullet
 from policylens.anchors import build_cache
 from policylens.cli.main import app
 
@@ -42,7 +42,7 @@ def recorded(monkeypatch):
             for i in range(n)
         ]
 
-    monkeypatch.setattr(policylens.data.sim, "make_training_episodes", make)
+    monkeypatch.setattr(policylens.sim.pybullet, "make_training_episodes", make)
     return calls
 
 
@@ -51,7 +51,7 @@ def no_episodes(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("episodes were recorded before the inputs were checked")
 
-    monkeypatch.setattr(policylens.data.sim, "make_training_episodes", refuse)
+    monkeypatch.setattr(policylens.sim.pybullet, "make_training_episodes", refuse)
 
 
 def _args(cache, out, *extra, anchors=None):
@@ -106,7 +106,7 @@ def test_another_runs_out_is_refused_and_a_finished_run_reports_itself(cache, tm
     text = (out / "retain.json").read_text()
     assert json.loads(text)["steps_run"] == 2
 
-    monkeypatch.setattr(policylens.data.sim, "make_training_episodes", None)  # any recording would fail
+    monkeypatch.setattr(policylens.sim.pybullet, "make_training_episodes", None)  # any recording would fail
     other = runner.invoke(app, _args(cache, out, "--projection", "conflict", "--no-task-stats"))
     line = _error_line(other)
     assert "records another run" in line and "data.retention.projection 'active' there, 'conflict' now" in line

@@ -241,7 +241,7 @@ def test_bridge_features_match_plain_hooks(tmp_path):
 
 def test_build_from_droid_and_lerobot_episodes(tmp_path):
     """Anchor caches over real episode files: every step of every episode becomes a sample."""
-    from policylens.data.sim import generate_episodes
+    from policylens.sim.pybullet import generate_episodes
     from policylens.store import open_store
 
     droid = tmp_path / "droid"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from policylens.tap import Adapter, Component, get_adapter, register_adapter
-from policylens.tap._adapter import BUILTIN_MODULES
+from policylens.tap._adapter import adapter_modules
 
 OLD_TRANSFORMERS = textwrap.dedent(
     """
@@ -103,17 +103,37 @@ def test_tiny_vla_is_imported_on_first_use_only(old_transformers_run):
     assert "TinyVLA: needs PaliGemma" in old_transformers_run
 
 
-def test_builtin_modules_are_imported_one_by_one():
+def test_builtin_modules_are_declared_as_entry_points_and_import_one_by_one():
     import importlib
 
-    for name in BUILTIN_MODULES:
+    assert set(adapter_modules()) >= {
+        "policylens.models._hf_adapters",
+        "policylens.models._lerobot_adapters",
+        "policylens.models._lerobot_teacher",
+        "policylens.models._prismatic_adapter",
+    }
+    for name in adapter_modules():
         importlib.import_module(name)  # each imports on its own
+
+
+def test_a_fresh_interpreter_finds_the_adapters_without_importing_models():
+    code = (
+        "import sys, torch\nfrom policylens.tap import get_adapter\n"
+        "from transformers import LlamaConfig, LlamaForCausalLM\n"
+        "assert 'policylens.models' not in sys.modules\n"
+        "cfg = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, "
+        "vocab_size=8)\n"
+        "print(get_adapter(LlamaForCausalLM(cfg)).name)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split()[-1] == "decoder", run.stdout  # the HF decoder adapter, registered by its entry point
 
 
 def test_unknown_class_error_names_families_that_failed(monkeypatch):
     from policylens.tap import _adapter
 
-    monkeypatch.setitem(_adapter._BUILTIN_ERRORS, "policylens.models._fake", "ImportError: no PaliGemma")
+    monkeypatch.setitem(_adapter._PLUGIN_ERRORS, "policylens.models._fake", "ImportError: no PaliGemma")
     with pytest.raises(TypeError, match=r"Not loaded: policylens\.models\._fake \(ImportError: no PaliGemma\)"):
         get_adapter(torch.nn.Linear(2, 2))
 

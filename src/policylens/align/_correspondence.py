@@ -9,7 +9,7 @@ whose centres land in it (pixels on padding bars or cropped away do not vote). A
 distance, centre to centre: the ``(2 * margin + 1)``-square around it) carries another label.
 :func:`point_patch_agreement` reports the share of such points whose patch label is their own.
 
-Camera convention (OpenCV, as ``data.sim``): ``K`` (3, 3) with x right, y down, z forward; pixel
+Camera convention (OpenCV, as ``sim.pybullet``): ``K`` (3, 3) with x right, y down, z forward; pixel
 ``(u, v)`` = (column, row) with centres at integers; ``cam_to_world`` (4, 4) maps camera
 coordinates to the world. An OpenGL pose (y up, looking down -z) puts most points behind the
 camera and world-to-camera sends them out of the frame; both raise.

@@ -1,6 +1,6 @@
 """Pixel uv -> patch grid -> feature: the exact lookup of a point's patch feature.
 
-Conventions (the OpenCV ones of ``data.sim`` / ``data.pointcloud``): pixel ``(u, v)`` =
+Conventions (the OpenCV ones of ``sim.pybullet`` / ``data.pointcloud``): pixel ``(u, v)`` =
 (column, row) has its centre at integer coordinates; the frame spans ``[-0.5, W - 0.5)``.
 Grid coordinates use the same rule one level up: patch ``(r, c)`` has its centre at
 ``(x, y) = (c, r)`` and covers ``[c - 0.5, c + 0.5)``, so ``gx = (x_in + 0.5) / patch - 0.5``

@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from ..data.pointcloud import backproject
-from ..data.sim import COLOURS, SHAPES
 from ..runs import weights_hash
+from ..sim.pybullet import COLOURS, SHAPES
 from ..store import read_manifest
 from ._dataset import _align_info
 from ._extract import build_encoder

@@ -30,8 +30,9 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..data.sim import ChunkedPolicy, EvalResult, SimEnv, evaluate_policy, get_task, layout_seed, record_episode
 from ..runs import claim_run_dir, read_checkpoint, read_safetensors, save_checkpoint
+from ..sim import ChunkedPolicy
+from ..sim.pybullet import EvalResult, SimEnv, evaluate_policy, get_task, layout_seed, record_episode
 from ._dataset import ResumableBatchSampler
 from ._head import ActionHead, HeadShape
 from ._sources import SOURCES, WORDS, FeatureSource, instruction_code

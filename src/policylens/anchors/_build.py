@@ -12,12 +12,13 @@ from pathlib import Path
 
 import torch
 
+from ..data import parse_camera_map
 from ..runs import weights_hash
 from ..store import STORE_DTYPES, StoreError, StoreMeta, build_store, read_manifest, recipe_settings
 from ._bridge import bridge_extractor
 from ._bridge_spec import BRIDGE, BridgeSpec
 from ._extractors import policy_extractor
-from ._sources import check_camera_map_applies, open_source, parse_camera_map, parse_dataset
+from ._sources import check_camera_map_applies, open_source, parse_dataset
 
 __all__ = ["POLICY_KINDS", "build_cache"]
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data import robot_state
 from ._faithfulness import FILLS, _batch, _frame_maps, apply_fill, mask_regions
 
 __all__ = ["closed_loop_masked"]
@@ -41,7 +42,7 @@ class _MaskedPredictor:
     def predict_chunk(self, obs: dict) -> np.ndarray:
         cams = list(self.model.config.cameras)
         images = {c: np.asarray(obs["images"][c])[None] for c in cams}  # (1, H, W, 3)
-        state = np.asarray(obs["proprio"] if "proprio" in obs else obs["state"], dtype=np.float32)[None]
+        state = robot_state(obs)[None]
         text = [obs["instruction"]]
         if self.condition != "none":
             key = "random_0" if self.condition == "random" else self.condition
@@ -72,11 +73,12 @@ def closed_loop_masked(
 
     ``condition``: ``none`` | ``high`` | ``low`` | ``random`` (one blob per step) | ``shifted`` |
     ``whole``, recomputed each time a chunk is predicted (from that step's ``phase``/``layer``
-    map); ``view``: ``"all"`` or one camera. Runs :func:`policylens.data.sim.evaluate_policy`
+    map); ``view``: ``"all"`` or one camera. Runs :func:`policylens.sim.pybullet.evaluate_policy`
     (first half of each chunk executed) at the policy's image size and cameras; returns its
     ``EvalResult`` (``success_rate``, Wilson ``interval``). Same ``seed``: same layouts and noise.
     """
-    from ..data.sim import ChunkedPolicy, evaluate_policy
+    from ..sim import ChunkedPolicy
+    from ..sim.pybullet import evaluate_policy
 
     cfg = policy.config
     choices = ("none", "high", "low", "random", "shifted", "whole")

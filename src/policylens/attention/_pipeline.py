@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data import EpisodeFeed
 from ..runs import RunKind, claim_run_dir, clear_run_dir, weights_hash
 from ._extract import PHASES, STEP_MODES, extract_attention
 from ._objects import frame_rows, nearest_object, summarize_overlap
@@ -138,19 +139,6 @@ def _side_by_side(images: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=1)
 
 
-def _cameras(model: nn.Module, ep, cfg: AttentionRunConfig) -> dict[str, str]:
-    """Policy camera -> the episode's camera name (through ``camera_map``)."""
-    dataset_name = {policy_cam: data_cam for data_cam, policy_cam in cfg.camera_map.items()}
-    cams = {c: ep.find_camera(dataset_name.get(c, c)) for c in model.config.cameras}
-    missing = [c for c, n in cams.items() if n is None]
-    if missing:
-        raise ValueError(
-            f"episode {ep.path}: no camera {missing} that the policy reads; it has {list(ep.camera_names)}; "
-            "map them with camera_map (--camera-map dataset=policy,...)"
-        )
-    return cams
-
-
 def _check_inputs(model: nn.Module, eps: list, cfg: AttentionRunConfig) -> None:
     """Everything a run can refuse, checked before OUT is touched."""
     from ..tap import resolve_taps, tap_name
@@ -173,14 +161,8 @@ def _check_inputs(model: nn.Module, eps: list, cfg: AttentionRunConfig) -> None:
             f"step={cfg.step}: the policy samples actions in {n_steps} flow steps; pass 0..{n_steps - 1} "
             f"(or -{n_steps}..-1), or one of {STEP_MODES}"
         )
-    unknown = sorted(set(cfg.camera_map.values()) - set(model.config.cameras))
-    if unknown:
-        raise ValueError(
-            f"camera_map: {unknown} are not cameras of the policy, which reads {list(model.config.cameras)}; "
-            "map dataset=policy (--camera-map varied_camera_1=hand_camera,...)"
-        )
+    EpisodeFeed(model, eps, cfg.camera_map)  # every episode's cameras and state size
     for ep in eps:
-        _cameras(model, ep, cfg)
         if not cfg.frames_of(len(ep)):
             raise ValueError(
                 f"keyframes={list(cfg.keyframes or ())}: episode {ep.path} has {len(ep)} frames and none of them "
@@ -222,7 +204,8 @@ def _episode(model: nn.Module, ep, index: int, out: Path, cfg: AttentionRunConfi
         return json.loads((folder / "done.json").read_text())
     if folder.exists():  # a killed run left it half-written
         shutil.rmtree(folder)
-    cams = _cameras(model, ep, cfg)
+    feed = EpisodeFeed(model, [ep], cfg.camera_map)
+    cams = feed.cameras[0]  # policy camera -> the episode's camera name
     frames = cfg.frames_of(len(ep))
     arrays: dict[str, list] = {}
     videos: dict[str, list] = {}
@@ -232,9 +215,8 @@ def _episode(model: nn.Module, ep, index: int, out: Path, cfg: AttentionRunConfi
     arm = nearest_object(scene, np.asarray(ep.proprio[-1])) if scene else None
     for start in range(0, len(frames), cfg.batch_size):
         chunk = frames[start : start + cfg.batch_size]
-        raw = {c: np.stack([np.asarray(ep.frame(cams[c], t)) for t in chunk]) for c in cams}
-        state = torch.as_tensor(np.stack([ep.proprio[t] for t in chunk]), dtype=torch.float32)
-        batch = model.make_batch({c: torch.from_numpy(v) for c, v in raw.items()}, [ep.instruction] * len(chunk), state)
+        raw = feed.frames(0, chunk)
+        batch = feed.batch(0, chunk, frames=raw)
         maps = extract_attention(model, batch, cfg.layers, cfg.phases, step=cfg.step, seed=cfg.seed)
         for (phase, layer), m in maps.items():
             key = f"{phase}_L{layer}"

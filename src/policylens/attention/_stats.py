@@ -176,7 +176,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     """Wilson score interval for a success rate (95% by default): ``successes`` of ``n`` rollouts.
 
     Checks the counts, then calls the house's one implementation
-    (``policylens._intervals``, also behind ``policylens.data.sim.wilson_interval``).
+    (``policylens._intervals``, also behind ``policylens.sim.pybullet.wilson_interval``).
     ``n = 0`` gives (0.0, 1.0).
     """
     if int(n) != n or int(successes) != successes or not 0 <= successes <= n:

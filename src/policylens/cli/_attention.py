@@ -81,8 +81,8 @@ def run(
     threads: int | None = threads_option(),
 ) -> None:
     """Tap POLICY's attention on every keyframe of every episode; images, videos and float16 arrays in OUT."""
-    from policylens.anchors import parse_camera_map
     from policylens.attention import AttentionInterrupted, AttentionRunConfig, run_attention
+    from policylens.data import parse_camera_map
 
     n = apply_threads(threads)
     try:

@@ -56,7 +56,8 @@ def build(
     threads: int | None = threads_option(),
 ) -> None:
     """Run POLICY over DATASET and write (or resume) a feature store; torchrun ranks split the work."""
-    from policylens.anchors import build_cache, parse_camera_map
+    from policylens.anchors import build_cache
+    from policylens.data import parse_camera_map
     from policylens.store import BuildInterrupted, StoreError, rank_ranges
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

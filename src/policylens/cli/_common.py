@@ -99,8 +99,8 @@ MIRRORS = {
     "policylens.retain:METHODS": METHODS,
     "policylens.retain:PROJECTIONS": PROJECTIONS,
     "policylens.retain:RETENTION_LOSSES": RETENTION_LOSSES,
-    "policylens.data.metaworld:FORMATS": FORMATS,
-    "policylens.data.sim:TASKS": PYBULLET_TASKS,
+    "policylens.sim.metaworld:FORMATS": FORMATS,
+    "policylens.sim.pybullet:TASKS": PYBULLET_TASKS,
 }
 
 POLICY_HELP = "Built-in policy name or checkpoint directory."

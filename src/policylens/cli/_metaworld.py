@@ -1,12 +1,11 @@
 """The ``--suite metaworld`` side of ``policylens sim`` and ``policylens train diffusion``.
 
-Each function is a few lines around ``policylens.data.metaworld`` (or the diffusion trainer); a
+Each function is a few lines around ``policylens.sim.metaworld`` (or the diffusion trainer); a
 missing extra becomes one line naming ``pip install -e ".[metaworld]"``.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
@@ -19,7 +18,7 @@ __all__ = ["evaluate", "generate", "require", "tasks_of", "train"]
 
 def require() -> None:
     """Import MetaWorld or stop with the install command."""
-    from policylens.data.metaworld import MetaWorldUnavailable, require_metaworld
+    from policylens.sim.metaworld import MetaWorldUnavailable, require_metaworld
 
     try:
         require_metaworld()
@@ -29,7 +28,7 @@ def require() -> None:
 
 def tasks_of(task: str | None) -> list[str]:
     """``--task a,b,c`` -> checked task names (an unknown one lists the known tasks)."""
-    from policylens.data.metaworld import check_task
+    from policylens.sim.metaworld import check_task
 
     if not task:
         raise CommandError("--task is required with --suite metaworld: e.g. --task pick-place-v3 (or a,b,c for eval)")
@@ -49,7 +48,7 @@ def generate(
     if_exists: str,
     kept: int = 0,
 ) -> None:
-    from policylens.data.metaworld import generate_episodes
+    from policylens.sim.metaworld import generate_episodes
 
     require()
     names = tasks_of(task)
@@ -67,21 +66,13 @@ def generate(
 def evaluate(
     policy: str, task: str | None, *, episodes: int, seed: int, batch: int | None, max_steps: int | None
 ) -> None:
-    import torch
-
-    from policylens.data.metaworld import DEFAULT_BATCH, evaluate_metaworld, load_agent, results_table
+    from policylens.sim import load_agent
+    from policylens.sim.metaworld import DEFAULT_BATCH, evaluate_tasks, results_table
 
     require()
     names = tasks_of(task)
-    agents = {t: load_agent(policy, t, seed=seed) for t in names}  # every checkpoint checked before any rollout
-    torch.manual_seed(seed)
-    results, seconds = {}, {}
-    for t, agent in agents.items():
-        start = time.perf_counter()
-        results[t] = evaluate_metaworld(
-            agent, t, episodes=episodes, seed=seed, batch=batch or DEFAULT_BATCH, max_steps=max_steps
-        )
-        seconds[t] = time.perf_counter() - start
+    agents = {t: load_agent(policy, "metaworld", t, seed=seed) for t in names}  # all checked before any rollout
+    results, seconds = evaluate_tasks(agents, episodes, seed, batch=batch or DEFAULT_BATCH, max_steps=max_steps)
     if len(names) == 1:
         typer.echo(f"{policy} on {names[0]}: {results[names[0]]}")
     typer.echo(results_table(results, seconds))
@@ -104,7 +95,8 @@ def train(
 ):
     """Train a reference diffusion policy on ``task``'s expert episodes; returns (policy, out dir)."""
     from policylens.models import check_run_dir
-    from policylens.models.diffusion import diffusion_loop_kwargs, metaworld_config, train_metaworld_policy
+    from policylens.models.diffusion import diffusion_loop_kwargs, metaworld_config
+    from policylens.sim import train_metaworld_policy
 
     require()
     names = tasks_of(task)

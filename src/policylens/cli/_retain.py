@@ -33,7 +33,7 @@ Loss = Literal[RETENTION_LOSSES]
 
 
 def _check_tasks(task: str, replay_task: str | None, replay_episodes: int) -> None:
-    from policylens.data.sim import TASKS
+    from policylens.sim.pybullet import TASKS
 
     for option, name in (("--task", task), ("--replay-task", replay_task)):
         if name is not None and name not in TASKS:
@@ -151,11 +151,9 @@ def train(
 
 
 def _episodes(model, task: str, *, n: int, layout_seed: int) -> list[dict]:
-    from policylens.data.sim import make_training_episodes
+    from policylens.data import training_samples
+    from policylens.sim.pybullet import make_training_episodes
 
     cfg = model.config
     raw = make_training_episodes(task, n, seed=layout_seed, render=True, image_size=cfg.image_size, cameras=cfg.cameras)
-    return [
-        {"images": e["images"], "state": e["proprio"], "action": e["action"], "instruction": e["instruction"]}
-        for e in raw
-    ]
+    return training_samples(raw)

@@ -49,7 +49,7 @@ def generate(
 ) -> None:
     """Roll out the scripted expert (or --policy, on held-out layouts) and write DROID raw or LeRobot episodes.
     An interrupted run is finished by the same command (only the missing episodes are written)."""
-    from policylens.data.sim import GenerationInterrupted, finished_episodes
+    from policylens.sim.pybullet import GenerationInterrupted, finished_episodes
 
     if overwrite and append:
         raise CommandError("--overwrite and --append exclude each other; pass one")
@@ -74,38 +74,19 @@ def generate(
 def _generate(out, *, task, episodes, fmt, seed, image_size, if_exists, policy, cameras, kept) -> None:
     if cameras:
         raise CommandError("--cameras is for --suite metaworld; the pybullet suite renders its three cameras")
-    from policylens.data.sim import generate_episodes
+    from policylens.sim.pybullet import generate_episodes
 
     task = task or PYBULLET_TASKS[0]
     kw = {"image_size": image_size}
     if policy != "expert":  # the policy's own rollouts on held-out layouts, with its cameras and size
-        agent, size, cams, _ = _agent(policy, seed=seed, image_size=image_size, render=True)
-        kw = {"image_size": size, "cameras": cams, "policy": agent}
+        from policylens.sim import load_agent
+        from policylens.sim.pybullet import render_settings
+
+        agent = load_agent(policy, "pybullet", task, seed=seed)
+        view = render_settings(agent, image_size)
+        kw = {"image_size": view["image_size"], "cameras": view["cameras"], "policy": agent}
     paths = generate_episodes(task, episodes, out, seed=seed, fmt=fmt, if_exists=if_exists, **kw)
     typer.echo(f"{wrote(if_exists, episodes, kept)} {task} episodes as {fmt} under {out} ({len(paths)} paths)")
-
-
-def _agent(policy: str, *, seed: int, image_size: int, render: bool):
-    """The sim agent for ``policy`` ('expert' or a checkpoint), the image size and cameras it
-    reads (a checkpoint's own), and whether to render."""
-    from policylens.data.sim import CAMERAS, ChunkedPolicy, ExpertPolicy
-
-    if policy == "expert":
-        return ExpertPolicy(), image_size, CAMERAS, False
-    import torch
-
-    from policylens.models import DiffusionChunkPredictor, TinyDiffusionPolicy, load_policy
-
-    torch.manual_seed(seed)
-    agent = load_policy(policy)
-    config = getattr(agent, "config", None)
-    image_size = getattr(config, "image_size", image_size)  # render at the size the policy was trained on
-    cameras = getattr(config, "cameras", CAMERAS)  # and only the cameras it reads
-    if isinstance(agent, TinyDiffusionPolicy):  # keeps its observation history; seeded noise per episode
-        agent = ChunkedPolicy(DiffusionChunkPredictor(agent, seed=seed), k=agent.config.n_action_steps)
-    elif not hasattr(agent, "act"):  # a chunk predictor: run the first half of each chunk
-        agent = ChunkedPolicy(agent, k=max(1, getattr(config, "chunk_size", 8) // 2))
-    return agent, image_size, cameras, render
 
 
 @app.command("eval")
@@ -151,11 +132,10 @@ def eval_policy(
             "--batch and --max-steps are for --suite metaworld; the pybullet suite runs one episode at a time"
         )
     typer.echo(f"torch threads: {n}")
-    from policylens.data.sim import evaluate_policy
+    from policylens.sim import load_agent
+    from policylens.sim.pybullet import evaluate_policy, render_settings
 
     task = task or PYBULLET_TASKS[0]
-    agent, image_size, cameras, render = _agent(policy, seed=seed, image_size=image_size, render=render)
-    result = evaluate_policy(
-        agent, task, episodes=episodes, seed=seed, image_size=image_size, render=render, cameras=cameras
-    )
+    agent = load_agent(policy, "pybullet", task, seed=seed)
+    result = evaluate_policy(agent, task, episodes=episodes, seed=seed, **render_settings(agent, image_size, render))
     typer.echo(f"{policy} on {task}: {result}")

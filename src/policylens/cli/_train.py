@@ -53,7 +53,7 @@ def vla(
     threads: int | None = threads_option(),
 ) -> None:
     """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK."""
-    from policylens.data.sim import make_training_episodes
+    from policylens.data import training_samples
     from policylens.models import (
         TinyVLA,
         TinyVLAConfig,
@@ -63,6 +63,7 @@ def vla(
         run_settings_of,
         train_vla,
     )
+    from policylens.sim.pybullet import make_training_episodes
 
     typer.echo(f"torch threads: {apply_threads(threads)}")
     if init:
@@ -89,10 +90,7 @@ def vla(
         action_noise=action_noise,
         every_target=every_target,
     )
-    eps = [
-        {"images": e["images"], "state": e["proprio"], "action": e["action"], "instruction": e["instruction"]}
-        for e in raw
-    ]
+    eps = training_samples(raw)
     try:
         losses = train_vla(model, eps, config, out_dir=out, run_settings=data, overwrite=overwrite)
     except TrainingInterrupted as exc:
@@ -153,7 +151,8 @@ def diffusion(
 ) -> None:
     """Train TinyDiffusionPolicy (DDPM, 100 steps) on expert reach or MetaWorld episodes; TensorBoard logs in OUT/tb."""
     from policylens.models import TrainingInterrupted, check_run_dir
-    from policylens.models.diffusion import diffusion_loop_kwargs, train_reach_policy
+    from policylens.models.diffusion import diffusion_loop_kwargs
+    from policylens.sim import train_reach_policy
 
     typer.echo(f"torch threads: {apply_threads(threads, default=1)}")
     if suite == "metaworld":

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pybullet as p
 
 
 def pose_to_6d(pose: np.ndarray) -> np.ndarray:
     """(4, 4) pose -> DROID 6-D ``[x, y, z, rx, ry, rz]`` (extrinsic XYZ Euler)."""
+    import pybullet as p  # on first use: importing it prints its build time
+
     R = pose[:3, :3]
     quat = matrix_to_quat(R)
     euler = p.getEulerFromQuaternion(quat)
@@ -18,6 +19,8 @@ def pose_to_6d(pose: np.ndarray) -> np.ndarray:
 
 def pose_from_6d(pose: np.ndarray) -> np.ndarray:
     """DROID 6-D ``[x, y, z, rx, ry, rz]`` -> (4, 4) pose."""
+    import pybullet as p
+
     pose = np.asarray(pose, dtype=np.float64)
     T = np.eye(4)
     T[:3, :3] = np.asarray(p.getMatrixFromQuaternion(p.getQuaternionFromEuler(pose[3:6]))).reshape(3, 3)

@@ -37,7 +37,7 @@ from ._lerobot_teacher import LeRobotTeacher, is_lerobot_checkpoint, load_lerobo
 from ._loading import load_hf_model, load_model
 from ._tiny_vla_config import TinyVLAConfig
 from ._tokenizer import ByteTokenizer
-from .diffusion import POLICY_TYPE, DiffusionChunkPredictor, DiffusionPolicyConfig, TinyDiffusionPolicy
+from .diffusion import POLICY_TYPE, DiffusionPolicyConfig, TinyDiffusionPolicy
 from .diffusion._metaworld import METAWORLD_ASSETS
 
 _ON_FIRST_USE = {  # name -> module: these need transformers' PaliGemma (>= 4.57.1)
@@ -111,7 +111,6 @@ register_policy_type(
 
 __all__ = [
     "ByteTokenizer",
-    "DiffusionChunkPredictor",
     "DiffusionPolicyConfig",
     "LeRobotTeacher",
     "TinyDiffusionPolicy",

@@ -27,6 +27,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
+from ..data import robot_state
 from ..tap import ImageTransform, Layout, PatchGrid, TokenSpans, paligemma_spans, suffix_spans
 from ._hf_compat import cache_kwargs, gemma_input_scale
 from ._tiny_vla_config import TinyVLAConfig
@@ -284,7 +285,7 @@ class TinyVLA(nn.Module):
     def predict_chunk(self, obs: dict, generator: torch.Generator | None = None) -> np.ndarray:
         """One observation (``images`` {camera: (H, W, 3) uint8}, ``instruction``, ``proprio``
         or ``state``) -> an action chunk ``(H, action_dim)`` in raw units."""
-        state = obs["proprio"] if "proprio" in obs else obs["state"]
+        state = robot_state(obs)
         images = {c: torch.as_tensor(np.asarray(obs["images"][c]))[None] for c in self.config.cameras}
         batch = self.make_batch(images, [obs["instruction"]], torch.as_tensor(np.asarray(state))[None])
         return self.sample_actions(batch, generator=generator)[0].numpy()

@@ -8,14 +8,15 @@ the class's fully qualified name so that optional libraries (LeRobot, VLA-Adapte
 matches ``Class`` in any module whose dotted name ends with ``module`` (remote code that
 ``trust_remote_code`` loads under a generated package name).
 
-The built-in adapters live in the modules of ``BUILTIN_MODULES``, imported on the first
-lookup, each on its own: a family whose module cannot be imported on this install (an old
-``transformers``) is reported in the "no adapter" error and leaves the others working.
+Packages offer adapters through the ``policylens.adapters`` entry-point group: each entry names
+a module whose import registers them (policylens' own: ``policylens.models``' adapter modules,
+declared in its ``pyproject.toml``; a third-party package declares its own the same way). They are
+imported on the first lookup, each on its own: a family whose module cannot be imported on this
+install (an old ``transformers``) is reported in the "no adapter" error and leaves the others working.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,14 +89,9 @@ class Adapter:
 
 
 _REGISTRY: dict[str, Callable[[nn.Module], Adapter]] = {}
-BUILTIN_MODULES = (
-    "policylens.models._hf_adapters",
-    "policylens.models._lerobot_adapters",
-    "policylens.models._lerobot_teacher",
-    "policylens.models._prismatic_adapter",
-)
-_BUILTIN_ERRORS: dict[str, str] = {}  # module -> why it could not be imported
-_BUILTIN_STATE = {"loaded": False}
+ENTRY_POINT_GROUP = "policylens.adapters"
+_PLUGIN_ERRORS: dict[str, str] = {}  # module -> why it could not be imported
+_PLUGIN_STATE = {"loaded": False}
 
 
 def _qualname(cls: type) -> str:
@@ -115,13 +111,13 @@ def register_adapter(cls: type | str, factory: Callable[[nn.Module], Adapter] | 
 
 def list_adapters() -> list[str]:
     """Fully qualified class names that have an adapter (``*.`` names: in any package)."""
-    _ensure_builtin()
+    _load_plugins()
     return sorted(_REGISTRY)
 
 
 def get_adapter(model: nn.Module) -> Adapter:
     """The adapter for ``model``, found by its class or the nearest registered base class."""
-    _ensure_builtin()
+    _load_plugins()
     if isinstance(getattr(model, "policylens_adapter", None), Adapter):
         return model.policylens_adapter
     for cls in type(model).__mro__:
@@ -129,7 +125,7 @@ def get_adapter(model: nn.Module) -> Adapter:
         if key is not None:
             return _REGISTRY[key](model)
     supported = "\n  ".join(short for short in sorted(k.rsplit(".", 1)[-1] for k in _REGISTRY))
-    failed = "".join(f"\nNot loaded: {name} ({why})" for name, why in _BUILTIN_ERRORS.items())
+    failed = "".join(f"\nNot loaded: {name} ({why})" for name, why in _PLUGIN_ERRORS.items())
     raise TypeError(
         f"policylens has no adapter for {_qualname(type(model))}. Supported classes:\n  {supported}{failed}\n"
         "Register one with policylens.tap.register_adapter(YourModel, Adapter(name=..., components=("
@@ -154,13 +150,22 @@ def _match(qualname: str) -> str | None:
     return next((k for k in _REGISTRY if k.startswith("*.") and f".{qualname}".endswith(k[1:])), None)
 
 
-def _ensure_builtin() -> None:
-    """Import each module of ``BUILTIN_MODULES`` once (their imports register the adapters)."""
-    if _BUILTIN_STATE["loaded"]:
+def adapter_modules() -> list[str]:
+    """The modules that the installed packages declare in the ``policylens.adapters`` entry points."""
+    from importlib.metadata import entry_points
+
+    return sorted({ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def _load_plugins() -> None:
+    """Import each module of :func:`adapter_modules` once (their imports register the adapters)."""
+    if _PLUGIN_STATE["loaded"]:
         return
-    _BUILTIN_STATE["loaded"] = True
-    for name in BUILTIN_MODULES:
+    _PLUGIN_STATE["loaded"] = True
+    import importlib
+
+    for name in adapter_modules():
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            _BUILTIN_ERRORS[name] = f"{type(exc).__name__}: {exc}"
+            _PLUGIN_ERRORS[name] = f"{type(exc).__name__}: {exc}"

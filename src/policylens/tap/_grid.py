@@ -9,7 +9,7 @@ per-patch map back onto the original frame; what falls on padding bars is report
 :meth:`ImageTransform.padding_mass`, never drawn.
 
 Exact point mapping (:meth:`ImageTransform.frame_to_input` / :meth:`ImageTransform.input_to_frame`)
-uses the OpenCV pixel convention of ``data.sim`` and ``data.pointcloud``: pixel ``(u, v)`` =
+uses the OpenCV pixel convention of ``sim.pybullet`` and ``data.pointcloud``: pixel ``(u, v)`` =
 (column, row) has its centre at integer coordinates, so the image spans ``[-0.5, W - 0.5)``.
 Resizing follows ``align_corners=False`` (PIL, ``F.interpolate``): edge coordinates ``u + 0.5``
 scale by ``content / crop``. A negative ``pad`` entry crops that many input pixels off the resized

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from docs_blocks import python_blocks
-from policylens.data.sim import STATE_DIM
 from policylens.models.diffusion import TinyDiffusionPolicy
 from policylens.models.diffusion._reach import ASSET_DIR
+from policylens.sim.pybullet import STATE_DIM
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 

@@ -2,13 +2,14 @@
 
 from .._episode import CameraCalibration, Episode, EpisodeFormatError
 from ._reader import open_episode
-from ._writer import FORMAT_VERSION, write_droid_episode
+from ._writer import FORMAT_VERSION, episode_dirname, write_droid_episode
 
 __all__ = [
     "FORMAT_VERSION",
     "CameraCalibration",
     "Episode",
     "EpisodeFormatError",
+    "episode_dirname",
     "open_episode",
     "write_droid_episode",
 ]

@@ -39,7 +39,7 @@ def episode_dirname(index: int, base: dt.datetime | None = None) -> tuple[str, s
 
 
 def write_droid_episode(root: Path, rec: dict, index: int, jpeg_frames: bool = True) -> Path:
-    """Write recording ``rec`` (see ``policylens.data.sim.record_episode``) under ``root``."""
+    """Write recording ``rec`` (see ``policylens.sim.pybullet.record_episode``) under ``root``."""
     date, stamp = episode_dirname(index)
     path = Path(root) / ("success" if rec["success"] else "failure") / date / stamp
     path.mkdir(parents=True, exist_ok=True)

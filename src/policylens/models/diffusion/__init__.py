@@ -5,10 +5,10 @@
 """
 
 from ._config import POLICY_TYPE, DiffusionPolicyConfig
-from ._metaworld import METAWORLD_CONFIG, metaworld_config, train_metaworld_policy
+from ._metaworld import METAWORLD_CONFIG, metaworld_config
 from ._normalizer import MinMaxNormalizer
 from ._policy import TinyDiffusionPolicy
-from ._reach import REACH_CONFIG, DiffusionChunkPredictor, train_reach_policy
+from ._reach import REACH_CONFIG
 from ._recipe import diffusion_loop_kwargs
 from ._schedulers import DDIMScheduler, DDPMScheduler, make_betas
 from ._train import diffusion_step, make_windows, train_diffusion_policy
@@ -20,7 +20,6 @@ __all__ = [
     "REACH_CONFIG",
     "DDIMScheduler",
     "DDPMScheduler",
-    "DiffusionChunkPredictor",
     "DiffusionPolicyConfig",
     "MinMaxNormalizer",
     "TinyDiffusionPolicy",
@@ -31,6 +30,4 @@ __all__ = [
     "make_windows",
     "metaworld_config",
     "train_diffusion_policy",
-    "train_metaworld_policy",
-    "train_reach_policy",
 ]

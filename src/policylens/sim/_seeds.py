@@ -1,7 +1,7 @@
 """Layout seeds of both simulators: training episodes and evaluation episodes never share a layout.
 
 Episode ``i`` of a run with seed ``s`` is layout ``s * 100_000 + i`` for training data and
-``10**9 + s * 100_000 + i`` for evaluation (``policylens.data.sim`` and ``policylens.data.metaworld``).
+``10**9 + s * 100_000 + i`` for evaluation (``policylens.sim.pybullet`` and ``policylens.sim.metaworld``).
 """
 
 from __future__ import annotations

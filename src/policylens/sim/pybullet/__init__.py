@@ -1,13 +1,14 @@
 """Simulated Panda table-top episodes: scenes, cameras, tasks, scripted experts, generation, evaluation."""
 
 from ..._intervals import EvalResult, wilson_interval
+from .._agent import ChunkedPolicy  # the one agent class of every simulator, exported here too
+from .._resume import GenerationInterrupted, finished_episodes
 from ._camera import PinholeCamera, look_at, project
 from ._env import CAMERAS, CONTROL_HZ, STATE_DIM, SUBSTEPS, SimEnv
-from ._evaluate import ChunkedPolicy, evaluate_policy
+from ._evaluate import evaluate_policy, render_settings
 from ._experts import ExpertPolicy, expert_action
 from ._generate import generate_episodes, layout_seed, make_training_episodes
 from ._record import record_episode
-from ._resume import GenerationInterrupted, finished_episodes
 from ._scene import COLOURS, SHAPES, ObjectSpec, SceneSpec
 from ._tasks import TASKS, get_task
 
@@ -37,5 +38,6 @@ __all__ = [
     "make_training_episodes",
     "project",
     "record_episode",
+    "render_settings",
     "wilson_interval",
 ]

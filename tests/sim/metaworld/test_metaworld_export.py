@@ -9,7 +9,7 @@ pytest.importorskip("metaworld")
 
 from policylens.data.droid import open_episode
 from policylens.data.lerobot import open_dataset
-from policylens.data.metaworld import (
+from policylens.sim.metaworld import (
     MetaWorldEnv,
     _render,
     droid_record,

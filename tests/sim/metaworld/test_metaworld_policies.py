@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from policylens.data.metaworld import check_policy_task, resolve_policy
 from policylens.models import list_policy_names, load_policy
 from policylens.models.diffusion import DiffusionPolicyConfig, TinyDiffusionPolicy, metaworld_config
 from policylens.models.diffusion._metaworld import METAWORLD_ASSETS
+from policylens.sim.metaworld import check_policy_task, resolve_policy
 
 
 def test_config_records_suite_and_task_and_older_configs_stay_the_same(tmp_path):

@@ -8,15 +8,15 @@ import torch
 pytest.importorskip("metaworld")
 
 from policylens._intervals import EvalResult
-from policylens.data.metaworld import (
-    DiffusionBatchPolicy,
+from policylens.models.diffusion import TinyDiffusionPolicy, metaworld_config
+from policylens.sim import diffusion_agent
+from policylens.sim.metaworld import (
     MetaWorldEnv,
     MetaWorldExpert,
     eval_layout_seed,
     evaluate_metaworld,
     results_table,
 )
-from policylens.models.diffusion import TinyDiffusionPolicy, metaworld_config
 
 
 def _sequential(policy, task, episodes, seed, max_steps):
@@ -104,14 +104,14 @@ def test_diffusion_adapter_calls_the_policy_once_per_chunk():
         return original(obs, **kw)
 
     policy.predict_action = counting
-    agent = DiffusionBatchPolicy(policy, seed=0, n_action_steps=4)
+    agent = diffusion_agent(policy, seed=0, n_action_steps=4)
     res = evaluate_metaworld(agent, "reach-v3", episodes=2, batch=2, max_steps=9, progress=False)
     assert res.episode_length == [9, 9]
     assert calls == [2, 2, 2]  # steps 0, 4, 8: both slots in one call each time
     with pytest.raises(ValueError, match=r"states has shape \(1, 7\); expected \(1, obs_dim=39\)"):
         agent.act(np.zeros((1, 7)), [0])
     with pytest.raises(ValueError, match=r"n_action_steps=8: expected 1\.\.7 \(horizon 8 - n_obs_steps 2 \+ 1\)"):
-        DiffusionBatchPolicy(policy, n_action_steps=8)
+        diffusion_agent(policy, n_action_steps=8)
 
 
 def test_results_table_lists_each_task_and_the_mean():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pybullet as p
 
-from .._geometry import matrix_to_quat, pose_from_6d, pose_to_6d
+from ...data import matrix_to_quat, pose_from_6d, pose_to_6d
 
 __all__ = ["FAR", "NEAR", "PinholeCamera", "look_at", "matrix_to_quat", "pose_from_6d", "pose_to_6d", "project"]
 

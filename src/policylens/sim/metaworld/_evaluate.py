@@ -10,6 +10,7 @@ a deterministic policy gives the same per-episode outcomes at every batch size.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import numpy as np
@@ -85,3 +86,19 @@ def evaluate_metaworld(
         for env in envs:
             env.close()
     return EvalResult(int(success.sum()), episodes, success.tolist(), length.tolist())
+
+
+def evaluate_tasks(
+    agents: dict, episodes: int = 50, seed: int = 0, batch: int = DEFAULT_BATCH, max_steps: int | None = None
+) -> tuple[dict[str, EvalResult], dict[str, float]]:
+    """:func:`evaluate_metaworld` of each ``{task: agent}`` in turn -> results and wall-clock seconds per task
+    (for ``results_table``). The torch seed is set once from ``seed`` before the first task."""
+    import torch
+
+    torch.manual_seed(seed)
+    results, seconds = {}, {}
+    for task, agent in agents.items():
+        start = time.perf_counter()
+        results[task] = evaluate_metaworld(agent, task, episodes=episodes, seed=seed, batch=batch, max_steps=max_steps)
+        seconds[task] = time.perf_counter() - start
+    return results, seconds

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from policylens.data.sim import (
+from policylens.sim.pybullet import (
     STATE_DIM,
     ChunkedPolicy,
     ExpertPolicy,
@@ -60,8 +60,8 @@ def test_training_episodes_are_deterministic_and_shaped():
 
 
 def test_action_noise_perturbs_execution_but_not_labels():
-    from policylens.data.sim import SimEnv, expert_action
-    from policylens.data.sim._record import record_episode
+    from policylens.sim.pybullet import SimEnv, expert_action
+    from policylens.sim.pybullet._record import record_episode
 
     clean = make_training_episodes("reach", 1, seed=3, progress=False)[0]
     noisy = make_training_episodes("reach", 1, seed=3, progress=False, action_noise=0.02)[0]

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...data.lerobot import LeRobotWriter
+from .._resume import plan_generation
 from .._seeds import eval_layout_seed
 from .._seeds import train_layout_seed as layout_seed  # the name this package has always exported
-from ..lerobot._writer import LeRobotWriter
 from ._env import CAMERAS, CONTROL_HZ, SimEnv
 from ._record import record_episode
-from ._resume import plan_generation
 from ._tasks import get_task
 
 FORMATS = ("droid", "lerobot")

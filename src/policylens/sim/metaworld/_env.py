@@ -5,7 +5,7 @@ them at random on each reset, ignoring ``reset(seed=...)``. Here a layout is a f
 seed given to :meth:`MetaWorldEnv.reset` alone: the env's generator is reseeded with it and the
 layout vector is drawn from the task's own random-reset space, the distribution MT1 draws its 50
 layouts from (``seeded_rand_vec``). Training and evaluation seeds then come from disjoint ranges
-(see ``policylens.data._seeds``), and the same seed gives the same layout in any process. The goal position stays
+(see ``policylens.sim._seeds``), and the same seed gives the same layout in any process. The goal position stays
 in the observation, as MT1 defines it.
 
 Observation: ``state`` (39,) float32 = hand xyz, gripper opening (0 closed .. 1 open), object 1

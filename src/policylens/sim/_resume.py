@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._output import prepare_output
+from ..data import prepare_output
 
 __all__ = ["RECORD", "GenerationInterrupted", "GenerationPlan", "finished_episodes", "plan_generation"]
 
@@ -65,7 +65,7 @@ def _set_aside(out: Path, mode: str, fmt: str) -> int:
 
 
 def _episode_dirs(out: Path, index: int) -> list[Path]:
-    from ..droid._writer import episode_dirname
+    from ..data.droid import episode_dirname
 
     date, stamp = episode_dirname(index)
     return [out / outcome / date / stamp for outcome in ("success", "failure")]
@@ -127,7 +127,7 @@ class GenerationPlan:
         run's episode folders (DROID) or ``[dataset root]``."""
         from tqdm.auto import tqdm
 
-        from ..droid._writer import write_droid_episode
+        from ..data.droid import write_droid_episode
 
         total = self.run["episodes"]
         try:

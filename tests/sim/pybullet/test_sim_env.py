@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from policylens.data.sim import STATE_DIM, SimEnv, expert_action, get_task, project
+from policylens.sim.pybullet import STATE_DIM, SimEnv, expert_action, get_task, project
 
 
 def _rollout(seed, steps=5):
@@ -103,7 +103,7 @@ def test_bad_inputs_are_named():
 
 @pytest.mark.parametrize("task", ["reach", "put_in_tray"])
 def test_gripper_starts_at_the_sampled_point_pointing_down(task):
-    from policylens.data.sim._tasks import START_REGION
+    from policylens.sim.pybullet._tasks import START_REGION
 
     with SimEnv(task, image_size=64, render=False) as env:
         starts = []

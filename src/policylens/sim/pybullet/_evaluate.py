@@ -1,45 +1,17 @@
-"""Closed-loop evaluation: roll a policy out in SimEnv and report success with a Wilson interval."""
+"""Closed-loop evaluation: roll a policy out in SimEnv and report success with a Wilson interval.
+
+The policy is any agent with ``act(obs) -> (7,)``: the scripted ``ExpertPolicy``, or a chunk policy
+run through ``policylens.sim.ChunkedPolicy`` (history + chunk queue; ``policylens.sim.load_agent``).
+"""
 
 from __future__ import annotations
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from ..._intervals import EvalResult
 from .._seeds import eval_layout_seed
 from ._env import CAMERAS, SimEnv
-
-
-class ChunkedPolicy:
-    """Adapt a chunk predictor to ``act(obs)``: predict (horizon, 7), execute the first ``k``.
-
-    ``predictor`` is a callable ``obs -> (horizon, 7)`` or an object with ``predict_chunk(obs)``.
-    """
-
-    def __init__(self, predictor, k: int = 4) -> None:
-        if k < 1:
-            raise ValueError(f"k (actions executed per chunk) must be >= 1, got {k}")
-        self.predict = getattr(predictor, "predict_chunk", predictor)
-        self.inner, self.k = predictor, k
-        self.queue: list[np.ndarray] = []
-
-    def bind(self, env) -> None:
-        """Hand the environment to a predictor that reads it (e.g. camera calibration), if it wants it."""
-        if hasattr(self.inner, "bind"):
-            self.inner.bind(env)
-
-    def reset(self) -> None:
-        self.queue = []
-        if hasattr(self.inner, "reset"):
-            self.inner.reset()
-
-    def act(self, obs: dict) -> np.ndarray:
-        if not self.queue:
-            chunk = np.asarray(self.predict(obs), dtype=np.float32)  # (horizon, 7)
-            if chunk.ndim != 2 or chunk.shape[1] != 7:
-                raise ValueError(f"the predictor must return a (horizon, 7) chunk, got shape {chunk.shape}")
-            self.queue = list(chunk[: self.k])
-        return self.queue.pop(0)
+from ._experts import ExpertPolicy
 
 
 def evaluate_policy(
@@ -80,3 +52,15 @@ def evaluate_policy(
             result.episode_length.append(t)
             bar.set_postfix(success=f"{result.success_rate:.0%}")
     return result
+
+
+def render_settings(agent, image_size: int = 224, render: bool = True) -> dict:
+    """``image_size`` / ``cameras`` / ``render`` for :func:`evaluate_policy` or ``generate_episodes``
+    with ``agent``: the scripted expert renders nothing; a policy renders at its own image size and
+    cameras (recorded on a ``ChunkedPolicy`` or in its ``config``), else at ``image_size`` with every camera."""
+    if isinstance(agent, ExpertPolicy):
+        return {"image_size": image_size, "cameras": CAMERAS, "render": False}
+    config = getattr(agent, "config", None)
+    size = getattr(agent, "image_size", None) or getattr(config, "image_size", None) or image_size
+    cameras = getattr(agent, "cameras", None) or getattr(config, "cameras", None) or CAMERAS
+    return {"image_size": size, "cameras": tuple(cameras), "render": render}

@@ -7,7 +7,7 @@ its own first import (OSMesa on a machine without a display, when it is installe
 
 import pytest
 
-from policylens.data.metaworld._render import configure_gl
+from policylens.sim.metaworld._render import configure_gl
 
 configure_gl()
 
@@ -15,7 +15,7 @@ configure_gl()
 @pytest.fixture(scope="module")
 def pick_place_env():
     pytest.importorskip("metaworld")
-    from policylens.data.metaworld import MetaWorldEnv
+    from policylens.sim.metaworld import MetaWorldEnv
 
     with MetaWorldEnv("pick-place-v3") as env:
         yield env

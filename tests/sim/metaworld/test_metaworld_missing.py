@@ -8,7 +8,7 @@ import importlib
 from typer.testing import CliRunner
 
 from policylens.cli.main import app
-from policylens.data.metaworld import _require
+from policylens.sim.metaworld import _require
 
 runner = CliRunner()
 

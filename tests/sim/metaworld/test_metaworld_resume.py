@@ -7,8 +7,8 @@ import contextlib
 import numpy as np
 import pytest
 
-from policylens.data.metaworld import _export
-from policylens.data.sim import GenerationInterrupted
+from policylens.sim.metaworld import _export
+from policylens.sim.pybullet import GenerationInterrupted
 
 
 def fake_record(env, seed, action_noise=0.0):
@@ -36,6 +36,7 @@ def fake_record(env, seed, action_noise=0.0):
 @pytest.fixture
 def fake_metaworld(monkeypatch):
     monkeypatch.setattr(_export, "MetaWorldEnv", lambda *a, **k: contextlib.nullcontext(None))
+
     def record(env, seed, action_noise=0.0):
         record.calls += 1
         if record.calls == record.interrupt_at:

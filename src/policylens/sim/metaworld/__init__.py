@@ -10,10 +10,10 @@ naming the install command when it is missing.
 
 from .._seeds import eval_layout_seed, train_layout_seed
 from ._env import ACTION_DIM, CONTROL_HZ, STATE_DIM, MetaWorldEnv
-from ._evaluate import DEFAULT_BATCH, evaluate_metaworld
+from ._evaluate import DEFAULT_BATCH, evaluate_metaworld, evaluate_tasks
 from ._experts import MetaWorldExpert
 from ._export import FORMATS, droid_record, generate_episodes
-from ._policies import DiffusionBatchPolicy, check_policy_task, load_agent, resolve_policy
+from ._policies import check_policy_task, resolve_policy
 from ._record import make_training_episodes, record_episode
 from ._render import CAMERAS, RenderingUnavailable
 from ._report import results_table
@@ -28,7 +28,6 @@ __all__ = [
     "FORMATS",
     "INSTALL_HINT",
     "STATE_DIM",
-    "DiffusionBatchPolicy",
     "MetaWorldEnv",
     "MetaWorldExpert",
     "MetaWorldUnavailable",
@@ -38,11 +37,11 @@ __all__ = [
     "droid_record",
     "eval_layout_seed",
     "evaluate_metaworld",
+    "evaluate_tasks",
     "expert_class",
     "expert_class_name",
     "generate_episodes",
     "list_tasks",
-    "load_agent",
     "make_training_episodes",
     "record_episode",
     "require_metaworld",

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("metaworld")
 
-from policylens.data.metaworld import (
+from policylens.sim.metaworld import (
     ACTION_DIM,
     STATE_DIM,
     MetaWorldEnv,

@@ -37,7 +37,7 @@ def test_generate_and_eval(tmp_path):
 def test_generate_records_a_policys_rollouts_on_evaluation_layouts(tmp_path):
     import json
 
-    from policylens.data.sim import ExpertPolicy, generate_episodes
+    from policylens.sim.pybullet import ExpertPolicy, generate_episodes
 
     expert = generate_episodes("reach", 1, tmp_path / "demo", seed=0, image_size=56, progress=False)[0]
     rollout = generate_episodes(

@@ -61,8 +61,8 @@ def generate_episodes(
     episodes short (default: MetaWorld's 500). Returns the episode directories (droid) or
     ``[dataset root]`` (lerobot).
     """
-    from ..lerobot._writer import LeRobotWriter
-    from ..sim._resume import plan_generation  # resumes an interrupted call, as for the pybullet generator
+    from ...data.lerobot import LeRobotWriter
+    from .._resume import plan_generation  # resumes an interrupted call, as for the pybullet generator
 
     if fmt not in FORMATS:
         raise ValueError(f"fmt={fmt!r} is unknown; choose from {list(FORMATS)}")
