@@ -47,7 +47,7 @@ from ._run_dir import (
     recorded_settings,
 )
 from ._stop_signal import TrainingInterrupted, stop_on_signal
-from ._train_state import RESTATE, load_train_extra, load_train_state, save_train_state
+from ._train_state import RESTATE, load_train_extra, load_train_state, save_train_state, trained_steps
 from ._weights_hash import weights_hash
 
 __all__ = [
@@ -88,5 +88,6 @@ __all__ = [
     "save_checkpoint",
     "save_train_state",
     "stop_on_signal",
+    "trained_steps",
     "weights_hash",
 ]

@@ -13,10 +13,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from .._jsonfile import read_json_file
 from ._checkpoint import fit_state, read_safetensors
 from ._rng_state import Generators, restore_rng_state, rng_state
 
-__all__ = ["RESTATE", "load_train_extra", "load_train_state", "save_train_state"]
+__all__ = ["RESTATE", "load_train_extra", "load_train_state", "save_train_state", "trained_steps"]
 
 RESTATE = "delete it to start the run over, or pass --overwrite"  # the fix named for a damaged train state
 
@@ -77,3 +78,15 @@ def load_train_extra(directory: str | Path) -> dict:
     """The ``extra`` state saved with the training state ({} when none)."""
     meta_path = Path(directory) / "train_state.json"
     return json.loads(meta_path.read_text()).get("extra", {}) if meta_path.is_file() else {}
+
+
+def trained_steps(directory: str | Path) -> int:
+    """The step the training state in ``directory`` records (``train_state.json``); 0 when there is none."""
+    meta_path = Path(directory) / "train_state.json"
+    if not meta_path.is_file():
+        return 0
+    meta = read_json_file(meta_path, "the training state (written by policylens)")
+    step = meta.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise ValueError(f"{meta_path} field 'step'={step!r}; expected a step count >= 0; {RESTATE}")
+    return step
