@@ -8,7 +8,7 @@
 from ._calibrate import calibrate
 from ._calibration import Calibration
 from ._config import METRICS, MODES, BACConfig
-from ._eval import action_error, evaluate_mode, load_observations, random_observations, time_calls
+from ._eval import action_error, compare_modes, evaluate_mode, load_observations, random_observations, time_calls
 from ._hash import model_hash
 from ._metrics import step_matrices
 from ._plots import plot_bu_scores, plot_schedule, plot_similarity, save_plots
@@ -37,6 +37,7 @@ __all__ = [
     "cache_context",
     "cache_info",
     "calibrate",
+    "compare_modes",
     "discover_branches",
     "evaluate_mode",
     "list_blocks",

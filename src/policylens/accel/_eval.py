@@ -1,8 +1,13 @@
-"""Measure a caching mode against the uncached policy: wall-clock per action chunk and action error."""
+"""Measure a caching mode against the uncached policy: wall-clock per action chunk and action error.
+
+:func:`evaluate_mode` measures one mode; :func:`compare_modes` measures several side by side against
+one uncached reference, each with its speed-up over the uncached baseline.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +17,16 @@ from torch import Tensor, nn
 from ..runs import read_safetensors
 from ._config import BACConfig
 from ._runtime import apply_cache, cache_info, remove_cache
+
+__all__ = [
+    "action_error",
+    "compare_modes",
+    "evaluate_mode",
+    "load_observations",
+    "predict",
+    "random_observations",
+    "time_calls",
+]
 
 
 def load_observations(path: str | Path, key: str = "obs", policy: nn.Module | None = None) -> Tensor:
@@ -111,3 +126,36 @@ def evaluate_mode(
         "skipped": float(skipped),
         **action_error(reference, actions),
     }
+
+
+def compare_modes(
+    policy: nn.Module,
+    configs: Mapping[str, BACConfig | None],
+    obs: Tensor,
+    *,
+    calls: int = 20,
+    seed: int = 0,
+    warmup: int = 2,
+) -> list[dict]:
+    """One row per entry of ``configs`` (name -> :class:`BACConfig`, in order): :func:`evaluate_mode`'s
+    figures plus ``"mode"`` (the name) and ``"speedup"`` (the baseline's median ms over this mode's).
+
+    The first entry is the baseline and must be ``None`` (the uncached policy); its actions are the
+    reference of every mode's action error (computed once: same observations, same noise ``seed``).
+    """
+    names = list(configs)
+    if not names or configs[names[0]] is not None:
+        first = f"starts with {names[0]!r}: {configs[names[0]]!r}" if names else "is empty"
+        raise ValueError(
+            f"compare_modes: configs {first}; put the uncached baseline first, e.g. {{'original': None, ...}}"
+        )
+    if calls < 1 or warmup < 0:
+        raise ValueError(f"compare_modes: calls={calls}, warmup={warmup}; expected calls >= 1 and warmup >= 0.")
+    with torch.no_grad():
+        reference = predict(policy, obs, seed)
+    rows: list[dict] = []
+    for name, config in configs.items():
+        row = evaluate_mode(policy, config, obs, calls=calls, seed=seed, reference=reference, warmup=warmup)
+        base = rows[0]["median_ms"] if rows else row["median_ms"]
+        rows.append({"mode": name, **row, "speedup": base / row["median_ms"]})
+    return rows

@@ -156,6 +156,17 @@ def eval_modes(modes: list[Mode] | None, calibration: Path | None) -> list[Mode]
     return [Mode.original, *dict.fromkeys(m for m in modes if m is not Mode.original)]
 
 
+def _bac_config(mode: Mode, *, num_updates: int, calibration):
+    """The BACConfig of one --mode (None: original, the uncached policy)."""
+    from policylens.accel import BACConfig
+
+    if mode is Mode.original:
+        return None
+    if mode is Mode.uniform:
+        return BACConfig(mode="uniform", num_updates=num_updates)
+    return BACConfig(mode="optimal", calibration=calibration)
+
+
 @app.command("eval")
 def evaluate(
     policy: Annotated[str, typer.Option(help=DIFFUSION_POLICY_HELP)],
@@ -175,9 +186,7 @@ def evaluate(
     threads: int | None = threads_option(EVAL_THREADS_HELP),
 ) -> None:
     """Time each mode per action chunk and measure its action error against the uncached policy."""
-    import torch
-
-    from policylens.accel import BACConfig, evaluate_mode
+    from policylens.accel import compare_modes
 
     modes = eval_modes(mode, calibration)
     cal = _load_calibration(calibration) if calibration is not None and Mode.optimal in modes else None
@@ -190,25 +199,16 @@ def evaluate(
         f"timing {policy}: batch {batch} ({source}), {calls} timed calls per mode after 2 warm-up, "
         f"{pol.num_inference_steps} denoising steps, seed {seed}; torch threads: {n_threads}"
     )
-    # the uncached actions every mode is compared with (same observations, same noise)
-    reference = pol.predict_action(observations, generator=torch.Generator().manual_seed(seed))
+    configs = {m.value: _bac_config(m, num_updates=num_updates, calibration=cal) for m in modes}
+    rows = compare_modes(pol, configs, observations, calls=calls, seed=seed)
     table = Table("mode", "median ms", "p90 ms", "speed-up", "skipped", "action MSE", "max abs")
-    base = None
-    for m in modes:
-        if m is Mode.original:
-            cfg = None
-        elif m is Mode.uniform:
-            cfg = BACConfig(mode="uniform", num_updates=num_updates)
-        else:
-            cfg = BACConfig(mode="optimal", calibration=cal)
-        r = evaluate_mode(pol, cfg, observations, calls=calls, seed=seed, reference=reference)
-        base = base or r["median_ms"]
+    for m, r in zip(modes, rows, strict=True):
         label = m.value if (mode is None or m in mode) else f"{m.value} (baseline)"
         table.add_row(
             label,
             f"{r['median_ms']:.1f}",
             f"{r['p90_ms']:.1f}",
-            f"{base / r['median_ms']:.2f}x",
+            f"{r['speedup']:.2f}x",
             f"{r['skipped']:.0%}",
             f"{r['mse']:.2e}",
             f"{r['max_abs']:.3f}",
