@@ -30,7 +30,7 @@ from ._retrieval import (
 from ._ridge import DEFAULT_LAMS, RidgeBaseline, RidgeMap, fit_ridge, ridge_baseline
 from ._sampling import GridPoints, grid_to_uv, sample_features, uv_to_grid
 from ._sources import SOURCES, FeatureSource, encoder_from_store, instruction_code
-from ._stage2 import HeadConfig, HeadPolicy, evaluate_action_head, load_action_head, train_action_head
+from ._stage2 import HeadConfig, HeadPolicy, evaluate_action_head, load_action_head, rollout_heads, train_action_head
 from ._student import distill_student, load_student
 from ._temporal import TEMPORAL_POOLS, TemporalPool
 from ._train import (
@@ -130,6 +130,7 @@ __all__ = [
     "register_encoder",
     "retrieval_markdown",
     "ridge_baseline",
+    "rollout_heads",
     "round_to_multiple",
     "sample_features",
     "short_side_size",

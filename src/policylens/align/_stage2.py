@@ -13,7 +13,8 @@ The last ``held_out`` share of episodes gives a held-out loss.
 
 :func:`evaluate_action_head` rolls the head out in the simulator on evaluation layouts (disjoint
 from training ones), encoding every frame online exactly as in training, executing the first
-``execute`` actions of each chunk; success with its Wilson 95% interval.
+``execute`` actions of each chunk; success with its Wilson 95% interval. :func:`rollout_heads` does
+it for several heads side by side and writes each result into its head's directory.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..runs import claim_run_dir, read_checkpoint, read_safetensors, save_checkpoint
+from ..runs import claim_run_dir, read_checkpoint, read_checkpoint_config, read_safetensors, save_checkpoint
 from ..sim import ChunkedPolicy
 from ..sim.pybullet import EvalResult, SimEnv, evaluate_policy, get_task, layout_seed, record_episode
 from ._dataset import ResumableBatchSampler
@@ -39,9 +40,18 @@ from ._sources import SOURCES, WORDS, FeatureSource, instruction_code
 from ._train import RETRAIN, Amp, _loop
 from ._train_config import LoopConfig
 
-__all__ = ["HEAD_FORMAT", "HeadConfig", "HeadPolicy", "evaluate_action_head", "load_action_head", "train_action_head"]
+__all__ = [
+    "HEAD_FORMAT",
+    "HeadConfig",
+    "HeadPolicy",
+    "evaluate_action_head",
+    "load_action_head",
+    "rollout_heads",
+    "train_action_head",
+]
 
 HEAD_FORMAT = "policylens-align-head-1"
+_HEAD_HINT = "pass the --out of a finished `policylens align head` (rerun it to finish a killed run)"
 
 
 @dataclass
@@ -235,7 +245,7 @@ class HeadPolicy:
             path,
             format=HEAD_FORMAT,
             what=f"head={str(path)!r}",
-            hint="pass the --out of a finished `policylens align head` (rerun it to finish a killed run)",
+            hint=_HEAD_HINT,
             fix=RETRAIN,
         )
         self.cfg = HeadConfig(**{**meta["config"], "progress": False})
@@ -292,3 +302,37 @@ def evaluate_action_head(
         cameras=(head.source.camera,),
         progress=progress,
     )
+
+
+def rollout_heads(
+    paths: list[str | os.PathLike],
+    *,
+    episodes: int = 50,
+    seed: int = 0,
+    device="cpu",
+    progress: bool = True,
+) -> list[dict]:
+    """:func:`evaluate_action_head` for each head in ``paths``, in order; each result is also written to
+    ``rollout_seed{seed}.json`` in its head's directory (episodes, successes, 95% interval, seed).
+
+    Every head's ``config.json`` is read before the first rollout (a wrong path fails at once). Returns
+    one row per head: ``path``, ``source``, the :class:`EvalResult` (``result``) and the written
+    ``file`` with what it holds (``written``).
+    """
+    if not paths:
+        raise ValueError("rollout_heads: paths is empty; pass the --out of at least one `policylens align head`")
+    if episodes < 1:
+        raise ValueError(f"rollout_heads: episodes={episodes}; expected at least 1 rollout per head")
+    sources = [
+        read_checkpoint_config(p, format=HEAD_FORMAT, what=f"head={str(p)!r}", hint=_HEAD_HINT)["config"]["source"]
+        for p in paths
+    ]
+    rows = []
+    for path, source in zip(paths, sources, strict=True):
+        res = evaluate_action_head(path, episodes=episodes, seed=seed, progress=progress, device=device)
+        lo, hi = res.interval
+        written = {"episodes": res.n, "successes": res.successes, "interval": [lo, hi], "seed": seed}
+        file = Path(path) / f"rollout_seed{seed}.json"
+        file.write_text(json.dumps(written, indent=1) + "\n")
+        rows.append({"path": str(path), "source": source, "result": res, "file": file, "written": written})
+    return rows

@@ -4,7 +4,7 @@
 ``ingest`` wraps :func:`~policylens.align.ingest_depth` / :func:`~policylens.align.ingest_ply`,
 ``verify`` wraps :func:`~policylens.align.verify_align` (exit 1 when a store has problems),
 ``train`` wraps :func:`~policylens.align.train_alignment` (stage 1), ``head``
-:func:`~policylens.align.train_action_head` and ``rollout`` :func:`~policylens.align.evaluate_action_head`
+:func:`~policylens.align.train_action_head` and ``rollout`` :func:`~policylens.align.rollout_heads`
 (stage 2), ``distill`` :func:`~policylens.align.distill_student` (stage 3). Rerun the same command to
 resume a killed one.
 
@@ -340,16 +340,15 @@ def rollout(
     threads: int | None = threads_option(),
 ) -> None:
     """Closed-loop success of each stage-2 head with its 95% interval, side by side."""
-    from policylens.align import evaluate_action_head
+    from policylens.align import rollout_heads
 
     typer.echo(f"torch threads: {apply_threads(threads)}")
 
     table = Table("head", "source", "success", "95% interval")
-    for path in head:
-        res = evaluate_action_head(path, episodes=episodes, seed=seed, device=device)
-        source = json.loads((Path(path) / "config.json").read_text())["config"]["source"]
+    for row in rollout_heads(head, episodes=episodes, seed=seed, device=device):
+        res = row["result"]
         lo, hi = res.interval
-        table.add_row(path, source, f"{res.successes}/{res.n} ({res.success_rate:.0%})", f"[{lo:.1%}, {hi:.1%}]")
-        result = {"episodes": res.n, "successes": res.successes, "interval": [lo, hi], "seed": seed}
-        (Path(path) / f"rollout_seed{seed}.json").write_text(json.dumps(result, indent=1) + "\n")
+        table.add_row(
+            row["path"], row["source"], f"{res.successes}/{res.n} ({res.success_rate:.0%})", f"[{lo:.1%}, {hi:.1%}]"
+        )
     Console().print(table)
