@@ -94,9 +94,8 @@ def train(
     n_layer: int,
 ):
     """Train a reference diffusion policy on ``task``'s expert episodes; returns (policy, out dir)."""
-    from policylens.models import check_run_dir
     from policylens.models.diffusion import diffusion_loop_kwargs, metaworld_config
-    from policylens.sim import train_metaworld_policy
+    from policylens.sim import check_metaworld_run, metaworld_run_settings, train_metaworld_policy
 
     require()
     names = tasks_of(task)
@@ -104,11 +103,11 @@ def train(
         raise CommandError(f"--task {task}: train one policy per task; pass one task")
     out = out or f"runs/diffusion_metaworld/{names[0]}"
     config = metaworld_config(names[0], n_emb=n_emb, n_layer=n_layer)
-    data = {"suite": "metaworld", "task": names[0], "action_noise": action_noise}
-    if not overwrite:
-        train = {"batch_size": batch_size, "lr": lr, "seed": seed}
-        known = {"config": config.to_dict(), "train": train, "data": {"episodes": episodes, **data}}
-        check_run_dir(out, known, partial=True)  # before minutes of episodes
+    if not overwrite:  # before minutes of episodes
+        check_metaworld_run(
+            out, config, episodes=episodes, batch_size=batch_size, lr=lr, seed=seed, action_noise=action_noise
+        )
+    data = metaworld_run_settings(names[0], action_noise=action_noise)
     loop = diffusion_loop_kwargs(
         out, steps, batch_size=batch_size, lr=lr, save_every=save_every, run_settings=data, overwrite=overwrite
     )

@@ -8,15 +8,26 @@ Both write their episodes through ``policylens.data``'s formats and layout seeds
 
 from ._agent import NOISE, ChunkedPolicy, DiffusionChunks, diffusion_agent
 from ._load import SUITES, load_agent
-from ._recipes import train_metaworld_policy, train_reach_policy
+from ._recipes import (
+    check_metaworld_run,
+    check_reach_run,
+    metaworld_run_settings,
+    reach_run_settings,
+    train_metaworld_policy,
+    train_reach_policy,
+)
 
 __all__ = [
     "NOISE",
     "SUITES",
     "ChunkedPolicy",
     "DiffusionChunks",
+    "check_metaworld_run",
+    "check_reach_run",
     "diffusion_agent",
     "load_agent",
+    "metaworld_run_settings",
+    "reach_run_settings",
     "train_metaworld_policy",
     "train_reach_policy",
 ]
