@@ -30,8 +30,11 @@ from ..runs import (
 from ..runs import load_checkpoint as load_policy
 from ..runs import save_checkpoint as save_policy
 from ..tap import get_adapter, list_adapters, register_adapter
-from . import _hf_adapters, _lerobot_adapters, _prismatic_adapter  # noqa: F401  (registrations)
+from . import _hf_adapters, _hf_pi_adapters, _lerobot_adapters, _prismatic_adapter  # noqa: F401  (registrations)
 from ._hf_compat import align_state_dict
+from ._hf_pi_adapters import native_pi_layout
+from ._hf_pi_policy import DEFAULT_CAMERAS as PI_DEFAULT_CAMERAS
+from ._hf_pi_policy import NativePIPolicy, load_native_pi, pi_image_processor
 from ._lerobot_adapters import lerobot_adapter, lerobot_layout
 from ._lerobot_teacher import LeRobotTeacher, is_lerobot_checkpoint, load_lerobot_teacher
 from ._loading import load_hf_model, load_model
@@ -110,9 +113,11 @@ register_policy_type(
 )
 
 __all__ = [
+    "PI_DEFAULT_CAMERAS",
     "ByteTokenizer",
     "DiffusionPolicyConfig",
     "LeRobotTeacher",
+    "NativePIPolicy",
     "TinyDiffusionPolicy",
     "TinyVLA",
     "TinyVLAConfig",
@@ -131,8 +136,11 @@ __all__ = [
     "load_hf_model",
     "load_lerobot_teacher",
     "load_model",
+    "load_native_pi",
     "load_policy",
     "load_train_state",
+    "native_pi_layout",
+    "pi_image_processor",
     "read_safetensors",
     "register_adapter",
     "register_policy_name",

@@ -11,6 +11,7 @@ from torch import nn
 
 from .._jsonfile import read_json_file
 from ..runs import CONFIG_FILE, check_safetensors, list_policy_types, load_checkpoint
+from ._hf_pi_policy import is_native_pi_checkpoint, load_native_pi
 from ._lerobot_teacher import is_lerobot_checkpoint, load_lerobot_teacher
 
 __all__ = ["load_hf_model", "load_model"]
@@ -34,10 +35,14 @@ def load_hf_model(path_or_id: str | Path, attn_implementation: str = "sdpa") -> 
     return cls.from_pretrained(str(path_or_id), attn_implementation=attn_implementation).eval()
 
 
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+
+
 def load_model(spec: str | Path) -> nn.Module:
     """A built-in policy name, a policylens checkpoint directory, a LeRobot pi0 / pi0.5 / SmolVLA
     checkpoint directory (as a :class:`LeRobotTeacher`, with its saved pre-processor; needs
-    ``lerobot``), or an HF checkpoint."""
+    ``lerobot``), a native transformers pi0 / pi0.5 directory with its processor (as a
+    :class:`NativePIPolicy`; a bare model without processor files loads as the model), or an HF checkpoint."""
     path = Path(spec)
     config = path / CONFIG_FILE
     if is_lerobot_checkpoint(path):
@@ -46,6 +51,8 @@ def load_model(spec: str | Path) -> nn.Module:
         return load_checkpoint(path)
     if str(spec) in list_policy_types() and not path.exists():
         return load_checkpoint(spec)
+    if is_native_pi_checkpoint(path) and any((path / f).is_file() for f in PROCESSOR_FILES):
+        return load_native_pi(path)
     if config.is_file():
         return load_hf_model(path)
     raise FileNotFoundError(
