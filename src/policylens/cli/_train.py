@@ -7,8 +7,6 @@ An output directory belongs to one run (``run.json``): rerunning the same comman
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,11 +22,6 @@ DIFFUSION_THREADS_HELP = (
 )
 
 app = new_app("Train the reference policies on simulated expert episodes.")
-
-
-def _trained_steps(out: str) -> int:
-    state = Path(out) / "train_state.json"
-    return int(json.loads(state.read_text())["step"]) if state.is_file() else 0
 
 
 @app.command("vla")
@@ -54,15 +47,8 @@ def vla(
 ) -> None:
     """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK."""
     from policylens.data import training_samples
-    from policylens.models import (
-        TinyVLA,
-        TinyVLAConfig,
-        TrainingInterrupted,
-        VLATrainConfig,
-        check_run_dir,
-        run_settings_of,
-        train_vla,
-    )
+    from policylens.models import TinyVLA, TinyVLAConfig, TrainingInterrupted, VLATrainConfig, check_vla_run, train_vla
+    from policylens.runs import trained_steps
     from policylens.sim.pybullet import make_training_episodes
 
     typer.echo(f"torch threads: {apply_threads(threads)}")
@@ -77,9 +63,7 @@ def vla(
     if init:
         data["init"] = str(init)
     if not overwrite:  # refuse another run's directory before spending minutes on rendering
-        known = run_settings_of(model, config, episodes=[], data=data)
-        known["data"] = {"episodes": episodes, **data}
-        check_run_dir(out, known, partial=True)
+        check_vla_run(out, model, config, episodes=episodes, data=data)
     raw = make_training_episodes(
         task,
         episodes,
@@ -96,26 +80,19 @@ def vla(
     except TrainingInterrupted as exc:
         raise interrupted(exc) from None
     if not losses:
-        typer.echo(f"nothing to train: {out} already holds {_trained_steps(out)} steps; raise --steps to go on")
+        typer.echo(f"nothing to train: {out} already holds {trained_steps(out)} steps; raise --steps to go on")
         return
     typer.echo(f"trained {len(losses)} steps; final loss {losses[-1]:.4f}; checkpoint in {out}")
 
 
 def _init_vla(path: str, image_size: int, use_state: bool):
     """The checkpoint at ``path`` as the starting point; refused if it is not a TinyVLA of these settings."""
-    from policylens.models import TinyVLA, load_policy
+    from policylens.models import load_tiny_vla_init
 
     try:
-        model = load_policy(path)
+        return load_tiny_vla_init(path, image_size=image_size, use_state=use_state)
     except (FileNotFoundError, ValueError) as exc:
-        raise CommandError(f"--init {path}: {exc}") from None
-    if not isinstance(model, TinyVLA):
-        raise CommandError(f"--init {path}: a {type(model).__name__} checkpoint; --init needs a TinyVLA one")
-    have = {"image_size": model.config.image_size, "use_state": model.config.use_state}
-    want = {"image_size": image_size, "use_state": use_state}
-    if have != want:
-        raise CommandError(f"--init {path}: the checkpoint has {have}, the command asks for {want}; pass its values")
-    return model
+        raise CommandError(f"--init {path}: {str(exc).removeprefix(f'{path}: ')}") from None
 
 
 @app.command("diffusion")
@@ -150,9 +127,10 @@ def diffusion(
     n_layer: int = typer.Option(4, min=1, help="MetaWorld: decoder layers."),
 ) -> None:
     """Train TinyDiffusionPolicy (DDPM, 100 steps) on expert reach or MetaWorld episodes; TensorBoard logs in OUT/tb."""
-    from policylens.models import TrainingInterrupted, check_run_dir
+    from policylens.models import TrainingInterrupted
     from policylens.models.diffusion import diffusion_loop_kwargs
-    from policylens.sim import train_reach_policy
+    from policylens.runs import trained_steps
+    from policylens.sim import check_reach_run, reach_run_settings, train_reach_policy
 
     typer.echo(f"torch threads: {apply_threads(threads, default=1)}")
     if suite == "metaworld":
@@ -174,7 +152,7 @@ def diffusion(
         except TrainingInterrupted as exc:
             raise interrupted(exc) from None
         policy.save_pretrained(out)
-        typer.echo(f"trained {policy.config.task} to step {_trained_steps(out)}; checkpoint in {out}")
+        typer.echo(f"trained {policy.config.task} to step {trained_steps(out)}; checkpoint in {out}")
         return
     if task not in (None, "reach"):
         raise CommandError(
@@ -182,10 +160,9 @@ def diffusion(
         )
     out, episodes, steps = out or "runs/diffusion_reach", episodes or 1500, steps or 6000
     action_noise = 0.02 if action_noise is None else action_noise
-    data = {"task": "reach", "action_noise": action_noise}
     if not overwrite:
-        known = {"train": {"batch_size": batch_size, "lr": lr, "seed": seed}, "data": {"episodes": episodes, **data}}
-        check_run_dir(out, known, partial=True)
+        check_reach_run(out, episodes=episodes, batch_size=batch_size, lr=lr, seed=seed, action_noise=action_noise)
+    data = reach_run_settings(action_noise=action_noise)
     try:
         loop = diffusion_loop_kwargs(
             out, steps, batch_size=batch_size, lr=lr, save_every=save_every, run_settings=data, overwrite=overwrite
@@ -194,4 +171,4 @@ def diffusion(
     except TrainingInterrupted as exc:
         raise interrupted(exc) from None
     policy.save_pretrained(out)
-    typer.echo(f"trained to step {_trained_steps(out)}; checkpoint in {out}")
+    typer.echo(f"trained to step {trained_steps(out)}; checkpoint in {out}")

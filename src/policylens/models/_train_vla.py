@@ -24,8 +24,10 @@ from tqdm import tqdm
 from ..runs import (
     Generators,
     TrainingInterrupted,
+    check_run_dir,
     claim_run_dir,
     join_generators,
+    load_checkpoint,
     load_train_extra,
     load_train_state,
     save_checkpoint,
@@ -34,7 +36,17 @@ from ..runs import (
 )
 from ._tiny_vla import TinyVLA
 
-__all__ = ["StepFn", "VLATrainConfig", "chunk_samples", "run_settings_of", "set_normalization", "train_vla", "vla_step"]
+__all__ = [
+    "StepFn",
+    "VLATrainConfig",
+    "check_vla_run",
+    "chunk_samples",
+    "load_tiny_vla_init",
+    "run_settings_of",
+    "set_normalization",
+    "train_vla",
+    "vla_step",
+]
 
 StepFn = Callable[[TinyVLA, dict[str, Tensor], torch.optim.Optimizer], dict[str, Tensor]]
 
@@ -108,6 +120,34 @@ def run_settings_of(model: TinyVLA, config: VLATrainConfig, episodes: list[dict]
     train = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("steps", "save_every")}
     counts = {"episodes": len(episodes), "steps_in_episodes": int(sum(len(ep["action"]) for ep in episodes))}
     return {"model": model.config.to_dict(), "train": train, "data": {**counts, **(data or {})}}
+
+
+def check_vla_run(
+    out_dir: str | Path, model: TinyVLA, config: VLATrainConfig, *, episodes: int, data: Mapping | None = None
+) -> bool:
+    """Refuse ``out_dir`` if it holds another run than :func:`train_vla` would record there, before the
+    episodes exist: the settings known up front (model, optimiser, ``episodes`` to make, ``data``) are
+    compared, the step counts of the episodes are not. True when it holds this run (a rerun resumes),
+    False when it holds none; another run raises ``runs.RunDirError``."""
+    if episodes < 1:
+        raise ValueError(f"check_vla_run: episodes={episodes}; expected the number of episodes to make, >= 1")
+    known = run_settings_of(model, config, episodes=[], data=data)
+    known["data"] = {"episodes": episodes, **(data or {})}
+    return check_run_dir(out_dir, known, partial=True)
+
+
+def load_tiny_vla_init(path: str | Path, *, image_size: int, use_state: bool) -> TinyVLA:
+    """The TinyVLA checkpoint at ``path`` (or a registered name) as the start of a fine-tuning run with
+    these settings. A checkpoint of another type, or one whose ``image_size`` / ``use_state`` differ,
+    raises a ``ValueError`` that starts with ``path`` and names what it has and what was asked."""
+    model = load_checkpoint(path)
+    if not isinstance(model, TinyVLA):
+        raise ValueError(f"{path}: a {type(model).__name__} checkpoint; fine-tuning needs a TinyVLA one")
+    have = {"image_size": model.config.image_size, "use_state": model.config.use_state}
+    want = {"image_size": image_size, "use_state": use_state}
+    if have != want:
+        raise ValueError(f"{path}: the checkpoint has {have}, the run asks for {want}; pass its values")
+    return model
 
 
 def train_vla(
