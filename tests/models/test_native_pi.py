@@ -17,7 +17,7 @@ if not hasattr(transformers, "PI05ForConditionalGeneration"):  # 5.24 had pi0 on
 
 import pi_zoo  # noqa: E402
 from policylens.models import NativePIPolicy, load_model  # noqa: E402
-from policylens.tap import capture, get_adapter, list_taps  # noqa: E402
+from policylens.tap import capture, example_entry_points, get_adapter, list_taps, probe_taps  # noqa: E402
 
 VARIANTS = ("pi0", "pi05")
 
@@ -177,3 +177,18 @@ def test_image_transform_finds_the_processors_padding():
     tf = policy.image_transform((20, 30))
     top, left, bottom, right = tf.pad
     assert (top, left) == (0, 0) and int(rows.max()) + 1 == 28 - bottom and int(cols.max()) + 1 == 28 - right
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_probe_finds_every_tap_on_inference_and_the_expert_on_training(variant):
+    model, proc = pi_zoo.pair(variant)
+    policy = NativePIPolicy(model, proc)
+    fired = probe_taps(policy, example_entry_points(policy))
+    names = [t.name for t in list_taps(policy)]
+    assert sorted(fired) == sorted(names)
+    assert all(f.get("inference") for f in fired.values())
+    steps = model.config.num_inference_steps
+    assert fired["expert.layers.0.out"] == {"inference": steps, "training": 1}
+    assert fired["llm.layers.0.out"] == {"inference": 1, "training": 1}
+    loss = policy(**policy.example_batch(2, seed=1, with_action=True)).loss
+    assert loss.ndim == 0 and torch.isfinite(loss)

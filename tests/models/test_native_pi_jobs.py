@@ -84,3 +84,15 @@ def test_attention_run_maps_every_camera_on_the_patch_grid(saved, droid, tmp_pat
         for cam in CAMERA_MAP.values():
             maps = np.asarray(arrays[f"{phase}_L1/{cam}"])
             assert maps.shape[-2:] == (2, 2) and np.isfinite(maps).all() and maps.max() > 0
+
+
+def test_synthetic_samples_come_from_the_policys_example_batch(saved, tmp_path):
+    out = tmp_path / "synthetic"
+    build_cache(str(saved), "synthetic:2", str(out), layers=(0,), dtype="float32", progress=False)
+    stored = open_store(out)[[0, 1]]["target_features"]
+    policy = load_model(saved).eval()
+    batch = {k: v[0:1] for k, v in policy.example_batch(1, seed=1).items()}
+    with torch.no_grad(), capture(policy, ["llm.layers.0.out"]) as cap:
+        policy.run_prefix(batch)
+    want = masked_mean(cap["llm.layers.0.out"], policy.token_layout(batch)["prefix"]["image"])
+    torch.testing.assert_close(stored[1:2], want, rtol=1e-5, atol=1e-6)

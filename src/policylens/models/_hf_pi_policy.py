@@ -145,6 +145,27 @@ class NativePIPolicy(nn.Module):
         noise = noise.to(batch["pixel_values"].device, batch["pixel_values"].dtype)
         return self.model.sample_actions(**self._inputs(batch), noise=noise, num_steps=steps)
 
+    def example_batch(self, batch_size: int = 1, seed: int = 0, with_action: bool = False) -> dict[str, Tensor]:
+        """Random frames of every camera at the processor's size, one instruction, a random state
+        (``synthetic:N`` datasets, ``taps --probe``); ``with_action``: normalised ``actions`` too."""
+        rng = np.random.default_rng(seed)
+        size = self.processor.image_processor.size
+        shape = (batch_size, size["max_height"], size["max_width"], 3)
+        frames = {c: torch.from_numpy(rng.integers(0, 256, shape, dtype=np.uint8)) for c in self.config.cameras}
+        state = rng.standard_normal((batch_size, self.config.state_dim or 0)).astype(np.float32)
+        batch = self.make_batch(frames, ["pick up the cube"] * batch_size, torch.from_numpy(state))
+        if with_action:
+            shape = (batch_size, *self.noise_shape)
+            batch["actions"] = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+        return batch
+
+    def forward(self, **batch: Tensor):
+        """With ``actions``: the model's training forward (flow-matching loss, time and noise drawn);
+        without: :meth:`sample_actions`."""
+        if "actions" in batch:
+            return self.model(**self._inputs(batch), actions=batch["actions"])
+        return self.sample_actions(batch)
+
     def run_prefix(self, batch: dict[str, Tensor]) -> Tensor:
         """The inference path; a capture with ``stop_early=True`` ends it after the prefix layers it needs."""
         return self.sample_actions(batch, generator=torch.Generator().manual_seed(0))
