@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..runs import trained_steps
 from ._anchors import AnchorSet
 from ._methods import method_type
 from ._retainer import Retainer, RetentionConfig
@@ -203,13 +204,10 @@ def _finished(out: Path, steps: int) -> dict | None:
     ``retain.json`` as it is, or rebuilt from the saved state when that file is missing or stale."""
     from policylens.runs import recorded_settings
 
-    state = out / "train_state.json"
-    if not state.is_file():
+    done = trained_steps(out)
+    if done == 0 or done < steps:
         return None
-    meta = json.loads(state.read_text())
-    done = int(meta["step"])
-    if done < steps:
-        return None
+    meta = json.loads((out / "train_state.json").read_text())
     saved = out / SUMMARY_FILE
     if saved.is_file():
         summary = json.loads(saved.read_text())
@@ -300,7 +298,7 @@ def retain_train(
     step = retention_step(retainer, anchor_set, config)
 
     def write_summary() -> dict:
-        done = json.loads((out / "train_state.json").read_text())["step"]
+        done = trained_steps(out)
         summary = _summary(step.state_dict(), settings, done, config.steps)
         (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         return summary
