@@ -24,6 +24,7 @@ from ._checkpoint import (
     read_safetensors,
     save_checkpoint,
 )
+from ._distributed import Dist, distributed, env_world, shard
 from ._policy_registry import (
     PolicyType,
     list_policy_names,
@@ -59,6 +60,7 @@ __all__ = [
     "RUN_OUTPUTS",
     "TRAINING_RUN",
     "WEIGHTS_FILE",
+    "Dist",
     "Generators",
     "PolicyType",
     "RunDirError",
@@ -68,6 +70,8 @@ __all__ = [
     "check_safetensors",
     "claim_run_dir",
     "clear_run_dir",
+    "distributed",
+    "env_world",
     "fit_state",
     "join_generators",
     "list_policy_names",
@@ -87,6 +91,7 @@ __all__ = [
     "rng_state",
     "save_checkpoint",
     "save_train_state",
+    "shard",
     "stop_on_signal",
     "trained_steps",
     "weights_hash",
