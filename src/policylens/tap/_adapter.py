@@ -25,7 +25,7 @@ from torch import nn
 
 __all__ = ["Adapter", "Component", "get_adapter", "list_adapters", "register_adapter", "resolve_module"]
 
-ATTENTION_KINDS = ("hf", "mha", "none")
+ATTENTION_KINDS = ("hf", "mha", "smolvla", "none")
 CALL_KINDS = ("module", "pieces")
 
 
@@ -36,7 +36,10 @@ class Component:
     ``layers`` lists candidate dotted paths to the ``ModuleList`` (the first that exists
     wins, so one adapter serves several library versions). ``attn`` is the submodule whose
     output is the attention branch; ``attn_core`` the one that computes probabilities
-    (for HF models: the module passed to the attention function).
+    (for HF models: the module passed to the attention function). ``attention`` says how its
+    probabilities are taken: ``"hf"`` (HF attention modules, routed), ``"mha"``
+    (``nn.MultiheadAttention``), ``"smolvla"`` (LeRobot's SmolVLA, which computes attention in
+    its ``SmolVLMWithExpertModel``; see ``_smolvla_attention.py``) or ``"none"`` (no ``attn.probs``).
 
     ``calls`` says how the model runs a block. ``"module"``: it calls the block module, so
     hooks on the block give its input and output. ``"pieces"``: it calls the block's parts

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ._hf_attention import route_probs, routes_eager, unroute_probs
 from ._mha_attention import mha_probs
 from ._names import TapPoint, resolve_taps, unwrap_compiled
+from ._smolvla_attention import route_smolvla
 
 __all__ = ["Capture", "TapNotFiredError", "TapNotFiredWarning", "capture"]
 
@@ -234,12 +235,14 @@ def _submodule(root: nn.Module, path: str) -> nn.Module | None:
         return None
 
 
-def _attach(point: TapPoint, sink: _Sink) -> tuple[object, ...]:
+def _attach(point: TapPoint, sink: _Sink, model: nn.Module) -> tuple[object, ...]:
     module = point.module
     if point.kind == "out":
         return (module.register_forward_hook(lambda _m, _a, out: sink(_first_tensor(out))),)
     if point.kind == "in":
         return (module.register_forward_pre_hook(lambda _m, a, kw: sink(_input_tensor(a, kw)), with_kwargs=True),)
+    if point.component is not None and point.component.attention == "smolvla":
+        return (route_smolvla(unwrap_compiled(model), module, sink),)
     if isinstance(module, nn.MultiheadAttention):
 
         def pre(m, args, kwargs):
@@ -337,7 +340,7 @@ def capture(
         for point in points:
             block = (_for(queries, point.name), _for(keys, point.name))
             sink = _Sink(cap, point, dtype, device, positions, heads, counter, block, keep_graph, on_record)
-            handles.extend(_attach(point, sink))
+            handles.extend(_attach(point, sink, model))
         yield cap
     except _StopForwardSignal:
         pass
