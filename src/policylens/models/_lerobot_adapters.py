@@ -18,7 +18,13 @@ How LeRobot 0.4.4 runs these models, and what follows for the taps:
   handing it the *decoder* layer's attention. Both are routed (``policylens.tap``), so
   ``llm.layers.{i}.attn.probs`` is the joint map there (the expert's rows are the suffix
   rows) and ``expert.layers.{i}.attn.probs`` fires only in the denoising steps.
-- SmolVLA computes attention in a method of its own; its probabilities are not offered.
+- SmolVLA computes attention in its ``SmolVLMWithExpertModel`` (``forward_attn_layer`` /
+  ``forward_cross_attn_layer`` hand the query / key / value of a layer to its
+  ``eager_attention_forward``), so its ``llm`` and ``expert`` components take the ``"smolvla"``
+  attention kind (``policylens.tap``): ``{component}.layers.{i}.attn.probs`` are the rows of that
+  layer's queries, over the keys of the call — llm: the prefix over the prefix (the joint training
+  pass's self-attention layers: over prefix + suffix); expert: the suffix over prefix + suffix in
+  self-attention layers, over the prefix in cross-attention layers, once per denoising step.
 """
 
 from __future__ import annotations
@@ -204,14 +210,14 @@ def lerobot_adapter(variant: str) -> Adapter:
                 "llm",
                 layers=(f"{r}vlm.model.text_model.layers",),
                 norm=(f"{r}vlm.model.text_model.norm",),
-                attention="none",
+                attention="smolvla",
                 calls="pieces",
             ),
             Component(
                 "expert",
                 layers=(f"{r}lm_expert.layers",),
                 norm=(f"{r}lm_expert.norm",),
-                attention="none",
+                attention="smolvla",
                 sequence="suffix",
                 calls="pieces",
             ),
