@@ -15,6 +15,11 @@ interpreter with it first on PYTHONPATH. Checks (a PASS / FAIL table; exit 1 on 
    SmolVLA: the ``inputs_embeds`` of ``forward_attn_layer`` / ``forward_cross_attn_layer`` and the final norm);
 2. pi0 / pi0.5 ``attn.probs`` equal the weights of Gemma's ``eager_attention_forward`` (wrapped outside the
    capture) on the first call after building (sdpa at attach), a later call and the joint training pass;
+   SmolVLA's llm / expert ``attn.probs`` equal the ``softmax`` output inside its own ``eager_attention_forward``
+   (split by query rows in ``q_proj`` call order) on ``select_action``, ``predict_action_chunk`` and ``forward``,
+   for the default layers (cross-attention every other layer), ``attention_mode=self_attn``, 2 expert layers for 4
+   LLM layers, and the default with the attention output computed by SDPA; the capture leaves the actions and the
+   model's methods as they were; the attention job's ``extract_attention`` runs on it through ``LeRobotTeacher``;
 3. the layout equals the one the policy's own ``embed_prefix`` builds (``lerobot_builders.prefix_layout``);
 4. ``build_cache`` on a saved checkpoint and a policylens-made LeRobot dataset stores what a direct capture
    computes on the same pre-processed frames (``hidden_feature``; pi0 also ``bridge``);
@@ -252,6 +257,138 @@ def check_attention(kind: str, policy, batch) -> None:
             r.update(ok=not bad and worst == 0 and bool(ref), value=f"{worst:g}", detail=detail)
 
 
+# ---- 2. attention probabilities (SmolVLA) --------------------------------------------------------------------------
+
+SMOLVLA_ATTENTION = {  # label -> (SmolVLAConfig options, attention run by SDPA instead of LeRobot's eager function)
+    "default: cross_attn, self_attn_every_n_layers=2": ({}, False),
+    "default, the model's attention run by SDPA": ({}, True),
+    "attention_mode=self_attn": ({"attention_mode": "self_attn"}, False),
+    # expert layers 0 and 1 at LLM layers 0 (self) and 2 (cross). LeRobot's own forward fails with every 2 (expert
+    # layer 1 gets cross-attention k/v while LLM layer 2 runs self-attention) or 3 (LLM layer 3 self-attends
+    # with no expert layer in the denoising steps); every 4 keeps them in step
+    "num_expert_layers=2 of 4, self_attn_every_n_layers=4": (
+        {"num_expert_layers": 2, "self_attn_every_n_layers": 4},
+        False,
+    ),
+}
+SMOLVLA_METHODS = (
+    "forward_attn_layer",
+    "forward_cross_attn_layer",
+    "get_attention_interface",
+    "eager_attention_forward",
+)
+
+
+def sdpa_attention(core):
+    """An attention function with the signature of SmolVLA's eager one that computes its output with
+    ``scaled_dot_product_attention``; it also calls the eager function (its output dropped), so that
+    :func:`eager_weights` records the eager weights of the same call."""
+
+    def attention(mask, batch_size, head_dim, q, k, v):  # q: (B, Tq, H, d); k, v: (B, Tk, Hkv, d); mask (B, Tq, Tk)
+        core.eager_attention_forward(mask, batch_size, head_dim, q, k, v)
+        groups = core.num_attention_heads // core.num_key_value_heads
+        q, k, v = (x.transpose(1, 2).float() for x in (q, k, v))  # (B, H, T, d)
+        k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+        add = torch.where(mask[:, None], 0.0, torch.finfo(torch.float32).min)  # fully masked rows: uniform, as eager
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=add)
+        return out.transpose(1, 2).reshape(batch_size, -1, core.num_attention_heads * head_dim)
+
+    return attention
+
+
+@contextlib.contextmanager
+def eager_weights(policy, ref: dict):
+    """While open, ``ref[tap]`` gets, per attention call, the rows of the probabilities that SmolVLA's own
+    ``eager_attention_forward`` computes (its ``softmax`` output) which belong to that layer's queries. Which rows
+    are whose comes from the order of the ``q_proj`` calls (a layer's queries are projected before the call that
+    uses them), not from policylens' reading of LeRobot's layer methods."""
+    core, pending = policy.model.vlm_with_expert, []
+    original, softmax = core.eager_attention_forward, torch.nn.functional.softmax
+    with contextlib.ExitStack() as stack:
+        for comp, s in stacks(policy).items():
+            for i, layer in enumerate(s.layers):
+                tap = f"{comp}.layers.{i}.attn.probs"
+                hooked(stack, layer.self_attn.q_proj, lambda _m, _a, out, tap=tap: pending.append((tap, out.shape[1])))
+
+        def recording(*args, **kwargs):
+            seen = []
+            torch.nn.functional.softmax = lambda *a, **k: seen.append(softmax(*a, **k)) or seen[-1]
+            try:
+                out = original(*args, **kwargs)
+            finally:
+                torch.nn.functional.softmax = softmax
+            (probs,) = seen  # (B, H, Tq, Tk)
+            if sum(n for _, n in pending) != probs.shape[2]:
+                raise AssertionError(f"query rows {pending} do not add up to the call's {probs.shape[2]}")
+            start = 0
+            for tap, n in pending:
+                ref[tap].append(probs[:, :, start : start + n].clone())
+                start += n
+            pending.clear()
+            return out
+
+        core.eager_attention_forward = recording
+        stack.callback(delattr, core, "eager_attention_forward")
+        yield
+
+
+def check_smolvla_attention(label: str, options: dict, sdpa: bool) -> None:
+    """llm / expert ``attn.probs`` against the eager weights, per entry point; the capture changes no action and
+    leaves the model's methods as they were."""
+    from policylens.tap import capture, list_taps
+
+    policy, pre, _ = lb.build_smolvla(**options)
+    batch, core = lb.example_batch(policy, pre), policy.model.vlm_with_expert
+    if sdpa:
+        core.get_attention_interface = lambda: sdpa_attention(core)
+    names = [t.name for t in list_taps(policy) if t.name.endswith("attn.probs") and t.name.split(".")[0] in COMPONENTS]
+    cfg = policy.config
+    noise = torch.randn(2, cfg.chunk_size, cfg.max_action_dim, generator=torch.Generator().manual_seed(0))
+    runs = {
+        "select_action": lambda: (policy.reset(), policy.select_action(dict(batch), noise=noise))[1],
+        "predict_action_chunk": lambda: policy.predict_action_chunk(dict(batch), noise=noise),
+        "forward": entry_points(policy, batch)["forward"],
+    }
+    for entry, run in runs.items():
+        with row("smolvla", f"2 attn.probs == eager weights ({entry}; {label})") as r:
+            ref: dict = defaultdict(list)
+            methods = {m: vars(core).get(m) for m in SMOLVLA_METHODS}
+            with torch.no_grad():
+                plain = run()
+                with eager_weights(policy, ref), capture(policy, names, missing="ignore") as cap:
+                    tapped = run()
+            got = {n: cap.calls(n) for n in names}
+            worst, bad = compare(got, ref)
+            if plain is not None and not torch.equal(plain, tapped):
+                bad.append("the capture changed the actions")
+            changed = [m for m, f in methods.items() if vars(core).get(m) is not f]
+            bad += [f"the capture left {changed} changed on the model"] * bool(changed)
+            shapes = sorted({f"{n.split('.')[0]}{tuple(v[0].shape)}" for n, v in got.items() if v})
+            fired = summarize({n: len(v) for n, v in got.items() if v})
+            detail = f"{fired}; (B, H, Tq, Tk) {', '.join(shapes)} " + "; ".join(bad)
+            r.update(ok=not bad and worst == 0 and bool(ref), value=f"{worst:g}", detail=detail)
+
+
+def check_smolvla_attention_job() -> None:
+    """The attention job on SmolVLA: prefix (text -> image) and suffix (action -> image) maps of two layers."""
+    from policylens.attention import extract_attention
+    from policylens.models import LeRobotTeacher
+
+    with row("smolvla", "2 extract_attention(LeRobotTeacher): prefix + suffix maps, layers 0 (self), 1 (cross)") as r:
+        policy, pre, _ = lb.build_smolvla()
+        teacher = LeRobotTeacher(policy, pre, "smolvla")
+        maps = extract_attention(teacher, lb.example_batch(policy, pre, with_action=False), layers=[0, 1])
+        shapes, bad = set(), []
+        for (phase, layer), m in maps.items():
+            shapes |= {tuple(t.shape) for t in m.maps.values()}
+            total = sum(m.mass[k] for k in ("image", "text", "state", "pad", "suffix"))
+            if (total - 1).abs().max() > 2e-3:  # float16 maps
+                bad.append(f"{phase} layer {layer}: mass sums to {total.min():.4f}..{total.max():.4f}")
+        steps = {len(m.steps[c]) for m in maps.values() for c in m.steps}
+        detail = f"maps (B, H, rows, cols) {sorted(shapes)}; suffix steps {sorted(steps)} " + "; ".join(bad)
+        r.update(ok=not bad and len(maps) == 4, value=f"{len(maps)} maps", detail=detail)
+
+
 # ---- 3. layouts ----------------------------------------------------------------------------------------------------
 
 
@@ -441,6 +578,10 @@ def run_policy(kind: str, dataset: Path, out: Path) -> None:
     batch = lb.example_batch(policy, pre)
     if kind != "smolvla":
         check_attention(kind, policy, batch)  # first, while the policy has never run
+    else:
+        for label, (options, sdpa) in SMOLVLA_ATTENTION.items():
+            check_smolvla_attention(label, options, sdpa)
+        check_smolvla_attention_job()
     check_taps(kind, policy, batch)
     check_image_transform(kind, policy, pre)
     check_layouts(kind)
