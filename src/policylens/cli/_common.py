@@ -20,6 +20,7 @@ __all__ = [
     "ACCEL_METRICS",
     "ACCEL_MODES",
     "AMP_MODES",
+    "CAMERA_MAP_HELP",
     "DATASET_HELP",
     "EPISODES_FORMS",
     "EPISODES_HELP",
@@ -80,6 +81,7 @@ EPISODES_FORMS = (
 )
 EPISODES_HELP = f"Episodes: {EPISODES_FORMS}."  # the dataset syntax of every command, less synthetic:N
 DATASET_HELP = f"synthetic:N (N samples of the policy's example inputs), {EPISODES_FORMS}."
+CAMERA_MAP_HELP = "Dataset camera -> policy camera, e.g. side=varied_camera_1,wrist=hand_camera (episode datasets)."
 
 # "module:NAME" of the library -> the copy above (a dict's copy holds its keys)
 MIRRORS = {

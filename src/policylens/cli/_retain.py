@@ -2,9 +2,12 @@
 a cached teacher's (CRaFT). The same ``--out`` resumes (model, optimiser and λ); a finished run
 reports itself and keeps its results; another run's ``--out`` is refused.
 
-Every input is checked before the first episode is recorded (recording takes minutes): the
-choices, the task names, the policy, the anchor cache (a bridge store this policy can read, one
-sample through it) and ``--out``.
+Task B is the built-in simulator's expert (``--task``) or episodes on disk (``--dataset
+lerobot:PATH | droid:PATH``, cameras through ``--camera-map``); experience replay mixes in another
+task's episodes (``--replay-task``) or the teacher's own data (``--replay-dataset``). Every input is
+checked before the first episode is recorded or read: the choices, the tasks or datasets (cameras,
+state and action sizes against the policy), the policy, the anchor cache (a bridge store this
+policy can read, one sample through it) and ``--out``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,15 @@ from typing import Annotated, Literal
 import typer
 
 from ._app import new_app
-from ._common import METHODS, OVERWRITE_HELP, PROJECTIONS, RETENTION_LOSSES, interrupted
+from ._common import (
+    CAMERA_MAP_HELP,
+    EPISODES_FORMS,
+    METHODS,
+    OVERWRITE_HELP,
+    PROJECTIONS,
+    RETENTION_LOSSES,
+    interrupted,
+)
 from ._errors import CommandError
 from ._threads import apply_threads, threads_option
 
@@ -32,16 +43,20 @@ Projection = Literal[PROJECTIONS]
 Loss = Literal[RETENTION_LOSSES]
 
 
-def _check_tasks(task: str, replay_task: str | None, replay_episodes: int) -> None:
+def _check_tasks(task: str | None, replay_task: str | None, replay_episodes: int | None, *, dataset, replay_dataset):
     from policylens.sim.pybullet import TASKS
 
+    if dataset and task:
+        raise CommandError(f"--task {task} and --dataset {dataset}: task B comes from one of them; pass one")
+    if replay_dataset and replay_task:
+        raise CommandError("--replay-task and --replay-dataset: replay comes from one of them; pass one")
     for option, name in (("--task", task), ("--replay-task", replay_task)):
         if name is not None and name not in TASKS:
             raise CommandError(f"{option} {name!r} is unknown; use one of {sorted(TASKS)}")
-    if bool(replay_task) != bool(replay_episodes):
+    if (replay_task and not replay_episodes) or (replay_episodes and not (replay_task or replay_dataset)):
         raise CommandError(
-            f"--replay-task {replay_task} with --replay-episodes {replay_episodes}: "
-            "experience replay needs both (a task and a count >= 1), or neither"
+            f"--replay-task {replay_task} with --replay-episodes {replay_episodes or 0}: experience replay from a "
+            "simulated task needs both (a task and a count >= 1); --replay-dataset takes all its episodes by default"
         )
 
 
@@ -72,10 +87,19 @@ def train(
     anchors: str = typer.Option(..., help="A bridge cache of the teacher (`policylens cache build --kind bridge`)."),
     out: str = typer.Option(..., help="Output directory (the same run resumes there)."),
     policy: str = typer.Option("tiny_vla", help="The policy to fine-tune (built-in name or checkpoint)."),
-    task: str = typer.Option("put_in_tray", help="Simulated task B to learn."),
-    episodes: int = typer.Option(40, min=1, help="Expert episodes of task B."),
+    task: str | None = typer.Option(None, help="Simulated task B to learn [default: put_in_tray, without --dataset]."),
+    dataset: str | None = typer.Option(None, help=f"Task B from disk instead: {EPISODES_FORMS}."),
+    camera_map: str | None = typer.Option(None, help=CAMERA_MAP_HELP),
+    episodes: int | None = typer.Option(
+        None, min=1, help="Episodes of task B [default: 40 simulated expert episodes; all of --dataset]."
+    ),
     replay_task: str | None = typer.Option(None, help="Mix in episodes of this task too (experience replay)."),
-    replay_episodes: int = typer.Option(0, min=0, help="How many replay episodes."),
+    replay_dataset: str | None = typer.Option(
+        None, help="Experience replay from disk instead (e.g. the teacher's own data), through --camera-map."
+    ),
+    replay_episodes: int | None = typer.Option(
+        None, min=1, help="How many replay episodes [--replay-task: required; --replay-dataset: all]."
+    ),
     method: Annotated[
         Method, typer.Option(help="How L_ret enters each step (docs/retention.md compares the methods).")
     ] = "craft",
@@ -107,7 +131,8 @@ def train(
     )
 
     typer.echo(f"torch threads: {apply_threads(threads)}")
-    _check_tasks(task, replay_task, replay_episodes)
+    _check_tasks(task, replay_task, replay_episodes, dataset=dataset, replay_dataset=replay_dataset)
+    task = None if dataset else (task or "put_in_tray")
     retention = RetentionConfig(
         epsilon=epsilon, method=method, lam=lam, lam_lr=lam_lr, loss=loss, projection=projection
     )
@@ -119,17 +144,21 @@ def train(
     data = {
         "policy": policy,
         "task": task,
-        "episodes": episodes,
+        "episodes": episodes if dataset else (episodes or 40),
         "replay_task": replay_task,
-        "replay_episodes": replay_episodes,
+        "replay_episodes": replay_episodes or 0,
     }
+    if dataset or replay_dataset:  # recorded only when used, so older runs keep their settings
+        data.update(dataset=dataset, replay_dataset=replay_dataset, camera_map=camera_map)
+    eps = _disk_episodes(model, dataset, replay_dataset, camera_map, episodes, replay_episodes)
     if not overwrite:  # another run's --out, or a finished run: before minutes of recording
         summary = check_retain_out(out, model, anchors, config=config, retention=retention, run_settings=data)
         if summary is not None:
             typer.echo(finished_message(out, summary))
             typer.echo(json.dumps(summary))
             return
-    eps = _episodes(model, task, n=episodes, layout_seed=seed)
+    if task:
+        eps = _episodes(model, task, n=data["episodes"], layout_seed=seed) + eps
     if replay_task:
         eps += _episodes(model, replay_task, n=replay_episodes, layout_seed=seed + 7919)
     try:
@@ -157,3 +186,15 @@ def _episodes(model, task: str, *, n: int, layout_seed: int) -> list[dict]:
     cfg = model.config
     raw = make_training_episodes(task, n, seed=layout_seed, render=True, image_size=cfg.image_size, cameras=cfg.cameras)
     return training_samples(raw)
+
+
+def _disk_episodes(model, dataset, replay_dataset, camera_map, episodes, replay_episodes) -> list[dict]:
+    """Task B and replay episodes from disk (none without --dataset / --replay-dataset), checked against
+    the policy before training starts."""
+    from policylens.data import dataset_training_episodes
+
+    eps = []
+    for spec, n in ((dataset, episodes), (replay_dataset, replay_episodes)):
+        if spec:
+            eps += dataset_training_episodes(model, spec, camera_map, n)
+    return eps

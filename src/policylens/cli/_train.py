@@ -13,7 +13,7 @@ import typer
 
 from . import _metaworld
 from ._app import new_app
-from ._common import NOISE_HELP, OVERWRITE_HELP, SUITE_HELP, Suite, interrupted
+from ._common import CAMERA_MAP_HELP, EPISODES_FORMS, NOISE_HELP, OVERWRITE_HELP, SUITE_HELP, Suite, interrupted
 from ._errors import CommandError
 from ._threads import apply_threads, threads_option
 
@@ -27,8 +27,12 @@ app = new_app("Train the reference policies on simulated expert episodes.")
 @app.command("vla")
 def vla(
     out: str = typer.Option("runs/tiny_vla_reach", help="Output directory (the same run resumes there)."),
-    task: str = typer.Option("reach", help="Simulated task."),
-    episodes: int = typer.Option(200, min=1, help="Expert episodes to generate."),
+    task: str | None = typer.Option(None, help="Simulated task [default: reach, without --dataset]."),
+    dataset: str | None = typer.Option(None, help=f"Train on episodes from disk instead: {EPISODES_FORMS}."),
+    camera_map: str | None = typer.Option(None, help=CAMERA_MAP_HELP),
+    episodes: int | None = typer.Option(
+        None, min=1, help="Episodes [default: 200 simulated expert episodes; all of --dataset]."
+    ),
     steps: int = typer.Option(3000, min=1, help="Optimiser steps in total (raise it to train a finished run on)."),
     batch_size: int = typer.Option(16, min=1, help="Samples per optimiser step."),
     seed: int = typer.Option(0, help="Seed of the episode layouts, the weights and the batches."),
@@ -45,36 +49,45 @@ def vla(
     ),
     threads: int | None = threads_option(),
 ) -> None:
-    """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK."""
-    from policylens.data import training_samples
+    """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK or on --dataset."""
+    from policylens.data import dataset_training_episodes, training_samples
     from policylens.models import TinyVLA, TinyVLAConfig, TrainingInterrupted, VLATrainConfig, check_vla_run, train_vla
     from policylens.runs import trained_steps
     from policylens.sim.pybullet import make_training_episodes
 
     typer.echo(f"torch threads: {apply_threads(threads)}")
+    if dataset and (task or every_target):
+        raise CommandError(f"--dataset {dataset} with --task / --every-target: those record simulated episodes")
     if init:
         model = _init_vla(init, image_size, use_state)
     else:
         model = TinyVLA(TinyVLAConfig(image_size=image_size, use_state=use_state))
     config = VLATrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr=lr, fit_normalization=init is None)
-    data = {"task": task, "action_noise": action_noise}
+    if dataset:
+        eps = dataset_training_episodes(model, dataset, camera_map, episodes)  # checked before any training
+        data = {"dataset": dataset, "camera_map": camera_map}
+        episodes = len(eps)
+    else:
+        task, episodes = task or "reach", episodes or 200
+        data = {"task": task, "action_noise": action_noise}
     if every_target:
         data["every_target"] = True
     if init:
         data["init"] = str(init)
     if not overwrite:  # refuse another run's directory before spending minutes on rendering
         check_vla_run(out, model, config, episodes=episodes, data=data)
-    raw = make_training_episodes(
-        task,
-        episodes,
-        seed=seed,
-        render=True,
-        image_size=image_size,
-        cameras=model.config.cameras,
-        action_noise=action_noise,
-        every_target=every_target,
-    )
-    eps = training_samples(raw)
+    if not dataset:
+        raw = make_training_episodes(
+            task,
+            episodes,
+            seed=seed,
+            render=True,
+            image_size=image_size,
+            cameras=model.config.cameras,
+            action_noise=action_noise,
+            every_target=every_target,
+        )
+        eps = training_samples(raw)
     try:
         losses = train_vla(model, eps, config, out_dir=out, run_settings=data, overwrite=overwrite)
     except TrainingInterrupted as exc:

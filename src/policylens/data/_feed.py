@@ -28,6 +28,7 @@ __all__ = [
     "FeedError",
     "check_camera_map",
     "check_state_size",
+    "dataset_training_episodes",
     "episode_cameras",
     "parse_camera_map",
     "robot_state",
@@ -165,6 +166,25 @@ class EpisodeFeed:
         e, t = self.index[int(i)]
         return {k: v[0] for k, v in self.batch(e, [t]).items()}
 
+    def training_episodes(self) -> list[dict]:
+        """The episodes as trainers read them (``images`` {policy camera: frames, decoded lazily},
+        ``state``, ``action``, ``instruction``), the action size checked against ``config.action_dim``."""
+        want = getattr(self.model.config, "action_dim", None)
+        out = []
+        for e, ep in enumerate(self.episodes):
+            got = np.shape(ep.actions)[-1]
+            if want is not None and got != want:
+                raise FeedError(
+                    f"{_where(ep, e)} has {got}-D actions but the policy writes {want}-D actions "
+                    f"(config.action_dim={want}); train a policy with action_dim={got} or convert the dataset's "
+                    "actions."
+                )
+            images = {c: ep.frames(self.cameras[e][c]) for c in self.policy_cameras}
+            state = np.asarray(ep.proprio, dtype=np.float32)
+            out.append({"images": images, "state": state, "action": np.asarray(ep.actions, np.float32),
+                        "instruction": ep.instruction})  # fmt: skip
+        return out
+
 
 def robot_state(obs: Mapping) -> np.ndarray:
     """The robot state a policy reads from an observation dict: ``proprio`` (simulators, DROID), else
@@ -191,3 +211,21 @@ def training_samples(episodes: Sequence[Mapping]) -> list[dict]:
         state = ep["proprio"] if "proprio" in ep else ep["state"]
         out.append({"images": ep["images"], "state": state, "action": ep["action"], "instruction": ep["instruction"]})
     return out
+
+
+def dataset_training_episodes(
+    model, dataset: str, camera_map: Mapping[str, str] | str | None = None, episodes: int | None = None
+) -> list[dict]:
+    """The first ``episodes`` (default: all) episodes of ``dataset`` (``droid:PATH``, ``lerobot:PATH`` or
+    ``PATH``) as trainers read them, checked against ``model`` (cameras through ``camera_map``, state and
+    action sizes) before any frame is decoded."""
+    from ._open import open_episodes
+
+    if isinstance(camera_map, str):
+        camera_map = parse_camera_map(camera_map)
+    found = open_episodes(dataset)
+    if not found:
+        raise FeedError(f"dataset {dataset!r} holds no episodes")
+    if episodes is not None and episodes > len(found):
+        raise FeedError(f"dataset {dataset!r} holds {len(found)} episodes; {episodes} were asked for (pass fewer)")
+    return EpisodeFeed(model, found[:episodes], camera_map).training_episodes()
