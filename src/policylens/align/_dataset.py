@@ -17,6 +17,11 @@ Reads are batched: :meth:`AlignDataset.get_batch` answers a list of items with o
 (``FeatureStore`` drops them when pickled), so workers open their own and keep them
 (``persistent_workers``). Held-out split by episode: :func:`episode_split`. Stores of either
 ``align`` layout version (``_layout.py``) can be joined.
+
+Under torchrun every rank draws the same global batches and reads only its contiguous block of each
+(``make_loader(rank=, world=)``): a :class:`Shard` of ids, whose batch carries ``share``, the rank's
+fraction of the global batch's items. A rank left without items (a pass's last, short batch) reads
+the batch's first item as a stand-in with share 0, so every rank still takes the step.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from ..runs import shard
 from ..store import open_store
 from ._extract import frame_windows
 from ._layout import align_info as _align_info
@@ -37,7 +43,7 @@ from ._layout import as_grid, as_xyz, feature_field
 from ._record import PreprocessRecord
 from ._sampling import uv_to_grid
 
-__all__ = ["AlignDataset", "episode_split", "make_loader"]
+__all__ = ["AlignDataset", "ResumableBatchSampler", "Shard", "episode_split", "make_loader"]
 
 POINT_FIELDS = ("rgb", "uv", "valid", "object_id", "point_features")
 
@@ -202,30 +208,70 @@ class AlignDataset(Dataset):
         return {k: ({n: x[0] for n, x in v.items()} if isinstance(v, dict) else v[0]) for k, v in batch.items()}
 
 
+class Shard(list):
+    """A rank's ids of one global batch of ``size`` items; ``stand_in``: it holds none of them and reads
+    the batch's first item with weight 0."""
+
+    def __init__(self, ids, size: int, stand_in: bool = False) -> None:
+        super().__init__(ids)
+        self.size, self.stand_in = size, stand_in
+
+    @property
+    def share(self) -> float:
+        """This rank's fraction of the global batch's items (0 for a stand-in)."""
+        return 0.0 if self.stand_in else len(self) / self.size
+
+
 class _Batches(Dataset):
-    def __init__(self, ds: AlignDataset) -> None:
+    """Batches of ``ds.get_batch(ids)``; a :class:`Shard`'s batch also carries its ``share``."""
+
+    def __init__(self, ds) -> None:
         self.ds = ds
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, ids: list[int]) -> dict[str, Any]:
-        return self.ds.get_batch(ids)
+        batch = self.ds.get_batch(list(ids))
+        if isinstance(ids, Shard):
+            batch["share"] = ids.share
+        return batch
+
+
+def _keep(batch: dict[str, Any]) -> dict[str, Any]:
+    return batch
 
 
 class ResumableBatchSampler(BatchSampler):
     """torch's ``BatchSampler`` whose next pass can start part-way: after ``skip_next(k)`` that pass
     draws its order as usual (its sampler's generator advances alike) and drops its first ``k``
-    batches unread, so a resumed run reads no batch it has already trained on."""
+    batches unread, so a resumed run reads no batch it has already trained on. With ``world`` > 1
+    (:meth:`split`) it yields rank ``rank``'s :class:`Shard` of every global batch instead."""
 
-    _skip = 0
+    _skip, rank, world = 0, 0, 1
 
-    def skip_next(self, batches: int) -> None:
-        self._skip = int(batches)
+    def __init__(self, sampler, batch_size: int, drop_last: bool, rank: int = 0, world: int = 1) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        self.split(rank, world)
+
+    def split(self, rank: int, world: int) -> ResumableBatchSampler:
+        """Yield rank ``rank`` of ``world``'s shard of each batch (``world=1``: whole batches)."""
+        if not 0 <= rank < world:
+            raise ValueError(f"ResumableBatchSampler: rank={rank}, world={world}; expected 0 <= rank < world")
+        self.rank, self.world = rank, world
+        return self
+
+    def _mine(self, batch: list[int]) -> Shard:
+        ids = shard(batch, self.rank, self.world)
+        return Shard(ids, len(batch)) if ids else Shard(batch[:1], len(batch), stand_in=True)
 
     def __iter__(self):
         skip, self._skip = self._skip, 0
-        return itertools.islice(super().__iter__(), skip, None)
+        batches = itertools.islice(super().__iter__(), skip, None)
+        return batches if self.world == 1 else map(self._mine, batches)
+
+    def skip_next(self, batches: int) -> None:
+        self._skip = int(batches)
 
 
 class BatchStream:
@@ -276,10 +322,6 @@ class BatchStream:
         return batch
 
 
-def _keep(batch: dict[str, Any]) -> dict[str, Any]:
-    return batch
-
-
 def make_loader(
     points: str | os.PathLike,
     features: Mapping[str, str | os.PathLike] | Sequence[str | os.PathLike],
@@ -296,11 +338,14 @@ def make_loader(
     drop_last: bool = False,
     seed: int = 0,
     multiprocessing_context: str | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> DataLoader:
     """A DataLoader of batches from :meth:`AlignDataset.get_batch`. ``split``: ``None`` (all episodes),
     ``"train"`` or ``"held_out"`` (:func:`episode_split` with ``held_out`` and ``seed``). ``pin_memory``
     defaults to CUDA being available; workers keep their store handles between epochs. The order is
-    drawn from a generator seeded with ``seed``; :class:`BatchStream` keeps a run's place in it."""
+    drawn from a generator seeded with ``seed``; :class:`BatchStream` keeps a run's place in it. ``rank`` of
+    ``world`` > 1: that rank's :class:`Shard` of every batch (module docstring)."""
     if split not in (None, "train", "held_out"):
         raise ValueError(f"make_loader: split={split!r}; use None, 'train' or 'held_out'")
     if batch_size < 1:
@@ -313,7 +358,7 @@ def make_loader(
     workers = {"prefetch_factor": prefetch_factor, "persistent_workers": True} if num_workers > 0 else {}
     return DataLoader(
         _Batches(ds),
-        sampler=ResumableBatchSampler(base, batch_size=batch_size, drop_last=drop_last),
+        sampler=ResumableBatchSampler(base, batch_size, drop_last, rank, world),
         batch_size=None,
         collate_fn=_keep,
         num_workers=num_workers,

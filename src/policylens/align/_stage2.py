@@ -9,7 +9,9 @@ those tokens to predict the expert's next ``horizon`` actions (edge-repeated pas
 end) from the tokens, the normalised proprio state and the instruction's multi-hot — never the
 privileged object positions. The loop (resume, TensorBoard, checkpoints, signals) is stage 1's:
 an interrupted and resumed run equals the uninterrupted one.
-The last ``held_out`` share of episodes gives a held-out loss.
+The last ``held_out`` share of episodes gives a held-out loss. Under torchrun each rank records its
+block of the episodes (all ranks then read them all), trains on its shard of every global batch in
+DDP, its mean loss weighed by its share (``_loop``), and rank 0 writes the head and its files.
 
 :func:`evaluate_action_head` rolls the head out in the simulator on evaluation layouts (disjoint
 from training ones), encoding every frame online exactly as in training, executing the first
@@ -31,13 +33,23 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..runs import claim_run_dir, read_checkpoint, read_checkpoint_config, read_safetensors, save_checkpoint
+from ..runs import (
+    Dist,
+    claim_run_dir,
+    distributed,
+    read_checkpoint,
+    read_checkpoint_config,
+    read_safetensors,
+    save_checkpoint,
+    shard,
+)
 from ..sim import ChunkedPolicy
 from ..sim.pybullet import EvalResult, SimEnv, evaluate_policy, get_task, layout_seed, record_episode
-from ._dataset import ResumableBatchSampler
+from ._dataset import ResumableBatchSampler, _Batches, _keep
 from ._head import ActionHead, HeadShape
+from ._loop import Amp, _loop, first_on_main, group_device, rank_device, scaled, unwrap
 from ._sources import SOURCES, WORDS, FeatureSource, instruction_code
-from ._train import RETRAIN, Amp, _loop
+from ._train import RETRAIN
 from ._train_config import LoopConfig
 
 __all__ = [
@@ -130,24 +142,27 @@ def _episode_inputs(source: FeatureSource, env: SimEnv, i: int, cfg: HeadConfig,
     return out
 
 
-def _collect(source: FeatureSource, cfg: HeadConfig, out: Path) -> list[dict[str, Tensor]]:
-    """Every episode's cached inputs (recorded now, or read back from ``out/inputs``)."""
+def _collect(source: FeatureSource, cfg: HeadConfig, out: Path, d: Dist | None = None) -> list[dict[str, Tensor]]:
+    """Every episode's cached inputs (recorded now, or read back from ``out/inputs``); under torchrun each
+    rank records its block of the missing ones, then every rank reads them all."""
+    d = d or Dist()
     folder = out / "inputs"
     folder.mkdir(parents=True, exist_ok=True)
     size = source.frame_size
     if size[0] != size[1]:
         raise ValueError(f"the stage-1 stores hold {size[0]}x{size[1]} frames; the simulator renders square frames")
     seed = int(source.point_info.get("seed", 0))
-    episodes = []
-    with SimEnv(cfg.task, seed=cfg.seed, image_size=size[0], render=True, cameras=(source.camera,)) as env:
-        for i in tqdm(range(cfg.episodes), desc=f"stage-2 inputs {cfg.source}", disable=not cfg.progress):
-            path = folder / f"episode_{i:05d}.safetensors"
-            if not path.is_file():
-                tmp = path.with_suffix(".tmp")
+    path = lambda i: folder / f"episode_{i:05d}.safetensors"  # noqa: E731
+    mine = [i for i in shard(range(cfg.episodes), d.rank, d.world) if not path(i).is_file()]
+    if mine:
+        with SimEnv(cfg.task, seed=cfg.seed, image_size=size[0], render=True, cameras=(source.camera,)) as env:
+            for i in tqdm(mine, desc=f"stage-2 inputs {cfg.source}", disable=not (cfg.progress and d.main)):
+                tmp = path(i).with_suffix(".tmp")
                 save_file({k: v.contiguous() for k, v in _episode_inputs(source, env, i, cfg, seed).items()}, str(tmp))
-                os.replace(tmp, path)
-            episodes.append(read_safetensors(path, fix=f"delete it; the next run writes it again ({path.parent})"))
-    return episodes
+                os.replace(tmp, path(i))
+    d.barrier()
+    fix = f"delete it; the next run writes it again ({folder})"
+    return [read_safetensors(path(i), fix=fix) for i in range(cfg.episodes)]
 
 
 class _Frames(torch.utils.data.Dataset):
@@ -168,11 +183,16 @@ class _Frames(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         return {k: v[i] for k, v in self.data.items()}
 
+    def get_batch(self, ids: list[int]) -> dict[str, Tensor]:
+        return {k: v[ids] for k, v in self.data.items()}
 
-def _loss(model: _HeadModel, batch: dict) -> Tensor:
-    dev = model.action_mean.device
-    b = {k: v.to(dev) for k, v in batch.items()}
-    target = (b["chunk"] - model.action_mean) / model.action_std
+
+def _loss(model: nn.Module, batch: dict) -> Tensor:
+    """The mean squared error of the normalised chunk; ``model`` is the head or its DDP wrapper."""
+    head = unwrap(model)
+    dev = head.action_mean.device
+    b = {k: v.to(dev) for k, v in batch.items() if isinstance(v, Tensor)}
+    target = (b["chunk"] - head.action_mean) / head.action_std
     return F.mse_loss(model(b["tokens"].float(), b["valid"], b["proprio"], b["words"]), target)
 
 
@@ -184,57 +204,68 @@ def train_action_head(
     student: str | os.PathLike | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Stage 2 for one source (module docstring); writes ``out/config.json`` + ``model.safetensors``."""
+    """Stage 2 for one source (module docstring); writes ``out/config.json`` + ``model.safetensors``. Returns
+    the loop's result, the held-out loss, the frame counts and this process's ``rank`` of ``world``."""
     cfg, out = config or HeadConfig(), Path(out)
-    claim_run_dir(
-        out, {"aligned": str(aligned), "student": str(student), "config": cfg.settings()}, overwrite=overwrite
-    )
-    source = FeatureSource(cfg.source, aligned, student, cfg.device)
-    episodes = _collect(source, cfg, out)
-    n_held = max(1, round(cfg.held_out * len(episodes)))
-    if len(episodes) - n_held < 1:
-        raise ValueError(f"HeadConfig.episodes={cfg.episodes}: too few to hold {n_held} out; record more")
-    train, held = _Frames(episodes[:-n_held], source), _Frames(episodes[-n_held:], source)
-    shape = HeadShape(source.token_dim(), 7 + len(WORDS), cfg.width, horizon=cfg.horizon)
-    torch.manual_seed(cfg.seed)
-    model = _HeadModel(shape)
-    for name in ("proprio", "action"):
-        x = train.data["proprio" if name == "proprio" else "chunk"].reshape(-1, getattr(model, f"{name}_mean").numel())
-        getattr(model, f"{name}_mean").copy_(x.mean(0))
-        getattr(model, f"{name}_std").copy_(x.std(0).clamp_min(1e-3))
-    model.to(cfg.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    amp = Amp(cfg.amp, torch.device(cfg.device))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    sampler = torch.utils.data.RandomSampler(train, replacement=True, num_samples=10**9, generator=gen)
-    loader = torch.utils.data.DataLoader(train, batch_sampler=ResumableBatchSampler(sampler, cfg.batch_size, False))
+    with distributed(group_device(cfg.device)) as d:
+        device = rank_device(cfg.device, d)
+        if cfg.batch_size < d.world:
+            raise ValueError(
+                f"HeadConfig.batch_size={cfg.batch_size} with {d.world} torchrun ranks: each rank reads a share of "
+                f"every batch; pass --batch-size >= {d.world} (the global batch)"
+            )
+        settings = {"aligned": str(aligned), "student": str(student), "config": cfg.settings()}
+        first_on_main(d, lambda: claim_run_dir(out, settings, overwrite=overwrite))
+        source = FeatureSource(cfg.source, aligned, student, device)
+        episodes = _collect(source, cfg, out, d)
+        n_held = max(1, round(cfg.held_out * len(episodes)))
+        if len(episodes) - n_held < 1:
+            raise ValueError(f"HeadConfig.episodes={cfg.episodes}: too few to hold {n_held} out; record more")
+        train, held = _Frames(episodes[:-n_held], source), _Frames(episodes[-n_held:], source)
+        shape = HeadShape(source.token_dim(), 7 + len(WORDS), cfg.width, horizon=cfg.horizon)
+        torch.manual_seed(cfg.seed)
+        model = _HeadModel(shape)
+        for name in ("proprio", "action"):
+            x = train.data["proprio" if name == "proprio" else "chunk"]
+            x = x.reshape(-1, getattr(model, f"{name}_mean").numel())
+            getattr(model, f"{name}_mean").copy_(x.mean(0))
+            getattr(model, f"{name}_std").copy_(x.std(0).clamp_min(1e-3))
+        model.to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        amp = Amp(cfg.amp, device)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        sampler = torch.utils.data.RandomSampler(train, replacement=True, num_samples=10**9, generator=gen)
+        batches = ResumableBatchSampler(sampler, cfg.batch_size, False, d.rank, d.world)
+        loader = torch.utils.data.DataLoader(_Batches(train), sampler=batches, batch_size=None, collate_fn=_keep)
 
-    def step(m, batch, o, a):
-        m.train()
-        with a.autocast():
-            loss = _loss(m, batch)
-        return {"loss": float(loss.detach()), "skipped": float(not a.step(loss, o))}
+        def step(m, batch, o, a):
+            unwrap(m).train()
+            with a.autocast():
+                loss = scaled(_loss(m, batch), batch)
+            return {"loss": float(loss.detach()), "skipped": float(not a.step(loss, o))}
 
-    held_batch = next(iter(torch.utils.data.DataLoader(held, batch_size=512, shuffle=False)))
+        held_batch = next(iter(torch.utils.data.DataLoader(held, batch_size=512, shuffle=False)))
 
-    @torch.no_grad()
-    def evaluate() -> dict[str, float]:
-        model.eval()
-        return {"eval/loss": float(_loss(model, held_batch))}
+        @torch.no_grad()
+        def evaluate() -> dict[str, float]:
+            model.eval()
+            return {"eval/loss": float(_loss(model, held_batch))}
 
-    res = _loop(out, model, opt, amp, step, loader, cfg, evaluate, f"stage-2 head {cfg.source}")
-    meta = {
-        "format": HEAD_FORMAT,
-        "aligned": str(aligned),
-        "student": None if student is None else str(student),
-        "shape": asdict(shape),
-        "config": asdict(cfg),
-        "frames": {"train": len(train), "held_out": len(held)},
-    }
-    save_checkpoint(model, out, meta)
-    result = {"step": res["step"], "held_out_loss": evaluate()["eval/loss"], "frames": meta["frames"]}
-    (out / "train.json").write_text(json.dumps(result, indent=1) + "\n")
-    return {**res, **result, "out": out}
+        res = _loop(out, model, opt, amp, step, loader, cfg, evaluate, f"stage-2 head {cfg.source}", d)
+        meta = {
+            "format": HEAD_FORMAT,
+            "aligned": str(aligned),
+            "student": None if student is None else str(student),
+            "shape": asdict(shape),
+            "config": asdict(cfg),
+            "frames": {"train": len(train), "held_out": len(held)},
+        }
+        result = {"step": res["step"], "held_out_loss": evaluate()["eval/loss"], "frames": meta["frames"]}
+        if d.main:
+            save_checkpoint(model, out, meta)
+            (out / "train.json").write_text(json.dumps(result, indent=1) + "\n")
+        d.barrier()  # every rank returns once the outputs are written
+    return {**res, **result, "out": out, "rank": d.rank, "world": d.world}
 
 
 class HeadPolicy:

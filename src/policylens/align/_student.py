@@ -2,7 +2,8 @@
 head on one encoder's patch grid) with :class:`Distiller` to the stage-1 model's 2D embedding at
 every patch (the fused tokens; for ``spatial_forcing`` their projection), on the stage-1 training
 episodes; its held-out evaluation retrieves the stage-1 point features from the student alone.
-The loop, AMP and checkpoints are stage 1's (``_train``)."""
+The loop, AMP, checkpoints and torchrun ranks are stage 1's (``_loop``): each rank distils its shard of
+every global batch, its mean loss weighed by its share, and rank 0 writes every file."""
 
 from __future__ import annotations
 
@@ -12,20 +13,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from ..runs import claim_run_dir, read_checkpoint, read_checkpoint_config, save_checkpoint
+from ..runs import claim_run_dir, distributed, read_checkpoint, read_checkpoint_config, save_checkpoint
 from ._distill import Distiller
-from ._train import (
-    RETRAIN,
-    AlignModel,
-    Amp,
-    _grid,
-    _loaders,
-    _loop,
-    _within,
-    load_aligned,
-)
+from ._loop import Amp, _loop, first_on_main, group_device, rank_device, scaled, unwrap
+from ._train import RETRAIN, AlignModel, _grid, _loaders, _within, load_aligned
 from ._train_config import DistillConfig
 
 __all__ = ["STUDENT_FORMAT", "distill_student", "load_student", "load_student_meta"]
@@ -40,15 +33,19 @@ class _Student(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.distiller = Distiller(dim, {"aligned": dim}, l1_weight=l1_weight)
 
+    def forward(self, grid: Tensor, target: Tensor) -> Tensor:
+        """The distillation loss of the student on ``grid`` (B·T, N, C) to ``target`` (B·T, N, De)."""
+        return self.distiller(self.head(grid), {"aligned": target})[0]
+
 
 def _distill_step(model: _Student, batch: dict, optimizer, amp: Amp, teacher: AlignModel) -> dict[str, float]:
-    model.train()
+    """One stage-3 step; ``model`` is the student, or its DDP wrapper under torchrun."""
+    unwrap(model).train()
     device = next(model.parameters()).device
     with torch.no_grad():
         target = teacher.patch_embed(batch, device)  # (B·T, N, De)
     with amp.autocast():
-        student = model.head(_grid(batch["features"]["student"].to(device), teacher.grid))  # (B·T, N, De)
-        loss, _ = model.distiller(student, {"aligned": target})
+        loss = scaled(model(_grid(batch["features"]["student"].to(device), teacher.grid), target), batch)
     applied = amp.step(loss, optimizer)
     return {"loss": float(loss.detach()), "skipped": float(not applied)}
 
@@ -62,38 +59,47 @@ def distill_student(
     overwrite: bool = False,
 ) -> dict:
     """Stage 3: a student on the patch grids of ``features`` (one ``align extract`` store with the stage-1
-    frames) distilled into the stage-1 model at ``aligned``; outputs, resume and refusal as in stage 1."""
+    frames) distilled into the stage-1 model at ``aligned``; outputs, resume, refusal, torchrun ranks and the
+    result (``rank`` / ``world`` among it) as in stage 1."""
     cfg, out = config or DistillConfig(), Path(out)
-    device = torch.device(cfg.device)
-    amp = Amp(cfg.amp, device)
-    teacher = load_aligned(aligned, device)
-    feats = {**teacher.meta["features"], "student": str(features)}
-    train, held = _loaders(teacher.meta["points"], feats, teacher.cfg, cfg.batch_size, cfg.num_workers)
-    probe = next(iter(held))
-    dim = int(teacher.patch_embed(probe, device).shape[-1])
-    meta = {
-        "format": STUDENT_FORMAT,
-        "aligned": str(aligned),
-        "features": str(features),
-        "in_dim": int(probe["features"]["student"].shape[-1]),
-        "dim": dim,
-        "grid": list(teacher.grid),
-        "config": asdict(cfg),
-    }
-    claim_run_dir(out, {"aligned": str(aligned), "features": str(features), "config": cfg.settings()}, overwrite)
-    torch.manual_seed(cfg.seed)
-    model = _Student(meta["in_dim"], cfg.hidden, dim, cfg.l1_weight).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    with distributed(group_device(cfg.device)) as d:
+        device = rank_device(cfg.device, d)
+        amp = Amp(cfg.amp, device)
+        teacher = load_aligned(aligned, device)
+        feats = {**teacher.meta["features"], "student": str(features)}
+        train, held = _loaders(teacher.meta["points"], feats, teacher.cfg, cfg.batch_size, cfg.num_workers, d)
+        probe = next(iter(held))
+        dim = int(teacher.patch_embed(probe, device).shape[-1])
+        meta = {
+            "format": STUDENT_FORMAT,
+            "aligned": str(aligned),
+            "features": str(features),
+            "in_dim": int(probe["features"]["student"].shape[-1]),
+            "dim": dim,
+            "grid": list(teacher.grid),
+            "config": asdict(cfg),
+        }
+        settings = {"aligned": str(aligned), "features": str(features), "config": cfg.settings()}
+        first_on_main(d, lambda: claim_run_dir(out, settings, overwrite))
+        torch.manual_seed(cfg.seed)
+        model = _Student(meta["in_dim"], cfg.hidden, dim, cfg.l1_weight).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def step(m, batch, o, a):
-        return _distill_step(m, batch, o, a, teacher)
+        def step(m, batch, o, a):
+            return _distill_step(m, batch, o, a, teacher)
 
-    evaluate = lambda: _student_eval(model, teacher, [probe], device)  # noqa: E731
-    res = _loop(out, model, opt, amp, step, train, cfg, evaluate, "distill student")
-    save_checkpoint(model, out, meta)
-    result = {"step": res["step"], "skipped": res["skipped"], **_student_eval(model, teacher, held, device, True)}
-    (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
-    return {**res, "out": out, "eval": out / "eval.json"}
+        evaluate = lambda: _student_eval(model, teacher, [probe], device)  # noqa: E731
+        res = _loop(out, model, opt, amp, step, train, cfg, evaluate, "distill student", d)
+        if d.main:
+            save_checkpoint(model, out, meta)
+            result = {
+                "step": res["step"],
+                "skipped": res["skipped"],
+                **_student_eval(model, teacher, held, device, True),
+            }
+            (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+        d.barrier()  # every rank returns once the outputs are written
+    return {**res, "out": out, "eval": out / "eval.json", "rank": d.rank, "world": d.world}
 
 
 @torch.no_grad()

@@ -14,45 +14,41 @@ grid) is trained with :class:`Distiller` to the stage-1 model's 2D embedding at 
 fused tokens; for ``spatial_forcing`` their projection), on the stage-1 training episodes; its
 held-out evaluation retrieves the stage-1 point features from the student alone.
 
-The loop calls a step function (:func:`align_step`, one optimiser step; pass ``step=`` to change
-it) inside ``stop_on_signal``; :class:`Amp` does autocast (bf16 on CPU / CUDA, fp16 with a
-``GradScaler`` on CUDA) and skips a step whose loss or gradients are not finite (the scaler still
-updates). ``out`` belongs to one run (``claim_run_dir``): the same settings resume from
-``train_state.*`` (model, optimiser, scaler, skipped count, the place in the data order, every
+The loop (``_loop``) calls a step function (:func:`align_step`, one optimiser step; pass ``step=`` to
+change it) inside ``stop_on_signal``; :class:`Amp` does autocast and skips a step whose loss or
+gradients are not finite. ``out`` belongs to one run (``claim_run_dir``): the same settings resume
+from ``train_state.*`` (model, optimiser, scaler, skipped count, the place in the data order, every
 random state: a resumed run is the uninterrupted one), others are refused. Held-out episodes
 (``episode_split``) serve only evaluation: a fixed batch every ``eval_every`` steps (TensorBoard),
 and at the end ``eval.json`` / ``eval.md`` (``evaluate_alignment`` and ``ridge_baseline`` on raw
 features) and ``similarity_hist.png``.
+
+Under torchrun each rank takes a shard of every global batch and the model is wrapped in DDP
+(``_loop``); :meth:`AlignModel.pairs` keeps the rows one process would keep (the ``max_rows`` subset is
+drawn over the global batch's rows), InfoNCE gathers them across ranks, and rank 0 writes every file.
+The fusion's ``moe`` balance loss and the ``spatial_forcing`` BatchNorm (on CPU; SyncBatchNorm on
+CUDA) see only the rank's rows, so those two are not bit-equal to one process.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from ..runs import (
-    TrainingInterrupted,
-    claim_run_dir,
-    load_train_extra,
-    load_train_state,
-    read_checkpoint,
-    save_checkpoint,
-    save_train_state,
-    stop_on_signal,
-)
-from ._dataset import BatchStream, make_loader
+from ..runs import Dist, claim_run_dir, distributed, read_checkpoint, save_checkpoint
+from ._dataset import make_loader
 from ._distill import SpatialForcing
 from ._fusion import FusionConfig, MultiEncoderFusion
 from ._infonce import InfoNCE
+from ._loop import Amp, StepFn, _loop, first_on_main, group_device, rank_device, scaled, unwrap, world
 from ._plots import plot_similarity_hist, retrieval_markdown
 from ._points import PointProjector
 from ._retrieval import evaluate_alignment
@@ -70,46 +66,6 @@ __all__ = [
 RETRAIN = "train that run again, or point to another run"  # the fix named when a run's weights are damaged
 
 MODEL_FORMAT = "policylens-align-model-1"
-
-
-class Amp:
-    """Autocast + non-finite step skipping: ``amp.step(loss, optimizer)`` -> True if the step was applied."""
-
-    def __init__(self, mode: str, device: torch.device) -> None:
-        if mode == "fp16" and device.type != "cuda":
-            raise ValueError(f"amp='fp16' needs a CUDA device (got {device}); use amp='bf16' or 'none' on CPU")
-        self.mode, self.device = mode, device
-        self.scaler = torch.amp.GradScaler("cuda") if mode == "fp16" else None
-
-    def autocast(self):
-        if self.mode == "none":
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.mode == "bf16" else torch.float16)
-
-    def step(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> bool:
-        optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:  # GradScaler skips non-finite gradients and lowers its scale
-            self.scaler.scale(loss).backward()
-            scale = self.scaler.get_scale()
-            self.scaler.step(optimizer)
-            self.scaler.update()
-            return self.scaler.get_scale() >= scale
-        if not torch.isfinite(loss):
-            return False
-        loss.backward()
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if not all(bool(torch.isfinite(x).all()) for x in grads):
-            optimizer.zero_grad(set_to_none=True)
-            return False
-        optimizer.step()
-        return True
-
-    def state_dict(self) -> dict:
-        return self.scaler.state_dict() if self.scaler is not None else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if self.scaler is not None and state:
-            self.scaler.load_state_dict(state)
 
 
 def _grid(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -164,11 +120,14 @@ class AlignModel(nn.Module):
         ep = batch["episode"][:, None, None].expand(-1, batch["step"].shape[1], p).flatten(0, 1).to(device)
         st = batch["step"][..., None].expand(-1, -1, p).flatten(0, 1).to(device)
         rows = ok.nonzero()  # (M, 2): frame, point
-        if max_rows is not None and len(rows) > max_rows:
+        share = None
+        if "share" in batch and world() > 1:  # a rank's shard of a global batch
+            rows, share = self._rank_rows(rows, batch["share"] == 0, max_rows, gen)
+        elif max_rows is not None and len(rows) > max_rows:
             rows = rows[torch.randperm(len(rows), generator=gen)[:max_rows].sort().values.to(device)]
         fi, pi = rows.unbind(1)
         patch = idx[fi, pi]
-        res = {"a": out.tokens[fi, patch], "b": b[fi, pi], "fusion": out, "frame": fi, "patch": patch}
+        res = {"a": out.tokens[fi, patch], "b": b[fi, pi], "fusion": out, "frame": fi, "patch": patch, "share": share}
         res["keys"] = torch.stack([ep[fi, pi], st[fi, pi], patch], -1)  # (M, 3)
         if raw:
             res["raw_a"] = torch.cat([_grid(feats[k], self.grid) for k in self.names], -1)[fi, patch]
@@ -179,10 +138,38 @@ class AlignModel(nn.Module):
                 res["raw_b"] = pts[fi, pi]
         return res
 
+    def _rank_rows(self, rows: Tensor, stand_in: bool, max_rows: int | None, gen) -> tuple[Tensor, float]:
+        """This rank's rows of those one process keeps from the global batch (its shard's rows lie at
+        its offset there), and their share of them; a stand-in keeps none (InfoNCE: gathered rows would
+        change the global batch) or, for spatial forcing, its own rows with share 0."""
+        mine = 0 if stand_in else len(rows)
+        counts = torch.tensor([mine], device=rows.device)
+        every = [torch.zeros_like(counts) for _ in range(world())]
+        dist.all_gather(every, counts)
+        counts = [int(c) for c in every]
+        start, total = sum(counts[: dist.get_rank()]), sum(counts)
+        if max_rows is not None and total > max_rows:  # the subset one process draws, from the same generator
+            pick = torch.randperm(total, generator=gen)[:max_rows].sort().values
+            local = pick[(pick >= start) & (pick < start + mine)] - start
+            kept, total = rows[local.to(rows.device)], max_rows
+        else:
+            kept = rows[:mine]
+        if stand_in:
+            return (rows[:0] if isinstance(self.loss, InfoNCE) else rows[: max_rows or len(rows)]), 0.0
+        return kept, len(kept) / max(total, 1)
+
     def objective(self, pairs: dict) -> Tensor:
-        if isinstance(self.loss, InfoNCE):
+        if isinstance(self.loss, InfoNCE):  # the loss of the rank's rows within the gathered batch
             return self.loss(pairs["a"], pairs["b"], pairs["keys"])
-        return self.loss(pairs["a"], pairs["b"])
+        loss = self.loss(pairs["a"], pairs["b"])  # a mean over the rank's rows
+        return loss if pairs.get("share") is None else loss * (world() * pairs["share"])
+
+    def forward(self, batch: dict) -> dict:
+        """The step's loss (objective + balance) and its ``pairs``; through DDP under torchrun."""
+        device = next(self.parameters()).device
+        pairs = self.pairs(batch, device, self.cfg.max_rows, getattr(self, "row_gen", None))
+        balance = scaled(self.cfg.balance_weight * pairs["fusion"].balance_loss, batch)
+        return {"loss": self.objective(pairs) + balance, "pairs": pairs}
 
     def patch_embed(self, batch: dict, device) -> Tensor:
         """(B·T, N, De): the 2D embedding at every patch (no points), the stage-3 target."""
@@ -195,20 +182,17 @@ class AlignModel(nn.Module):
         return a.float(), pairs["b"].float()
 
 
-StepFn = Callable[[nn.Module, dict, torch.optim.Optimizer, Amp], dict[str, float]]
-
-
 def align_step(model: AlignModel, batch: dict, optimizer: torch.optim.Optimizer, amp: Amp) -> dict[str, float]:
-    """One stage-1 optimisation step; returns the scalars to log (``loss``, ``skipped``, temperature, gates)."""
-    model.train()
-    device = next(model.parameters()).device
+    """One stage-1 optimisation step; returns the scalars to log (``loss``, ``skipped``, temperature, gates).
+    ``model`` is the AlignModel, or its DDP wrapper under torchrun."""
+    unwrap(model).train()
     with amp.autocast():
-        pairs = model.pairs(batch, device, model.cfg.max_rows, getattr(model, "row_gen", None))
-        loss = model.objective(pairs) + model.cfg.balance_weight * pairs["fusion"].balance_loss
+        res = model(batch)
+    loss, pairs = res["loss"], res["pairs"]
     applied = amp.step(loss, optimizer)
     logs = {"loss": float(loss.detach()), "skipped": float(not applied), "rows": float(len(pairs["a"]))}
-    if isinstance(model.loss, InfoNCE):
-        logs["temperature"] = model.loss.temperature
+    if isinstance(unwrap(model).loss, InfoNCE):
+        logs["temperature"] = unwrap(model).loss.temperature
     return {**logs, **pairs["fusion"].stats.to_log()}
 
 
@@ -250,53 +234,16 @@ def _probe(model: AlignModel, batch: dict, device) -> dict[str, float]:
     return {"eval/top1_2d3d": r.retrieval["2d->3d"].topk[1], "eval/top1_3d2d": r.retrieval["3d->2d"].topk[1]}
 
 
-def _loop(out: Path, model: nn.Module, opt, amp: Amp, step: StepFn, loader, cfg, evaluate=None, desc="") -> dict:
-    """Resume from ``out``, run ``step`` to ``cfg.steps`` with TensorBoard, checkpoints and signal handling."""
-    from torch.utils.tensorboard import SummaryWriter  # TensorBoard loads only when a run trains
-
-    batches = BatchStream(loader)  # the data order and the place in it
-    model.row_gen = torch.Generator().manual_seed(cfg.seed)  # max_rows subsets
-    generators = {"rows": model.row_gen, **batches.generators()}
-    start = load_train_state(out, model, opt, generators)  # with every random state
-    extra = load_train_extra(out) if start else {}
-    amp.load_state_dict(extra.get("scaler", {}))
-    skipped, losses, batches.taken = int(extra.get("skipped", 0)), [], int(extra.get("taken", 0))
-
-    def save(done: int) -> None:
-        state = {"scaler": amp.state_dict(), "skipped": skipped, "taken": batches.taken}
-        save_train_state(out, model, opt, done, state, generators)
-
-    writer = SummaryWriter(str(out / "tb"))
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc, disable=not cfg.progress)
-    done, saved = start, start
-    try:
-        with stop_on_signal() as stop:
-            for i in bar:
-                logs = step(model, next(batches), opt, amp)
-                done, skipped = i + 1, skipped + int(logs.get("skipped", 0))
-                losses.append(logs["loss"])
-                for k, v in logs.items():
-                    writer.add_scalar(k if "/" in k else f"train/{k}", v, done)
-                writer.add_scalar("train/skipped_total", skipped, done)
-                bar.set_postfix(loss=f"{logs['loss']:.4f}", skipped=skipped)
-                if evaluate is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
-                    for k, v in evaluate().items():
-                        writer.add_scalar(k, v, done)
-                if done % cfg.save_every == 0 or stop.signum is not None:
-                    save(done)
-                    saved = done
-                if stop.signum is not None:
-                    raise TrainingInterrupted(stop.signum, done, out)
-    finally:
-        writer.close()
-    if saved != done or not (out / "train_state.json").is_file():
-        save(done)
-    return {"step": done, "skipped": skipped, "losses": losses}
-
-
-def _loaders(points, feats: dict, cfg: AlignTrainConfig, batch_size: int, workers: int):
+def _loaders(points, feats: dict, cfg: AlignTrainConfig, batch_size: int, workers: int, d: Dist | None = None):
+    """The training loader (this rank's shard of every batch under torchrun) and the held-out one."""
+    d = d or Dist()
+    if batch_size < d.world:
+        raise ValueError(
+            f"batch_size={batch_size} with {d.world} torchrun ranks: each rank reads a share of every batch; "
+            f"pass --batch-size >= {d.world} (the global batch)"
+        )
     kw = {"held_out": cfg.held_out, "window": cfg.window, "seed": cfg.seed, "batch_size": batch_size}
-    train = make_loader(points, feats, split="train", num_workers=workers, **kw)
+    train = make_loader(points, feats, split="train", num_workers=workers, rank=d.rank, world=d.world, **kw)
     held = make_loader(points, feats, split="held_out", shuffle=False, **kw)
     return train, held
 
@@ -312,35 +259,43 @@ def train_alignment(
 ) -> dict:
     """Stage 1 on ``point_store`` (``align ingest``) and ``feature_stores`` (``align extract``; a list, named by
     encoder, or {name: path}); everything goes under ``out`` (module docstring). Returns the step reached,
-    skipped steps, this call's losses and the output paths."""
+    skipped steps, this call's losses (means over the ranks), the output paths, and this process's ``rank`` of
+    ``world`` (torchrun: every rank trains its shard of each batch; rank 0 writes every file)."""
     cfg, out = config or AlignTrainConfig(), Path(out)
-    feats, device = _feature_map(feature_stores), torch.device(cfg.device)
-    amp = Amp(cfg.amp, device)
-    train, held = _loaders(point_store, feats, cfg, cfg.batch_size, cfg.num_workers)
-    probe = next(iter(held))
-    names = list(feats)
-    meta = {
-        "format": MODEL_FORMAT,
-        "config": asdict(cfg),
-        "encoders": names,
-        "in_dims": [int(probe["features"][k].shape[-1]) for k in names],
-        "grid": list(probe["features"][names[0]].shape[2:4]),
-        "point_dim": int(probe["point_features"].shape[-1]) if "point_features" in probe else None,
-        "points": str(point_store),
-        "features": feats,
-        "train_episodes": train.dataset.ds.episodes,
-        "held_out_episodes": held.dataset.ds.episodes,
-    }
-    claim_run_dir(out, {"points": str(point_store), "features": feats, "config": cfg.settings()}, overwrite)
-    torch.manual_seed(cfg.seed)
-    model = AlignModel(meta).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    evaluate = lambda: _probe(model, probe, device)  # noqa: E731
-    res = _loop(out, model, opt, amp, step or align_step, train, cfg, evaluate, f"align {cfg.objective}")
-    save_checkpoint(model, out, meta)
-    _final_eval(model, train, held, device, cfg, out, {**meta, "step": res["step"], "skipped": res["skipped"]})
-    return {**res, "out": out, "eval": out / "eval.json", "hist": out / "similarity_hist.png"}
+    feats = _feature_map(feature_stores)
+    with distributed(group_device(cfg.device)) as d:
+        device = rank_device(cfg.device, d)
+        amp = Amp(cfg.amp, device)
+        train, held = _loaders(point_store, feats, cfg, cfg.batch_size, cfg.num_workers, d)
+        probe = next(iter(held))
+        names = list(feats)
+        meta = {
+            "format": MODEL_FORMAT,
+            "config": asdict(cfg),
+            "encoders": names,
+            "in_dims": [int(probe["features"][k].shape[-1]) for k in names],
+            "grid": list(probe["features"][names[0]].shape[2:4]),
+            "point_dim": int(probe["point_features"].shape[-1]) if "point_features" in probe else None,
+            "points": str(point_store),
+            "features": feats,
+            "train_episodes": train.dataset.ds.episodes,
+            "held_out_episodes": held.dataset.ds.episodes,
+        }
+        settings = {"points": str(point_store), "features": feats, "config": cfg.settings()}
+        first_on_main(d, lambda: claim_run_dir(out, settings, overwrite))
+        torch.manual_seed(cfg.seed)
+        model = AlignModel(meta).to(device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        evaluate = lambda: _probe(model, probe, device)  # noqa: E731
+        res = _loop(out, model, opt, amp, step or align_step, train, cfg, evaluate, f"align {cfg.objective}", d)
+        if d.main:
+            save_checkpoint(model, out, meta)
+            train.sampler.split(0, 1)  # the evaluation reads whole batches
+            _final_eval(model, train, held, device, cfg, out, {**meta, "step": res["step"], "skipped": res["skipped"]})
+        d.barrier()  # every rank returns once the outputs are written
+    paths = {"out": out, "eval": out / "eval.json", "hist": out / "similarity_hist.png"}
+    return {**res, **paths, "rank": d.rank, "world": d.world}
 
 
 @torch.no_grad()

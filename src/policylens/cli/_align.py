@@ -6,7 +6,9 @@
 ``train`` wraps :func:`~policylens.align.train_alignment` (stage 1), ``head``
 :func:`~policylens.align.train_action_head` and ``rollout`` :func:`~policylens.align.rollout_heads`
 (stage 2), ``distill`` :func:`~policylens.align.distill_student` (stage 3). Rerun the same command to
-resume a killed one.
+resume a killed one. ``train``, ``distill`` and ``head`` run under ``torchrun --no-python ...
+policylens align ...`` too: every rank trains its share of each global batch, rank 0 writes OUT and
+prints the summary, the other ranks one line each.
 
 The choices are the job's own tuples (``OBJECTIVES``, ``FUSION_MODES``, ``AMP_MODES``, ``SOURCES``)
 and the store's dtypes (``STORE_DTYPES``), mirrored in ``_common`` so that ``policylens`` starts
@@ -43,7 +45,8 @@ app = new_app(
     "distill, and compare the sources under one action head in closed loop."
 )
 
-DEVICE_HELP = "torch device: cpu, cuda or cuda:N."
+DEVICE_HELP = "torch device: cpu, cuda or cuda:N (under torchrun: cpu, or cuda for each rank's own GPU)."
+BATCH_HELP = "Frames (windows) per step, over all torchrun ranks (each reads its share)."
 AMP_HELP = "Mixed precision: bf16 on CPU or CUDA, fp16 on CUDA (with a GradScaler)."
 
 Dtype = Literal[STORE_DTYPES]  # the feature dtypes a store holds
@@ -83,6 +86,15 @@ def check_stores(points: str | None = None, features: list[str] = ()) -> None:
             f"--features {wrong_features[0]} is {_MADE_BY['points']}; pass a store that "
             f"`policylens align extract` wrote (OUT/ENCODER){also}"
         )
+
+
+def _other_rank(res: dict, out: str) -> bool:
+    """On a torchrun rank other than 0: say what it did, in one line (rank 0 prints the summary)."""
+    if res.get("rank", 0) == 0:
+        return False
+    typer.echo(f"rank {res['rank']}/{res['world']}: trained its share of every batch to step {res['step']}; "
+               f"rank 0 wrote {out}")  # fmt: skip
+    return True
 
 
 def _kept(out: str) -> typer.Exit:
@@ -220,7 +232,7 @@ def train(
     steps: int = typer.Option(1000, min=1, help="Optimiser steps in total (raise it on a rerun to train on)."),
     dim: int = typer.Option(128, min=1, help="Width of the aligned space."),
     fusion: Annotated[Fusion, typer.Option(help="How the encoders' features are fused.")] = "softmax",
-    batch_size: int = typer.Option(8, min=1, help="Frames (windows) per step."),
+    batch_size: int = typer.Option(8, min=1, help=BATCH_HELP),
     max_rows: int = typer.Option(4096, min=1, help="Points per step (a seeded subset of the batch's)."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
     amp: Annotated[Amp, typer.Option(help=AMP_HELP)] = "none",
@@ -247,6 +259,8 @@ def train(
         res = train_alignment(points, features, out, config=config, overwrite=overwrite)
     except TrainingInterrupted as exc:
         raise interrupted(exc) from None
+    if _other_rank(res, out):
+        return
     summary = json.loads(Path(res["eval"]).read_text())["summary"]
     for name, line in summary.items():
         typer.echo(f"{name}: {line}")
@@ -261,7 +275,7 @@ def distill(
     out: str = typer.Option(..., help="Output directory (the same command resumes there; other settings refused)."),
     steps: int = typer.Option(1000, min=1, help="Optimiser steps in total."),
     hidden: int = typer.Option(256, min=1, help="Hidden width of the student head."),
-    batch_size: int = typer.Option(8, min=1, help="Frames (windows) per step."),
+    batch_size: int = typer.Option(8, min=1, help=BATCH_HELP),
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
     amp: Annotated[Amp, typer.Option(help=AMP_HELP)] = "none",
     device: str = typer.Option("cpu", help=DEVICE_HELP),
@@ -284,6 +298,8 @@ def distill(
         res = distill_student(aligned, features, out, config=config, overwrite=overwrite)
     except TrainingInterrupted as exc:
         raise interrupted(exc) from None
+    if _other_rank(res, out):
+        return
     result = json.loads(Path(res["eval"]).read_text())
     typer.echo(f"student: held-out loss {result['held_out_loss']:.4f} | {result['summary']}")
     typer.echo(f"step {res['step']}; student, checkpoint and TensorBoard logs in {out}; evaluation: {res['eval']}")
@@ -300,7 +316,7 @@ def head(
     task: str = typer.Option("reach", help="Simulated task whose scripted expert is imitated."),
     episodes: int = typer.Option(200, min=2, help="Expert episodes recorded (the last 10% held out)."),
     steps: int = typer.Option(3000, min=1, help="Optimiser steps in total (raise it on a rerun to train on)."),
-    batch_size: int = typer.Option(64, min=1, help="Frames per step."),
+    batch_size: int = typer.Option(64, min=1, help="Frames per step, over all torchrun ranks."),
     width: int = typer.Option(128, min=1, help="Width of the head."),
     horizon: int = typer.Option(8, min=1, help="Actions predicted per chunk."),
     execute: int = typer.Option(4, min=1, help="Actions of each chunk executed in rollouts."),
@@ -323,6 +339,8 @@ def head(
         res = train_action_head(aligned, out, config, student=student, overwrite=overwrite)
     except TrainingInterrupted as exc:
         raise interrupted(exc) from None
+    if _other_rank(res, out):
+        return
     frames = res["frames"]
     typer.echo(
         f"head on {source}: step {res['step']}, held-out loss {res['held_out_loss']:.4f} "
