@@ -29,7 +29,8 @@ from policylens.anchors import build_cache
 from policylens.data import training_samples
 from policylens.models import load_model
 from policylens.retain import AnchorSet, RetainTrainConfig, RetentionConfig, retain_train, retention_loss
-from policylens.sim.pybullet import ChunkedPolicy, evaluate_policy, generate_episodes, make_training_episodes
+from policylens.sim import vla_agent
+from policylens.sim.pybullet import evaluate_policy, generate_episodes, make_training_episodes
 
 ROWS = [  # name, method, replay, projection
     ("plain", "plain", False, "conflict"),
@@ -54,12 +55,12 @@ def episodes(task: str, n: int, seed: int, cfg) -> list[dict]:
 def success(model, task: str, n: int, seed: int, max_steps: int | None) -> dict | None:
     if n == 0:  # --eval-episodes 0: timing only
         return None
-    torch.manual_seed(seed)
-    agent = ChunkedPolicy(model.eval(), k=max(1, model.config.chunk_size // 2))
+    agent = vla_agent(model.eval(), seed=seed)  # one batched call per step, noise seeded per episode
     cfg = model.config
     r = evaluate_policy(
-        agent, task, n, seed, image_size=cfg.image_size, cameras=cfg.cameras, max_steps=max_steps, progress=False
-    )
+        agent, task, n, seed, image_size=cfg.image_size, cameras=cfg.cameras, max_steps=max_steps, progress=False,
+        batch=min(n, 10),
+    )  # fmt: skip
     lo, hi = r.interval
     return {"rate": r.success_rate, "n": r.n, "low": lo, "high": hi}
 

@@ -122,7 +122,7 @@ def test_help_lists_open_values_from_the_library():
     [
         (("attention", "run"), ["prefix (text -> image), suffix (action -> image)", "mean | last"]),
         (("sim", "generate"), ['pip install -e ".[metaworld]"', "reach | put_in_tray"]),
-        (("sim", "eval"), ["(default 25)", "--threads"]),
+        (("sim", "eval"), ["(default: 1 pybullet, 25 MetaWorld)", "--threads"]),
         (("train", "diffusion"), ['pip install -e ".[metaworld]"']),
         (("align", "extract"), ["lerobot:PATH (a LeRobot v3.0 dataset root), or PATH"]),
         (("attention", "run"), ["droid:PATH (a DROID episode folder or a tree of them), lerobot:PATH"]),

@@ -114,10 +114,14 @@ def eval_policy(
     suite: Annotated[Suite, typer.Option(help=SUITE_HELP)] = "pybullet",
     batch: Annotated[
         int | None,
-        typer.Option(min=1, help="MetaWorld: environments stepped together, one policy call per step (default 25)."),
+        typer.Option(
+            min=1,
+            help="Environments stepped together, one policy call per step (default: 1 pybullet, 25 MetaWorld).",
+        ),
     ] = None,
     max_steps: Annotated[
-        int | None, typer.Option(min=1, help="MetaWorld: steps before an episode counts as failed (default 500).")
+        int | None,
+        typer.Option(min=1, help="Steps before an episode counts as failed (default: the task's; MetaWorld 500)."),
     ] = None,
     threads: int | None = threads_option(),
 ) -> None:
@@ -127,15 +131,15 @@ def eval_policy(
         _metaworld.evaluate(policy, task, episodes=episodes, seed=seed, batch=batch, max_steps=max_steps)
         typer.echo(f"torch threads: {n}")  # after the table, which the output starts with
         return
-    if batch is not None or max_steps is not None:
-        raise CommandError(
-            "--batch and --max-steps are for --suite metaworld; the pybullet suite runs one episode at a time"
-        )
     typer.echo(f"torch threads: {n}")
     from policylens.sim import load_agent
     from policylens.sim.pybullet import evaluate_policy, render_settings
 
     task = task or PYBULLET_TASKS[0]
     agent = load_agent(policy, "pybullet", task, seed=seed)
-    result = evaluate_policy(agent, task, episodes=episodes, seed=seed, **render_settings(agent, image_size, render))
+    view = render_settings(agent, image_size, render)
+    try:
+        result = evaluate_policy(agent, task, episodes, seed, **view, max_steps=max_steps, batch=batch or 1)
+    except ValueError as exc:  # a policy that reads its environment runs one at a time
+        raise CommandError(f"--batch {batch}: {exc}") from None
     typer.echo(f"{policy} on {task}: {result}")

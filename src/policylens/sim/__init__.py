@@ -6,7 +6,7 @@ Both write their episodes through ``policylens.data``'s formats and layout seeds
 (training and evaluation layouts disjoint); ``_resume`` lets an interrupted generation continue.
 """
 
-from ._agent import NOISE, ChunkedPolicy, DiffusionChunks, diffusion_agent
+from ._agent import NOISE, ChunkedPolicy, DiffusionChunks, VLAChunks, diffusion_agent, vla_agent
 from ._load import SUITES, load_agent
 from ._recipes import (
     check_metaworld_run,
@@ -22,6 +22,7 @@ __all__ = [
     "SUITES",
     "ChunkedPolicy",
     "DiffusionChunks",
+    "VLAChunks",
     "check_metaworld_run",
     "check_reach_run",
     "diffusion_agent",
@@ -30,4 +31,5 @@ __all__ = [
     "reach_run_settings",
     "train_metaworld_policy",
     "train_reach_policy",
+    "vla_agent",
 ]

@@ -59,14 +59,21 @@ class ChunkedPolicy:
         if hasattr(self.inner, "bind"):
             self.inner.bind(env)
 
-    def reset(self, slots=0) -> None:
-        """Start a new episode in ``slots`` (default: the one environment)."""
+    def reset(self, slots=0, episodes=None) -> None:
+        """Start a new episode in ``slots`` (default: the one environment); ``episodes``: their indices
+        in the evaluation (a batch predictor seeds its noise from them, so episode i draws the same
+        noise in whatever slot it runs; default: each slot counts its own episodes)."""
         slots = np.atleast_1d(slots).tolist()
         for s in slots:
             self.history.pop(s, None)
             self.queue.pop(s, None)
         if hasattr(self.inner, "reset"):
-            self.inner.reset(slots) if self.batched else self.inner.reset()
+            if not self.batched:
+                self.inner.reset()
+            elif episodes is None:
+                self.inner.reset(slots)
+            else:
+                self.inner.reset(slots, episodes=np.atleast_1d(episodes).tolist())
 
     def act(self, observations, slots=None) -> np.ndarray:
         """``act(obs) -> (A,)`` for one environment, ``act(observations, slots) -> (n, A)`` for several."""
@@ -112,6 +119,61 @@ def _state(obs) -> np.ndarray:
     return np.asarray(obs["state"] if isinstance(obs, dict) else obs, dtype=np.float32)
 
 
+class _EpisodeNoise:
+    """Per-slot torch generators reseeded at each episode from ``seed`` and the episode index."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.episodes, self.generators = int(seed), {}, {}
+
+    def reset(self, slots, episodes=None) -> None:
+        import torch
+
+        for k, s in enumerate(slots):
+            self.episodes[s] = episodes[k] if episodes is not None else self.episodes.get(s, -1) + 1
+            self.generators[s] = torch.Generator().manual_seed(self.seed * 1_000_003 + self.episodes[s])
+
+    def generator(self, slot: int):
+        if slot not in self.generators:
+            self.reset([slot])
+        return self.generators[slot]
+
+
+class VLAChunks(_EpisodeNoise):
+    """Batch predictor for a VLA with ``make_batch`` / ``sample_actions`` / ``noise_shape`` (TinyVLA):
+    the newest observation of every environment that needs a chunk goes through ONE ``make_batch`` and
+    ``sample_actions``; each environment's flow noise comes from its own generator, reseeded per
+    episode, so episode i draws the same noise whatever the batch."""
+
+    def __init__(self, model, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.model = model
+
+    def predict_batch(self, windows: list[list], slots: list[int]) -> np.ndarray:
+        import torch
+
+        from ..data import robot_state
+
+        obs = [w[-1] for w in windows]
+        images = {
+            c: torch.from_numpy(np.stack([np.asarray(o["images"][c]) for o in obs])) for c in self.model.config.cameras
+        }
+        state = torch.from_numpy(np.stack([robot_state(o) for o in obs]))
+        batch = self.model.make_batch(images, [o["instruction"] for o in obs], state)
+        shape = tuple(self.model.noise_shape)
+        noise = torch.stack([torch.randn(shape, generator=self.generator(s)) for s in slots])
+        return self.model.sample_actions(batch, noise=noise).numpy()
+
+
+def vla_agent(model, seed: int = 0, k: int | None = None) -> ChunkedPolicy:
+    """A VLA (``make_batch`` / ``sample_actions``) as a :class:`ChunkedPolicy`: the first half of each
+    ``chunk_size`` chunk (or ``k`` actions), at the policy's image size and cameras."""
+    cfg = model.config
+    k = k or max(1, getattr(cfg, "chunk_size", 8) // 2)
+    return ChunkedPolicy(
+        VLAChunks(model, seed), k, image_size=getattr(cfg, "image_size", None), cameras=getattr(cfg, "cameras", None)
+    )
+
+
 class DiffusionChunks:
     """Batch predictor for a state-based ``TinyDiffusionPolicy`` (``predict_action(obs (B, To, O))``).
 
@@ -128,16 +190,10 @@ class DiffusionChunks:
             raise ValueError(f"noise={noise!r}: choose from {NOISE}")
         self.policy, self.seed, self.noise, self.kwargs = policy, int(seed), noise, predict_kwargs
         self.generator = torch.Generator().manual_seed(self.seed)
-        self.episodes: dict[int, int] = {}
-        self.generators: dict[int, torch.Generator] = {}
+        self.per_episode = _EpisodeNoise(seed)
 
-    def reset(self, slots) -> None:
-        import torch
-
-        for s in slots:
-            self.episodes[s] = self.episodes.get(s, -1) + 1
-            seed = self.seed * 1_000_003 + self.episodes[s]
-            self.generators[s] = torch.Generator().manual_seed(seed)
+    def reset(self, slots, episodes=None) -> None:
+        self.per_episode.reset(slots, episodes)
 
     def check_observations(self, observations: list) -> None:
         """Every control step, before the history takes them: states of the policy's ``obs_dim``."""
@@ -152,11 +208,8 @@ class DiffusionChunks:
         x = torch.from_numpy(np.stack([np.stack([_state(o) for o in w]) for w in windows]))  # (m, To, O)
         if self.noise == "run":
             return self.policy.predict_action(x, generator=self.generator, **self.kwargs).numpy()
-        for s in slots:
-            if s not in self.generators:
-                self.reset([s])
         rows = [
-            self.policy.predict_action(x[i : i + 1], generator=self.generators[s], **self.kwargs)[0]
+            self.policy.predict_action(x[i : i + 1], generator=self.per_episode.generator(s), **self.kwargs)[0]
             for i, s in enumerate(slots)
         ]
         return torch.stack(rows).numpy()

@@ -2,17 +2,20 @@
 
 pybullet: ``"expert"`` -> :class:`~policylens.sim.pybullet.ExpertPolicy`; a ``TinyDiffusionPolicy``
 -> windows of states, its ``n_action_steps`` per chunk, noise reseeded per episode; a policy with
-``act(obs)`` as it is; any other chunk predictor (TinyVLA, a LeRobot policy adapter) -> the first
-half of each ``chunk_size`` chunk. MetaWorld: ``"expert"`` -> the task's scripted expert; else a
-state-based ``TinyDiffusionPolicy`` for that task (``"metaworld"``, ``metaworld/<task>``, a run, or a
-directory of per-task runs), stepped over a batch of environments with one noise generator per run.
+``act(obs)`` as it is; a VLA with ``make_batch`` / ``sample_actions`` (TinyVLA, a LeRobot teacher)
+-> the first half of each ``chunk_size`` chunk, one batched call over the environments, noise
+reseeded per episode; any other chunk predictor -> the first half of each chunk, one call each.
+
+MetaWorld: ``"expert"`` -> the task's scripted expert; else a state-based ``TinyDiffusionPolicy`` for
+that task (``"metaworld"``, ``metaworld/<task>``, a run, or a directory of per-task runs), stepped
+over a batch of environments with one noise generator per run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ._agent import ChunkedPolicy, diffusion_agent
+from ._agent import ChunkedPolicy, diffusion_agent, vla_agent
 
 SUITES = ("pybullet", "metaworld")
 
@@ -44,6 +47,8 @@ def _pybullet_agent(spec: str, seed: int, predict_kwargs: dict):
         raise ValueError(f"{sorted(predict_kwargs)}: prediction options are for TinyDiffusionPolicy checkpoints")
     if hasattr(policy, "act"):
         return policy
+    if all(hasattr(policy, a) for a in ("make_batch", "sample_actions", "noise_shape")):
+        return vla_agent(policy, seed=seed)  # batched over environments, noise seeded per episode
     config = getattr(policy, "config", None)
     return ChunkedPolicy(
         policy,

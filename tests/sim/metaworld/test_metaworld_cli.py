@@ -44,8 +44,8 @@ def test_generate_writes_a_lerobot_dataset(tmp_path):
     assert result.exit_code == 2 and "records the expert only" in result.stderr
     result = runner.invoke(app, ["sim", "generate", "--out", str(tmp_path / "y"), "--cameras", "corner"])
     assert result.exit_code == 2 and "--cameras is for --suite metaworld" in result.stderr
-    result = runner.invoke(app, ["sim", "eval", "--task", "reach", "--batch", "4"])  # the pybullet suite
-    assert result.exit_code == 2 and "--batch and --max-steps are for --suite metaworld" in result.stderr
+    result = runner.invoke(app, ["sim", "eval", "--task", "reach", "--batch", "2", "--episodes", "3"])  # pybullet
+    assert result.exit_code == 0 and "expert on reach: success 100.0% (3/3)" in result.output, result.output
 
 
 def test_train_then_eval_and_refuse_another_task(tmp_path):

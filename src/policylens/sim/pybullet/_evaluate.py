@@ -6,6 +6,9 @@ run through ``policylens.sim.ChunkedPolicy`` (history + chunk queue; ``policylen
 
 from __future__ import annotations
 
+from collections import deque
+
+import numpy as np
 from tqdm.auto import tqdm
 
 from ..._intervals import EvalResult
@@ -24,14 +27,27 @@ def evaluate_policy(
     cameras=CAMERAS,
     max_steps: int | None = None,
     progress: bool = True,
+    batch: int = 1,
 ) -> EvalResult:
-    """Run ``episodes`` closed-loop rollouts of ``policy`` (``act(obs) -> (7,)``, optional ``reset()``)."""
+    """Run ``episodes`` closed-loop rollouts of ``policy`` (``act(obs) -> (7,)``, optional ``reset()``).
+
+    ``batch`` > 1 steps that many environments together (the policy a ``policylens.sim.ChunkedPolicy``
+    or the ``ExpertPolicy``): each control step ONE ``act(observations, slots)`` call for every
+    environment still running; a finished environment starts the next episode at once. Episode ``i``
+    runs on ``eval_layout_seed(seed, i)`` and its agent is reset with its index, so a policy whose
+    noise is seeded per episode gives the same outcomes at every batch size.
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if batch < 1:
+        raise ValueError(f"batch={batch}: expected >= 1 environments stepped together")
     if not hasattr(policy, "act"):
         raise TypeError(f"policy must have act(obs) -> np.ndarray (7,); got {type(policy).__name__}")
+    kw = {"seed": seed, "image_size": image_size, "render": render, "cameras": cameras}
+    if batch > 1:
+        return _evaluate_batched(policy, task, episodes, min(batch, episodes), max_steps, progress, kw)
     result = EvalResult(0, 0)
-    with SimEnv(task, seed=seed, image_size=image_size, render=render, cameras=cameras) as env:
+    with SimEnv(task, **kw) as env:
         if hasattr(policy, "bind"):
             policy.bind(env)
         limit = max_steps or env.task.max_steps
@@ -46,11 +62,72 @@ def evaluate_policy(
                 t, success = t + 1, info["success"]
                 if done:
                     break
-            result.successes += int(success)
-            result.n += 1
-            result.episode_success.append(bool(success))
-            result.episode_length.append(t)
+            _record(result, success, t)
             bar.set_postfix(success=f"{result.success_rate:.0%}")
+    return result
+
+
+def _record(result: EvalResult, success: bool, length: int) -> None:
+    result.successes += int(success)
+    result.n += 1
+    result.episode_success.append(bool(success))
+    result.episode_length.append(length)
+
+
+def _evaluate_batched(policy, task, episodes, n_slots, max_steps, progress, kw) -> EvalResult:
+    from .._agent import ChunkedPolicy
+
+    if isinstance(policy, ExpertPolicy):
+        agents = None  # one expert per environment: it reads the environment's privileged state
+    elif isinstance(policy, ChunkedPolicy) and not hasattr(policy.inner, "bind"):
+        agents = policy
+    else:
+        raise ValueError(
+            f"batch={n_slots}: a {type(policy).__name__} drives one environment; pass batch=1, or a "
+            "policylens.sim.ChunkedPolicy whose predictor reads no environment (load_agent gives one)"
+        )
+    envs = [SimEnv(task, **kw) for _ in range(n_slots)]
+    experts = [ExpertPolicy(env) for env in envs]
+    pending, obs, episode_of, steps = deque(range(episodes)), {}, {}, {}
+    success, length = [False] * episodes, [0] * episodes
+    limit = max_steps or envs[0].task.max_steps
+
+    def start(slots: list[int]) -> list[int]:
+        slots = slots[: len(pending)]  # the episodes left, one per slot
+        for s in slots:
+            episode_of[s], steps[s] = pending.popleft(), 0
+            obs[s] = envs[s].reset(seed=eval_layout_seed(kw["seed"], episode_of[s]))
+            experts[s].reset()
+        if slots and agents is not None:
+            agents.reset(slots, episodes=[episode_of[s] for s in slots])
+        return slots
+
+    bar = tqdm(total=episodes, desc=f"eval {task} x{n_slots}", disable=not progress)
+    try:
+        running = start(list(range(n_slots)))
+        while running:
+            if agents is None:
+                actions = [experts[s].act(obs[s]) for s in running]
+            else:
+                actions = agents.act([obs[s] for s in running], running)
+            finished = []
+            for s, a in zip(running, actions, strict=True):
+                obs[s], done, info = envs[s].step(np.asarray(a))
+                steps[s] += 1
+                if done or steps[s] >= limit:
+                    success[episode_of[s]], length[episode_of[s]] = bool(info["success"]), steps[s]
+                    finished.append(s)
+            if finished:
+                bar.update(len(finished))
+                bar.set_postfix(success=f"{sum(success)}/{bar.n}", refresh=False)
+            running = [s for s in running if s not in finished] + start(finished)
+    finally:
+        bar.close()
+        for env in envs:
+            env.close()
+    result = EvalResult(0, 0)
+    for ok, t in zip(success, length, strict=True):
+        _record(result, ok, t)
     return result
 
 
