@@ -22,6 +22,11 @@ Everything a run can refuse (layers against the policy's layer counts, phases, s
 keyframes, the camera map, every episode's cameras) is checked before ``run.json`` is written, and
 a run that fails or is interrupted before it finishes an episode removes its ``run.json`` again, so
 a corrected rerun is never refused as "other settings". ``overwrite=True`` replaces the run in OUT.
+
+Under torchrun (``runs.distributed``, gloo: the policy runs on each process's CPU) rank 0 claims OUT
+while the others wait, each rank runs its contiguous block of the episodes (``runs.shard``; rank 0
+shows the progress bar), and once all have finished rank 0 writes the run's ``overlap.json``; the
+outputs are those of one process. ``workers`` > 1 (local processes) is refused under torchrun.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import torch
 from torch import nn
 
 from ..data import EpisodeFeed
-from ..runs import RunKind, claim_run_dir, clear_run_dir, weights_hash
+from ..runs import Dist, RunDirError, RunKind, claim_run_dir, clear_run_dir, distributed, env_world, shard, weights_hash
 from ._extract import PHASES, STEP_MODES, extract_attention
 from ._objects import frame_rows, nearest_object, summarize_overlap
 from ._render import MODES, most_active_head, overlay, save_image
@@ -282,6 +287,25 @@ def _worker_episode(i: int) -> dict:
     return _episode(w["model"], w["eps"][i], i, w["out"], w["cfg"], w["w"])
 
 
+def _claim(d: Dist, out: Path, settings: dict, overwrite: bool) -> bool:
+    """Rank 0 claims OUT while the other ranks wait; True: a new run (False: the same run, resumed).
+    Rank 0's refusal is raised on every rank."""
+    if not d.active:
+        return not claim_run_dir(out, settings, overwrite, ATTENTION_RUN)
+    if d.main:
+        try:
+            claimed = not claim_run_dir(out, settings, overwrite, ATTENTION_RUN)
+        except (ValueError, OSError) as exc:
+            d.broadcast(str(exc))
+            raise
+        d.broadcast(None)
+        return claimed
+    refused = d.broadcast(None)
+    if refused is not None:
+        raise RunDirError(refused)
+    return False
+
+
 def run_attention(
     policy,
     episodes: str,
@@ -295,7 +319,8 @@ def run_attention(
     (``droid:PATH``, ``lerobot:PATH`` or a detected PATH) into ``out``; returns each episode's
     ``done.json`` record. Resumable: rerun the same call after a kill; ``overwrite`` replaces a run
     with other settings. ``workers`` > 1 runs episodes in that many processes (``policy`` must
-    then be a name or checkpoint path); the outputs are the same as with one. Ctrl-C raises
+    then be a name or checkpoint path); the outputs are the same as with one. Under torchrun each rank runs
+    its block of the episodes and every rank returns all the records (module docstring). Ctrl-C raises
     :class:`AttentionInterrupted`, which says how many episodes are kept."""
     from tqdm import tqdm
 
@@ -303,6 +328,12 @@ def run_attention(
     from ..models import load_model
 
     cfg = config or AttentionRunConfig()
+    world = env_world()[1]
+    if workers > 1 and world > 1:
+        raise ValueError(
+            f"run_attention: workers={workers} under torchrun ({world} ranks), which already split the episodes; "
+            "pass workers=1 (--workers 1) under torchrun, or run without torchrun"
+        )
     if workers > 1 and not isinstance(policy, (str, Path)):
         raise ValueError("run_attention: workers > 1 loads the policy in each process; pass its name or path")
     eps = open_episodes(episodes)
@@ -316,29 +347,35 @@ def run_attention(
     name = str(policy) if isinstance(policy, (str, Path)) else type(policy).__name__
     new_dir = not out.exists()
     settings = {"policy": name, "weights_hash": weights, **asdict(cfg)}
-    claimed = not claim_run_dir(out, settings, overwrite, ATTENTION_RUN)  # False: the same run, resumed
-    try:
-        if workers > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
+    with distributed(device="cpu") as d:
+        claimed = _claim(d, out, settings, overwrite)
+        mine = shard(range(len(eps)), d.rank, d.world)  # this rank's episodes (all of them in one process)
+        try:
+            if workers > 1:
+                import multiprocessing as mp
+                from concurrent.futures import ProcessPoolExecutor
 
-            threads = max(1, torch.get_num_threads() // workers)
-            init = (str(policy), str(episodes), str(out), cfg, weights, threads)
-            with ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_worker_init, initargs=init) as pool:
-                jobs = pool.map(_worker_episode, range(len(eps)))
-                done = list(tqdm(jobs, total=len(eps), desc="attention episodes", disable=not progress))
-        else:
-            with tqdm(eps, desc="attention episodes", disable=not progress) as bar:  # closed on Ctrl-C too
-                done = [_episode(model, ep, i, out, cfg, weights) for i, ep in enumerate(bar)]
-        if cfg.overlap:
-            summarize_overlap(out)
-    except BaseException as exc:
-        finished = len(_finished(out))
-        if claimed and not finished:  # nothing kept: leave OUT as it was, so any rerun starts afresh
-            clear_run_dir(out, ATTENTION_RUN)
-            if new_dir and not any(out.iterdir()):
-                out.rmdir()
-        if isinstance(exc, KeyboardInterrupt):
-            raise AttentionInterrupted(finished, len(eps), out) from exc
-        raise
+                threads = max(1, torch.get_num_threads() // workers)
+                init = (str(policy), str(episodes), str(out), cfg, weights, threads)
+                ctx = mp.get_context("spawn")
+                with ProcessPoolExecutor(workers, ctx, initializer=_worker_init, initargs=init) as pool:
+                    jobs = pool.map(_worker_episode, mine)
+                    done = list(tqdm(jobs, total=len(mine), desc="attention episodes", disable=not progress))
+            else:
+                desc = "attention episodes" + (f" (rank 0's {len(mine)} of {len(eps)})" if d.active else "")
+                with tqdm(mine, desc=desc, disable=not (progress and d.main)) as bar:  # closed on Ctrl-C too
+                    done = [_episode(model, eps[i], i, out, cfg, weights) for i in bar]
+            done = [r for part in d.all_gather(done) for r in part]  # every rank's, in episode order
+            if cfg.overlap and d.main:
+                summarize_overlap(out)
+            d.barrier()  # every rank returns once the run's files are written
+        except BaseException as exc:
+            finished = len(_finished(out))
+            if claimed and not finished and d.main:  # nothing kept: leave OUT as it was, so a rerun starts afresh
+                clear_run_dir(out, ATTENTION_RUN)
+                if new_dir and not any(out.iterdir()):
+                    out.rmdir()
+            if isinstance(exc, KeyboardInterrupt):
+                raise AttentionInterrupted(finished, len(eps), out) from exc
+            raise
     return done

@@ -1,5 +1,8 @@
 """``policylens attention``: attention maps, overlays and videos of a policy over episodes.
 
+``attention run`` also runs under ``torchrun --no-python ... policylens attention run``: each rank
+takes a block of the episodes, rank 0 writes the run's summaries (``--workers`` is refused there).
+
 The choices are the attention job's own tuples (``RUN_MODES``, ``PHASES``, ``STEP_MODES``),
 mirrored in ``_common`` so that ``policylens`` starts without importing the job; the job checks
 every value again.
@@ -73,7 +76,12 @@ def run(
     heads: Annotated[bool, typer.Option(help="Also draw every head (--no-heads: the most active one only).")] = True,
     videos: Annotated[bool, typer.Option(help="Write WebM / MP4 videos over the keyframes.")] = True,
     mode: Annotated[Mode, typer.Option(help="Map normalisation, each map on its own.")] = "minmax",
-    workers: Annotated[int, typer.Option(min=1, help="Episodes processed in parallel processes.")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Episodes processed in parallel processes (not under torchrun: its ranks split them)."
+        ),
+    ] = 1,
     camera_map: Annotated[
         str | None, typer.Option(help="Dataset camera -> policy camera, e.g. varied_camera_1=observation.images.base.")
     ] = None,
@@ -83,7 +91,14 @@ def run(
     """Tap POLICY's attention on every keyframe of every episode; images, videos and float16 arrays in OUT."""
     from policylens.attention import AttentionInterrupted, AttentionRunConfig, run_attention
     from policylens.data import parse_camera_map
+    from policylens.runs import env_world, shard
 
+    rank, world, _ = env_world()
+    if workers > 1 and world > 1:
+        raise CommandError(
+            f"--workers {workers} under torchrun ({world} ranks): the ranks already split the episodes; "
+            "drop --workers, or run without torchrun"
+        )
     n = apply_threads(threads)
     try:
         config = AttentionRunConfig(
@@ -109,6 +124,10 @@ def run(
     except KeyboardInterrupt:
         typer.echo(f"interrupted before the run started; nothing written to {out}", err=True)
         raise typer.Exit(130) from None
+    if rank:
+        mine = len(shard(done, rank, world))
+        typer.echo(f"rank {rank}/{world}: {mine} of {len(done)} episodes; rank 0 wrote the summaries in {out}")
+        return
     typer.echo(f"{len(done)} episodes, {sum(len(d['keyframes']) for d in done)} keyframes -> {out}")
 
 
