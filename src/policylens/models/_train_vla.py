@@ -6,6 +6,11 @@ state at t and the action chunk t … t+H−1 (the last action repeats past the 
 Training is resumable: ``train_state.*`` is written every ``save_every`` steps, at the end and
 on SIGINT / SIGTERM, and read back when the same run uses the same output directory again; it
 holds the batch generator and every global random state, so a resumed run is the uninterrupted one.
+
+Under torchrun (a process group joined with ``runs.distributed()``) every rank draws the same global
+batch and its flow noise, trains on its slice and averages the gradients before clipping
+(``_data_parallel``): the run is the one-process run on the global batch. Rank 0 writes and shows
+progress; every rank resumes from the saved state.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from ..runs import (
     Generators,
     TrainingInterrupted,
     check_run_dir,
-    claim_run_dir,
     join_generators,
     load_checkpoint,
     load_train_extra,
@@ -34,6 +38,19 @@ from ..runs import (
     save_train_state,
     stop_on_signal,
 )
+from ._data_parallel import (
+    agree_stop,
+    average_gradients,
+    check_device,
+    check_split,
+    claim,
+    current,
+    fingerprint,
+    mean_scalars,
+    part,
+    same_everywhere,
+    sync_module,
+)
 from ._tiny_vla import TinyVLA
 
 __all__ = [
@@ -41,6 +58,8 @@ __all__ = [
     "VLATrainConfig",
     "check_vla_run",
     "chunk_samples",
+    "flow_loss",
+    "flow_noise",
     "load_tiny_vla_init",
     "run_settings_of",
     "set_normalization",
@@ -102,14 +121,39 @@ def _batch(model: TinyVLA, episodes: list[dict], samples: list, rows: np.ndarray
     return batch
 
 
+def flow_noise(model: TinyVLA, n: int) -> dict[str, Tensor]:
+    """``noise`` (n, H, action_dim) and ``time`` (n,) of the flow-matching loss, drawn from torch's
+    generator as :meth:`TinyVLA.loss` draws them: drawn for a global batch and sliced per rank, they
+    are what one process draws."""
+    noise = torch.randn((n, *model.noise_shape))
+    beta = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
+    return {"noise": noise, "time": beta.sample((n,)) * 0.999 + 0.001}
+
+
+def flow_loss(model: TinyVLA, batch: dict[str, Tensor]) -> Tensor:
+    """:meth:`TinyVLA.loss` with the batch's ``noise`` and ``time`` (:func:`flow_noise`); a batch
+    without them draws its own."""
+    if "noise" not in batch:
+        return model.loss(batch)
+    actions = model.normalize("action", batch["action"])  # (B, H, A)
+    noise, t = batch["noise"], batch["time"]
+    x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
+    kv, valid = model.run_prefix(batch)
+    v = model.velocity(kv, valid, model.normalize("state", batch["state"]), x_t, t)
+    return torch.nn.functional.mse_loss(v, noise - actions)
+
+
 def vla_step(model: TinyVLA, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
-    """One optimisation step on ``batch``: flow-matching loss, backward, clip to norm 1, optimiser step.
+    """One optimisation step on ``batch``: flow-matching loss, backward, gradients averaged over the
+    ranks (under torchrun), clip to norm 1, optimiser step.
 
     Returns the scalars to log (detached); ``"loss"`` is the optimised total. Another loss plugs
-    into :func:`train_vla` as a function with this signature (``step=``)."""
-    loss = model.loss(batch)
+    into :func:`train_vla` as a function with this signature (``step=``); under torchrun it averages
+    the gradients the same way before it clips (``_data_parallel.average_gradients``)."""
+    loss = flow_loss(model, batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    average_gradients(model.parameters())
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     return {"loss": loss.detach()}
@@ -161,7 +205,7 @@ def train_vla(
     state: object | None = None,
     generators: Generators | None = None,
 ) -> list[float]:
-    """Train ``model`` in place; write TensorBoard logs, resumable state and the final
+    """Train ``model`` in place on its device; write TensorBoard logs, resumable state and the final
     checkpoint (``config.json`` + ``model.safetensors``) into ``out_dir``.
 
     ``out_dir`` belongs to one run (``run.json``: model and optimiser settings, episode counts and
@@ -172,22 +216,33 @@ def train_vla(
     step); ``state``: an object with ``state_dict()`` / ``load_state_dict()`` (JSON-ready) saved
     and restored with the training state; ``generators``: the step's own random generators by name
     (torch or numpy), saved and restored with the batch generator and the global random states.
-    Returns the losses of the steps run by this call.
+    Under torchrun ``config.batch_size`` is the global batch (a multiple of the ranks), every rank
+    holds the same ``episodes`` (checked) and ``out_dir`` is one directory they all read.
+    Returns the losses (of the global batch) of the steps run by this call.
     """
     out_dir = Path(out_dir)
+    d = current()
+    check_split(d, **{"VLATrainConfig.batch_size": config.batch_size})
     samples = chunk_samples(episodes, model.config.chunk_size)
     if not samples:
         raise ValueError("train_vla: the episodes hold no steps")
-    claim_run_dir(out_dir, run_settings_of(model, config, episodes, run_settings), overwrite)
+    device = next(model.parameters()).device
+    check_device(d, device)
+    data = [x for ep in episodes for x in (ep["state"], ep["action"], ep["instruction"])]
+    fix = "every rank must make the same episodes (the same seed and simulator, or the same dataset)"
+    same_everywhere(d, "episodes (states, actions, instructions)", fingerprint(*data), fix)
+    claim(d, out_dir, run_settings_of(model, config, episodes, run_settings), overwrite)
     torch.manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)  # the batches; the flow noise draws from torch's generator
     generators = join_generators(generators, batches=rng)
     start = load_train_state(out_dir, model, opt, generators)  # with every random state
+    same_everywhere(d, "saved steps", start, f"{out_dir} must be one directory that every rank reads")
     if start and state is not None:
         state.load_state_dict(load_train_extra(out_dir))
     if start == 0 and config.fit_normalization:
         set_normalization(model, episodes)
+    sync_module(d, model)  # rank 0's weights on every rank
     extra = (lambda: state.state_dict()) if state is not None else (lambda: None)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
@@ -196,30 +251,43 @@ def train_vla(
     )
     from torch.utils.tensorboard import SummaryWriter  # TensorBoard loads only when a run trains
 
-    writer = SummaryWriter(str(out_dir / "tb"))
+    writer = SummaryWriter(str(out_dir / "tb")) if d.main else None
+    mine = part(d, config.batch_size)
     losses: list[float] = []
     model.train()
     done = saved = start
     try:
-        with stop_on_signal() as stop:
-            for i in tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train TinyVLA"):
-                batch = _batch(model, episodes, samples, rng.integers(0, len(samples), config.batch_size))
-                scalars = step(model, batch, opt)
+        with stop_on_signal(escalate=not d.active) as stop:
+            bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train TinyVLA",
+                       disable=not d.main)  # fmt: skip
+            for i in bar:
+                rows = rng.integers(0, len(samples), config.batch_size)  # the global batch
+                noise = flow_noise(model, config.batch_size)
+                batch = _batch(model, episodes, samples, rows[mine])
+                batch.update({k: v[mine] for k, v in noise.items()})
+                scalars = mean_scalars(d, step(model, {k: v.to(device) for k, v in batch.items()}, opt))
                 sched.step()
                 done = i + 1
-                losses.append(float(scalars["loss"]))
-                for name, value in scalars.items():
-                    writer.add_scalar(f"train/{name}", float(value), i)
-                writer.add_scalar("train/lr", sched.get_last_lr()[0], i)
-                if done % config.save_every == 0 or stop.signum is not None:
-                    save_train_state(out_dir, model, opt, done, extra(), generators)
+                losses.append(scalars["loss"])
+                if writer is not None:
+                    for name, value in scalars.items():
+                        writer.add_scalar(f"train/{name}", value, i)
+                    writer.add_scalar("train/lr", sched.get_last_lr()[0], i)
+                signum = agree_stop(d, stop.signum)
+                if done % config.save_every == 0 or signum is not None:
+                    if d.main:
+                        save_train_state(out_dir, model, opt, done, extra(), generators)
                     saved = done
-                if stop.signum is not None:
-                    raise TrainingInterrupted(stop.signum, done, out_dir)
+                if signum is not None:
+                    d.barrier()  # rank 0 has saved
+                    raise TrainingInterrupted(signum, done, out_dir)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
         model.eval()
-    if saved != done:
-        save_train_state(out_dir, model, opt, done, extra(), generators)
-    save_checkpoint(model, out_dir)
+    if d.main:
+        if saved != done:
+            save_train_state(out_dir, model, opt, done, extra(), generators)
+        save_checkpoint(model, out_dir)
+    d.barrier()
     return losses

@@ -5,6 +5,12 @@ optimisation step of the epsilon loss), so another loss plugs in without copying
 Given an ``out_dir`` it is resumable like ``train_vla`` (``policylens.runs``): the saved state
 holds the batch generator and the global random states (dropout), so a resumed run is the
 uninterrupted one.
+
+Under torchrun (``runs.distributed()``) every rank draws the global batch (windows, noise, timesteps)
+from the same generator and trains on its slice, gradients averaged over the ranks (``_data_parallel``),
+so without dropout the run is the one-process run; each rank draws its own dropout masks from a
+stream seeded by (seed, step, rank), which leaves the shared random state, saved by rank 0 and
+resumed by every rank, the same on all. Rank 0 writes and shows progress.
 """
 
 from __future__ import annotations
@@ -23,12 +29,25 @@ from tqdm.auto import tqdm
 from ...runs import (
     Generators,
     TrainingInterrupted,
-    claim_run_dir,
     join_generators,
     load_train_extra,
     load_train_state,
     save_train_state,
     stop_on_signal,
+)
+from .._data_parallel import (
+    agree_stop,
+    average_gradients,
+    check_device,
+    check_split,
+    claim,
+    current,
+    fingerprint,
+    mean_scalars,
+    part,
+    rank_stream,
+    same_everywhere,
+    sync_module,
 )
 from ._config import DiffusionPolicyConfig
 from ._policy import TinyDiffusionPolicy
@@ -96,12 +115,14 @@ def diffusion_step(
     """One optimisation step of the epsilon-prediction loss on ``batch``: normalised ``action``
     (B, T, A) and ``obs`` (B, To, O), ``noise`` (B, T, A), ``timestep`` (B,). Returns the scalars to
     log (detached); ``"loss"`` is the optimised total. Another loss plugs into
-    :func:`train_diffusion_policy` as a function with this signature (``step=``)."""
+    :func:`train_diffusion_policy` as a function with this signature (``step=``); under torchrun it
+    averages the gradients over the ranks before it steps, as this one does."""
     x0, noise, t = batch["action"], batch["noise"], batch["timestep"]
     pred = policy.model(policy.ddpm.add_noise(x0, noise, t), t, batch["obs"])  # (B, T, A)
     loss = F.mse_loss(pred, noise)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    average_gradients(policy.model.parameters())
     optimizer.step()
     return {"loss": loss.detach()}
 
@@ -124,6 +145,7 @@ def train_diffusion_policy(
     step: StepFn | None = None,
     extra_state: object | None = None,
     generators: Generators | None = None,
+    device: str | torch.device | None = None,
 ) -> TinyDiffusionPolicy:
     """Train a policy on ``episodes`` (dicts of ``"obs"`` (T, obs_dim), ``"action"`` (T, action_dim)).
 
@@ -135,18 +157,26 @@ def train_diffusion_policy(
     ``step`` replaces :func:`diffusion_step` (one optimisation step on a batch); ``extra_state``, an
     object with JSON-ready ``state_dict`` / ``load_state_dict`` (e.g. a retention step's λ), is saved
     and restored with the training state, as are ``generators`` (the step's own random generators by name).
+    ``device``: where it trains (default: the CPU; under nccl, the rank's GPU). Under torchrun
+    ``batch_size`` is the global batch (a multiple of the ranks), every rank holds the same
+    ``episodes`` (checked) and ``out_dir`` is one directory they all read.
     """
     if steps < 1 or batch_size < 1 or save_every < 1:
         raise ValueError(f"steps={steps}, batch_size={batch_size}, save_every={save_every}: expected all >= 1.")
+    d, device = current(), torch.device(device or "cpu")
+    check_split(d, batch_size=batch_size)
+    check_device(d, device)
     step = step or diffusion_step
     torch.manual_seed(seed)
     obs_np, act_np = make_windows(episodes, config)
+    fix = "every rank must make the same episodes (the same seed and simulator)"
+    same_everywhere(d, "training windows", fingerprint(obs_np, act_np), fix)
     policy = TinyDiffusionPolicy(config)
     policy.obs_normalizer.fit(torch.from_numpy(obs_np))
     policy.action_normalizer.fit(torch.from_numpy(act_np))
-    obs = policy.obs_normalizer.normalize(torch.from_numpy(obs_np))  # (N, To, O)
-    act = policy.action_normalizer.normalize(torch.from_numpy(act_np))  # (N, T, A)
-    policy.train()
+    obs = policy.obs_normalizer.normalize(torch.from_numpy(obs_np)).to(device)  # (N, To, O)
+    act = policy.action_normalizer.normalize(torch.from_numpy(act_np)).to(device)  # (N, T, A)
+    policy.to(device).train()
     ema = _EMA(policy)
     opt = torch.optim.AdamW(policy.model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     state = nn.ModuleDict({"policy": policy, "ema": ema.model})  # what train_state.* holds
@@ -161,8 +191,9 @@ def train_diffusion_policy(
             "train": {**optim, "seed": seed},
             "data": {**counts, **(run_settings or {})},
         }
-        claim_run_dir(out_dir, settings, overwrite)
+        claim(d, out_dir, settings, overwrite)
         start = load_train_state(out_dir, state, opt, generators)
+        same_everywhere(d, "saved steps", start, f"{out_dir} must be one directory that every rank reads")
         ema.step = start
         if start and extra_state is not None:
             extra_state.load_state_dict(load_train_extra(out_dir))
@@ -173,39 +204,47 @@ def train_diffusion_policy(
         return 0.5 * (1 + math.cos(math.pi * (i - warmup_steps) / max(1, steps - warmup_steps)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda, last_epoch=start - 1 if start else -1)
+    sync_module(d, state)  # rank 0's weights on every rank
     writer = None
-    if log_dir is not None:
+    if log_dir is not None and d.main:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(log_dir))
-    n_train = config.num_train_timesteps
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train diffusion policy", disable=not progress)
+    n_train, mine = config.num_train_timesteps, part(d, batch_size)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train diffusion policy",
+               disable=not (progress and d.main))  # fmt: skip
     done = saved = start
     try:
-        with stop_on_signal(enabled=out_dir is not None) as stop:
+        with stop_on_signal(enabled=out_dir is not None, escalate=not d.active) as stop:
             for i in bar:
-                idx = torch.randint(0, len(obs), (batch_size,), generator=gen)
-                batch = {"action": act[idx], "obs": obs[idx]}  # (B, T, A), (B, To, O)
-                batch["noise"] = torch.randn(batch["action"].shape, generator=gen)
-                batch["timestep"] = torch.randint(0, n_train, (batch_size,), generator=gen)
-                scalars = step(policy, batch, opt)
+                idx = torch.randint(0, len(obs), (batch_size,), generator=gen)  # the global batch
+                noise = torch.randn((batch_size, *act.shape[1:]), generator=gen)  # (B, T, A)
+                timestep = torch.randint(0, n_train, (batch_size,), generator=gen)
+                idx, noise, timestep = idx[mine].to(device), noise[mine].to(device), timestep[mine].to(device)
+                batch = {"action": act[idx], "obs": obs[idx], "noise": noise, "timestep": timestep}
+                with rank_stream(d, seed, i):
+                    scalars = mean_scalars(d, step(policy, batch, opt))
                 sched.step()
                 ema.update(policy)
                 done = i + 1
                 if i % 50 == 0 or i == steps - 1:
-                    bar.set_postfix(loss=f"{float(scalars['loss']):.4f}")
+                    bar.set_postfix(loss=f"{scalars['loss']:.4f}")
                     if writer is not None:
                         for name, value in scalars.items():
-                            writer.add_scalar(f"train/{name}", float(value), i)
+                            writer.add_scalar(f"train/{name}", value, i)
                         writer.add_scalar("train/lr", sched.get_last_lr()[0], i)
-                if out_dir is not None and (done % save_every == 0 or stop.signum is not None):
-                    save_train_state(out_dir, state, opt, done, _extra(extra_state), generators)
+                signum = agree_stop(d, stop.signum)
+                if out_dir is not None and (done % save_every == 0 or signum is not None):
+                    if d.main:
+                        save_train_state(out_dir, state, opt, done, _extra(extra_state), generators)
                     saved = done
-                if stop.signum is not None:
-                    raise TrainingInterrupted(stop.signum, done, out_dir)
+                if signum is not None:
+                    d.barrier()  # rank 0 has saved
+                    raise TrainingInterrupted(signum, done, out_dir)
     finally:
         if writer is not None:
             writer.close()
-    if out_dir is not None and saved != done:
+    if out_dir is not None and saved != done and d.main:
         save_train_state(out_dir, state, opt, done, _extra(extra_state), generators)
+    d.barrier()
     return ema.model.eval()
