@@ -1,7 +1,9 @@
 """``align train`` / ``distill`` / ``head`` as torchrun ranks (gloo on CPU): two ranks, each reading its
 share of every global batch, end with the weights one process trains on the same global batches,
-within float tolerance; without DDP's gradient averaging they do not; a run started in one process
-resumes under torchrun as the same run; rank 0 writes the outputs and prints the summary.
+within float tolerance; without DDP's gradient averaging they do not. Runs cross between one process
+and two ranks both ways (a signal on one rank stops both after the same step, rank 0 saves, one
+process resumes; a one-process run resumes under torchrun); rank 0 writes the outputs and prints
+the summary.
 
 The training has 8 frames; batches of 7 leave a last batch of 1 each pass, where one rank holds no
 item (a stand-in of weight 0), and ``max_rows=100`` makes every step draw a row subset of the
@@ -33,13 +35,14 @@ from policylens.sim.pybullet import generate_episodes
 
 CAM = "varied_camera_1"
 POLICYLENS = Path(sys.executable).with_name("policylens")
-WORKER = Path(__file__).with_name("_align_nosync_worker.py")
+WORKER = Path(__file__).with_name("_align_rank_worker.py")
 # measured: 2 and 3 ranks vs 1 process differ by at most 1.4e-7 (float32 sums in another order)
 ATOL = 1e-5
 # the head measured 2.1e-5: its attention's key bias (whose true gradient is 0: softmax ignores it) and
 # one more weight get roundoff-sized gradients, which AdamW's g / sqrt(v) turns into lr-sized steps
 HEAD_ATOL = 1e-4
 TRAIN = {"steps": 4, "batch_size": 7, "dim": 16, "max_rows": 100, "held_out": 0.5, "eval_every": 2, "save_every": 2}
+CONFIG = [f"{k}={v}" for k, v in TRAIN.items()]  # for the worker
 
 
 def torchrun(n: int, *args: str, script: Path | None = None) -> subprocess.CompletedProcess:
@@ -82,31 +85,39 @@ def stores(tmp_path_factory):
     return root
 
 
-def test_two_ranks_train_the_weights_of_one_process(stores, tmp_path):
-    run = torchrun(2, *train_args(stores, tmp_path / "two"))
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert max_diff(tmp_path / "two", stores / "one") < ATOL
-    assert "rank 1/2: trained its share of every batch to step 4; rank 0 wrote" in run.stdout
-    assert run.stdout.count("aligned infonce:") == 1 and run.stdout.count("torch threads: 1") == 2
-    for name in ("eval.json", "eval.md", "similarity_hist.png", "train_state.json", "tb"):
-        assert (tmp_path / "two" / name).exists(), name
-
-
 def test_without_gradient_averaging_the_ranks_drift_apart(stores, tmp_path):
     """The same run with DDP's wrapper taken out: each rank steps on its own share's gradient."""
-    run = torchrun(2, str(stores), str(tmp_path / "nosync"), *[f"{k}={v}" for k, v in TRAIN.items()], script=WORKER)
+    run = torchrun(2, "nosync", str(stores), str(tmp_path / "nosync"), *CONFIG, script=WORKER)
     assert run.returncode == 0, run.stderr[-3000:]
     assert max_diff(tmp_path / "nosync", stores / "one") > 100 * ATOL
 
 
-def test_a_run_started_in_one_process_resumes_under_torchrun(stores, tmp_path):
+def test_a_signal_on_one_rank_stops_both_after_the_same_step_and_the_run_resumes(stores, tmp_path):
+    """Rank 1 alone gets SIGINT after step 3; both stop there, rank 0 saves, and the resumed run is the
+    uninterrupted one."""
+    run = torchrun(2, "signal", str(stores), str(tmp_path / "run"), *CONFIG, script=WORKER)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for rank in (0, 1):
+        assert f"rank {rank} stopped at step 3: SIGINT at step 3: state saved in {tmp_path / 'run'}" in run.stdout
+    assert json.loads((tmp_path / "run" / "train_state.json").read_text())["step"] == 3
+    feats = [stores / "dinov2", stores / "siglip"]
+    train_alignment(stores / "points", feats, tmp_path / "run", AlignTrainConfig(**TRAIN, progress=False))
+    assert max_diff(tmp_path / "run", stores / "one") < ATOL
+
+
+def test_a_run_started_in_one_process_resumes_under_two_ranks_with_its_weights(stores, tmp_path):
+    """Steps 3 and 4 (the second a batch of 1: rank 0 holds a stand-in) by 2 ranks through the CLI."""
     feats = [stores / "dinov2", stores / "siglip"]
     half = AlignTrainConfig(**{**TRAIN, "steps": 2}, progress=False)
     train_alignment(stores / "points", feats, tmp_path / "run", half)
     run = torchrun(2, *train_args(stores, tmp_path / "run"))
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "step 4 (0 skipped)" in run.stdout
     assert max_diff(tmp_path / "run", stores / "one") < ATOL
+    assert "step 4 (0 skipped)" in run.stdout and run.stdout.count("aligned infonce:") == 1  # rank 0's summary
+    assert "rank 1/2: trained its share of every batch to step 4; rank 0 wrote" in run.stdout
+    assert run.stdout.count("torch threads: 1") == 2
+    for name in ("eval.json", "eval.md", "similarity_hist.png", "tb"):
+        assert (tmp_path / "run" / name).exists(), name
 
 
 def test_distill_and_head_under_two_ranks_match_one_process(stores, tmp_path):

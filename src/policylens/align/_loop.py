@@ -14,7 +14,8 @@ loss by ``world · share`` (its share of the batch), so the averaged gradient is
 batch's mean loss. Rank 0 alone shows progress and writes TensorBoard and the training state; every
 rank loads the same state, so a run resumes with any number of ranks. The logged scalars are the
 means over ranks (``rows``: the sum). A signal on any rank stops every rank after the same step, once
-rank 0 has saved.
+rank 0 has saved (under torchrun a Ctrl-C reaches each rank twice, so a second signal does not skip
+the save).
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def _loop(out: Path, model: nn.Module, opt, amp: Amp, step: StepFn, loader, cfg,
     )
     done, saved = start, start
     try:
-        with stop_on_signal() as stop:
+        with stop_on_signal(escalate=not d.active) as stop:  # torchrun: a Ctrl-C arrives twice, still saved
             for i in bar:
                 logs = _mean_logs(step(net, next(batches), opt, amp), d, device)
                 done, skipped = i + 1, skipped + int(logs.get("skipped", 0))
