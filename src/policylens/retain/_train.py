@@ -10,11 +10,16 @@ never used take the task's statistics, the teacher's function unchanged. The ste
 checkpoint what the summary is computed from (λ, the anchor generator, per-step L_act, L_ret,
 projection, cos(Δθ, g_ret)), so ``retain.json`` describes the whole run after any number of
 resumes, and a finished run asked again reports itself and keeps its results.
+
+Under torchrun the task and anchor batches are global batches, each rank takes its slice, and the
+Retainer sees the model through DDP (both gradients and L_ret averaged over the ranks before the
+projection and the λ update): the run is the one-process run. Rank 0 writes ``retain.json``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,8 +71,41 @@ class RetainTrainConfig:
                 raise ValueError(f"RetainTrainConfig.{name}={getattr(self, name)} must be positive")
 
 
-def _task_loss(model: nn.Module, batch: dict) -> Tensor:
-    return model(**batch)
+class _TaskLoss(nn.Module):
+    """The flow-matching loss of a task batch (its noise drawn by the loop for the global batch) as
+    a module: what the Retainer calls, through DDP under torchrun."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> Tensor:
+        from policylens.models._train_vla import flow_loss
+
+        return flow_loss(self.model, batch)
+
+
+def _task_loss(module: nn.Module, batch: dict) -> Tensor:
+    return module(batch)
+
+
+def _on(batch: dict, device: torch.device) -> dict:
+    """The batch's tensors on ``device`` (``sample_index`` stays: it seeds per-sample noise on the CPU)."""
+    return {k: v if k == "sample_index" else v.to(device) for k, v in batch.items()}
+
+
+def _retainer(model: nn.Module, anchor_set: AnchorSet, retention: RetentionConfig) -> Retainer:
+    """The Retainer of ``model``'s task loss; under torchrun it sees the loss through DDP, so that it
+    averages both gradients and L_ret over the ranks."""
+    from policylens.models._data_parallel import check_device, current
+
+    d, device = current(), next(model.parameters()).device
+    loss: nn.Module = _TaskLoss(model)
+    if d.active:
+        check_device(d, device)
+        ids = [device.index] if device.type == "cuda" else None
+        loss = nn.parallel.DistributedDataParallel(loss, device_ids=ids, broadcast_buffers=False)
+    return Retainer(loss, _task_loss, anchor_set.student, retention)
 
 
 class _RetentionStep:
@@ -75,14 +113,24 @@ class _RetentionStep:
     the ``state=`` saved with each checkpoint: λ, the anchor generator, the per-step series."""
 
     def __init__(self, retainer: Retainer, anchors: AnchorSet, config: RetainTrainConfig) -> None:
+        from policylens.models._data_parallel import check_split, current, part
+
         self.retainer, self.anchors, self.config = retainer, anchors, config
         self.rng = np.random.default_rng(config.seed + 1)
         self.series: dict[str, list] = {k: [] for k in SERIES}  # device scalars until saved
+        d = current()
+        check_split(d, **{"RetainTrainConfig.anchor_batch_size": config.anchor_batch_size})
+        self.mine, self.device = part(d, config.anchor_batch_size), retainer.params[0].device
+
+    def _anchor_batch(self) -> dict:
+        """This rank's slice of a global anchor batch (the rows ``AnchorSet.sample`` draws)."""
+        rows = self.rng.integers(0, len(self.anchors), self.config.anchor_batch_size)
+        return _on(self.anchors.batch(rows[self.mine]), self.device)
 
     def __call__(self, model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
         retainer, config = self.retainer, self.config
         tracked = retainer.method.needs_retention
-        anchor = self.anchors.sample(config.anchor_batch_size, self.rng) if tracked else None
+        anchor = self._anchor_batch() if tracked else None
         stats = retainer.backward(batch, anchor)
         torch.nn.utils.clip_grad_norm_(retainer.params, config.clip)
         watch = len(self.series["loss_act"]) % config.log_every == 0 and tracked
@@ -130,7 +178,7 @@ def open_anchors(anchors: str | Path, model: nn.Module) -> AnchorSet:
     anchor_set = AnchorSet(path, model)
     if len(anchor_set) == 0:
         raise StoreError(f"anchor cache {path} holds no samples; rebuild it (`policylens cache build --kind bridge`)")
-    batch = anchor_set.batch([0])
+    batch = _on(anchor_set.batch([0]), next(model.parameters()).device)
     inputs = {k: v for k, v in batch.items() if k not in ("target_features", "sample_index")}
     anchor_set.student(inputs, indices=batch["sample_index"])  # raises StoreError on another width
     return anchor_set
@@ -199,9 +247,17 @@ def _summary(extra: dict, settings: dict, steps_run: int, steps: int) -> dict:
     }
 
 
-def _finished(out: Path, steps: int) -> dict | None:
+def _write_summary(out: Path, summary: dict) -> None:
+    """``retain.json``, replaced whole (other ranks may read it meanwhile)."""
+    tmp = out / f"{SUMMARY_FILE}.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, out / SUMMARY_FILE)
+
+
+def _finished(out: Path, steps: int, write: bool = True) -> dict | None:
     """The summary of the run in ``out`` if it has run ``steps`` steps or more (None otherwise):
-    ``retain.json`` as it is, or rebuilt from the saved state when that file is missing or stale."""
+    ``retain.json`` as it is, or rebuilt from the saved state when that file is missing or stale
+    (and written there if ``write``)."""
     from policylens.runs import recorded_settings
 
     done = trained_steps(out)
@@ -215,7 +271,8 @@ def _finished(out: Path, steps: int) -> dict | None:
             return summary
     settings = recorded_settings(out)["data"]
     summary = _summary(meta.get("extra", {}), settings, done, done)
-    saved.write_text(json.dumps(summary, indent=2) + "\n")
+    if write:
+        _write_summary(out, summary)
     return summary
 
 
@@ -268,11 +325,19 @@ def retain_train(
     what ``task_stats`` did) in ``out``, describing the whole run. A run that already ran
     ``config.steps`` steps is left as it is and its summary returned. ``run_settings``: how the
     episodes were made (recorded; a ``"policy"`` entry names a module). ``log(line)`` gets the
-    one-line notes (task statistics, a finished run). Returns the summary."""
+    one-line notes (task statistics, a finished run). Returns the summary.
+
+    Under torchrun (``runs.distributed()``) ``config.batch_size`` and ``anchor_batch_size`` are
+    global batches (multiples of the ranks); the model is trained on the device it is on (under nccl,
+    the rank's GPU); rank 0 writes, every rank returns the summary."""
     from policylens.models import load_model, run_settings_of, train_vla
+    from policylens.models._data_parallel import check_split, current
     from policylens.runs import TrainingInterrupted, check_run_dir
 
     say = log or (lambda line: None)
+    main = current().main
+    check_split(current(), **{"RetainTrainConfig.batch_size": config.batch_size,
+                              "RetainTrainConfig.anchor_batch_size": config.anchor_batch_size})  # fmt: skip
     out = Path(out)
     torch.manual_seed(config.seed)
     model = load_model(policy) if isinstance(policy, (str, Path)) else policy
@@ -283,24 +348,24 @@ def retain_train(
     settings = _settings(policy, anchors, config, retention, run_settings, record)
     train = _vla_config(config)
     if not overwrite and check_run_dir(out, run_settings_of(model, train, episodes, settings)):
-        summary = _finished(out, config.steps)
+        summary = _finished(out, config.steps, write=main)
         if summary is not None:
             say(finished_message(out, summary))
             return summary
-    if overwrite:
+    if overwrite and main:
         (out / SUMMARY_FILE).unlink(missing_ok=True)  # another run's
     note = task_stats_message(checks, changes)
     if note:
         say(note)
     if changes:
         adopt_task_stats(model, checks)
-    retainer = Retainer(model, _task_loss, anchor_set.student, retention)
-    step = retention_step(retainer, anchor_set, config)
+    step = retention_step(_retainer(model, anchor_set, retention), anchor_set, config)
 
     def write_summary() -> dict:
         done = trained_steps(out)
         summary = _summary(step.state_dict(), settings, done, config.steps)
-        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        if main:
+            _write_summary(out, summary)
         return summary
 
     try:
