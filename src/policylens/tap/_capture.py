@@ -196,13 +196,32 @@ class _Sink:
 
 
 class _Counter:
-    def __init__(self, names: list[str], stop_early: bool) -> None:
-        self.pending, self.stop_early = set(names), stop_early
+    """Calls each tap still waits for; ``stop_early`` ends the forward once none waits. ``calls``:
+    tap name -> calls to wait for (a tap it does not name waits for one)."""
+
+    def __init__(self, names: list[str], stop_early: bool, calls: Mapping[str, int] | None = None) -> None:
+        self.pending = {name: (calls or {}).get(name, 1) for name in names}
+        self.stop_early = stop_early
 
     def fired(self, name: str) -> None:
-        self.pending.discard(name)
+        left = self.pending.pop(name, 1) - 1
+        if left > 0:
+            self.pending[name] = left
         if self.stop_early and not self.pending:
             raise _StopForwardSignal
+
+
+def _stop_after(stop_early: bool | Mapping[str, int], names: list[str]) -> Mapping[str, int] | None:
+    """The per-tap call counts of ``stop_early`` given as a mapping (None for a bool), checked."""
+    if not isinstance(stop_early, Mapping):
+        return None
+    unknown = sorted(set(stop_early) - set(names))
+    if unknown:
+        raise ValueError(f"capture: stop_early names {unknown}, which are not captured; captured: {names}")
+    bad = {k: v for k, v in stop_early.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+    if bad:
+        raise ValueError(f"capture: stop_early={dict(stop_early)!r}; call counts {bad} must be integers >= 1")
+    return stop_early
 
 
 def _module_points(model: nn.Module, modules: Sequence[str] | Mapping[str, str]) -> list[TapPoint]:
@@ -284,7 +303,7 @@ def capture(
     heads: Sequence[int] | Tensor | None = None,
     queries: slice | Tensor | Mapping[str, slice | Tensor] | None = None,
     keys: slice | Tensor | Mapping[str, slice | Tensor] | None = None,
-    stop_early: bool = False,
+    stop_early: bool | Mapping[str, int] = False,
     missing: str = "raise",
     keep_graph: bool = False,
     on_record: Callable[[str], None] | None = None,
@@ -299,7 +318,9 @@ def capture(
     integer positions or a boolean mask over positions, or a mapping from tap name to one of
     those (different rows per tap: text rows for decoder taps, action rows for expert taps, in
     one forward); positions past a call's length are dropped for that call. ``stop_early``: end the
-    forward right after the last tap fired (the rest of the ``with`` body is skipped).
+    forward right after the last tap fired (the rest of the ``with`` body is skipped); a mapping
+    from tap name to a number of calls ends it once each named tap fired that many times and
+    every other tap once (``{"expert.layers.3.out": 5}``: the expert's first five flow steps).
     ``missing``: what a tap that fired 0 times by the end of the block does — ``"raise"``
     (:class:`TapNotFiredError`, the default: an empty capture is never silent), ``"warn"``
     or ``"ignore"``. ``keep_graph``: hand out the module's own tensors, attached to the autograd
@@ -334,7 +355,8 @@ def capture(
         raise ValueError(f"capture: {twice} named both as taps and in modules=; give the modules= records other names")
     points += extra
     cap = Capture(points)
-    counter = _Counter([p.name for p in points], stop_early)
+    names = [p.name for p in points]
+    counter = _Counter(names, bool(stop_early) or isinstance(stop_early, Mapping), _stop_after(stop_early, names))
     handles: list[object] = []
     try:
         for point in points:
