@@ -2,9 +2,16 @@
 
 Importing it registers the CRaFT recipe ``bridge`` (:class:`BridgeSpec`) with the store."""
 
-from ._bridge import bridge_extractor, bridge_noise, shift_left, student_extractor
-from ._bridge_spec import BRIDGE_POOLINGS, BRIDGE_POSITIONS, BridgeSpec, bridge_spec_of
-from ._build import POLICY_KINDS, build_cache
+from ._bridge import ACTION_TAP, bridge_extractor, bridge_noise, bridge_taps, shift_left, student_extractor
+from ._bridge_spec import (
+    ALL_FLOW_STEPS,
+    BRIDGE_POOLING_CHOICES,
+    BRIDGE_POOLINGS,
+    BRIDGE_POSITIONS,
+    BridgeSpec,
+    bridge_spec_of,
+)
+from ._build import BRIDGE_OPTIONS, POLICY_KINDS, build_cache
 from ._extractors import policy_extractor
 from ._sources import (
     DATASET_FORMS,
@@ -17,7 +24,11 @@ from ._sources import (
 )
 
 __all__ = [
+    "ACTION_TAP",
+    "ALL_FLOW_STEPS",
+    "BRIDGE_OPTIONS",
     "BRIDGE_POOLINGS",
+    "BRIDGE_POOLING_CHOICES",
     "BRIDGE_POSITIONS",
     "DATASET_FORMS",
     "DATASET_HELP",
@@ -28,6 +39,7 @@ __all__ = [
     "bridge_extractor",
     "bridge_noise",
     "bridge_spec_of",
+    "bridge_taps",
     "build_cache",
     "open_source",
     "parse_dataset",

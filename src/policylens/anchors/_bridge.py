@@ -3,8 +3,12 @@ autograd graph kept), driven by a :class:`BridgeSpec` — or by a store's manife
 student's features are computed exactly as the cache's were.
 
 C_R pools ``llm.layers.{raw_layer}.out`` over ``raw_positions`` of the prefix; C_AQ pools
-``expert.layers.{query_layer}.out`` over ``query_positions`` of the suffix at the first flow
-step, from the noise of ``noise_seed`` (per dataset sample for new stores).
+``expert.layers.{query_layer}.out`` over ``query_positions`` of the suffix at each of the
+spec's ``flow_steps`` (the expert runs once per step: capture keeps one record per call and
+stops after the last step needed); with ``action``, the action head's output
+(``action_out.out``) at those steps follows. ``pooling="none"`` keeps every token at the
+positions, flattened. The flow starts from the noise of ``noise_seed`` (per dataset sample for
+new stores).
 
 Importing this module registers the recipe ``bridge`` with the store: its ``student``
 function (:func:`student_extractor`) and ``source`` (:func:`source_of`), which code that reads
@@ -24,7 +28,9 @@ from ..tap import capture, pool, resolve_taps, tap_name
 from ._bridge_spec import BRIDGE, BridgeSpec, bridge_spec_of
 from ._sources import source_of
 
-__all__ = ["bridge_extractor", "bridge_noise", "shift_left", "student_extractor"]
+__all__ = ["ACTION_TAP", "bridge_extractor", "bridge_noise", "bridge_taps", "shift_left", "student_extractor"]
+
+ACTION_TAP = tap_name("action_out", None)  # the action head's output, one record per flow step
 
 
 def shift_left(mask: Tensor) -> Tensor:
@@ -55,15 +61,55 @@ def bridge_noise(model: nn.Module, batch_size: int, bridge: BridgeSpec, indices:
     return torch.stack([torch.randn(shape, generator=g) for g in gens])
 
 
+def bridge_taps(bridge: BridgeSpec) -> list[str]:
+    """The taps ``bridge`` reads: the raw and query layers, then the action head (``action``)."""
+    taps = [tap_name("llm", bridge.raw_layer, "out"), tap_name("expert", bridge.query_layer, "out")]
+    return [*taps, ACTION_TAP] if bridge.action else taps
+
+
+def _tokens(hidden: Tensor, mask: Tensor, pooling: str, what: str) -> Tensor:
+    """``hidden (B, T, D)`` at ``mask (B, T)``: pooled to ``(B, D)``, or (``none``) every masked
+    token flattened to ``(B, n * D)``, which needs the same ``n`` in every sample."""
+    if pooling != "none":
+        return pool(hidden, mask, pooling)
+    mask = mask.to(hidden.device)
+    counts = mask.sum(1)
+    if len(counts) and (counts != counts[0]).any():
+        raise ValueError(
+            f"bridge pooling='none' needs the same number of {what} tokens in every sample; this batch has "
+            f"{counts.tolist()}. Use a pooled mode (masked_mean, first, last)."
+        )
+    return hidden[mask].reshape(hidden.shape[0], -1)  # (B, n * D), tokens in position order
+
+
+def _flow_step_count(model: nn.Module) -> int | None:
+    steps = getattr(getattr(model, "config", None), "flow_steps", None)
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+
+
 def bridge_extractor(
     model: nn.Module, bridge: BridgeSpec, *, grad: bool = False
 ) -> tuple[Callable[..., dict[str, Tensor]], list[str]]:
-    """CRaFT bridge features ``target_features (B, D_llm + D_expert)`` in float32 (the store
-    casts). ``run(batch, indices=None)``; ``indices``: the samples' dataset indices (per-sample
-    noise). ``grad=True``: the student's features, attached to the autograd graph (the
-    model's ``sample_actions`` must accept ``grad``). Legacy specs (``noise_per_sample``
-    False) draw the batch's noise from one generator seeded ``noise_seed``."""
-    taps = [tap_name("llm", bridge.raw_layer, "out"), tap_name("expert", bridge.query_layer, "out")]
+    """CRaFT bridge features ``target_features (B, F)`` in float32 (the store casts):
+    ``[C_R ; C_AQ at each flow step ; action output at each flow step (action)]``. ``run(batch,
+    indices=None)``; ``indices``: the samples' dataset indices (per-sample noise). ``grad=True``:
+    the student's features, attached to the autograd graph (the model's ``sample_actions`` must
+    accept ``grad``). Legacy specs (``noise_per_sample`` False) draw the batch's noise from one
+    generator seeded ``noise_seed``. Step 0 alone runs one flow step (its time, t = 1, is the same
+    in any schedule); later steps run the model's own ``config.flow_steps``."""
+    taps = bridge_taps(bridge)
+    model_steps = _flow_step_count(model)
+    steps = bridge.steps_of(model_steps)
+    calls = steps[-1] + 1  # the expert's (and the action head's) calls the features need
+    if bridge.action:
+        try:
+            resolve_taps(model, [ACTION_TAP])
+        except (KeyError, ValueError, IndexError, TypeError) as exc:
+            raise StoreError(
+                f"BridgeSpec.action=True reads the action head's output ({ACTION_TAP!r}), which "
+                f"{type(model).__name__} has no tap for ({exc}); use action=False."
+            ) from exc
+    stop = dict.fromkeys(taps[1:], calls)  # stop after the last step needed; the prefix layer fires once
 
     def run(batch: dict[str, Tensor], indices: Tensor | None = None) -> dict[str, Tensor]:
         layout = model.token_layout(batch)
@@ -71,18 +117,22 @@ def bridge_extractor(
         b = raw_mask.shape[0]
         noise = bridge_noise(model, b, bridge, indices)
         generator = None if noise is not None else torch.Generator().manual_seed(bridge.noise_seed)
-        kwargs: dict[str, Any] = {"generator": generator, "steps": 1}
+        kwargs: dict[str, Any] = {"generator": generator, "steps": 1 if calls == 1 else model_steps}
         if noise is not None:
             kwargs["noise"] = noise
         if grad:
             kwargs["grad"] = True
-        with torch.set_grad_enabled(grad), capture(model, taps, stop_early=True, keep_graph=grad) as cap:
+        with torch.set_grad_enabled(grad), capture(model, taps, stop_early=stop, keep_graph=grad) as cap:
             model.sample_actions(batch, **kwargs)
-        raw, query = cap.calls(taps[0])[0], cap.calls(taps[1])[0]  # query: the suffix at the first flow step
-        action = layout["suffix"]["action"][:, -query.shape[1] :]  # (B, S)
-        query_mask = _positions(action, bridge.query_positions)
-        feats = [pool(raw.float(), raw_mask.bool(), bridge.pooling)]  # (B, D_llm), in float32
-        feats.append(pool(query.float(), query_mask.bool(), bridge.pooling))  # (B, D_expert)
+        raw, queries = cap.calls(taps[0])[0], cap.calls(taps[1])  # queries: the suffix at each flow step
+        if len(queries) < calls:
+            raise StoreError(f"{taps[1]} fired {len(queries)} times; BridgeSpec.flow_steps={steps} needs {calls}")
+        action = layout["suffix"]["action"][:, -queries[0].shape[1] :]  # (B, S)
+        query_mask = _positions(action, bridge.query_positions).bool()
+        feats = [_tokens(raw.float(), raw_mask.bool(), bridge.pooling, "raw_positions")]  # C_R, in float32
+        feats += [_tokens(queries[k].float(), query_mask, bridge.pooling, "query_positions") for k in steps]
+        if bridge.action:  # the predicted velocity (B, H, action_dim) at each step, flattened
+            feats += [cap.calls(ACTION_TAP)[k].float().flatten(1) for k in steps]
         return {"target_features": torch.cat(feats, -1)}
 
     run.takes_indices = True  # type: ignore[attr-defined]
@@ -93,9 +143,9 @@ def student_extractor(
     model: nn.Module, manifest: Mapping[str, Any], where: str = "store"
 ) -> Callable[..., dict[str, Tensor]]:
     """The student's bridge features (graph kept) computed as the cache at ``where`` computed the
-    teacher's: taps, layers, positions, pooling and noise from its manifest. The manifest's
-    taps must be the ones its spec implies and exist in ``model``; the feature width must
-    match the store's (checked on the first call)."""
+    teacher's: taps, layers, positions, pooling, flow steps, action and noise from its manifest.
+    The manifest's taps must be the ones its spec implies and exist in ``model``; the feature
+    width must match the store's (checked on the first call)."""
     bridge = bridge_spec_of(manifest, where)
     if not bridge.noise_per_sample:
         raise StoreError(

@@ -1,14 +1,16 @@
 """``build_cache``: load a policy, open a dataset source, write an anchor-cache store.
 
 Everything that can be checked without the policy is checked before it loads (kind, pooling,
-dtype, batch size, the dataset spec and its files, the camera map's form, the settings of a
-store already at ``out``); layers are resolved on the loaded policy before the store exists.
+dtype, batch size, the bridge options, the dataset spec and its files, the camera map's form,
+the settings of a store already at ``out``); layers and the bridge's flow steps are resolved on
+the loaded policy before the store exists.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,9 +22,11 @@ from ._bridge_spec import BRIDGE, BridgeSpec
 from ._extractors import policy_extractor
 from ._sources import check_camera_map_applies, open_source, parse_dataset
 
-__all__ = ["POLICY_KINDS", "build_cache"]
+__all__ = ["BRIDGE_OPTIONS", "POLICY_KINDS", "build_cache"]
 
 POLICY_KINDS = ("hidden_feature", "hidden_state", "token_level", "bridge")  # what a policy's taps give
+# the BridgeSpec settings build_cache(bridge=...) takes; the layers follow the policy's depth
+BRIDGE_OPTIONS = ("flow_steps", "pooling", "action", "raw_positions", "query_positions", "noise_seed")
 
 
 def _check_options(kind: str, pooling: str, dtype: str, batch_size: int) -> None:
@@ -37,6 +41,42 @@ def _check_options(kind: str, pooling: str, dtype: str, batch_size: int) -> None
         raise StoreError(f"dtype={dtype!r}; the store keeps features in one of {list(STORE_DTYPES)}.")
     if batch_size < 1:
         raise StoreError(f"batch_size={batch_size}; expected >= 1.")
+
+
+def _bridge_options(kind: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``build_cache(bridge=...)`` checked before the policy loads: known names, valid values."""
+    if not options:
+        return {}
+    if kind != BRIDGE:
+        raise StoreError(f"bridge={dict(options)!r}: bridge options apply to kind='bridge' only (got kind={kind!r}).")
+    unknown = sorted(set(options) - set(BRIDGE_OPTIONS))
+    if unknown:
+        raise StoreError(
+            f"bridge options {unknown} are not BridgeSpec settings; expected any of {list(BRIDGE_OPTIONS)}."
+        )
+    BridgeSpec(raw_layer=0, **options)  # each value checked, the field named
+    return dict(options)
+
+
+def _check_existing_bridge(out: str, options: Mapping[str, Any]) -> None:
+    """Refuse, before the policy loads, to resume a bridge store at ``out`` built with other options."""
+    if not (Path(out) / "manifest.json").is_file():
+        return
+    recorded = recipe_settings(read_manifest(out), BRIDGE)
+    if recorded is None:
+        return  # another kind: _check_existing says so
+    have = BridgeSpec.from_json(recorded, f"store {out!r}")
+    want = BridgeSpec.for_layers(1, **options)
+    diff = [
+        f"{k} {getattr(have, k)!r} vs {getattr(want, k)!r}"
+        for k in BRIDGE_OPTIONS
+        if getattr(have, k) != getattr(want, k)
+    ]
+    if diff:
+        raise StoreError(
+            f"store {out!r} exists but was built with other bridge settings ({'; '.join(diff)}). "
+            "Use a new --out path, or delete the store to rebuild it."
+        )
 
 
 def _bridge_settings(out: str, bridge: BridgeSpec) -> dict:
@@ -75,6 +115,7 @@ def build_cache(
     store_inputs: Sequence[str] = (),
     progress: bool = True,
     camera_map: Mapping[str, str] | str | None = None,
+    bridge: Mapping[str, Any] | None = None,
 ) -> dict:
     """Load ``policy`` (seeded, so built-in random-init policies are reproducible), build the store.
 
@@ -82,12 +123,15 @@ def build_cache(
     read through their saved pre-processor). ``dataset``: ``synthetic:N | droid:PATH |
     lerobot:PATH | PATH``. ``camera_map``: dataset camera -> policy camera
     (``{"side": "varied_camera_1"}`` or ``"side=varied_camera_1"``), recorded in the manifest.
+    ``bridge``: :class:`BridgeSpec` settings for ``kind="bridge"`` (``BRIDGE_OPTIONS``), e.g.
+    ``{"flow_steps": (0, 4, 9), "pooling": "none", "action": True}``; the layers follow the policy.
     Ctrl-C / SIGTERM stop it keeping every computed sample (``store.BuildInterrupted``).
     """
     from policylens.models import load_model
     from policylens.tap import resolve_taps
 
     _check_options(kind, pooling, dtype, batch_size)
+    options = _bridge_options(kind, bridge)
     cameras = parse_camera_map(camera_map) if isinstance(camera_map, str) else camera_map
     spec = parse_dataset(dataset)
     check_camera_map_applies(spec, cameras)
@@ -95,15 +139,17 @@ def build_cache(
     if kind in ("hidden_feature", "hidden_state"):
         stored["layers"] = list(layers)
     _check_existing(out, model_id=policy, dataset_id=spec.id, dtype=dtype, **stored)
+    if kind == BRIDGE:
+        _check_existing_bridge(out, options)
     torch.manual_seed(0)
     model = load_model(policy).eval()
     source = open_source(model, spec, camera_map=cameras)
     recipe = {}
     if kind == BRIDGE:  # a hidden_feature store of [C_R ; C_AQ]
-        bridge = BridgeSpec.for_layers(model.config.layers)
-        extractor, taps = bridge_extractor(model, bridge)
-        kind, layers, pooling = "hidden_feature", [bridge.raw_layer, bridge.query_layer], BRIDGE
-        recipe = {BRIDGE: _bridge_settings(out, bridge)}
+        bridge_spec = BridgeSpec.for_layers(model.config.layers, **options)
+        extractor, taps = bridge_extractor(model, bridge_spec)  # flow steps the model lacks fail here
+        kind, layers, pooling = "hidden_feature", [bridge_spec.raw_layer, bridge_spec.query_layer], BRIDGE
+        recipe = {BRIDGE: _bridge_settings(out, bridge_spec)}
     else:
         extractor, taps = policy_extractor(model, kind, layers, pooling, dtype)
     resolve_taps(model, taps)  # a bad layer fails here, before the store directory exists

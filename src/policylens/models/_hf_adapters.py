@@ -86,7 +86,8 @@ TINY_VLA = Adapter(
         Component("llm", layers=("paligemma.language_model.layers",), norm=("paligemma.language_model.norm",)),
         Component("expert", layers=("expert.layers",), norm=("expert.norm",), sequence="suffix"),
     ),
-    extras={"projector": ("paligemma.multi_modal_projector",)},
+    # action_out: the action head, one record per flow step (the predicted velocity (B, H, action_dim))
+    extras={"projector": ("paligemma.multi_modal_projector",), "action_out": ("action_out",)},
     layout=lambda model, batch: model.token_layout(batch),
 )
 
