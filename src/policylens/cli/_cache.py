@@ -5,7 +5,10 @@
 (no store there, settings that differ from the store's). ``build`` stopped by Ctrl-C or
 SIGTERM keeps every computed sample, says how many in one line and exits 130 / 143; the same
 command resumes it. The choices of ``--kind`` / ``--pooling`` / ``--dtype`` are the library's
-own tuples (mirrored in ``_common``, so that ``policylens`` starts without torch).
+own tuples (mirrored in ``_common``, so that ``policylens`` starts without torch; the bridge
+poolings here). ``--bridge-flow-steps`` / ``--bridge-pooling`` / ``--bridge-action`` set the
+bridge recipe's ``flow_steps``, ``pooling`` and ``action`` (recorded in the manifest's
+``meta.bridge``; ``retain train`` reads them from there).
 ``verify --repair`` drops the done markers of damaged chunks and prints the ``cache build``
 command, rebuilt from the manifest, that recomputes just those chunks (rebuilding needs the
 policy and the dataset, which the store does not hold).
@@ -24,7 +27,7 @@ from rich.markup import escape
 
 from ._app import new_app
 from ._common import DATASET_HELP, POLICY_HELP, POLICY_KINDS, POOLINGS, STORE_DTYPES
-from ._errors import EXIT_KNOWN
+from ._errors import EXIT_KNOWN, CommandError
 from ._threads import apply_threads, threads_option
 
 CLI_DATASETS = ("synthetic:", "droid:", "lerobot:")  # the dataset ids `cache build` records (a PATH gets its format)
@@ -32,6 +35,8 @@ CLI_DATASETS = ("synthetic:", "droid:", "lerobot:")  # the dataset ids `cache bu
 Kind = Literal[POLICY_KINDS]  # click shows and checks these choices
 Pooling = Literal[POOLINGS]
 Dtype = Literal[STORE_DTYPES]
+BRIDGE_POOLING_CHOICES = ("masked_mean", "first", "last", "none")  # anchors.BRIDGE_POOLING_CHOICES
+BridgePooling = Literal[BRIDGE_POOLING_CHOICES]
 
 app = new_app("Anchor caches: build, inspect and verify feature stores.")
 
@@ -52,6 +57,18 @@ def build(
     camera_map: str | None = typer.Option(
         None, help="Dataset camera -> policy camera, e.g. side=varied_camera_1,wrist=hand_camera (episode datasets)."
     ),
+    bridge_flow_steps: str | None = typer.Option(
+        None, help="--kind bridge: flow steps whose expert layer is kept, e.g. 0,4,9, or all \\[default: 0]."
+    ),
+    bridge_pooling: Annotated[
+        BridgePooling | None,
+        typer.Option(
+            help="--kind bridge: pooling over the bridge positions; none keeps every token \\[default: masked_mean]."
+        ),
+    ] = None,
+    bridge_action: bool = typer.Option(
+        False, "--bridge-action", help="--kind bridge: add the action head's output at each bridge flow step."
+    ),
     out: str = typer.Option(..., help="Store directory (rerun the same command to resume)."),
     threads: int | None = threads_option(),
 ) -> None:
@@ -62,6 +79,11 @@ def build(
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     who = f"rank {rank}/{world}: " if world > 1 else ""
+    bridge = _bridge_options(bridge_flow_steps, bridge_pooling, bridge_action)
+    if bridge and kind != "bridge":
+        raise CommandError(
+            f"--bridge-* options ({', '.join(sorted(bridge))}) apply to --kind bridge; got --kind {kind}"
+        )
     try:
         cameras = parse_camera_map(camera_map) if camera_map else None
         used = apply_threads(threads)
@@ -77,6 +99,7 @@ def build(
             batch_size=batch_size,
             store_inputs=store_input or [],
             camera_map=cameras,
+            bridge=bridge,
         )
     except StoreError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -92,6 +115,39 @@ def build(
     typer.echo(line)
 
 
+def _bridge_options(flow_steps: str | None, pooling: str | None, action: bool) -> dict:
+    """``build_cache(bridge=...)`` from the ``--bridge-*`` options (only those given)."""
+    out: dict = {}
+    if flow_steps is not None:
+        text = flow_steps.strip()
+        try:
+            out["flow_steps"] = "all" if text == "all" else tuple(int(p) for p in text.split(","))
+        except ValueError:
+            raise CommandError(
+                f"--bridge-flow-steps {flow_steps!r}: expected comma-separated flow-step indices (e.g. 0,4,9) or all"
+            ) from None
+    if pooling is not None:
+        out["pooling"] = pooling
+    if action:
+        out["action"] = True
+    return out
+
+
+def _bridge_args(settings: dict) -> list[str] | None:
+    """The ``--kind bridge`` arguments that rebuild ``meta.bridge``; None when the store holds
+    settings ``cache build`` does not offer (other positions or noise seed)."""
+    offered = {"raw_positions": "image", "query_positions": "action", "noise_seed": 0}
+    if any(settings.get(k, v) != v for k, v in offered.items()):
+        return None
+    args = ["--kind", "bridge"]  # build_cache picks the bridge layers itself
+    steps = settings.get("flow_steps", [0])
+    if steps != [0]:
+        args += ["--bridge-flow-steps", steps if isinstance(steps, str) else ",".join(map(str, steps))]
+    if settings.get("pooling", "masked_mean") not in ("masked_mean", "mean"):
+        args += ["--bridge-pooling", settings["pooling"]]
+    return args + (["--bridge-action"] if settings.get("action") else [])
+
+
 def build_command(path: str) -> str | None:
     """The ``policylens cache build`` command that wrote the store at ``path``, rebuilt from its
     manifest; ``None`` when the store was not written by that command (its dataset id is not a
@@ -104,7 +160,10 @@ def build_command(path: str) -> str | None:
         return None
     args = ["policylens", "cache", "build", "--policy", meta["model_id"], "--dataset", meta["dataset_id"]]
     if meta.get("bridge"):
-        args += ["--kind", "bridge"]  # build_cache picks the bridge layers and pooling itself
+        bridge = _bridge_args(meta["bridge"])
+        if bridge is None:
+            return None
+        args += bridge
     else:
         args += ["--kind", m["kind"], *[a for i in meta["layers"] for a in ("--layer", str(i))]]
         args += ["--pooling", meta["pooling"]]
