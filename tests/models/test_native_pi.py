@@ -192,3 +192,36 @@ def test_probe_finds_every_tap_on_inference_and_the_expert_on_training(variant):
     assert fired["llm.layers.0.out"] == {"inference": 1, "training": 1}
     loss = policy(**policy.example_batch(2, seed=1, with_action=True)).loss
     assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sample_actions_with_grad_runs_the_models_loop_and_keeps_the_graph(variant):
+    model, proc = pi_zoo.pair(variant)
+    policy = NativePIPolicy(model, proc)
+    batch = policy.example_batch(2, seed=4)
+    noise = torch.randn(2, *policy.noise_shape, generator=torch.Generator().manual_seed(2))
+    plain = policy.sample_actions(batch, noise=noise, steps=2)
+    graph = policy.sample_actions(batch, noise=noise, steps=2, grad=True)
+    torch.testing.assert_close(graph, plain, rtol=1e-5, atol=1e-6)
+    graph.square().mean().backward()
+    grads = [p.grad for n, p in model.named_parameters() if n.startswith("model.dit.layers.0")]
+    assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_a_bridge_cache_and_the_student_agree_at_step_zero(tmp_path):
+    """The same extractor builds the teacher's cache and the student's features: L_ret = 0 at step 0."""
+    from policylens.anchors import build_cache
+    from policylens.retain import AnchorSet
+
+    model, proc = pi_zoo.pair("pi0")
+    model.save_pretrained(tmp_path / "pi0")
+    proc.save_pretrained(tmp_path / "pi0")
+    build_cache(str(tmp_path / "pi0"), "synthetic:3", str(tmp_path / "bridge"), kind="bridge", progress=False)
+    student = load_model(tmp_path / "pi0")
+    anchors = AnchorSet(tmp_path / "bridge", student)
+    b = anchors.batch([0, 1, 2])
+    target = b.pop("target_features").float()
+    index = b.pop("sample_index")
+    features = anchors.student(b, indices=index)["target_features"]
+    assert features.requires_grad
+    torch.testing.assert_close(features.float(), target, rtol=1e-3, atol=1e-3)  # the cache is float16

@@ -122,7 +122,6 @@ class NativePIPolicy(nn.Module):
             keys.append("state")
         return {k: batch[k] for k in keys if k in batch}
 
-    @torch.no_grad()
     def sample_actions(
         self,
         batch: dict[str, Tensor],
@@ -131,19 +130,43 @@ class NativePIPolicy(nn.Module):
         noise: Tensor | None = None,
         grad: bool = False,
     ) -> Tensor:
-        """``(B, chunk_size, max_action_dim)`` normalised actions from the model's ``sample_actions``
-        (``steps`` flow steps, default the config's), starting from ``noise`` or noise drawn from
-        ``generator``. ``grad=True`` is refused: transformers runs ``sample_actions`` without gradients."""
-        if grad:
-            raise NotImplementedError(
-                "NativePIPolicy.sample_actions(grad=True): transformers' sample_actions runs under no_grad; "
-                "train through the model's forward(state, noise, timestep, actions=...)"
-            )
+        """``(B, chunk_size, max_action_dim)`` normalised actions by the model's flow-matching loop
+        (``steps`` flow steps, default the config's) from ``noise`` or noise drawn from ``generator``.
+        Without gradients it is transformers' ``sample_actions``; ``grad=True`` runs the same loop
+        (prefix once into a cache, one expert pass per step, the cache cropped back to the prefix)
+        with the autograd graph kept: a student's bridge features for a retention loss."""
         b = batch["input_ids"].shape[0]
         if noise is None:
             noise = torch.randn((b, *self.noise_shape), generator=generator)
         noise = noise.to(batch["pixel_values"].device, batch["pixel_values"].dtype)
-        return self.model.sample_actions(**self._inputs(batch), noise=noise, num_steps=steps)
+        if not grad:
+            with torch.no_grad():
+                return self.model.sample_actions(**self._inputs(batch), noise=noise, num_steps=steps)
+        return self._flow(self._inputs(batch), noise, steps or self.model.config.num_inference_steps)
+
+    def _flow(self, inputs: dict[str, Tensor], x: Tensor, steps: int) -> Tensor:
+        """transformers' ``sample_actions`` loop, outside ``no_grad`` (public calls only)."""
+        model, mask = self.model, inputs.get("attention_mask")
+        embeds = model.model.embed_prefix(inputs["input_ids"], inputs["pixel_values"], inputs["pixel_attention_mask"])
+        cache = model.model.vlm(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=None if mask is None else mask.cumsum(-1) - 1,
+            token_type_ids=torch.zeros_like(embeds)[:, :, 0],
+            use_cache=True,
+        ).cache
+        prefix = cache.get_seq_length()
+        state = {"state": inputs["state"]} if "state" in inputs else {}
+        dt = -1.0 / steps
+        for k in range(steps):
+            time = torch.full((x.shape[0],), 1.0 + k * dt, dtype=torch.float32, device=x.device)
+            out = model(
+                **state, noise=x, timestep=time, pixel_attention_mask=inputs["pixel_attention_mask"],
+                attention_mask=mask, cache=cache,
+            )  # fmt: skip
+            cache.crop(prefix - cache.get_seq_length())
+            x = x + dt * out.logits
+        return x
 
     def example_batch(self, batch_size: int = 1, seed: int = 0, with_action: bool = False) -> dict[str, Tensor]:
         """Random frames of every camera at the processor's size, one instruction, a random state
