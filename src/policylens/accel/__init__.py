@@ -1,4 +1,6 @@
-"""accel: block-wise adaptive caching (BAC) of transformer diffusion denoisers.
+"""accel: block-wise adaptive caching (BAC) of transformer diffusion denoisers and flow-matching
+action experts (torch transformer layers; transformers Gemma / Gemma2 / Gemma3 / Llama / Qwen2 /
+pi0.5 decoder layers).
 
 >>> cal = calibrate(policy, observations, num_updates=10, n_bu=2)
 >>> with cache_context(policy, BACConfig(mode="optimal", calibration=cal)):
@@ -10,8 +12,10 @@ from ._calibration import Calibration
 from ._config import METRICS, MODES, BACConfig
 from ._eval import action_error, compare_modes, evaluate_mode, load_observations, random_observations, time_calls
 from ._hash import model_hash
+from ._hf_blocks import HF_LAYERS
 from ._metrics import step_matrices
 from ._plots import plot_bu_scores, plot_schedule, plot_similarity, save_plots
+from ._profiles import PolicyProfile, policy_profile, register_policy
 from ._registry import BlockSpec, Branch, BranchSpec, discover_branches, list_blocks, register_block, unregister_block
 from ._runtime import apply_cache, cache_context, cache_info, remove_cache, reset_state
 from ._schedule import (
@@ -24,6 +28,7 @@ from ._schedule import (
 )
 
 __all__ = [
+    "HF_LAYERS",
     "METRICS",
     "MODES",
     "BACConfig",
@@ -31,6 +36,7 @@ __all__ = [
     "Branch",
     "BranchSpec",
     "Calibration",
+    "PolicyProfile",
     "action_error",
     "apply_cache",
     "bubbling_union",
@@ -47,8 +53,10 @@ __all__ = [
     "plot_bu_scores",
     "plot_schedule",
     "plot_similarity",
+    "policy_profile",
     "random_observations",
     "register_block",
+    "register_policy",
     "remove_cache",
     "reset_state",
     "reuse_error_scores",

@@ -2,11 +2,13 @@
 noise seeds, average the step-similarity matrices, build the schedule and measure its stability.
 
 The outputs are recorded through :func:`policylens.tap.capture` (``modules=``: each branch's output
-module by path, one record per call, float32 on CPU); accel itself installs no read hooks."""
+module by path, one record per call, float32 on CPU); accel itself installs no read hooks.
+Observations are a tensor ``(N, ...)`` or a batch dict of tensors with N rows each (a VLA's
+``make_batch``); only the blocks under the policy's cache root are recorded (a VLA's action expert)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -19,12 +21,32 @@ from ._calibration import Calibration
 from ._config import METRICS
 from ._hash import model_hash
 from ._metrics import step_matrices
+from ._profiles import default_steps, policy_profile
 from ._registry import Branch, discover_branches
 from ._runtime import _STATES
 
+Observations = Tensor | Mapping[str, Tensor]
 
-def _default_run(policy: nn.Module, obs: Tensor, generator: torch.Generator) -> None:
-    policy.predict_action(obs, generator=generator)
+
+def _default_run(policy: nn.Module, obs: Observations, generator: torch.Generator) -> None:
+    """One denoising loop through the policy's loop method (``predict_action`` / ``sample_actions``)."""
+    getattr(policy, policy_profile(policy).method)(obs, generator=generator)
+
+
+def num_rows(observations: Observations) -> int:
+    """N of a tensor ``(N, ...)`` or of a batch dict whose tensors all have N rows."""
+    if isinstance(observations, Tensor):
+        return len(observations)
+    sizes = {k: len(v) for k, v in observations.items() if isinstance(v, Tensor)}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"observations: the batch's tensors have different numbers of rows {sizes}; expected one N.")
+    return next(iter(sizes.values()), 0)
+
+
+def take_rows(observations: Observations, start: int, stop: int) -> Observations:
+    if isinstance(observations, Tensor):
+        return observations[start:stop]
+    return {k: v[start:stop] if isinstance(v, Tensor) else v for k, v in observations.items()}
 
 
 def _module_paths(policy: nn.Module, branches: list[Branch]) -> dict[str, str]:
@@ -43,7 +65,7 @@ def _jaccard(a: list[int], b: list[int]) -> float:
 @torch.no_grad()
 def calibrate(
     policy: nn.Module,
-    observations: Tensor,
+    observations: Observations,
     num_updates: int = 10,
     metric: str = "cosine",
     n_bu: int = 0,
@@ -52,12 +74,17 @@ def calibrate(
     seed: int = 0,
     num_subsets: int = 2,
     keep_metrics: tuple[str, ...] = ("cosine", "l1"),
-    run_fn: Callable[[nn.Module, Tensor, torch.Generator], None] = _default_run,
+    run_fn: Callable[[nn.Module, Observations, torch.Generator], None] = _default_run,
     progress: bool = True,
+    root: str | None = None,
 ) -> Calibration:
-    """Calibrate BAC on ``observations`` (N, ...): each batch of ``batch_size`` runs one full denoising
-    loop per noise seed (``num_seeds`` seeds from ``seed``) through ``run_fn`` (default
-    ``policy.predict_action(obs, generator=g)``).
+    """Calibrate BAC on ``observations`` (N, ...) or a batch dict: each batch of ``batch_size`` runs one
+    full denoising loop per noise seed (``num_seeds`` seeds from ``seed``) through ``run_fn`` (default:
+    the policy's loop method, ``policy.predict_action(obs, generator=g)`` or
+    ``TinyVLA.sample_actions(batch, generator=g)``).
+
+    ``root``: the submodule whose blocks are calibrated (``None``: the policy's profile, ``"expert"``
+    for ``TinyVLA``; ``""``: every registered block); the branch names are paths from ``policy``.
 
     The schedule uses ``metric``; stability compares schedules made from ``num_subsets`` disjoint
     subsets of the calibration runs with the full one (per-branch Jaccard of update steps).
@@ -68,7 +95,8 @@ def calibrate(
             raise ValueError(f"calibrate: {name}={value!r}; expected an int >= 1.")
     if n_bu < 0:
         raise ValueError(f"calibrate: n_bu={n_bu}; expected >= 0.")
-    if len(observations) == 0:
+    n_obs = num_rows(observations)
+    if n_obs == 0:
         raise ValueError("calibrate: observations is empty; pass (N >= 1, ...) observation windows.")
     if metric not in METRICS:
         raise ValueError(f"calibrate: metric={metric!r}; expected one of {METRICS}.")
@@ -76,20 +104,23 @@ def calibrate(
     bad = [m for m in keep if m not in METRICS]
     if bad:
         raise ValueError(f"calibrate: keep_metrics has unknown {bad}; expected names from {METRICS}.")
-    branches = discover_branches(policy)
+    profile = policy_profile(policy)
+    root = profile.root if root is None else root
+    branches = discover_branches(policy, root)
     if not branches:
-        raise ValueError(f"calibrate: no registered transformer blocks in {type(policy).__name__}.")
+        where = f" under root={root!r}" if root else ""
+        raise ValueError(f"calibrate: no registered transformer blocks in {type(policy).__name__}{where}.")
     if policy in _STATES:
         raise RuntimeError("calibrate: BAC caching is applied to this policy; call remove_cache(policy) first.")
     if policy.training:
         raise ValueError("calibrate: policy is in training mode; call policy.eval() first.")
     # one record per denoising step: the branch output, on CPU in float32 as the similarity needs
     modules = _module_paths(policy, branches)
-    jobs = [(s, i) for s in range(num_seeds) for i in range(0, len(observations), batch_size)]
-    hint = getattr(policy, "num_inference_steps", None)  # steps per run, known exactly after the first run
+    jobs = [(s, i) for s in range(num_seeds) for i in range(0, n_obs, batch_size)]
+    hint = default_steps(policy, profile)  # steps per run, known exactly after the first run
     bar = tqdm(
         total=len(jobs) * hint if isinstance(hint, int) else None,
-        desc=f"BAC calibration ({len(observations)} obs x {num_seeds} seeds, batch {batch_size})",
+        desc=f"BAC calibration ({n_obs} obs x {num_seeds} seeds, batch {batch_size})",
         unit="step",
         disable=not progress,
     )
@@ -108,7 +139,7 @@ def calibrate(
         ) as cap:
             for s, i in jobs:
                 cap.clear()
-                obs = observations[i : i + batch_size]
+                obs = take_rows(observations, i, i + batch_size)
                 run_fn(policy, obs, torch.Generator(device="cpu").manual_seed(seed + 1000 * s + i))
                 calls = {name: cap.calls(name) for name in modules}
                 counts = {len(v) for v in calls.values()}
@@ -124,7 +155,7 @@ def calibrate(
                     for m, mat in step_matrices(feats, keep).items():  # (K, K)
                         run[m][name] = mat.numpy()
                 runs.append(run)
-                weights.append(len(obs))
+                weights.append(num_rows(obs))
     finally:
         bar.close()
     if K is None or K < 1:

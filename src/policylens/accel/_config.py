@@ -27,11 +27,17 @@ class BACConfig:
       DDIM-50 runs of a DDPM-100 policy: ``num_steps=50``, then ``predict_action(...,
       sampler="ddim", num_inference_steps=50)``).
 
-    ``reset_method`` names the policy method at whose start the cache state resets
-    (``None``: call :func:`reset_state` yourself before each denoising loop).
+    ``root``: path of the submodule whose blocks are cached (``""``: every registered block of the
+    policy; ``None``: the policy's registered profile, e.g. ``"expert"`` for ``TinyVLA``, whose
+    PaliGemma prefix runs once per chunk and is never cached).
+
+    ``reset_method`` names the policy method at whose start the cache state resets (``"auto"``: the
+    profile's loop method, ``predict_action`` or ``TinyVLA.sample_actions``; ``None``: call
+    :func:`reset_state` yourself before each denoising loop).
 
     ``fuse_skipped_stacks``: at a step where every branch of a pre-norm ``nn.TransformerEncoder`` /
-    ``nn.TransformerDecoder`` reuses its cache, add the cached outputs in one pass instead of
+    ``nn.TransformerDecoder``, or of a transformers Gemma / Gemma2 / Gemma3 / Llama / Qwen2 model
+    called with ``inputs_embeds``, reuses its cache, add the cached outputs in one pass instead of
     running each layer (bit-identical results, less Python per skipped step; ``False`` runs the layers).
     """
 
@@ -42,8 +48,9 @@ class BACConfig:
     n_bu: int | None = None
     metric: str | None = None
     calibration: Calibration | str | Path | None = None
-    reset_method: str | None = "predict_action"
+    reset_method: str | None = "auto"
     fuse_skipped_stacks: bool = True
+    root: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -54,6 +61,8 @@ class BACConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"BACConfig.{name}={v!r}: expected a positive int or None.")
+        if self.root is not None and not isinstance(self.root, str):
+            raise ValueError(f"BACConfig.root={self.root!r}: expected a submodule path such as 'expert', or None.")
         if self.n_bu is not None and self.n_bu < 0:
             raise ValueError(f"BACConfig.n_bu={self.n_bu}: expected >= 0 or None.")
         if self.mode == "uniform" and (self.every is None) == (self.num_updates is None):

@@ -4,10 +4,13 @@ A *branch* is one residual summand of a block (self-attention, cross-attention, 
 named by the submodule whose output equals what the block adds to the residual stream
 (``output``), plus submodules that run only to feed it (``gates``, skipped with it).
 Dispatch is a table lookup on the module's type (walking its MRO), never an isinstance ladder.
+A type is registered either as a class or by its qualified name (``"pkg.module.Class"``): the
+name form lets accel know ``transformers`` layers without importing their modeling files.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -37,10 +40,20 @@ class BranchSpec:
 @dataclass(frozen=True)
 class BlockSpec:
     """The branches of a block type; ``disable_fast_path`` marks layers whose eval forward may bypass
-    their submodules (torch's fused encoder-layer kernel) unless a forward pre-hook is present."""
+    their submodules (torch's fused encoder-layer kernel) unless a forward pre-hook is present.
+
+    ``residual_sum`` (a bool, or a predicate on the layer) says that in eval the layer returns its
+    input plus its branch outputs, added one by one in ``branches`` order (the first element where a
+    branch returns a tuple): the condition for running a whole skipped stack as those additions.
+    """
 
     branches: tuple[BranchSpec, ...]
     disable_fast_path: bool = False
+    residual_sum: bool | Callable[[nn.Module], bool] = False
+
+    def sums_residual(self, layer: nn.Module) -> bool:
+        rule = self.residual_sum
+        return bool(rule(layer) if callable(rule) else rule)
 
 
 @dataclass(frozen=True)
@@ -56,41 +69,71 @@ class Branch:
 
 
 _REGISTRY: dict[type, BlockSpec] = {}
+_BY_NAME: dict[str, BlockSpec] = {}  # "module.QualName" -> spec, for classes accel does not import
 
 
-def register_block(block_type: type, spec: BlockSpec | list[BranchSpec] | tuple[BranchSpec, ...]) -> None:
-    """Register ``block_type`` (a ``nn.Module`` subclass) so BAC discovers and caches its branches."""
-    if not (isinstance(block_type, type) and issubclass(block_type, nn.Module)):
-        raise TypeError(f"register_block: block_type={block_type!r} is not an nn.Module subclass.")
+def qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_block(block_type: type | str, spec: BlockSpec | list[BranchSpec] | tuple[BranchSpec, ...]) -> None:
+    """Register ``block_type`` (a ``nn.Module`` subclass, or its qualified name ``"pkg.module.Class"``)
+    so BAC discovers and caches its branches."""
+    named = isinstance(block_type, str)
+    if not named and not (isinstance(block_type, type) and issubclass(block_type, nn.Module)):
+        raise TypeError(f"register_block: block_type={block_type!r} is not an nn.Module subclass or its name.")
+    if named and "." not in block_type:
+        raise ValueError(f"register_block: block_type={block_type!r}; give the qualified name 'pkg.module.Class'.")
     if not isinstance(spec, BlockSpec):
         spec = BlockSpec(tuple(spec))
     if not spec.branches:
-        raise ValueError(f"register_block({block_type.__name__}): spec has no branches; give at least one.")
-    _REGISTRY[block_type] = spec
+        raise ValueError(f"register_block({block_type}): spec has no branches; give at least one.")
+    if named:
+        _BY_NAME[block_type] = spec
+    else:
+        _REGISTRY[block_type] = spec
 
 
-def unregister_block(block_type: type) -> None:
-    _REGISTRY.pop(block_type, None)
+def unregister_block(block_type: type | str) -> None:
+    if isinstance(block_type, str):
+        _BY_NAME.pop(block_type, None)
+    else:
+        _REGISTRY.pop(block_type, None)
 
 
 def list_blocks() -> list[str]:
-    """Names of the registered block types."""
-    return sorted(f"{t.__module__}.{t.__qualname__}" for t in _REGISTRY)
+    """Qualified names of the registered block types."""
+    return sorted({*(qualified_name(t) for t in _REGISTRY), *_BY_NAME})
 
 
 def block_spec(module: nn.Module) -> BlockSpec | None:
     for cls in type(module).__mro__:
-        spec = _REGISTRY.get(cls)
+        spec = _REGISTRY.get(cls) or _BY_NAME.get(qualified_name(cls))
         if spec is not None:
             return spec
     return None
 
 
-def discover_branches(model: nn.Module) -> list[Branch]:
-    """All branches of registered blocks in ``model``, in module order (shallow to deep)."""
+def submodule(model: nn.Module, root: str) -> nn.Module:
+    """``model``'s submodule at ``root`` (``""``: the model), or a ValueError naming the path and the choices."""
+    if not root:
+        return model
+    try:
+        return model.get_submodule(root)
+    except AttributeError:
+        children = [name for name, _ in model.named_children()]
+        raise ValueError(
+            f"root={root!r}: {type(model).__name__} has no submodule at that path; its children are "
+            f"{children}. Pass the path of the denoiser whose blocks to cache (e.g. root='expert')."
+        ) from None
+
+
+def discover_branches(model: nn.Module, root: str = "") -> list[Branch]:
+    """All branches of registered blocks in ``model`` (only under the submodule ``root`` when given),
+    in module order (shallow to deep); names are paths from ``model``."""
     out: list[Branch] = []
     layer = 0
-    for path, module in model.named_modules():
+    for path, module in submodule(model, root).named_modules(prefix=root):
         spec = block_spec(module)
         if spec is None:
             continue
@@ -109,6 +152,10 @@ def discover_branches(model: nn.Module) -> list[Branch]:
     return out
 
 
+def _norm_first(layer: nn.Module) -> bool:
+    return bool(getattr(layer, "norm_first", False))
+
+
 # torch.nn layers: compute order of TransformerDecoderLayer.forward is self_attn -> multihead_attn
 # -> linear1 -> activation -> dropout -> linear2; each branch is followed only by its dropout
 # (identity in eval), for norm_first True and False alike.
@@ -119,7 +166,8 @@ register_block(
             BranchSpec("self_attn", "attn", "self_attn"),
             BranchSpec("cross_attn", "cross_attn", "multihead_attn"),
             BranchSpec("ffn", "ffn", "linear2", gates=("linear1",)),
-        )
+        ),
+        residual_sum=_norm_first,
     ),
 )
 register_block(
@@ -127,5 +175,6 @@ register_block(
     BlockSpec(
         (BranchSpec("self_attn", "attn", "self_attn"), BranchSpec("ffn", "ffn", "linear2", gates=("linear1",))),
         disable_fast_path=True,
+        residual_sum=_norm_first,
     ),
 )

@@ -9,24 +9,21 @@ from torch import nn
 from ._calibration import Calibration
 from ._config import BACConfig
 from ._hash import calibration_hash
+from ._profiles import default_steps, policy_profile
 from ._registry import Branch
 from ._schedule import uniform_update_steps
 
 
-def _policy_steps(policy: nn.Module) -> int | None:
-    steps = getattr(policy, "num_inference_steps", None)
-    return steps if isinstance(steps, int) else None
-
-
 def resolve_schedule(policy: nn.Module, branches: list[Branch], config: BACConfig) -> tuple[int, dict[str, list[int]]]:
     names = [b.name for b in branches]
-    policy_steps = _policy_steps(policy)
+    profile = policy_profile(policy)
+    policy_steps = default_steps(policy, profile)
     if config.mode in ("original", "uniform"):
         K = config.num_steps or policy_steps
         if K is None:
             raise ValueError(
                 f"BACConfig(mode={config.mode!r}).num_steps is None and {type(policy).__name__} has no "
-                "int num_inference_steps; pass num_steps=<denoising steps per prediction>."
+                f"int {profile.steps}; pass num_steps=<denoising steps per prediction>."
             )
         if config.mode == "original":
             return K, {n: list(range(K)) for n in names}
@@ -41,11 +38,11 @@ def resolve_schedule(policy: nn.Module, branches: list[Branch], config: BACConfi
     # a schedule for another sampler's step count (e.g. DDIM-50 on a DDPM-100 policy) is run by passing
     # num_steps; only without it does the policy's own default have to match
     given = ("BACConfig.num_steps", config.num_steps) if config.num_steps is not None else None
-    for label, steps in (given or ("policy.num_inference_steps", policy_steps),):
+    for label, steps in (given or (f"policy.{profile.steps}", policy_steps),):
         if steps is not None and steps != K:
             raise ValueError(
                 f"{label}={steps}, but the calibration was made for {K} denoising steps; re-calibrate "
-                f"for {steps} steps, or run the policy with num_inference_steps={K} and pass "
+                f"for {steps} steps, or run the policy with {profile.steps_kwarg}={K} and pass "
                 f"BACConfig(num_steps={K})."
             )
     if sorted(names) != sorted(cal.block_names):

@@ -3,13 +3,19 @@
 Each branch's output submodule gets an instance-level ``forward`` that, while a schedule is
 active and the module is in eval mode, counts its calls since the last reset and either
 recomputes (mask True, result cached) or returns the cached output (mask False). The hot path
-reads only Python ints and bools: no ``.item()``, no device sync.
+reads only Python ints and bools: no ``.item()``, no device sync. A gate (a submodule that only
+feeds the branch) returns, at a skipped step, a placeholder shaped like its last real output: a 0-d
+tensor, or a tuple of them (``None`` kept) for an attention that returns ``(output, weights)``.
+
+Only the blocks under the policy's ``root`` are wrapped (a VLA's action expert, not its prefix), and
+the state resets at the start of the policy's loop method (``predict_action``, ``sample_actions``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,10 +24,11 @@ from typing import Any
 from torch import nn
 
 from ._config import BACConfig
-from ._registry import block_spec, discover_branches
+from ._profiles import policy_profile
+from ._registry import block_spec, discover_branches, submodule
 from ._resolve import resolve_schedule
 from ._schedule import steps_to_mask
-from ._stack import fusable_stacks, stack_forward
+from ._stack import fusable_stacks
 
 
 class _BranchState:
@@ -47,9 +54,9 @@ _STATES: weakref.WeakKeyDictionary[nn.Module, _CacheState] = weakref.WeakKeyDict
 def _too_many(st: _BranchState) -> RuntimeError:
     return RuntimeError(
         f"BAC: branch {st.name!r} was called {st.num_steps + 1} times since the last reset, but the "
-        f"schedule was made for {st.num_steps} denoising steps. Use num_inference_steps={st.num_steps}, "
-        "or calibrate / configure a schedule for your step count; call reset_state(policy) before each "
-        "denoising loop if the policy has no predict_action."
+        f"schedule was made for {st.num_steps} denoising steps. Run {st.num_steps} steps per call "
+        "(num_inference_steps= / steps=), or calibrate / configure a schedule for your step count; call "
+        "reset_state(policy) before each denoising loop if the policy's loop method is not reset_method."
     )
 
 
@@ -71,13 +78,24 @@ def _output_forward(module: nn.Module, orig, st: _BranchState):
     return forward
 
 
+def _placeholder(out: Any) -> Any:
+    if isinstance(out, tuple):
+        return tuple(_placeholder(o) for o in out)
+    return out.new_zeros(()) if hasattr(out, "new_zeros") else out
+
+
 def _gate_forward(module: nn.Module, orig, st: _BranchState):
+    held: list[Any] = []  # the placeholder, made from the first real output (step 0 always computes)
+
     @functools.wraps(orig)
     def forward(*args, **kwargs):
         s = st.step
-        if module.training or s >= st.num_steps or st.mask[s]:
-            return orig(*args, **kwargs)
-        return args[0].new_zeros(())  # placeholder: the branch output comes from the cache
+        if module.training or s >= st.num_steps or st.mask[s] or not held:
+            out = orig(*args, **kwargs)
+            if not held:
+                held.append(_placeholder(out))
+            return out
+        return held[0]  # placeholder: the branch output comes from the cache
 
     return forward
 
@@ -100,14 +118,22 @@ def _noop_pre_hook(module: nn.Module, args: Any) -> None:
     return None
 
 
+def cache_root(policy: nn.Module, config: BACConfig) -> str:
+    """The submodule path whose blocks ``config`` caches: ``config.root``, else the policy's profile's."""
+    return policy_profile(policy).root if config.root is None else config.root
+
+
 def apply_cache(policy: nn.Module, config: BACConfig) -> nn.Module:
-    """Wrap every registered block's branches in ``policy`` according to ``config``; returns ``policy``."""
+    """Wrap every registered block's branches under ``policy``'s cache root according to ``config``;
+    returns ``policy``."""
     if policy in _STATES:
         raise RuntimeError("apply_cache: BAC is already applied to this policy; call remove_cache(policy) first.")
-    branches = discover_branches(policy)
+    root = cache_root(policy, config)
+    branches = discover_branches(policy, root)
     if not branches and config.mode != "original":
+        where = f"{type(policy).__name__}" + (f" under root={root!r}" if root else "")
         raise ValueError(
-            f"apply_cache: no registered transformer blocks found in {type(policy).__name__}; register custom "
+            f"apply_cache: no registered transformer blocks found in {where}; register custom "
             "block types with accel.register_block(MyBlock, [BranchSpec(...)])."
         )
     num_steps, schedule = resolve_schedule(policy, branches, config)
@@ -131,25 +157,41 @@ def apply_cache(policy: nn.Module, config: BACConfig) -> nn.Module:
                 # torch's fused encoder-layer kernel skips submodules unless a hook is attached.
                 state.undo.append(br.block.register_forward_pre_hook(_noop_pre_hook).remove)
     if config.fuse_skipped_stacks:
-        for stack, states in fusable_stacks(policy, states_by_block):
-            state.undo.append(_override_forward(stack, stack_forward(stack, stack.forward, states)))
-    method = config.reset_method
+        for stack, make_forward, states in fusable_stacks(submodule(policy, root), states_by_block):
+            state.undo.append(_override_forward(stack, make_forward(stack, stack.forward, states)))
+    profile = policy_profile(policy)
+    method = profile.method if config.reset_method == "auto" else config.reset_method
     if method is not None and callable(getattr(policy, method, None)):
-        orig = getattr(policy, method)
-
-        @functools.wraps(orig)
-        def with_reset(*args, **kwargs):
-            steps = kwargs.get("num_inference_steps")
-            if steps is not None and steps != num_steps:
-                raise ValueError(
-                    f"{method}: num_inference_steps={steps}, but the BAC schedule was made for {num_steps} "
-                    "steps; pass the matching step count or apply a schedule made for this one."
-                )
-            reset_state(policy)
-            return orig(*args, **kwargs)
-
-        state.undo.append(_override_forward_attr(policy, method, with_reset))
+        kwarg = profile.steps_kwarg if method == profile.method else "num_inference_steps"
+        state.undo.append(_override_forward_attr(policy, method, _with_reset(policy, method, kwarg, num_steps)))
     return policy
+
+
+def _with_reset(policy: nn.Module, method: str, kwarg: str, num_steps: int):
+    """``policy.<method>`` that resets the cache state first and refuses another step count."""
+    orig = getattr(policy, method)
+    try:
+        signature = inspect.signature(orig)
+    except (TypeError, ValueError):
+        signature = None
+
+    @functools.wraps(orig)
+    def with_reset(*args, **kwargs):
+        steps = kwargs.get(kwarg)
+        if steps is None and args and signature is not None:
+            try:
+                steps = signature.bind_partial(*args, **kwargs).arguments.get(kwarg)
+            except TypeError:  # the call itself is wrong: let the method say so
+                steps = None
+        if steps is not None and steps != num_steps:
+            raise ValueError(
+                f"{method}: {kwarg}={steps}, but the BAC schedule was made for {num_steps} "
+                "steps; pass the matching step count or apply a schedule made for this one."
+            )
+        reset_state(policy)
+        return orig(*args, **kwargs)
+
+    return with_reset
 
 
 def _override_forward_attr(module: nn.Module, attr: str, new) -> Any:

@@ -1,4 +1,5 @@
-"""``policylens accel``: calibrate a BAC schedule and evaluate caching modes on a diffusion policy.
+"""``policylens accel``: calibrate a BAC schedule and evaluate caching modes on a diffusion policy or
+a flow-matching VLA (``TinyVLA``: its action expert is cached, its prefix runs once per chunk).
 
 Both commands default to one torch thread: the denoiser is small, so more threads buy little on a
 quiet machine (2.7 s against 4.2 s per calibration batch on 2 cores) and cost several-fold when
@@ -29,8 +30,14 @@ Mode = choice_enum("Mode", ACCEL_MODES)  # caching modes; --mode is repeatable
 Metric = Literal[ACCEL_METRICS]  # similarity metrics
 
 
-DIFFUSION_POLICY_HELP = "TinyDiffusionPolicy directory or the built-in name tiny_diffusion_policy."
-OBS_HELP = "safetensors with 'obs' (N, n_obs_steps, obs_dim); default: random observations in the policy's range."
+DIFFUSION_POLICY_HELP = (
+    "TinyDiffusionPolicy or TinyVLA directory, or the built-in name tiny_diffusion_policy / tiny_vla "
+    "(a VLA's action expert is cached; its prefix runs once per chunk)."
+)
+OBS_HELP = (
+    "safetensors with 'obs' (N, n_obs_steps, obs_dim), diffusion policies only; default: random observations "
+    "in the policy's range (a VLA: random images, sample instructions and states)."
+)
 THREADS_WHY = (
     "the denoiser is small: more threads gain little alone and slow it several-fold when other work shares the cores"
 )
@@ -39,19 +46,48 @@ EVAL_THREADS_HELP = (
     f"CPU threads for torch; default 1 (or POLICYLENS_THREADS) because {THREADS_WHY}, "
     "which skews every timing (one thread gives the steadiest medians)."
 )
+UPDATES_DEFAULT = "Default: 10; a VLA's action expert: half its flow steps (5 of 10)."
 QUICK_OBS, QUICK_SEEDS = 16, 1  # the default (quick) calibration; docs/bac.md gives the thorough one
 
 
 def _load(policy_spec: str, obs_path: Path | None, *, num_obs: int, seed: int):
     from policylens.accel import load_observations, random_observations
-    from policylens.models import TinyDiffusionPolicy, load_policy
+    from policylens.models import TinyDiffusionPolicy, TinyVLA, load_policy
 
     policy = load_policy(policy_spec)
+    if isinstance(policy, TinyVLA):
+        if obs_path:
+            raise CommandError(
+                f"--obs {obs_path}: observation files are for diffusion policies; a TinyVLA runs on random "
+                "images here (leave out --obs), or call accel.calibrate / compare_modes with make_batch(...) batches"
+            )
+        return policy.eval(), policy.example_batch(num_obs, seed=seed), "random images, sample instructions"
     if not isinstance(policy, TinyDiffusionPolicy):
-        raise CommandError(f"--policy {policy_spec!r} is a {type(policy).__name__}, not a TinyDiffusionPolicy")
+        raise CommandError(
+            f"--policy {policy_spec!r} is a {type(policy).__name__}, not a TinyDiffusionPolicy or TinyVLA"
+        )
     if obs_path:
         return policy, load_observations(obs_path, policy=policy), f"{obs_path}"
     return policy, random_observations(policy, num_obs, seed), "random in the policy's range"
+
+
+def _default_updates(policy) -> int:
+    from policylens.accel import policy_profile
+    from policylens.accel._profiles import default_steps
+
+    steps = default_steps(policy)
+    if not policy_profile(policy).root or steps is None:
+        return 10  # a diffusion policy's 100 DDPM steps (a calibration caps it at its step count)
+    return max(1, steps // 2)
+
+
+def _steps_line(policy) -> str:
+    from policylens.accel import policy_profile
+    from policylens.accel._profiles import default_steps
+
+    profile = policy_profile(policy)
+    where = f" (expert: {profile.root}; its prefix runs once per chunk)" if profile.root else ""
+    return f"{default_steps(policy, profile)} denoising steps{where}"
 
 
 def _load_calibration(path: Path):
@@ -87,7 +123,9 @@ def calibrate(
     num_obs: Annotated[
         int, typer.Option(min=1, help="Random observations when --obs is not given (thorough: 128).")
     ] = QUICK_OBS,
-    num_updates: Annotated[int, typer.Option(min=1, help="Update steps S per branch.")] = 10,
+    num_updates: Annotated[
+        int | None, typer.Option(min=1, help=f"Update steps S per branch. {UPDATES_DEFAULT}")
+    ] = None,
     metric: Annotated[Metric, typer.Option(help="Similarity of branch outputs between steps.")] = "cosine",
     n_bu: Annotated[int, typer.Option(min=0, help="Branches that get the Bubbling Union.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Observations per calibration forward.")] = 8,
@@ -102,6 +140,7 @@ def calibrate(
     """
     from policylens.accel import calibrate as run_calibration
     from policylens.accel import save_plots
+    from policylens.accel._calibrate import num_rows
 
     if out.is_dir():
         raise CommandError(f"--out {out} is a directory; pass the path of the calibration JSON to write")
@@ -110,10 +149,12 @@ def calibrate(
     n_threads = apply_threads(threads, default=1)
     started = time.perf_counter()
     pol, observations, source = _load(policy, obs, num_obs=num_obs, seed=seed)
+    num_updates = num_updates or _default_updates(pol)
+    n_obs = num_rows(observations)
     console.print(
-        f"calibrating {policy}: {len(observations)} observations ({source}) x {seeds} noise seeds = "
-        f"{len(observations) * seeds} samples in batches of {batch_size}, {pol.num_inference_steps} denoising "
-        f"steps, S={num_updates}, metric {metric}, n_bu {n_bu}; torch threads: {n_threads}"
+        f"calibrating {policy}: {n_obs} observations ({source}) x {seeds} noise seeds = "
+        f"{n_obs * seeds} samples in batches of {batch_size}, {_steps_line(pol)}, "
+        f"S={num_updates}, metric {metric}, n_bu {n_bu}; torch threads: {n_threads}"
     )
     try:
         cal = run_calibration(
@@ -178,39 +219,71 @@ def evaluate(
             "original always runs: speed-ups are against it."
         ),
     ] = None,
-    num_updates: Annotated[int, typer.Option(min=1, help="Uniform: updates per branch.")] = 10,
+    num_updates: Annotated[
+        int | None, typer.Option(min=1, help=f"Uniform: updates per branch. {UPDATES_DEFAULT}")
+    ] = None,
     obs: Annotated[Path | None, typer.Option(help=OBS_HELP)] = None,
     batch: Annotated[int, typer.Option(min=1, help="Batch size per action chunk.")] = 1,
     calls: Annotated[int, typer.Option(min=1, help="Timed calls per mode (after 2 untimed warm-up calls).")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the random observations and of the noise.")] = 0,
     threads: int | None = threads_option(EVAL_THREADS_HELP),
 ) -> None:
-    """Time each mode per action chunk and measure its action error against the uncached policy."""
+    """Time each mode per action chunk and measure its action error against the uncached policy.
+
+    A VLA's rows split each chunk into its prefix and its action expert (ms per flow step, expert
+    speed-up); policies whose agents run part of a chunk get the action error on that part too.
+    """
     from policylens.accel import compare_modes
+    from policylens.accel._calibrate import num_rows, take_rows
 
     modes = eval_modes(mode, calibration)
     cal = _load_calibration(calibration) if calibration is not None and Mode.optimal in modes else None
     n_threads = apply_threads(threads, default=1)
     pol, observations, source = _load(policy, obs, num_obs=batch, seed=seed)
-    if len(observations) < batch:
-        raise CommandError(f"--obs {obs} holds {len(observations)} observations; --batch {batch} needs that many")
-    observations = observations[:batch]
+    if num_rows(observations) < batch:
+        raise CommandError(f"--obs {obs} holds {num_rows(observations)} observations; --batch {batch} needs that many")
+    observations = take_rows(observations, 0, batch)
+    num_updates = num_updates or _default_updates(pol)
     console.print(
         f"timing {policy}: batch {batch} ({source}), {calls} timed calls per mode after 2 warm-up, "
-        f"{pol.num_inference_steps} denoising steps, seed {seed}; torch threads: {n_threads}"
+        f"{_steps_line(pol)}, seed {seed}; torch threads: {n_threads}"
     )
     configs = {m.value: _bac_config(m, num_updates=num_updates, calibration=cal) for m in modes}
     rows = compare_modes(pol, configs, observations, calls=calls, seed=seed)
-    table = Table("mode", "median ms", "p90 ms", "speed-up", "skipped", "action MSE", "max abs")
-    for m, r in zip(modes, rows, strict=True):
-        label = m.value if (mode is None or m in mode) else f"{m.value} (baseline)"
-        table.add_row(
-            label,
-            f"{r['median_ms']:.1f}",
-            f"{r['p90_ms']:.1f}",
-            f"{r['speedup']:.2f}x",
-            f"{r['skipped']:.0%}",
-            f"{r['mse']:.2e}",
-            f"{r['max_abs']:.3f}",
-        )
-    console.print(table)
+    labels = [m.value if (mode is None or m in mode) else f"{m.value} (baseline)" for m in modes]
+    for table in _tables(rows, labels, _executed_label(pol)):
+        console.print(table)
+
+
+def _tables(rows: list[dict], labels: list[str], executed: str) -> list[Table]:
+    """Speed (with prefix / expert columns for a VLA) and action error (with the executed part where the
+    policy's agent runs part of each chunk), one table each so both stay readable in 80 columns."""
+    split, part = "expert_ms" in rows[0], "mse_executed" in rows[0]
+    speed = Table("mode", "median ms", "p90 ms", "speed-up", "skipped", title="time per action chunk")
+    error = Table("mode", "action MSE", "max abs", title="action error against the uncached policy")
+    if split:
+        for column in ("prefix ms", "expert ms/step", "expert speed-up"):
+            speed.add_column(column)
+    if part:
+        error.add_column(f"executed MSE ({executed})")
+        error.add_column("executed max abs")
+    for label, r in zip(labels, rows, strict=True):
+        cells = [label, f"{r['median_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['speedup']:.2f}x", f"{r['skipped']:.0%}"]
+        if split:
+            cells += [f"{r['prefix_ms']:.1f}", f"{r['expert_step_ms']:.2f}", f"{r['expert_speedup']:.2f}x"]
+        speed.add_row(*cells)
+        cells = [label, f"{r['mse']:.2e}", f"{r['max_abs']:.3f}"]
+        if part:
+            cells += [f"{r['mse_executed']:.2e}", f"{r['max_abs_executed']:.3f}"]
+        error.add_row(*cells)
+    return [speed, error]
+
+
+def _executed_label(policy) -> str:
+    from policylens.accel import policy_profile
+
+    executed = policy_profile(policy).executed
+    if executed is None:
+        return ""
+    part = executed(policy)
+    return f"actions {part.start}..{part.stop - 1}"

@@ -142,11 +142,12 @@ class VLAChunks(_EpisodeNoise):
     """Batch predictor for a VLA with ``make_batch`` / ``sample_actions`` / ``noise_shape`` (TinyVLA):
     the newest observation of every environment that needs a chunk goes through ONE ``make_batch`` and
     ``sample_actions``; each environment's flow noise comes from its own generator, reseeded per
-    episode, so episode i draws the same noise whatever the batch."""
+    episode, so episode i draws the same noise whatever the batch. ``predict_kwargs`` go to every
+    ``sample_actions`` call (e.g. ``steps=5`` flow steps)."""
 
-    def __init__(self, model, seed: int = 0) -> None:
+    def __init__(self, model, seed: int = 0, **predict_kwargs) -> None:
         super().__init__(seed)
-        self.model = model
+        self.model, self.kwargs = model, predict_kwargs
 
     def predict_batch(self, windows: list[list], slots: list[int]) -> np.ndarray:
         import torch
@@ -161,16 +162,18 @@ class VLAChunks(_EpisodeNoise):
         batch = self.model.make_batch(images, [o["instruction"] for o in obs], state)
         shape = tuple(self.model.noise_shape)
         noise = torch.stack([torch.randn(shape, generator=self.generator(s)) for s in slots])
-        return self.model.sample_actions(batch, noise=noise).numpy()
+        return self.model.sample_actions(batch, noise=noise, **self.kwargs).numpy()
 
 
-def vla_agent(model, seed: int = 0, k: int | None = None) -> ChunkedPolicy:
+def vla_agent(model, seed: int = 0, k: int | None = None, **predict_kwargs) -> ChunkedPolicy:
     """A VLA (``make_batch`` / ``sample_actions``) as a :class:`ChunkedPolicy`: the first half of each
-    ``chunk_size`` chunk (or ``k`` actions), at the policy's image size and cameras."""
+    ``chunk_size`` chunk (or ``k`` actions), at the policy's image size and cameras; ``predict_kwargs``
+    go to ``sample_actions`` (e.g. ``steps=5``)."""
     cfg = model.config
     k = k or max(1, getattr(cfg, "chunk_size", 8) // 2)
+    predictor = VLAChunks(model, seed, **predict_kwargs)
     return ChunkedPolicy(
-        VLAChunks(model, seed), k, image_size=getattr(cfg, "image_size", None), cameras=getattr(cfg, "cameras", None)
+        predictor, k, image_size=getattr(cfg, "image_size", None), cameras=getattr(cfg, "cameras", None)
     )
 
 

@@ -1,0 +1,90 @@
+"""How accel drives a policy's denoising loop: which submodule holds the cached blocks, which method
+runs one loop (the cache resets at its start), where the default step count lives and what the
+step keyword is called, what runs once per call before the loop, and which actions an agent executes.
+
+Profiles are registered by the policy's qualified class name (no import of the policy class); a
+policy with none gets the diffusion-policy defaults (``predict_action``, ``num_inference_steps``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from ._registry import qualified_name
+
+__all__ = ["PolicyProfile", "policy_profile", "register_policy"]
+
+
+@dataclass(frozen=True)
+class PolicyProfile:
+    """What accel needs to know to cache one policy class.
+
+    - ``root``: path of the submodule whose registered blocks are cached (``""``: the whole policy).
+      A VLA's prefix runs once per action chunk and must stay outside it.
+    - ``method``: the policy method that runs one denoising loop; the cache state resets at its start.
+    - ``steps``: dotted attribute path of the default step count; ``steps_kwarg``: the method's keyword
+      for another step count.
+    - ``prefix``: a method the loop calls once per call before its steps (timed apart by ``evaluate_mode``).
+    - ``executed``: the slice of a predicted chunk (along its time axis) that an agent runs.
+    """
+
+    root: str = ""
+    method: str = "predict_action"
+    steps: str = "num_inference_steps"
+    steps_kwarg: str = "num_inference_steps"
+    prefix: str | None = None
+    executed: Callable[[nn.Module], slice] | None = None
+
+
+_PROFILES: dict[str, PolicyProfile] = {}
+DEFAULT = PolicyProfile()
+
+
+def register_policy(name: str, profile: PolicyProfile) -> None:
+    """Register ``profile`` for the policy class with qualified name ``name`` (``"pkg.module.Class"``)."""
+    if "." not in name:
+        raise ValueError(f"register_policy: name={name!r}; give the qualified class name 'pkg.module.Class'.")
+    _PROFILES[name] = profile
+
+
+def policy_profile(policy: nn.Module) -> PolicyProfile:
+    """The profile of ``policy``'s class (or a base class), else the diffusion-policy defaults."""
+    for cls in type(policy).__mro__:
+        profile = _PROFILES.get(qualified_name(cls))
+        if profile is not None:
+            return profile
+    return DEFAULT
+
+
+def default_steps(policy: nn.Module, profile: PolicyProfile | None = None) -> int | None:
+    """The step count ``policy`` runs when not told otherwise, or None when it has no int there."""
+    value: object = policy
+    for part in (profile or policy_profile(policy)).steps.split("."):
+        value = getattr(value, part, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _diffusion_executed(policy: nn.Module) -> slice:
+    c = policy.config  # the agent runs n_action_steps actions from the newest observation's step on
+    return slice(c.n_obs_steps - 1, c.n_obs_steps - 1 + c.n_action_steps)
+
+
+def _vla_executed(policy: nn.Module) -> slice:
+    return slice(0, max(1, policy.config.chunk_size // 2))  # policylens.sim.vla_agent's default
+
+
+register_policy("policylens.models.diffusion._policy.TinyDiffusionPolicy", PolicyProfile(executed=_diffusion_executed))
+register_policy(
+    "policylens.models._tiny_vla.TinyVLA",
+    PolicyProfile(
+        root="expert",
+        method="sample_actions",
+        steps="config.flow_steps",
+        steps_kwarg="steps",
+        prefix="run_prefix",
+        executed=_vla_executed,
+    ),
+)
