@@ -3,13 +3,16 @@ of the global batch and the gradients are averaged, so the weights after 4 steps
 that batch (max abs difference below TOL, float rounding); without the averaging they are not. A SIGINT
 that reaches one rank stops every rank after the same step, rank 0 saves, and the rerun on the same
 directory resumes the uninterrupted run bit for bit (dropout included: each rank draws its masks from
-its own stream, which the shared saved state does not hold). Rank 0 alone writes and shows progress."""
+its own stream, which the shared saved state does not hold). Rank 0 alone writes and shows progress.
+The command under torchrun: Ctrl-C (every process signalled, then torchrun forwards it) saves once,
+and the same command with more steps resumes."""
 
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +23,22 @@ from safetensors.torch import load_file
 
 from policylens.models import TinyVLA, TinyVLAConfig
 from policylens.models._train_vla import flow_loss, flow_noise
-from policylens.runs import stop_on_signal
+from policylens.runs import stop_on_signal, trained_steps
 
 WORKER = Path(__file__).with_name("_dp_worker.py")
 TOL = 1e-5  # measured on this machine: 2.5e-6 (TinyVLA), 1.8e-6 (diffusion); without averaging 1.2e-3, 5.5e-3
 LOOPS = ("vla", "diffusion")
 
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+ENV = {"OMP_NUM_THREADS": "1", "POLICYLENS_DIST_TIMEOUT": "60"}
+
+
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ranks")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    cmd += ["--log-dir", str(out / "logs"), "--redirects", "3", str(WORKER), str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "POLICYLENS_DIST_TIMEOUT": "60"}
+    cmd = [*TORCHRUN, "--log-dir", str(out / "logs"), "--redirects", "3", str(WORKER), str(out)]
+    env = {**os.environ, **ENV}
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
     logs = {int(p.parent.name): p.read_text() for p in (out / "logs").rglob("stderr.log")}
     assert run.returncode == 0, run.stderr[-2000:] + "".join(v[-2000:] for v in logs.values())
@@ -116,3 +122,31 @@ def test_without_escalation_a_second_signal_keeps_the_flag():
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGTERM)
     assert stop.signum == signal.SIGINT
+
+
+def test_ctrl_c_under_torchrun_saves_once_and_the_same_command_resumes(tmp_path):
+    out = tmp_path / "run"
+    cmd = [*TORCHRUN, "-m", "policylens.cli.main", "train", "diffusion", "--episodes", "2", "--batch-size", "4"]
+    cmd += ["--save-every", "1", "--out", str(out)]
+    env = {**os.environ, **ENV}
+    first = subprocess.Popen([*cmd, "--steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "train_state.json").exists():  # a step is done: training runs
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.2)
+        os.killpg(first.pid, signal.SIGINT)  # Ctrl-C in a terminal: torchrun and both workers
+        stdout, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    step = trained_steps(out)
+    assert stdout.count("torch threads: 1") == 1
+    assert stderr.count("interrupted: SIGINT at step") == 1, stderr[-3000:]  # rank 0 says it
+    assert f"interrupted: SIGINT at step {step}: state saved in {out}/train_state.*" in stderr
+    second = subprocess.run([*cmd, "--steps", str(step + 2)], capture_output=True, text=True, env=env, timeout=240,
+                            check=False)  # fmt: skip
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count(f"trained to step {step + 2}; checkpoint in {out}") == 1
+    assert trained_steps(out) == step + 2 and (out / "model.safetensors").is_file()

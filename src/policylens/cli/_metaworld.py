@@ -92,8 +92,11 @@ def train(
     overwrite: bool,
     n_emb: int,
     n_layer: int,
+    device=None,
+    progress: bool = True,
 ):
-    """Train a reference diffusion policy on ``task``'s expert episodes; returns (policy, out dir)."""
+    """Train a reference diffusion policy on ``task``'s expert episodes on ``device`` (under torchrun every
+    rank records the same episodes from the seed; ``progress``: rank 0's bars); returns (policy, out dir)."""
     from policylens.models.diffusion import diffusion_loop_kwargs, metaworld_config
     from policylens.sim import check_metaworld_run, metaworld_run_settings, train_metaworld_policy
 
@@ -109,9 +112,10 @@ def train(
         )
     data = metaworld_run_settings(names[0], action_noise=action_noise)
     loop = diffusion_loop_kwargs(
-        out, steps, batch_size=batch_size, lr=lr, save_every=save_every, run_settings=data, overwrite=overwrite
-    )
+        out, steps, batch_size=batch_size, lr=lr, save_every=save_every, run_settings=data, overwrite=overwrite,
+        device=device,
+    )  # fmt: skip
     policy = train_metaworld_policy(
-        names[0], episodes, steps, seed=seed, action_noise=action_noise, config=config, **loop
+        names[0], episodes, steps, seed=seed, action_noise=action_noise, config=config, progress=progress, **loop
     )
     return policy, out

@@ -8,6 +8,10 @@ task's episodes (``--replay-task``) or the teacher's own data (``--replay-datase
 checked before the first episode is recorded or read: the choices, the tasks or datasets (cameras,
 state and action sizes against the policy), the policy, the anchor cache (a bridge store this
 policy can read, one sample through it) and ``--out``.
+
+Under ``torchrun`` every rank records the same simulated episodes from the seed (or opens the same
+datasets) and trains on the rank's device on its slices of the global ``--batch-size`` and
+``--anchor-batch-size``; rank 0 alone writes and prints.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from ._common import (
     OVERWRITE_HELP,
     PROJECTIONS,
     RETENTION_LOSSES,
-    interrupted,
 )
 from ._errors import CommandError
 from ._threads import apply_threads, threads_option
+from ._train import check_world_split, rank_output, stopped
 
 app = new_app("Retention fine-tuning: learn a new task, keep the teacher's bridge features.")
 
@@ -129,9 +133,10 @@ def train(
         finished_message,
         retain_train,
     )
+    from policylens.runs import distributed
 
-    typer.echo(f"torch threads: {apply_threads(threads)}")
     _check_tasks(task, replay_task, replay_episodes, dataset=dataset, replay_dataset=replay_dataset)
+    check_world_split(batch_size=batch_size, anchor_batch_size=anchor_batch_size)
     task = None if dataset else (task or "put_in_tray")
     retention = RetentionConfig(
         epsilon=epsilon, method=method, lam=lam, lam_lr=lam_lr, loss=loss, projection=projection
@@ -139,52 +144,58 @@ def train(
     config = RetainTrainConfig(
         steps=steps, batch_size=batch_size, anchor_batch_size=anchor_batch_size, lr=lr, seed=seed, task_stats=task_stats
     )
-    model = _policy(policy)
-    _anchors(anchors, model)
-    data = {
-        "policy": policy,
-        "task": task,
-        "episodes": episodes if dataset else (episodes or 40),
-        "replay_task": replay_task,
-        "replay_episodes": replay_episodes or 0,
-    }
-    if dataset or replay_dataset:  # recorded only when used, so older runs keep their settings
-        data.update(dataset=dataset, replay_dataset=replay_dataset, camera_map=camera_map)
-    eps = _disk_episodes(model, dataset, replay_dataset, camera_map, episodes, replay_episodes)
-    if not overwrite:  # another run's --out, or a finished run: before minutes of recording
-        summary = check_retain_out(out, model, anchors, config=config, retention=retention, run_settings=data)
-        if summary is not None:
-            typer.echo(finished_message(out, summary))
-            typer.echo(json.dumps(summary))
-            return
-    if task:
-        eps = _episodes(model, task, n=data["episodes"], layout_seed=seed) + eps
-    if replay_task:
-        eps += _episodes(model, replay_task, n=replay_episodes, layout_seed=seed + 7919)
     try:
-        summary = retain_train(
-            model,
-            anchors,
-            eps,
-            out=out,
-            config=config,
-            retention=retention,
-            run_settings=data,
-            overwrite=overwrite,
-            log=typer.echo,
-        )
+        with distributed() as d:
+            say = rank_output(d)
+            say(f"torch threads: {apply_threads(threads)}")
+            model = _policy(policy)
+            _anchors(anchors, model)
+            data = {
+                "policy": policy,
+                "task": task,
+                "episodes": episodes if dataset else (episodes or 40),
+                "replay_task": replay_task,
+                "replay_episodes": replay_episodes or 0,
+            }
+            if dataset or replay_dataset:  # recorded only when used, so older runs keep their settings
+                data.update(dataset=dataset, replay_dataset=replay_dataset, camera_map=camera_map)
+            eps = _disk_episodes(model, dataset, replay_dataset, camera_map, episodes, replay_episodes)
+            if not overwrite:  # another run's --out, or a finished run: before minutes of recording
+                summary = check_retain_out(out, model, anchors, config=config, retention=retention, run_settings=data)
+                if summary is not None:
+                    say(finished_message(out, summary))
+                    say(json.dumps(summary))
+                    return
+            # every rank records the same episodes from the seed (train_vla compares them)
+            if task:
+                eps = _episodes(model, task, n=data["episodes"], layout_seed=seed, progress=d.main) + eps
+            if replay_task:
+                eps += _episodes(model, replay_task, n=replay_episodes, layout_seed=seed + 7919, progress=d.main)
+            summary = retain_train(
+                model.to(d.device),
+                anchors,
+                eps,
+                out=out,
+                config=config,
+                retention=retention,
+                run_settings=data,
+                overwrite=overwrite,
+                log=say,
+            )
+            say(json.dumps(summary))
+            say(f"checkpoint, retain.json and TensorBoard logs in {out}")
     except TrainingInterrupted as exc:
-        raise interrupted(exc) from None
-    typer.echo(json.dumps(summary))
-    typer.echo(f"checkpoint, retain.json and TensorBoard logs in {out}")
+        raise stopped(exc) from None
 
 
-def _episodes(model, task: str, *, n: int, layout_seed: int) -> list[dict]:
+def _episodes(model, task: str, *, n: int, layout_seed: int, progress: bool = True) -> list[dict]:
     from policylens.data import training_samples
     from policylens.sim.pybullet import make_training_episodes
 
     cfg = model.config
-    raw = make_training_episodes(task, n, seed=layout_seed, render=True, image_size=cfg.image_size, cameras=cfg.cameras)
+    raw = make_training_episodes(
+        task, n, seed=layout_seed, render=True, image_size=cfg.image_size, cameras=cfg.cameras, progress=progress
+    )
     return training_samples(raw)
 
 

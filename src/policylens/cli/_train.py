@@ -3,10 +3,15 @@
 An output directory belongs to one run (``run.json``): rerunning the same command resumes it
 (with a larger ``--steps`` it trains on), other settings are refused before any episode is made,
 ``--overwrite`` replaces it. Ctrl-C / SIGTERM saves the state first; exit 130 / 143.
+
+Under ``torchrun`` each command joins the process group (``runs.distributed()``): every rank makes
+the same episodes from the seed (or opens the same ``--dataset``), trains on the rank's device on its
+slice of each global ``--batch-size``, and rank 0 alone writes and prints.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -22,6 +27,35 @@ DIFFUSION_THREADS_HELP = (
 )
 
 app = new_app("Train the reference policies on simulated expert episodes.")
+
+
+def check_world_split(**options: int) -> None:
+    """Each global batch option must split evenly over torchrun's ranks (before any work)."""
+    from policylens.runs import env_world
+
+    world = env_world()[1]
+    for name, value in options.items():
+        if value % world:
+            raise CommandError(
+                f"--{name.replace('_', '-')} {value}: the global batch must split evenly over the {world} ranks; "
+                f"use a multiple of {world} (each rank trains on {name.replace('_', '-')} / {world})"
+            )
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    """What ranks other than 0 print."""
+
+
+def rank_output(d) -> Callable[..., None]:
+    """How this rank prints: ``typer.echo`` on rank 0, nothing on the others."""
+    return typer.echo if d.main else _quiet
+
+
+def stopped(exc: BaseException) -> typer.Exit:
+    """Rank 0 (or the only process) says why training stopped; every rank exits 128 + the signal."""
+    from policylens.runs import env_world
+
+    return interrupted(exc) if env_world()[0] == 0 else typer.Exit(128 + getattr(exc, "signum", 2))
 
 
 @app.command("vla")
@@ -52,50 +86,57 @@ def vla(
     """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK or on --dataset."""
     from policylens.data import dataset_training_episodes, training_samples
     from policylens.models import TinyVLA, TinyVLAConfig, TrainingInterrupted, VLATrainConfig, check_vla_run, train_vla
-    from policylens.runs import trained_steps
+    from policylens.runs import distributed, trained_steps
     from policylens.sim.pybullet import make_training_episodes
 
-    typer.echo(f"torch threads: {apply_threads(threads)}")
     if dataset and (task or every_target):
         raise CommandError(f"--dataset {dataset} with --task / --every-target: those record simulated episodes")
-    if init:
-        model = _init_vla(init, image_size, use_state)
-    else:
-        model = TinyVLA(TinyVLAConfig(image_size=image_size, use_state=use_state))
-    config = VLATrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr=lr, fit_normalization=init is None)
-    if dataset:
-        eps = dataset_training_episodes(model, dataset, camera_map, episodes)  # checked before any training
-        data = {"dataset": dataset, "camera_map": camera_map}
-        episodes = len(eps)
-    else:
-        task, episodes = task or "reach", episodes or 200
-        data = {"task": task, "action_noise": action_noise}
-    if every_target:
-        data["every_target"] = True
-    if init:
-        data["init"] = str(init)
-    if not overwrite:  # refuse another run's directory before spending minutes on rendering
-        check_vla_run(out, model, config, episodes=episodes, data=data)
-    if not dataset:
-        raw = make_training_episodes(
-            task,
-            episodes,
-            seed=seed,
-            render=True,
-            image_size=image_size,
-            cameras=model.config.cameras,
-            action_noise=action_noise,
-            every_target=every_target,
-        )
-        eps = training_samples(raw)
+    check_world_split(batch_size=batch_size)
     try:
-        losses = train_vla(model, eps, config, out_dir=out, run_settings=data, overwrite=overwrite)
+        with distributed() as d:
+            say = rank_output(d)
+            say(f"torch threads: {apply_threads(threads)}")
+            if init:
+                model = _init_vla(init, image_size, use_state)
+            else:
+                model = TinyVLA(TinyVLAConfig(image_size=image_size, use_state=use_state))
+            config = VLATrainConfig(
+                steps=steps, batch_size=batch_size, seed=seed, lr=lr, fit_normalization=init is None
+            )
+            if dataset:  # every rank opens the same dataset
+                eps = dataset_training_episodes(model, dataset, camera_map, episodes)  # checked before training
+                data = {"dataset": dataset, "camera_map": camera_map}
+                episodes = len(eps)
+            else:
+                task, episodes = task or "reach", episodes or 200
+                data = {"task": task, "action_noise": action_noise}
+            if every_target:
+                data["every_target"] = True
+            if init:
+                data["init"] = str(init)
+            if not overwrite:  # refuse another run's directory before spending minutes on rendering
+                check_vla_run(out, model, config, episodes=episodes, data=data)
+            if not dataset:  # every rank records the same episodes from the seed (train_vla compares them)
+                raw = make_training_episodes(
+                    task,
+                    episodes,
+                    seed=seed,
+                    render=True,
+                    image_size=image_size,
+                    cameras=model.config.cameras,
+                    action_noise=action_noise,
+                    every_target=every_target,
+                    progress=d.main,
+                )
+                eps = training_samples(raw)
+            model = model.to(d.device)
+            losses = train_vla(model, eps, config, out_dir=out, run_settings=data, overwrite=overwrite)
+            if not losses:
+                say(f"nothing to train: {out} already holds {trained_steps(out)} steps; raise --steps to go on")
+                return
+            say(f"trained {len(losses)} steps; final loss {losses[-1]:.4f}; checkpoint in {out}")
     except TrainingInterrupted as exc:
-        raise interrupted(exc) from None
-    if not losses:
-        typer.echo(f"nothing to train: {out} already holds {trained_steps(out)} steps; raise --steps to go on")
-        return
-    typer.echo(f"trained {len(losses)} steps; final loss {losses[-1]:.4f}; checkpoint in {out}")
+        raise stopped(exc) from None
 
 
 def _init_vla(path: str, image_size: int, use_state: bool):
@@ -141,47 +182,55 @@ def diffusion(
 ) -> None:
     """Train TinyDiffusionPolicy (DDPM, 100 steps) on expert reach or MetaWorld episodes; TensorBoard logs in OUT/tb."""
     from policylens.models import TrainingInterrupted
-    from policylens.models.diffusion import diffusion_loop_kwargs
-    from policylens.runs import trained_steps
-    from policylens.sim import check_reach_run, reach_run_settings, train_reach_policy
+    from policylens.runs import distributed, trained_steps
 
-    typer.echo(f"torch threads: {apply_threads(threads, default=1)}")
-    if suite == "metaworld":
-        try:
-            policy, out = _metaworld.train(
-                out=out,
-                task=task,
-                episodes=episodes or 200,
-                steps=steps or 12000,
-                batch_size=batch_size,
-                lr=lr,
-                seed=seed,
-                action_noise=0.1 if action_noise is None else action_noise,
-                save_every=save_every,
-                overwrite=overwrite,
-                n_emb=n_emb,
-                n_layer=n_layer,
-            )
-        except TrainingInterrupted as exc:
-            raise interrupted(exc) from None
-        policy.save_pretrained(out)
-        typer.echo(f"trained {policy.config.task} to step {trained_steps(out)}; checkpoint in {out}")
-        return
-    if task not in (None, "reach"):
+    check_world_split(batch_size=batch_size)
+    if suite != "metaworld" and task not in (None, "reach"):
         raise CommandError(
             f"--task {task}: the pybullet diffusion policy trains on reach only; or pass --suite metaworld"
         )
-    out, episodes, steps = out or "runs/diffusion_reach", episodes or 1500, steps or 6000
-    action_noise = 0.02 if action_noise is None else action_noise
+    loop = {"batch_size": batch_size, "lr": lr, "seed": seed, "save_every": save_every, "overwrite": overwrite}
+    try:
+        with distributed() as d:
+            say = rank_output(d)
+            say(f"torch threads: {apply_threads(threads, default=1)}")
+            if suite == "metaworld":
+                policy, out = _metaworld.train(
+                    out=out,
+                    task=task,
+                    episodes=episodes or 200,
+                    steps=steps or 12000,
+                    action_noise=0.1 if action_noise is None else action_noise,
+                    n_emb=n_emb,
+                    n_layer=n_layer,
+                    device=d.device,
+                    progress=d.main,
+                    **loop,
+                )
+                what = f"{policy.config.task} "
+            else:
+                out = out or "runs/diffusion_reach"
+                noise = 0.02 if action_noise is None else action_noise
+                policy = _train_reach(out, episodes or 1500, steps or 6000, noise, device=d.device, **loop)
+                what = ""
+            if d.main:
+                policy.save_pretrained(out)
+            say(f"trained {what}to step {trained_steps(out)}; checkpoint in {out}")
+    except TrainingInterrupted as exc:
+        raise stopped(exc) from None
+
+
+def _train_reach(out: str, episodes: int, steps: int, action_noise: float, *, batch_size, lr, seed, save_every,
+                 overwrite, device):  # fmt: skip
+    """The pybullet reach recipe run in ``out``; returns the policy."""
+    from policylens.models.diffusion import diffusion_loop_kwargs
+    from policylens.sim import check_reach_run, reach_run_settings, train_reach_policy
+
     if not overwrite:
         check_reach_run(out, episodes=episodes, batch_size=batch_size, lr=lr, seed=seed, action_noise=action_noise)
     data = reach_run_settings(action_noise=action_noise)
-    try:
-        loop = diffusion_loop_kwargs(
-            out, steps, batch_size=batch_size, lr=lr, save_every=save_every, run_settings=data, overwrite=overwrite
-        )
-        policy = train_reach_policy(episodes, steps, seed, action_noise=action_noise, **loop)
-    except TrainingInterrupted as exc:
-        raise interrupted(exc) from None
-    policy.save_pretrained(out)
-    typer.echo(f"trained to step {trained_steps(out)}; checkpoint in {out}")
+    loop = diffusion_loop_kwargs(
+        out, steps, batch_size=batch_size, lr=lr, save_every=save_every, run_settings=data, overwrite=overwrite,
+        device=device,
+    )  # fmt: skip
+    return train_reach_policy(episodes, steps, seed, action_noise=action_noise, **loop)
