@@ -7,8 +7,9 @@ _dp_runs.py sets them, into OUT/<loop>_<run>:
   with every global generator reseeded per rank, the same call resumes to step 4;
 - ``nosync``: 4 steps with the gradient averaging taken out of the steps.
 
-Rank 0 writes OUT/seen.json: per run, how each rank ended and its losses, and per rank how often it
-called each writer."""
+Rank 0 writes OUT/seen.json: per run, how each rank ended and its losses, per rank how often it
+called each writer, and ``average_gradients`` on three parameters: ``a`` with a gradient on both
+ranks, ``b`` on rank 1 only, ``c`` on none."""
 
 import json
 import os
@@ -81,6 +82,16 @@ def without_sync(run, *args, **kwargs) -> dict:
         tv.average_gradients, td.average_gradients = real
 
 
+def averaged(rank: int) -> dict:
+    """Gradients (rank + 1) * [1, 2] on ``a`` everywhere, (rank + 1) * [3] on ``b`` on rank 1 only."""
+    a, b, c = (torch.nn.Parameter(torch.zeros(n)) for n in (2, 1, 3))
+    a.grad = (rank + 1) * torch.tensor([1.0, 2.0])
+    if rank == 1:
+        b.grad = (rank + 1) * torch.tensor([3.0])
+    dp.average_gradients([a, b, c])
+    return {k: None if p.grad is None else p.grad.tolist() for k, p in zip("abc", (a, b, c), strict=True)}
+
+
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     seen = {}
@@ -99,9 +110,10 @@ def main(out: Path) -> None:
         torch.manual_seed(200 + d.rank), np.random.seed(200 + d.rank), random.seed(200 + d.rank)
         mine["diffusion_resumed"] = ended(run_diffusion, out / "diffusion_cut", dropout=True)
         mine["diffusion_nosync"] = without_sync(run_diffusion, out / "diffusion_nosync")
-        every = d.all_gather({"runs": mine, "calls": dict(CALLS)})
+        every = d.all_gather({"runs": mine, "calls": dict(CALLS), "averaged": averaged(d.rank)})
         if d.main:
             seen = {"runs": {k: [r["runs"][k] for r in every] for k in mine}, "calls": [r["calls"] for r in every]}
+            seen["averaged"] = [r["averaged"] for r in every]
             (out / "seen.json").write_text(json.dumps(seen))
 
 

@@ -150,3 +150,60 @@ def test_ctrl_c_under_torchrun_saves_once_and_the_same_command_resumes(tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count(f"trained to step {step + 2}; checkpoint in {out}") == 1
     assert trained_steps(out) == step + 2 and (out / "model.safetensors").is_file()
+
+
+def test_gradients_are_averaged_as_the_global_batchs_where_some_ranks_have_none(ranks):
+    """``a``: both ranks' mean; ``b``: only rank 1 reached it, the others count as zeros; ``c``: none."""
+    _, seen, _ = ranks
+    grads = {"a": [[1.0, 2.0], [2.0, 4.0]], "b": [None, [6.0]]}  # what each rank computed
+    sizes = {"a": 2, "b": 1}
+    expected = {}
+    for name, per_rank in grads.items():
+        rows = [g if g is not None else [0.0] * sizes[name] for g in per_rank]
+        expected[name] = [sum(r[i] for r in rows) / len(rows) for i in range(sizes[name])]
+    expected["c"] = None
+    assert seen["averaged"] == [expected, expected]
+
+
+def test_batches_that_do_not_split_over_the_ranks_are_refused(monkeypatch):
+    from typer.testing import CliRunner
+
+    from policylens.cli.main import app
+    from policylens.models._data_parallel import check_device, check_split
+    from policylens.runs import Dist
+
+    with pytest.raises(ValueError, match=r"VLATrainConfig.batch_size=5 does not split over 2 ranks .*multiple of 2"):
+        check_split(Dist(0, 2), **{"VLATrainConfig.batch_size": 5})
+    check_split(Dist(1, 2), batch_size=4)
+    with pytest.raises(ValueError, match=r"uses nccl \(CUDA\) but the model is on cpu; move it to cuda:LOCAL_RANK"):
+        check_device(Dist(0, 2, backend="nccl"), torch.device("cpu"))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    runner = CliRunner()
+    for args, what in (
+        (["train", "vla", "--batch-size", "5"], "--batch-size 5"),
+        (["train", "diffusion", "--batch-size", "3"], "--batch-size 3"),
+        (["retain", "train", "--anchors", "a", "--out", "o", "--anchor-batch-size", "3"], "--anchor-batch-size 3"),
+    ):
+        result = runner.invoke(app, args)  # refused before the process group or any episode
+        assert result.exit_code == 2, result.output
+        assert f"error: {what}: the global batch must split evenly over the 2 ranks; use a multiple of 2" in (
+            result.output
+        )
+
+
+def test_ranks_with_other_episodes_are_named():
+    from policylens.models._data_parallel import fingerprint, same_everywhere
+    from policylens.runs import Dist
+
+    class TwoRanks(Dist):
+        def all_gather(self, obj):
+            return [obj, fingerprint(np.zeros(3))]
+
+    same_everywhere(Dist(0, 1), "episodes", "x", "fix")  # one process: nothing to compare
+    mine = fingerprint(np.ones(3), "reach the red cube")
+    assert mine == fingerprint(np.ones(3), "reach the red cube")
+    assert mine != fingerprint(np.ones(3), "reach the blue cube")
+    assert fingerprint(np.ones(3)) != fingerprint(np.ones(3, np.float32))  # the dtype counts
+    with pytest.raises(ValueError, match=r"rank 1 of 2 has other episodes than rank 0 .*; make the same ones"):
+        same_everywhere(TwoRanks(0, 2), "episodes", mine, "make the same ones")
