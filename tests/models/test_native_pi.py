@@ -208,15 +208,19 @@ def test_sample_actions_with_grad_runs_the_models_loop_and_keeps_the_graph(varia
     assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
-def test_a_bridge_cache_and_the_student_agree_at_step_zero(tmp_path):
-    """The same extractor builds the teacher's cache and the student's features: L_ret = 0 at step 0."""
+@pytest.mark.parametrize("bridge", [None, {"flow_steps": "all", "action": True}])
+def test_a_bridge_cache_and_the_student_agree_at_step_zero(tmp_path, bridge):
+    """The same extractor builds the teacher's cache and the student's features: L_ret = 0 at step 0
+    (the default bridge, and every flow step with the predicted velocity)."""
     from policylens.anchors import build_cache
     from policylens.retain import AnchorSet
 
     model, proc = pi_zoo.pair("pi0")
     model.save_pretrained(tmp_path / "pi0")
     proc.save_pretrained(tmp_path / "pi0")
-    build_cache(str(tmp_path / "pi0"), "synthetic:3", str(tmp_path / "bridge"), kind="bridge", progress=False)
+    build_cache(
+        str(tmp_path / "pi0"), "synthetic:3", str(tmp_path / "bridge"), kind="bridge", progress=False, bridge=bridge
+    )
     student = load_model(tmp_path / "pi0")
     anchors = AnchorSet(tmp_path / "bridge", student)
     b = anchors.batch([0, 1, 2])

@@ -128,7 +128,7 @@ NATIVE_PI = Adapter(
         Component("llm", layers=("model.vlm.language_model.layers",), norm=("model.vlm.language_model.norm",)),
         Component("expert", layers=("model.dit.layers",), norm=("model.dit.norm",), sequence="suffix"),
     ),
-    extras={"projector": ("model.vlm.multi_modal_projector",)},
+    extras={"projector": ("model.vlm.multi_modal_projector",), "action_out": ("action_out_proj",)},
     layout=lambda model, batch: native_pi_layout(model, batch),
 )
 
