@@ -29,6 +29,9 @@ class PolicyProfile:
       for another step count.
     - ``prefix``: a method the loop calls once per call before its steps (timed apart by ``evaluate_mode``).
     - ``executed``: the slice of a predicted chunk (along its time axis) that an agent runs.
+    - ``shared_attention_steps``: the loop crops a key/value cache shared by the expert's layers back
+      to the prefix by one layer's length after each step (transformers' pi0 / pi0.5), so every
+      attention branch must update at the same steps.
     """
 
     root: str = ""
@@ -37,6 +40,7 @@ class PolicyProfile:
     steps_kwarg: str = "num_inference_steps"
     prefix: str | None = None
     executed: Callable[[nn.Module], slice] | None = None
+    shared_attention_steps: bool = False
 
 
 _PROFILES: dict[str, PolicyProfile] = {}
@@ -86,5 +90,28 @@ register_policy(
         steps_kwarg="steps",
         prefix="run_prefix",
         executed=_vla_executed,
+    ),
+)
+_PI = "transformers.models.{0}.modeling_{0}.{1}ForConditionalGeneration"
+for _variant, _cls in (("pi0", "PI0"), ("pi05", "PI05")):
+    register_policy(
+        _PI.format(_variant, _cls),
+        PolicyProfile(
+            root="model.dit",
+            method="sample_actions",
+            steps="config.num_inference_steps",
+            steps_kwarg="num_steps",
+            shared_attention_steps=True,
+        ),
+    )
+register_policy(
+    "policylens.models._hf_pi_policy.NativePIPolicy",
+    PolicyProfile(
+        root="model.model.dit",
+        method="sample_actions",
+        steps="config.flow_steps",
+        steps_kwarg="steps",
+        executed=_vla_executed,
+        shared_attention_steps=True,
     ),
 )

@@ -123,6 +123,20 @@ def cache_root(policy: nn.Module, config: BACConfig) -> str:
     return policy_profile(policy).root if config.root is None else config.root
 
 
+def _check_attention_steps(policy: nn.Module, branches: list, schedule: dict[str, list[int]]) -> None:
+    if not policy_profile(policy).shared_attention_steps:
+        return
+    steps = {b.name: schedule[b.name] for b in branches if b.kind == "attn"}
+    if len({tuple(v) for v in steps.values()}) > 1:
+        shown = ", ".join(f"{k}: {v}" for k, v in list(steps.items())[:3])
+        raise ValueError(
+            f"apply_cache: {type(policy).__name__}'s flow loop crops the key/value cache its expert layers share "
+            "back to the prefix by the first layer's length after each step, so every expert attention must "
+            f"update at the same steps; this schedule staggers them ({shown}, ...). Use BACConfig(mode='uniform', "
+            "...), or a schedule that gives every attention branch the same update steps."
+        )
+
+
 def apply_cache(policy: nn.Module, config: BACConfig) -> nn.Module:
     """Wrap every registered block's branches under ``policy``'s cache root according to ``config``;
     returns ``policy``."""
@@ -137,6 +151,7 @@ def apply_cache(policy: nn.Module, config: BACConfig) -> nn.Module:
             "block types with accel.register_block(MyBlock, [BranchSpec(...)])."
         )
     num_steps, schedule = resolve_schedule(policy, branches, config)
+    _check_attention_steps(policy, branches, schedule)
     state = _CacheState(config=config, num_steps=num_steps, schedule=schedule)
     _STATES[policy] = state
     if config.mode == "original":
