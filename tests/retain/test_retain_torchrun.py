@@ -72,3 +72,19 @@ def test_a_signal_on_one_rank_stops_both_and_the_rerun_resumes_the_same_run(runs
 def test_rank_0_alone_writes_retain_json(runs):
     _, seen, _ = runs
     assert seen[0]["writes"] == 4 and seen[1]["writes"] == 0  # whole, interrupted, cut, nosync
+
+
+def test_the_task_loss_with_the_loops_noise_is_tinyvlas_loss():
+    """The Retainer's task loss takes the flow noise train_vla draws for the global batch (flow_noise)
+    and is then TinyVLA.loss exactly."""
+    from policylens.models import TinyVLA, TinyVLAConfig
+    from policylens.models._train_vla import flow_noise
+    from policylens.retain._data_parallel import _TaskLoss
+
+    torch.manual_seed(0)
+    model = TinyVLA(TinyVLAConfig(image_size=28, vision_layers=1, layers=1, max_text_tokens=8, chunk_size=3))
+    batch = model.example_batch(batch_size=3, with_action=True)
+    torch.manual_seed(7)
+    expected = model.loss(batch)
+    torch.manual_seed(7)
+    assert torch.equal(_TaskLoss(model)({**batch, **flow_noise(model, 3)}), expected)

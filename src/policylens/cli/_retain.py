@@ -159,7 +159,9 @@ def train(
             }
             if dataset or replay_dataset:  # recorded only when used, so older runs keep their settings
                 data.update(dataset=dataset, replay_dataset=replay_dataset, camera_map=camera_map)
-            eps = _disk_episodes(model, dataset, replay_dataset, camera_map, episodes, replay_episodes)
+            eps = _disk_episodes(
+                model, dataset, replay_dataset, camera_map=camera_map, n=episodes, replay_n=replay_episodes
+            )
             if not overwrite:  # another run's --out, or a finished run: before minutes of recording
                 summary = check_retain_out(out, model, anchors, config=config, retention=retention, run_settings=data)
                 if summary is not None:
@@ -199,13 +201,13 @@ def _episodes(model, task: str, *, n: int, layout_seed: int, progress: bool = Tr
     return training_samples(raw)
 
 
-def _disk_episodes(model, dataset, replay_dataset, camera_map, episodes, replay_episodes) -> list[dict]:
+def _disk_episodes(model, dataset, replay_dataset, *, camera_map, n, replay_n) -> list[dict]:
     """Task B and replay episodes from disk (none without --dataset / --replay-dataset), checked against
     the policy before training starts."""
     from policylens.data import dataset_training_episodes
 
     eps = []
-    for spec, n in ((dataset, episodes), (replay_dataset, replay_episodes)):
+    for spec, count in ((dataset, n), (replay_dataset, replay_n)):
         if spec:
-            eps += dataset_training_episodes(model, spec, camera_map, n)
+            eps += dataset_training_episodes(model, spec, camera_map, episodes=count)
     return eps

@@ -104,7 +104,7 @@ def vla(
                 steps=steps, batch_size=batch_size, seed=seed, lr=lr, fit_normalization=init is None
             )
             if dataset:  # every rank opens the same dataset
-                eps = dataset_training_episodes(model, dataset, camera_map, episodes)  # checked before training
+                eps = dataset_training_episodes(model, dataset, camera_map, episodes=episodes)  # checked first
                 data = {"dataset": dataset, "camera_map": camera_map}
                 episodes = len(eps)
             else:
@@ -211,7 +211,9 @@ def diffusion(
             else:
                 out = out or "runs/diffusion_reach"
                 noise = 0.02 if action_noise is None else action_noise
-                policy = _train_reach(out, episodes or 1500, steps or 6000, noise, device=d.device, **loop)
+                policy = _train_reach(
+                    out, episodes=episodes or 1500, steps=steps or 6000, action_noise=noise, device=d.device, **loop
+                )
                 what = ""
             if d.main:
                 policy.save_pretrained(out)
@@ -220,7 +222,7 @@ def diffusion(
         raise stopped(exc) from None
 
 
-def _train_reach(out: str, episodes: int, steps: int, action_noise: float, *, batch_size, lr, seed, save_every,
+def _train_reach(out: str, *, episodes: int, steps: int, action_noise: float, batch_size, lr, seed, save_every,
                  overwrite, device):  # fmt: skip
     """The pybullet reach recipe run in ``out``; returns the policy."""
     from policylens.models.diffusion import diffusion_loop_kwargs

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..runs import trained_steps
+from ..runs import shard, trained_steps
 from ._anchors import AnchorSet
+from ._data_parallel import check_split, on_device, ranks, task_retainer
 from ._methods import method_type
 from ._retainer import Retainer, RetentionConfig
 from ._task_stats import adopt_task_stats, check_task_stats, far_dims, planned_task_stats, task_stats_message
@@ -71,61 +72,21 @@ class RetainTrainConfig:
                 raise ValueError(f"RetainTrainConfig.{name}={getattr(self, name)} must be positive")
 
 
-class _TaskLoss(nn.Module):
-    """The flow-matching loss of a task batch (its noise drawn by the loop for the global batch) as
-    a module: what the Retainer calls, through DDP under torchrun."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: dict) -> Tensor:
-        from policylens.models._train_vla import flow_loss
-
-        return flow_loss(self.model, batch)
-
-
-def _task_loss(module: nn.Module, batch: dict) -> Tensor:
-    return module(batch)
-
-
-def _on(batch: dict, device: torch.device) -> dict:
-    """The batch's tensors on ``device`` (``sample_index`` stays: it seeds per-sample noise on the CPU)."""
-    return {k: v if k == "sample_index" else v.to(device) for k, v in batch.items()}
-
-
-def _retainer(model: nn.Module, anchor_set: AnchorSet, retention: RetentionConfig) -> Retainer:
-    """The Retainer of ``model``'s task loss; under torchrun it sees the loss through DDP, so that it
-    averages both gradients and L_ret over the ranks."""
-    from policylens.models._data_parallel import check_device, current
-
-    d, device = current(), next(model.parameters()).device
-    loss: nn.Module = _TaskLoss(model)
-    if d.active:
-        check_device(d, device)
-        ids = [device.index] if device.type == "cuda" else None
-        loss = nn.parallel.DistributedDataParallel(loss, device_ids=ids, broadcast_buffers=False)
-    return Retainer(loss, _task_loss, anchor_set.student, retention)
-
-
 class _RetentionStep:
     """A ``train_vla`` step (anchor batch, the retainer's two passes, clipping, optimiser step) and
     the ``state=`` saved with each checkpoint: λ, the anchor generator, the per-step series."""
 
     def __init__(self, retainer: Retainer, anchors: AnchorSet, config: RetainTrainConfig) -> None:
-        from policylens.models._data_parallel import check_split, current, part
-
         self.retainer, self.anchors, self.config = retainer, anchors, config
         self.rng = np.random.default_rng(config.seed + 1)
         self.series: dict[str, list] = {k: [] for k in SERIES}  # device scalars until saved
-        d = current()
-        check_split(d, **{"RetainTrainConfig.anchor_batch_size": config.anchor_batch_size})
-        self.mine, self.device = part(d, config.anchor_batch_size), retainer.params[0].device
+        self.ranks, self.device = ranks(), retainer.params[0].device
+        check_split(self.ranks.world, anchor_batch_size=config.anchor_batch_size)
 
     def _anchor_batch(self) -> dict:
         """This rank's slice of a global anchor batch (the rows ``AnchorSet.sample`` draws)."""
         rows = self.rng.integers(0, len(self.anchors), self.config.anchor_batch_size)
-        return _on(self.anchors.batch(rows[self.mine]), self.device)
+        return on_device(self.anchors.batch(shard(rows, self.ranks.rank, self.ranks.world)), self.device)
 
     def __call__(self, model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
         retainer, config = self.retainer, self.config
@@ -178,7 +139,7 @@ def open_anchors(anchors: str | Path, model: nn.Module) -> AnchorSet:
     anchor_set = AnchorSet(path, model)
     if len(anchor_set) == 0:
         raise StoreError(f"anchor cache {path} holds no samples; rebuild it (`policylens cache build --kind bridge`)")
-    batch = _on(anchor_set.batch([0]), next(model.parameters()).device)
+    batch = on_device(anchor_set.batch([0]), next(model.parameters()).device)
     inputs = {k: v for k, v in batch.items() if k not in ("target_features", "sample_index")}
     anchor_set.student(inputs, indices=batch["sample_index"])  # raises StoreError on another width
     return anchor_set
@@ -331,13 +292,12 @@ def retain_train(
     global batches (multiples of the ranks); the model is trained on the device it is on (under nccl,
     the rank's GPU); rank 0 writes, every rank returns the summary."""
     from policylens.models import load_model, run_settings_of, train_vla
-    from policylens.models._data_parallel import check_split, current
     from policylens.runs import TrainingInterrupted, check_run_dir
 
     say = log or (lambda line: None)
-    main = current().main
-    check_split(current(), **{"RetainTrainConfig.batch_size": config.batch_size,
-                              "RetainTrainConfig.anchor_batch_size": config.anchor_batch_size})  # fmt: skip
+    d = ranks()
+    main = d.main
+    check_split(d.world, batch_size=config.batch_size, anchor_batch_size=config.anchor_batch_size)
     out = Path(out)
     torch.manual_seed(config.seed)
     model = load_model(policy) if isinstance(policy, (str, Path)) else policy
@@ -359,7 +319,7 @@ def retain_train(
         say(note)
     if changes:
         adopt_task_stats(model, checks)
-    step = retention_step(_retainer(model, anchor_set, retention), anchor_set, config)
+    step = retention_step(task_retainer(model, anchor_set, retention), anchor_set, config)
 
     def write_summary() -> dict:
         done = trained_steps(out)
