@@ -45,6 +45,7 @@ CHOICES = {
     (("cache", "build"), "kind"): lambda: lib("policylens.anchors:POLICY_KINDS"),
     (("cache", "build"), "pooling"): lambda: lib("policylens.tap:POOLINGS"),
     (("cache", "build"), "dtype"): lambda: lib("policylens.store:STORE_DTYPES"),
+    (("cache", "build"), "bridge_pooling"): lambda: lib("policylens.anchors:BRIDGE_POOLING_CHOICES"),
     (("retain", "train"), "method"): lambda: lib("policylens.retain:METHODS"),
     (("retain", "train"), "projection"): lambda: lib("policylens.retain:PROJECTIONS"),
     (("retain", "train"), "loss"): lambda: lib("policylens.retain:RETENTION_LOSSES"),

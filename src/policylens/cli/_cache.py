@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ._app import new_app
-from ._common import DATASET_HELP, POLICY_HELP, POLICY_KINDS, POOLINGS, STORE_DTYPES
+from ._common import BRIDGE_POOLING_CHOICES, DATASET_HELP, POLICY_HELP, POLICY_KINDS, POOLINGS, STORE_DTYPES
 from ._errors import EXIT_KNOWN, CommandError
 from ._threads import apply_threads, threads_option
 
@@ -35,7 +35,6 @@ CLI_DATASETS = ("synthetic:", "droid:", "lerobot:")  # the dataset ids `cache bu
 Kind = Literal[POLICY_KINDS]  # click shows and checks these choices
 Pooling = Literal[POOLINGS]
 Dtype = Literal[STORE_DTYPES]
-BRIDGE_POOLING_CHOICES = ("masked_mean", "first", "last", "none")  # anchors.BRIDGE_POOLING_CHOICES
 BridgePooling = Literal[BRIDGE_POOLING_CHOICES]
 
 app = new_app("Anchor caches: build, inspect and verify feature stores.")

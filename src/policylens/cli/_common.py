@@ -20,6 +20,7 @@ __all__ = [
     "ACCEL_METRICS",
     "ACCEL_MODES",
     "AMP_MODES",
+    "BRIDGE_POOLING_CHOICES",
     "CAMERA_MAP_HELP",
     "DATASET_HELP",
     "EPISODES_FORMS",
@@ -53,6 +54,7 @@ __all__ = [
 # cache
 POLICY_KINDS = ("hidden_feature", "hidden_state", "token_level", "bridge")
 POOLINGS = ("mean_image_tokens", "masked_mean", "first", "last", "none")
+BRIDGE_POOLING_CHOICES = ("masked_mean", "first", "last", "none")  # the bridge recipe's poolings
 STORE_DTYPES = ("float16", "bfloat16", "float32")
 # accel
 ACCEL_MODES = ("original", "uniform", "optimal")
@@ -88,6 +90,7 @@ MIRRORS = {
     "policylens.anchors:POLICY_KINDS": POLICY_KINDS,
     "policylens.anchors:DATASET_HELP": DATASET_HELP,
     "policylens.tap:POOLINGS": POOLINGS,
+    "policylens.anchors:BRIDGE_POOLING_CHOICES": BRIDGE_POOLING_CHOICES,
     "policylens.store:STORE_DTYPES": STORE_DTYPES,
     "policylens.accel:MODES": ACCEL_MODES,
     "policylens.accel:METRICS": ACCEL_METRICS,

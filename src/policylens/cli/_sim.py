@@ -139,7 +139,9 @@ def eval_policy(
     agent = load_agent(policy, "pybullet", task, seed=seed)
     view = render_settings(agent, image_size, render)
     try:
-        result = evaluate_policy(agent, task, episodes, seed, **view, max_steps=max_steps, batch=batch or 1)
+        result = evaluate_policy(
+            agent, task, episodes=episodes, seed=seed, **view, max_steps=max_steps, batch=batch or 1
+        )
     except ValueError as exc:  # a policy that reads its environment runs one at a time
         raise CommandError(f"--batch {batch}: {exc}") from None
     typer.echo(f"{policy} on {task}: {result}")
