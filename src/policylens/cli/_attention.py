@@ -1,4 +1,5 @@
-"""``policylens attention``: attention maps, overlays and videos of a policy over episodes.
+"""``policylens attention``: attention maps, overlays and videos of a policy over episodes; the
+faithfulness tests (``attention faithfulness``) and the modality-ablation battery (``attention ablate``).
 
 ``attention run`` also runs under ``torchrun --no-python ... policylens attention run``: each rank
 takes a block of the episodes, rank 0 writes the run's summaries (``--workers`` is refused there).
@@ -143,3 +144,107 @@ def report(
 
     html_path, md_path = write_report(out, n_boot=n_boot, examples=examples)
     typer.echo(f"{html_path}\n{md_path}")
+
+
+@app.command()
+def ablate(
+    out: Annotated[Path, typer.Option(help="Output folder (an attention run's folder is fine; rerun to resume).")],
+    episodes: Annotated[
+        str | None, typer.Option(help=EPISODES_HELP + " Open loop; leave out: closed loop only.")
+    ] = None,
+    policy: Annotated[str, typer.Option(help=POLICY_HELP)] = "tiny_vla",
+    conditions: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: CAMERA:KIND (black, mean, noise, blur, time, removed), cameras:KIND (black, swap, "
+            "removed), instruction:KIND (empty, other, shuffled), a bare kind or target, or all."
+        ),
+    ] = "all",
+    layers: Annotated[
+        str | None, typer.Option(help="Decoder layers whose attention mass is read (default: every layer).")
+    ] = None,
+    every: Annotated[int, typer.Option(min=1, help="A keyframe every N frames (open loop).")] = 8,
+    keyframes: Annotated[str | None, typer.Option(help="Explicit keyframes, comma-separated (overrides --every).")] = (
+        None
+    ),
+    sim_episodes: Annotated[
+        int, typer.Option(min=0, help="Closed loop: held-out simulator layouts per condition (0: none).")
+    ] = 0,
+    task: Annotated[str, typer.Option(help="Simulator task of the closed loop.")] = "reach",
+    batch: Annotated[int, typer.Option(min=1, help="Closed loop: environments stepped together.")] = 10,
+    origin: Annotated[
+        str, typer.Option(help="auto | state (absolute targets: chunk minus state) | none (delta actions).")
+    ] = "auto",
+    seed: Annotated[int, typer.Option(help="Flow noise (seed + 1: the noise floor), layouts in closed loop.")] = 0,
+    camera_map: Annotated[
+        str | None, typer.Option(help="Dataset camera -> policy camera, e.g. varied_camera_1=observation.images.base.")
+    ] = None,
+    n_boot: Annotated[int, typer.Option(min=1, help="Bootstrap resamples of the episodes per interval.")] = 2000,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)] = False,
+    threads: int | None = threads_option(),
+) -> None:
+    """Ablate each camera and the instruction (open loop over episodes, closed loop in the simulator):
+    OUT/ablation.json and OUT/ablation.png; `attention report OUT` shows them."""
+    from policylens.attention import AblationConfig, AblationInterrupted, run_ablation
+    from policylens.data import parse_camera_map
+
+    if origin not in ("auto", "state", "none"):
+        raise CommandError(f"--origin={origin!r}: expected auto, state or none")
+    if episodes is None and not sim_episodes:
+        raise CommandError("nothing to ablate: pass --episodes (open loop) and/or --sim-episodes N (closed loop)")
+    n = apply_threads(threads)
+    typer.echo(f"torch threads: {n}")
+    try:
+        config = AblationConfig(
+            conditions=None if conditions == "all" else tuple(c.strip() for c in conditions.split(",") if c.strip()),
+            layers=_ints(layers, "--layers") if layers is not None else None,
+            every=every,
+            keyframes=_ints(keyframes, "--keyframes") if keyframes is not None else None,
+            seed=seed,
+            origin=origin,
+            camera_map=parse_camera_map(camera_map) if camera_map else {},
+            sim_episodes=sim_episodes,
+            task=task,
+            sim_batch=batch,
+        )
+    except ValueError as exc:
+        msg = re.sub(r"AblationConfig\.(\w+)", lambda m: "--" + m[1].replace("_", "-"), str(exc))
+        raise CommandError(msg) from None
+    try:
+        result = run_ablation(policy, episodes, out, config, overwrite=overwrite, n_boot=n_boot)
+    except AblationInterrupted as exc:
+        raise interrupted(exc) from None
+    for row in result["closed_loop"]:
+        typer.echo(f"closed loop {row['condition']}: {row['successes']}/{row['n']}")
+    typer.echo("\n".join(result["findings"]) or "no finding: no interval excludes zero")
+    typer.echo(f"{out / 'ablation.json'}\n{out / 'ablation.png'}")
+
+
+@app.command()
+def faithfulness(
+    episodes: Annotated[str, typer.Option(help=EPISODES_HELP)],
+    out: Annotated[Path, typer.Option(help="Folder for faithfulness.json (an attention run's, for its report).")],
+    policy: Annotated[str, typer.Option(help=POLICY_HELP)] = "tiny_vla",
+    layers: Annotated[str, typer.Option(help="Decoder layers whose prefix map is tested, comma-separated.")] = "1,3",
+    area: Annotated[float, typer.Option(min=0.0, max=1.0, help="Masked share of each frame.")] = 0.1,
+    n_random: Annotated[int, typer.Option(min=1, help="Equal-area random blobs per keyframe.")] = 5,
+    batch: Annotated[int, typer.Option(min=1, help="Keyframes per forward.")] = 8,
+    control: Annotated[bool, typer.Option(help="Also test a randomised-weights twin (TinyVLA).")] = True,
+    camera_map: Annotated[
+        str | None, typer.Option(help="Dataset camera -> policy camera, e.g. varied_camera_1=observation.images.base.")
+    ] = None,
+    threads: int | None = threads_option(),
+) -> None:
+    """Mask the high-attention area vs equal-area controls, deletion curves, a randomised-weights control:
+    OUT/faithfulness.json (the report's faithfulness section) and the tables printed."""
+    from policylens.attention import faithfulness_tables, run_faithfulness
+    from policylens.data import parse_camera_map
+
+    if area <= 0:
+        raise CommandError(f"--area={area}: expected a share of the frame in (0, 1], e.g. 0.1")
+    n = apply_threads(threads)
+    typer.echo(f"torch threads: {n}")
+    cmap = parse_camera_map(camera_map) if camera_map else {}
+    result = run_faithfulness(policy, episodes, out, _ints(layers, "--layers"), area, n_random, batch, cmap, control)
+    typer.echo(faithfulness_tables(result))
+    typer.echo(str(out / "faithfulness.json"))
