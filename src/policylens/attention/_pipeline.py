@@ -264,6 +264,7 @@ def _episode(model: nn.Module, ep, index: int, out: Path, cfg: AttentionRunConfi
         "layers": list(cfg.layers),
         "phases": list(cfg.phases),
         "heads": int(m.maps[next(iter(cams))].shape[1]),
+        "cameras": list(cams),  # the policy's cameras, left to right in the side-by-side images
         "weights_hash": weights,
         "folder": str(folder),
     }

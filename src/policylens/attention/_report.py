@@ -17,7 +17,12 @@ p = (1 + count) / (1 + n_perm)); Holm corrects over all (phase, layer) rows of t
 Episodes of unknown outcome count in the mass tables, not in the comparison.
 
 Optional inputs, rendered when present: ``OUT/faithfulness.json`` and ``OUT/overlap.json``,
-each a JSON list of rows (or an object ``{"rows": [...], "note": "..."}``). A row is an object
+each a JSON list of rows (or an object ``{"rows": [...], "note": "...", "tests": [...]}``: ``tests``
+rows, e.g. ``run_faithfulness``'s paired tests, make a second table). In ``overlap.json`` a row of one
+outcome equal to its ``all`` row (every episode of that key has that outcome) is left out. And
+``OUT/ablation.json`` (``run_ablation``): the "What the policy uses" section, its tables, the plot
+``OUT/ablation.png`` embedded and one line per finding; a folder holding only an ablation gets a
+report of that section alone. Overlays name their cameras left to right (``done.json`` ``cameras``). A row is an object
 with ``layer``, ``phase``, ``condition`` or ``object``, ``n_episodes`` and ``n_frames`` (ints)
 and any other fields (``camera``, ``outcome``, metrics): a number, a string, ``{"estimate",
 "low", "high"}`` (an interval) or ``{"diff", "low", "high", "p_value"}`` (a paired
@@ -39,7 +44,9 @@ from urllib.parse import quote
 import numpy as np
 
 from .._jsonfile import read_json_file
-from ._stats import BootstrapCI, PairedDiff, _cell, bootstrap_ci, holm, summary_table
+from ._report_ablation import ablation_html, ablation_md, ablation_only
+from ._report_html import CSS, html_table
+from ._stats import BootstrapCI, PairedDiff, bootstrap_ci, holm, summary_table
 
 __all__ = ["write_report"]
 
@@ -47,6 +54,7 @@ SPANS = ("image", "text", "state", "first", "pad", "suffix")  # mass spans in ta
 LABELS = {"image": "image (all)", "first": "first (sink)"}  # their column names where not the span's own
 EXTRAS = ("faithfulness", "overlap")
 _OVERLAYS: list = []  # the rows of the overlays section: it holds pictures, not a table
+_ABLATION: list = []  # the rows of the ablation section: tables, a plot and findings
 _IMG_WIDTH = 480  # overlays wider than this are downscaled before embedding
 _INTRO = (
     "Per keyframe: attention mass of the phase's queries (prefix: text tokens; suffix: action tokens), mean over "
@@ -57,17 +65,6 @@ _COMPARISON = (
     "resampling episodes within each outcome; p from a two-sided permutation test of the outcome labels over "
     "episodes; Holm over all rows of this table."
 )
-_CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1240px;padding:0 16px;color:#222}
-h1{font-size:24px}h2{font-size:19px;border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:28px}
-h3{font-size:15px;margin:16px 0 6px}table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}
-th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}th{background:#f3f3f3}
-table.num td{text-align:right;white-space:nowrap}table.num td:first-child,table.num td.t{text-align:left}
-small{color:#777}.note{color:#555;max-width:1000px}td.path{white-space:nowrap}
-.row{display:flex;gap:14px;flex-wrap:wrap;align-items:flex-start;margin-bottom:8px}
-.label{width:64px;font-weight:600}.label.success{color:#2e8b57}.label.failure{color:#c0392b}
-figure{margin:0;border:3px solid #999;padding:3px}
-figure.success{border-color:#2e8b57}figure.failure{border-color:#c0392b}figcaption{font-size:12px;max-width:340px}
-figure img{display:block;width:340px;height:auto}code{font-size:12px}.wide{overflow-x:auto}"""
 
 
 def _episodes(out: Path) -> list[dict]:
@@ -182,45 +179,34 @@ def _metric(key: str, v, row: dict):
     return float(v) if isinstance(v, float) else v
 
 
-def _extra(path: Path) -> tuple[list[dict], str]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} cannot be read as JSON ({e}); expected a list of rows (see write_report)") from e
-    rows, note = (value.get("rows"), str(value.get("note", ""))) if isinstance(value, dict) else (value, "")
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
-        raise ValueError(f"{path} must hold a non-empty list of row objects (or {{'rows': [...]}}), got {value!r:.80}")
+def _rows(path: Path, rows: list[dict]) -> list[dict]:
     rows = [{k: _metric(k, v, r) for k, v in r.items() if not _bound(k, r)} for r in rows]
     try:
         summary_table(rows)  # checks that every row states its n
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
-    return rows, note
+    return rows
 
 
-def _hcell(v) -> str:
-    if isinstance(v, BootstrapCI):
-        return f"{v.estimate:.3f}<br><small>[{v.low:.3f}, {v.high:.3f}]</small>"
-    if isinstance(v, PairedDiff):
-        return f"{v.diff:+.3f}<br><small>[{v.low:+.3f}, {v.high:+.3f}], p={v.p_value:.3g}</small>"
-    return html.escape(_cell(v, 3))
+def _same_as_all(rows: list[dict]) -> list[dict]:
+    """The rows without those of one outcome equal to their ``all`` row (every episode has that outcome)."""
+    key = lambda r: tuple((k, repr(v)) for k, v in r.items() if k != "outcome")  # noqa: E731
+    alls = {key(r) for r in rows if r.get("outcome") == "all"}
+    return [r for r in rows if r.get("outcome") in (None, "all") or key(r) not in alls]
 
 
-def _is_text(v) -> bool:
-    """Left-align words (names, outcomes); numbers and "2 / 2" stay right-aligned."""
-    return isinstance(v, str) and not v[:1].isdigit()
-
-
-def _html_table(rows: list[dict]) -> str:
-    cols = list(dict.fromkeys(k for r in rows for k in r if k not in ("n_episodes", "n_frames")))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in [*cols, "n episodes", "n frames"])
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td{' class=t' * _is_text(r.get(c))}>{_hcell(r.get(c))}</td>" for c in cols)
-        + f"<td>{int(r['n_episodes'])}</td><td>{int(r['n_frames'])}</td></tr>"
-        for r in rows
-    )
-    return f"<div class='wide'><table class='num'><tr>{head}</tr>{body}</table></div>"
+def _extra(path: Path) -> tuple[list[dict], str, list[dict]]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} cannot be read as JSON ({e}); expected a list of rows (see write_report)") from e
+    rows, note = (value.get("rows"), str(value.get("note", ""))) if isinstance(value, dict) else (value, "")
+    tests = value.get("tests") or [] if isinstance(value, dict) else []
+    for name, got in (("rows", rows), ("tests", tests or [{}])):
+        if not isinstance(got, list) or not got or not all(isinstance(r, dict) for r in got):
+            raise ValueError(f"{path} must hold a non-empty list of row objects (or {{'rows': [...]}}) in {name}, "
+                             f"got {value!r:.80}")  # fmt: skip
+    return _same_as_all(_rows(path, rows)), note, _rows(path, tests) if tests else []
 
 
 def _jpeg_b64(path: Path) -> str:
@@ -271,9 +257,20 @@ def _svg(data: dict, eps: list[dict], n_boot: int, rng) -> str:
     return "".join(parts) + "</svg>"
 
 
+def _cameras(e: dict) -> str:
+    cams = e.get("cameras")
+    return "left to right: " + " | ".join(cams) if cams else "cameras side by side (order not recorded by this run)"
+
+
+def _panes(e: dict) -> str:
+    """A label over each camera's pane of a side-by-side overlay."""
+    cams = e.get("cameras") or ["cameras side by side (order not recorded by this run)"]
+    return "<div class='panes'>" + "".join(f"<span>{html.escape(c)}</span>" for c in cams) + "</div>"
+
+
 def _html(out: Path, eps: list[dict], header: list, sections: list, pics: dict, svg: str) -> str:
     h = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>Attention report</title><style>{_CSS}"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Attention report</title><style>{CSS}"
         "</style></head><body><h1>Attention report</h1><table>"
     ]
     h += [f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(str(v))}</code></td></tr>" for k, v in header]
@@ -283,20 +280,24 @@ def _html(out: Path, eps: list[dict], header: list, sections: list, pics: dict, 
     )
     for title, text, rows in sections:
         h.append(f"<h2>{html.escape(title)}</h2>" + (f"<p class='note'>{html.escape(text)}</p>" if text else ""))
-        h.append(_html_table(rows) if rows else "")
+        h.append(html_table(rows) if rows and rows is not _ABLATION else "")
         if rows is _OVERLAYS:
             for (phase, layer), shown in pics.items():
                 h.append(f"<h3>{phase}, layer {layer}</h3>")
-                for outcome in ("success", "failure"):  # one row per outcome, the examples side by side
+                for outcome in ("success", "failure"):  # one row per outcome that has examples, side by side
+                    mine = [(e, img) for e, img in shown if e["outcome"] == outcome]
+                    if not mine:
+                        continue
                     h.append(f"<div class='row'><div class='label {outcome}'>{outcome}</div>")
                     h += [
-                        f"<figure class='{outcome}'><img alt='{phase} L{layer}' src='data:image/jpeg;base64,"
-                        f"{_jpeg_b64(img)}'><figcaption>{html.escape(e['dir'].name)}, frame {e['keyframes'][0]}<br>"
-                        f"{html.escape(str(e.get('instruction', '')))}</figcaption></figure>"
-                        for e, img in shown
-                        if e["outcome"] == outcome
+                        f"<figure class='{outcome}'>{_panes(e)}<img alt='{phase} L{layer}' src='data:image/jpeg;"
+                        f"base64,{_jpeg_b64(img)}'><figcaption>{html.escape(e['dir'].name)}, frame "
+                        f"{e['keyframes'][0]}<br>{html.escape(str(e.get('instruction', '')))}</figcaption></figure>"
+                        for e, img in mine
                     ]
                     h.append("</div>")
+        if rows is _ABLATION:
+            h.append(ablation_html(out))
     h.append(
         "<h2>Episodes</h2><table><tr><th>episode</th><th>outcome</th><th>instruction</th><th>keyframes</th>"
         "<th>videos (relative to this page)</th></tr>"
@@ -314,13 +315,16 @@ def _html(out: Path, eps: list[dict], header: list, sections: list, pics: dict, 
 def _markdown(out: Path, eps: list[dict], header: list, sections: list, pics: dict) -> str:
     m = ["# Attention report\n", *(f"- {k}: `{v}`" for k, v in header), f"\n{_INTRO}"]
     for title, text, rows in sections:
-        m.append(f"\n## {title}\n" + (f"\n{text}\n" if text else "") + (f"\n{summary_table(rows)}" if rows else ""))
+        table = f"\n{summary_table(rows)}" if rows and rows is not _ABLATION else ""
+        m.append(f"\n## {title}\n" + (f"\n{text}\n" if text else "") + table)
         if rows is _OVERLAYS:
             m += [
-                f"- {ph} L{layer}, {e['outcome']} {e['dir'].name}: ![]({_rel(img, out)})"
+                f"- {ph} L{layer}, {e['outcome']} {e['dir'].name} ({_cameras(e)}): ![]({_rel(img, out)})"
                 for (ph, layer), shown in pics.items()
                 for e, img in shown
             ]
+        if rows is _ABLATION:
+            m.append(ablation_md(out))
     m.append("\n## Episodes\n")
     for e in eps:
         links = ", ".join(f"[{p.name}]({_rel(p, out)})" for p in e["videos"]) or "no videos"
@@ -341,9 +345,11 @@ def write_report(
         if isinstance(v, bool) or not isinstance(v, int) or v < least:
             raise ValueError(f"write_report: {name}={v!r}; expected an int >= {least}")
     if not (out / "run.json").is_file():
+        if (out / "ablation.json").is_file():
+            return ablation_only(out)
         raise FileNotFoundError(
             f"{out}/run.json not found: out_dir must be a folder written by run_attention "
-            "(`policylens attention run --out OUT`)"
+            "(`policylens attention run --out OUT`) or by `policylens attention ablate --out OUT`"
         )
     run = read_json_file(out / "run.json", "the settings of an attention run (written by run_attention)")
     eps, rng = _episodes(out), np.random.default_rng(seed)
@@ -367,8 +373,12 @@ def write_report(
     sections.append(("Example overlays (first keyframe, most active head)", "", _OVERLAYS))
     for name in EXTRAS:
         if (out / f"{name}.json").is_file():
-            rows, note = _extra(out / f"{name}.json")
+            rows, note, tests = _extra(out / f"{name}.json")
             sections.append((f"{name.capitalize()} ({name}.json)", note, rows))
+            if tests:
+                sections.append((f"{name.capitalize()} tests ({name}.json)", "", tests))
+    if (out / "ablation.json").is_file():
+        sections.append(("What the policy uses (ablation.json)", "", _ABLATION))
     shown = [e for o in ("success", "failure") for e in [x for x in eps if x["outcome"] == o][:examples]]
     pics: dict = {key: [] for key in data}  # (phase, layer) -> [(episode, first keyframe's overlay)]
     for (phase, layer), e in itertools.product(data, shown):

@@ -186,15 +186,24 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return _wilson(int(successes), int(n), z)
 
 
+def _places(digits: int, *values: float) -> int:
+    """Decimals for one cell: ``digits``, or more when every value is below 10^(1-digits) in size (at
+    least two significant digits of the largest), so 0.0015 [0.0011, 0.0019] never shows as 0.002."""
+    m = max((abs(float(v)) for v in values if np.isfinite(v)), default=0.0)
+    return digits if m == 0 or m >= 10.0 ** (1 - digits) else int(-np.floor(np.log10(m))) + 1
+
+
 def _cell(v: Any, digits: int) -> str:
     if v is None:
         return "—"
     if isinstance(v, PairedDiff):
-        return f"{v.diff:+.{digits}f} [{v.low:+.{digits}f}, {v.high:+.{digits}f}], p={v.p_value:.{digits}g}"
+        d = _places(digits, v.diff, v.low, v.high)
+        return f"{v.diff:+.{d}f} [{v.low:+.{d}f}, {v.high:+.{d}f}], p={v.p_value:.{digits}g}"
     if isinstance(v, BootstrapCI):
-        return f"{v.estimate:.{digits}f} [{v.low:.{digits}f}, {v.high:.{digits}f}]"
+        d = _places(digits, v.estimate, v.low, v.high)
+        return f"{v.estimate:.{d}f} [{v.low:.{d}f}, {v.high:.{d}f}]"
     if isinstance(v, float | np.floating):
-        return f"{v:.{digits}f}"
+        return f"{v:.{_places(digits, v)}f}"
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
@@ -204,7 +213,8 @@ def summary_table(rows: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
     Each row is a mapping that must hold ``n_episodes`` and ``n_frames`` (see
     :func:`episode_counts`); its other keys become columns in first-seen order (a key a row
     lacks shows "—"). ``BootstrapCI`` renders as "est [low, high]", ``PairedDiff`` as
-    "+diff [low, high], p=…", floats with ``digits`` decimals.
+    "+diff [low, high], p=…", floats with ``digits`` decimals (more in a cell whose values are all
+    below 10^(1-digits) in size: two significant digits of its largest).
     """
     if not rows:
         raise ValueError("rows is empty; pass at least one mapping with n_episodes, n_frames and the metrics")
