@@ -31,6 +31,7 @@ from ..runs import load_checkpoint as load_policy
 from ..runs import save_checkpoint as save_policy
 from ..tap import get_adapter, list_adapters, register_adapter
 from . import _hf_adapters, _hf_pi_adapters, _lerobot_adapters, _prismatic_adapter  # noqa: F401  (registrations)
+from ._data_parallel import average_gradients
 from ._hf_compat import align_state_dict
 from ._hf_pi_adapters import native_pi_layout
 from ._hf_pi_policy import DEFAULT_CAMERAS as PI_DEFAULT_CAMERAS
@@ -47,6 +48,8 @@ _ON_FIRST_USE = {  # name -> module: these need transformers' PaliGemma (>= 4.57
     "TinyVLA": "._tiny_vla",
     "VLATrainConfig": "._train_vla",
     "check_vla_run": "._train_vla",
+    "flow_loss": "._train_vla",
+    "flow_noise": "._train_vla",
     "load_tiny_vla_init": "._train_vla",
     "run_settings_of": "._train_vla",
     "train_vla": "._train_vla",
@@ -125,10 +128,13 @@ __all__ = [
     "TinyVLAConfig",
     "TrainingInterrupted",
     "VLATrainConfig",
+    "average_gradients",
     "check_run_dir",
     "check_safetensors",
     "check_vla_run",
     "claim_run_dir",
+    "flow_loss",
+    "flow_noise",
     "get_adapter",
     "is_lerobot_checkpoint",
     "lerobot_adapter",

@@ -107,7 +107,8 @@ def train_reach_policy(
 
     config = DiffusionPolicyConfig(**REACH_CONFIG)
     _check_recipe_run(config, n_episodes, seed, train_kwargs)
-    episodes = make_training_episodes("reach", n_episodes, seed=seed, action_noise=action_noise)
+    progress = train_kwargs.get("progress", True)  # rank 0's under torchrun
+    episodes = make_training_episodes("reach", n_episodes, seed=seed, action_noise=action_noise, progress=progress)
     return train_diffusion_policy(episodes, config, steps=steps, seed=seed, log_dir=log_dir, **train_kwargs)
 
 
