@@ -7,7 +7,7 @@ pi0.5 decoder layers).
 ...     actions = policy.predict_action(obs, generator=torch.Generator().manual_seed(0))
 """
 
-from ._calibrate import calibrate
+from ._calibrate import calibrate, num_rows, take_rows
 from ._calibration import Calibration
 from ._config import METRICS, MODES, BACConfig
 from ._eval import action_error, compare_modes, evaluate_mode, load_observations, random_observations, time_calls
@@ -15,7 +15,7 @@ from ._hash import model_hash
 from ._hf_blocks import HF_LAYERS
 from ._metrics import step_matrices
 from ._plots import plot_bu_scores, plot_schedule, plot_similarity, save_plots
-from ._profiles import PolicyProfile, policy_profile, register_policy
+from ._profiles import PolicyProfile, default_steps, policy_profile, register_policy
 from ._registry import BlockSpec, Branch, BranchSpec, discover_branches, list_blocks, register_block, unregister_block
 from ._runtime import apply_cache, cache_context, cache_info, remove_cache, reset_state
 from ._schedule import (
@@ -44,11 +44,13 @@ __all__ = [
     "cache_info",
     "calibrate",
     "compare_modes",
+    "default_steps",
     "discover_branches",
     "evaluate_mode",
     "list_blocks",
     "load_observations",
     "model_hash",
+    "num_rows",
     "optimal_update_steps",
     "plot_bu_scores",
     "plot_schedule",
@@ -64,6 +66,7 @@ __all__ = [
     "segment_scores",
     "step_matrices",
     "steps_to_mask",
+    "take_rows",
     "time_calls",
     "uniform_update_steps",
     "unregister_block",

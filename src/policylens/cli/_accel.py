@@ -72,8 +72,7 @@ def _load(policy_spec: str, obs_path: Path | None, *, num_obs: int, seed: int):
 
 
 def _default_updates(policy) -> int:
-    from policylens.accel import policy_profile
-    from policylens.accel._profiles import default_steps
+    from policylens.accel import default_steps, policy_profile
 
     steps = default_steps(policy)
     if not policy_profile(policy).root or steps is None:
@@ -82,8 +81,7 @@ def _default_updates(policy) -> int:
 
 
 def _steps_line(policy) -> str:
-    from policylens.accel import policy_profile
-    from policylens.accel._profiles import default_steps
+    from policylens.accel import default_steps, policy_profile
 
     profile = policy_profile(policy)
     where = f" (expert: {profile.root}; its prefix runs once per chunk)" if profile.root else ""
@@ -139,8 +137,7 @@ def calibrate(
     The defaults are a quick calibration (16 observations x 1 noise seed, seconds); thorough: --num-obs 128 --seeds 2.
     """
     from policylens.accel import calibrate as run_calibration
-    from policylens.accel import save_plots
-    from policylens.accel._calibrate import num_rows
+    from policylens.accel import num_rows, save_plots
 
     if out.is_dir():
         raise CommandError(f"--out {out} is a directory; pass the path of the calibration JSON to write")
@@ -233,8 +230,7 @@ def evaluate(
     A VLA's rows split each chunk into its prefix and its action expert (ms per flow step, expert
     speed-up); policies whose agents run part of a chunk get the action error on that part too.
     """
-    from policylens.accel import compare_modes
-    from policylens.accel._calibrate import num_rows, take_rows
+    from policylens.accel import compare_modes, num_rows, take_rows
 
     modes = eval_modes(mode, calibration)
     cal = _load_calibration(calibration) if calibration is not None and Mode.optimal in modes else None
