@@ -115,7 +115,7 @@ def _write(path: Path, value: dict) -> None:
     os.replace(tmp, path)
 
 
-def _check(model, cams, conds, cfg, eps) -> None:
+def _check(model, cfg, eps) -> None:
     from ..data import EpisodeFeed
     from ..tap import resolve_taps, tap_name
 
@@ -165,7 +165,7 @@ def run_ablation(policy, episodes: str | None, out: str | Path, config: Ablation
     unavailable = {c.name: why for c in conds if (why := _available(model, c, cams))}
     runnable = [c for c in conds if c.name not in unavailable]
     eps = open_episodes(episodes) if episodes is not None else None
-    _check(model, cams, conds, cfg, eps)
+    _check(model, cfg, eps)
     out = Path(out)
     root = out / "ablation"
     name = str(policy) if isinstance(policy, (str, Path)) else type(policy).__name__
