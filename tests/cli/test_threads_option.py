@@ -13,7 +13,8 @@ runner = CliRunner()
 COMPUTE = {
     "accel calibrate", "accel eval",
     "align extract", "align ingest", "align train", "align distill", "align head", "align rollout",
-    "attention run", "cache build", "retain train", "sim generate", "sim eval", "train vla", "train diffusion",
+    "attention run", "attention ablate", "attention faithfulness",
+    "cache build", "retain train", "sim generate", "sim eval", "train vla", "train diffusion",
     "demo", "taps",
 }  # fmt: skip
 READ_ONLY = {"cache info", "cache verify", "align verify", "attention report", "version"}  # files and numbers only

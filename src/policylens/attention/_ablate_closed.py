@@ -23,15 +23,14 @@ from ._ablate_removal import policy_batch
 
 __all__ = ["AblatedChunks", "ablated_agent", "check_rollout", "rollout_condition"]
 
-_EVAL_SEED_OFFSET, _PER_SEED = 10**9, 100_000  # policylens.sim's evaluation layouts, checked per episode
-
 
 def _layout(task: str, seed: int, episode: int):
     """(target name, every object's name, the instruction) of evaluation episode ``episode``."""
+    from ..sim import eval_layout_seed
     from ..sim.pybullet import get_task
 
     spec_task = get_task(task)
-    spec = spec_task.sample(np.random.default_rng(_EVAL_SEED_OFFSET + int(seed) * _PER_SEED + int(episode)))
+    spec = spec_task.sample(np.random.default_rng(eval_layout_seed(int(seed), int(episode))))
     return spec.objects[spec.target].name, [o.name for o in spec.objects], spec_task.instruction(spec)
 
 

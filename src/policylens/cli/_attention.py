@@ -211,7 +211,7 @@ def ablate(
         msg = re.sub(r"AblationConfig\.(\w+)", lambda m: "--" + m[1].replace("_", "-"), str(exc))
         raise CommandError(msg) from None
     try:
-        result = run_ablation(policy, episodes, out, config, overwrite=overwrite, n_boot=n_boot)
+        result = run_ablation(policy, episodes, out, config=config, overwrite=overwrite, n_boot=n_boot)
     except AblationInterrupted as exc:
         raise interrupted(exc) from None
     for row in result["closed_loop"]:
@@ -245,6 +245,9 @@ def faithfulness(
     n = apply_threads(threads)
     typer.echo(f"torch threads: {n}")
     cmap = parse_camera_map(camera_map) if camera_map else {}
-    result = run_faithfulness(policy, episodes, out, _ints(layers, "--layers"), area, n_random, batch, cmap, control)
+    result = run_faithfulness(
+        policy, episodes, out, layers=_ints(layers, "--layers"), area=area, n_random=n_random, batch=batch,
+        camera_map=cmap, control=control,
+    )  # fmt: skip
     typer.echo(faithfulness_tables(result))
     typer.echo(str(out / "faithfulness.json"))

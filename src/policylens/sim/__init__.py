@@ -16,6 +16,7 @@ from ._recipes import (
     train_metaworld_policy,
     train_reach_policy,
 )
+from ._seeds import eval_layout_seed, train_layout_seed
 
 __all__ = [
     "NOISE",
@@ -26,9 +27,11 @@ __all__ = [
     "check_metaworld_run",
     "check_reach_run",
     "diffusion_agent",
+    "eval_layout_seed",
     "load_agent",
     "metaworld_run_settings",
     "reach_run_settings",
+    "train_layout_seed",
     "train_metaworld_policy",
     "train_reach_policy",
     "vla_agent",
