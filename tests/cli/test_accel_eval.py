@@ -15,12 +15,13 @@ runner = CliRunner()
 
 
 def _rows(output: str) -> dict[str, list[str]]:
-    """Table rows by mode label: the cells between the box-drawing bars."""
-    rows = {}
+    """Table rows by mode label: the cells between the box-drawing bars, the timing table's
+    (mode, median, p90, speed-up, skipped) followed by the error table's (MSE, max abs, executed ...)."""
+    rows: dict[str, list[str]] = {}
     for line in output.splitlines():
         cells = [c.strip() for c in line.strip("│┃ ").split("│")]
-        if len(cells) == 7 and cells[0] and cells[0] != "mode":
-            rows[cells[0]] = cells
+        if len(cells) >= 5 and cells[0] and cells[0] != "mode" and "━" not in line:
+            rows[cells[0]] = rows[cells[0]] + cells[1:] if cells[0] in rows else cells
     return rows
 
 
