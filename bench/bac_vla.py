@@ -9,8 +9,9 @@ error against the original on held-out observations, on the whole chunk and on t
 layouts with the batched evaluator, Wilson 95% intervals, and how many episodes differ from the
 original's outcome (every row sees the same layouts and the same per-episode noise).
 
-    python bench/bac_vla.py                          # default sizes (~15 min on 2 CPU cores)
-    python bench/bac_vla.py --episodes 50            # more rollouts per row
+    python bench/bac_vla.py                          # default sizes: 80 episodes per row (~14 min on 2 cores)
+    python bench/bac_vla.py --episodes 40            # fewer rollouts per row (~7 min)
+    python bench/bac_vla.py --episodes 0             # time and action error only (~2 min)
     python bench/bac_vla.py --smoke                  # every row at a tiny size: checks, not figures
 
 Outputs (both calibrations, results.json) go to ``--out``, or to a fresh temporary directory.
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policylens.accel import BACConfig, cache_context, cache_info, calibrate, compare_modes
+from policylens.accel import BACConfig, cache_context, cache_info, calibrate, compare_modes, evaluate_mode
 from policylens.data import robot_state
 from policylens.models import load_model
 from policylens.sim import vla_agent
@@ -83,18 +84,20 @@ def full_passes(model, config, kwargs) -> float:
         return steps * (1.0 - cache_info(model)["skipped_fraction"])
 
 
-def timings(model, rows, batches: dict[int, dict], calls: dict[int, int], rounds: int) -> dict:
-    """Per row and batch size: medians over ``rounds`` interleaved rounds of compare_modes' medians."""
-    configs = {name: config for name, (config, _) in rows.items()}
-    kwargs = {name: kw for name, (_, kw) in rows.items() if kw}
+def timings(model, rows, batches: dict[int, dict], rounds: dict[int, int]) -> dict:
+    """Per row and batch size: medians over ``rounds`` single calls, the rows interleaved call by call
+    (evaluate_mode with one timed call each), so that other work on a shared machine, which comes and
+    goes over seconds, falls on every row alike."""
+    refs = {b: model.sample_actions(batch, generator=torch.Generator().manual_seed(0)) for b, batch in batches.items()}
     acc: dict = {}
-    for r in range(rounds):
-        for b, batch in batches.items():
-            for row in compare_modes(model, configs, batch, calls=calls[b], warmup=1, predict_kwargs=kwargs):
-                cell = acc.setdefault(row["mode"], {}).setdefault(b, {})
+    for b, batch in batches.items():
+        for _ in range(rounds[b]):
+            for name, (config, kw) in rows.items():
+                row = evaluate_mode(model, config, batch, calls=1, warmup=0, reference=refs[b], **kw)
+                cell = acc.setdefault(name, {}).setdefault(b, {})
                 for key in ("median_ms", "prefix_ms", "expert_ms"):
                     cell.setdefault(key, []).append(row[key])
-        print(f"timing round {r + 1}/{rounds} done", flush=True)
+        print(f"timing at B={b} done ({rounds[b]} interleaved calls per row)", flush=True)
     return {m: {b: {k: float(np.median(v)) for k, v in c.items()} for b, c in per.items()} for m, per in acc.items()}
 
 
@@ -114,13 +117,12 @@ def rollouts(model, config, kwargs, episodes: int, batch: int, max_steps: int | 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--policy", default="tiny_vla", help="a TinyVLA checkpoint (default: the shipped one)")
-    ap.add_argument("--episodes", type=int, default=24, help="closed-loop episodes per row (one batch)")
+    ap.add_argument("--episodes", type=int, default=80, help="closed-loop episodes per row (one batch; 0: none)")
     ap.add_argument("--calib-obs", type=int, default=64, help="calibration observations (expert, held-out layouts)")
     ap.add_argument("--error-obs", type=int, default=32, help="held-out observations for the action error")
     ap.add_argument("--batch", type=int, default=8, help="the batched timing's batch size")
-    ap.add_argument("--calls", type=int, default=10, help="timed calls per row and round at B=1")
-    ap.add_argument("--calls-batched", type=int, default=3, help="timed calls per row and round at B=--batch")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds")
+    ap.add_argument("--calls", type=int, default=40, help="timed calls per row at B=1, interleaved with the others")
+    ap.add_argument("--calls-batched", type=int, default=12, help="timed calls per row at B=--batch, interleaved")
     ap.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the task's)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a busy 2-core box)")
     ap.add_argument("--out", default=None, help="output directory (default: a new temporary directory)")
@@ -128,7 +130,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke:
         args.episodes, args.calib_obs, args.error_obs, args.batch, args.calls, args.calls_batched = 2, 4, 2, 2, 1, 1
-        args.rounds, args.max_steps = 1, 4
+        args.max_steps = 4
     torch.set_num_threads(args.threads)
     out = Path(args.out or tempfile.mkdtemp(prefix="policylens-bench-bac-vla-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -157,35 +159,43 @@ def main() -> None:
     kwargs = {name: kw for name, (_, kw) in rows.items() if kw}
     errors = {r["mode"]: r for r in compare_modes(model, configs, held_out, calls=1, warmup=0, predict_kwargs=kwargs)}
     batches = {1: take(held_out, 1), args.batch: take(held_out, args.batch)}
-    times = timings(model, rows, batches, {1: args.calls, args.batch: args.calls_batched}, args.rounds)
+    times = timings(model, rows, batches, {1: args.calls, args.batch: args.calls_batched})
 
     results = {}
-    for name, (config, kw) in rows.items():
+    for name, (config, kw) in rows.items() if args.episodes > 0 else ():
         t1 = time.perf_counter()
         res = rollouts(model, config, kw, args.episodes, args.episodes, args.max_steps)
         results[name] = res
         print(f"{name}: {res.successes}/{res.n} in {time.perf_counter() - t1:.0f} s", flush=True)
 
-    base, ref_success = times[names[0]], results[names[0]].episode_success
+    base = times[names[0]]
     B = args.batch
     print(
         f"\nBAC on TinyVLA's action expert ({cfg.layers} Gemma layers, width {cfg.expert_width}, image "
         f"{cfg.image_size}, chunk {cfg.chunk_size}, executed {max(1, cfg.chunk_size // 2)}), {torch.get_num_threads()} "
         f"torch thread(s); calibration {cal10.num_samples} expert observations in {calib_s:.0f} s; action error "
-        f"on {args.error_obs} held-out observations; {args.episodes} reach episodes per row (held-out layouts)\n"
+        f"on {args.error_obs} held-out observations; {args.episodes} reach episodes per row (held-out layouts); "
+        f"times: medians of {args.calls} calls at B=1 and {args.calls_batched} at B={B}, rows interleaved\n"
     )
     header = (
-        "| mode | expert passes | B=1 ms | prefix ms | expert ms/step | × e2e B=1 | × expert B=1 | "
-        f"B={B} ms | × e2e B={B} | × expert B={B} | MSE chunk | MSE executed | success [95% CI] | differs |"
+        "| mode | expert passes | B=1 ms = prefix + steps × expert step | × e2e B=1 | × expert B=1 | "
+        f"B={B} ms = prefix + steps × expert step | × e2e B={B} | × expert B={B} | MSE chunk | MSE executed | "
+        "success [95% CI] | differs |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     table = []
     for name, (config, kw) in rows.items():
-        t, e, res = times[name], errors[name], results[name]
+        t, e, res = times[name], errors[name], results.get(name)
         steps = kw.get("steps", cfg.flow_steps)
-        lo, hi = res.interval
-        differs = sum(a != b for a, b in zip(res.episode_success, ref_success, strict=True))
+        if res is None:
+            lo = hi = differs = None
+            success = "not rolled out"
+        else:
+            lo, hi = res.interval
+            first = results[names[0]].episode_success
+            differs = sum(a != b for a, b in zip(res.episode_success, first, strict=True))
+            success = f"{res.successes}/{res.n} ({res.success_rate:.0%}) [{lo:.0%}, {hi:.0%}]"
         row = {
             "mode": name,
             "expert_passes": full_passes(model, config, kw),
@@ -197,16 +207,18 @@ def main() -> None:
             "mse": e["mse"],
             "mse_executed": e["mse_executed"],
             "max_abs_executed": e["max_abs_executed"],
-            "success": [res.successes, res.n, lo, hi],
+            "success": None if res is None else [res.successes, res.n, lo, hi],
             "differs_from_original": differs,
         }
         table.append(row)
+        split = {
+            b: f"{t[b]['median_ms']:.1f} = {t[b]['prefix_ms']:.1f} + {steps} × {t[b]['expert_ms'] / steps:.2f}"
+            for b in t
+        }
         print(
-            f"| {name} | {row['expert_passes']:.1f} | {t[1]['median_ms']:.1f} | {t[1]['prefix_ms']:.1f} | "
-            f"{t[1]['expert_ms'] / steps:.2f} | {row['speedup'][1]:.2f} | {row['expert_speedup'][1]:.2f} | "
-            f"{t[B]['median_ms']:.1f} | {row['speedup'][B]:.2f} | {row['expert_speedup'][B]:.2f} | "
-            f"{e['mse']:.2e} | {e['mse_executed']:.2e} | {res.successes}/{res.n} ({res.success_rate:.0%}) "
-            f"[{lo:.0%}, {hi:.0%}] | {differs} |"
+            f"| {name} | {row['expert_passes']:.1f} | {split[1]} | {row['speedup'][1]:.2f} | "
+            f"{row['expert_speedup'][1]:.2f} | {split[B]} | {row['speedup'][B]:.2f} | {row['expert_speedup'][B]:.2f} | "
+            f"{e['mse']:.2e} | {e['mse_executed']:.2e} | {success} | {'-' if differs is None else differs} |"
         )
     schedules = {"10 steps, S=5": cal10.schedule, "5 steps, S=3": cal5.schedule}
     (out / "results.json").write_text(json.dumps({"rows": table, "schedules": schedules, "args": vars(args)}, indent=1))
