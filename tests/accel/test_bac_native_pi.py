@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pi_zoo import model
-from policylens.accel import BACConfig, Calibration, cache_context, discover_branches, model_hash
+from policylens.accel import BACConfig, Calibration, cache_context, cache_info, discover_branches, model_hash
 
 NAMES = [
     "model.dit.layers.0.self_attn",
@@ -96,3 +96,24 @@ def test_staggered_attention_is_refused_where_the_loop_crops_a_shared_cache():
     cal = Calibration(**{**cal.__dict__, "schedule": shared})
     with cache_context(net, BACConfig(mode="optimal", calibration=cal)):
         assert net.sample_actions(**_inputs("pi05")).shape == (2, 4, 8)
+
+
+def test_native_pi_policy_caches_its_model_expert():
+    from pi_zoo import pair
+    from policylens.models import NativePIPolicy
+
+    policy = NativePIPolicy(*pair("pi05")).eval()
+    batch = policy.example_batch(2)
+
+    def sample():
+        return policy.sample_actions(batch, generator=torch.Generator().manual_seed(0))
+
+    want = sample()
+    with cache_context(policy, BACConfig(mode="uniform", every=1)):
+        assert [n.removeprefix("model.") for n in cache_info(policy)["schedule"]] == NAMES
+        assert torch.equal(sample(), want)
+    with cache_context(policy, BACConfig(mode="uniform", every=2)):
+        cached = sample()
+        with pytest.raises(ValueError, match="steps=2, but the BAC schedule was made for 3"):
+            policy.sample_actions(batch, steps=2)
+    assert 0 < (cached - want).abs().max() < 1e-2
