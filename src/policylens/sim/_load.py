@@ -43,12 +43,12 @@ def _pybullet_agent(spec: str, seed: int, predict_kwargs: dict):
     policy = load_policy(spec)
     if isinstance(policy, TinyDiffusionPolicy):
         return diffusion_agent(policy, seed=seed, noise="episode", **predict_kwargs)
+    if all(hasattr(policy, a) for a in ("make_batch", "sample_actions", "noise_shape")):
+        return vla_agent(policy, seed=seed, **predict_kwargs)  # batched, noise seeded per episode; steps=...
     if predict_kwargs:
-        raise ValueError(f"{sorted(predict_kwargs)}: prediction options are for TinyDiffusionPolicy checkpoints")
+        raise ValueError(f"{sorted(predict_kwargs)}: prediction options are for diffusion policies and VLAs")
     if hasattr(policy, "act"):
         return policy
-    if all(hasattr(policy, a) for a in ("make_batch", "sample_actions", "noise_shape")):
-        return vla_agent(policy, seed=seed)  # batched over environments, noise seeded per episode
     config = getattr(policy, "config", None)
     return ChunkedPolicy(
         policy,
