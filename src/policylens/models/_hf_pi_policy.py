@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,8 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..tap import Adapter, ImageTransform, Layout, register_adapter
+from ..tap import ImageTransform, Layout, register_adapter
 from ._hf_pi_adapters import NATIVE_PI, native_pi_layout, pi_variant
+from ._lerobot_teacher import _prefixed  # the same wrapper-adapter rule: every path under the wrapper's attribute
 
 __all__ = ["DEFAULT_CAMERAS", "NativePIPolicy", "is_native_pi_checkpoint", "load_native_pi", "pi_image_processor"]
 
@@ -192,15 +192,6 @@ class NativePIPolicy(nn.Module):
     def run_prefix(self, batch: dict[str, Tensor]) -> Tensor:
         """The inference path; a capture with ``stop_early=True`` ends it after the prefix layers it needs."""
         return self.sample_actions(batch, generator=torch.Generator().manual_seed(0))
-
-
-def _prefixed(adapter: Adapter, prefix: str) -> Adapter:
-    def under(paths: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(prefix + p for p in paths)
-
-    components = tuple(replace(c, layers=under(c.layers), norm=under(c.norm)) for c in adapter.components)
-    extras = {name: under(paths) for name, paths in adapter.extras.items()}
-    return Adapter(name=adapter.name, components=components, extras=extras, layout=lambda m, b: m.token_layout(b))
 
 
 def is_native_pi_checkpoint(path: str | Path) -> bool:
