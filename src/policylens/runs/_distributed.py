@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -107,6 +108,10 @@ def distributed(device: str | None = None) -> Iterator[Dist]:
         if world > 1 and not isinstance(exc, SystemExit | KeyboardInterrupt):
             print(f"policylens: rank {rank} of {world} stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
         raise
+    else:
+        if owned:  # every rank done, and DDP wrappers freed while their group still exists
+            gc.collect()
+            dist.barrier()
     finally:
         if owned and dist.is_initialized():
             dist.destroy_process_group()
