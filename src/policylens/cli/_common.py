@@ -75,7 +75,7 @@ RETENTION_LOSSES = ("mse", "cosine")
 # sim, train
 SUITES = ("pybullet", "metaworld")  # the simulators (models.diffusion's config SUITES, less None)
 FORMATS = ("droid", "lerobot")
-PYBULLET_TASKS = ("reach", "put_in_tray")
+PYBULLET_TASKS = ("reach", "put_in_tray", "hover")
 
 EPISODES_FORMS = (
     "droid:PATH (a DROID episode folder or a tree of them), lerobot:PATH (a LeRobot v3.0 dataset root), "

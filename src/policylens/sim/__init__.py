@@ -1,6 +1,6 @@
 """Simulators and the agents that act in them (floor 4: above ``data`` and ``models``).
 
-``pybullet`` (the Panda table-top tasks ``reach`` / ``put_in_tray``) and ``metaworld`` (the optional
+``pybullet`` (the Panda table-top tasks ``reach`` / ``put_in_tray`` / ``hover``) and ``metaworld`` (the optional
 MetaWorld v3 suite) each hold scenes, tasks, scripted experts, recording and closed-loop evaluation.
 Both write their episodes through ``policylens.data``'s formats and layout seeds from ``_seeds``
 (training and evaluation layouts disjoint); ``_resume`` lets an interrupted generation continue.

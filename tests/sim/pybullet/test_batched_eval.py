@@ -23,6 +23,27 @@ def test_the_expert_gives_the_same_episodes_at_every_batch_size():
     assert len(set(one.episode_length)) > 1  # different layouts, different lengths: the order is checked
 
 
+def test_layouts_run_the_named_seeds_and_targets_at_every_batch_size():
+    from policylens.sim.pybullet import expert_action
+
+    plan = [(7, 0), (7, 1), (11, None), (3, 2)]
+    kw = {"render": False, "progress": False}
+    one = evaluate_policy(ExpertPolicy(), "reach", layouts=plan, **kw)
+    two = evaluate_policy(ExpertPolicy(), "reach", layouts=plan, batch=2, **kw)
+    _same(one, two)
+    lengths = []
+    with SimEnv("reach", image_size=64, render=False) as env:  # by hand: each layout and target in turn
+        for seed, target in plan:
+            env.reset(seed=seed, target=target)
+            done, steps = False, 0
+            while not done and steps < env.task.max_steps:
+                _, done, _ = env.step(expert_action(env))
+                steps += 1
+            lengths.append(steps)
+    assert one.n == 4 and one.episode_length == lengths
+    assert one.episode_length[0] != one.episode_length[1]  # another target of the same layout
+
+
 def test_a_diffusion_agent_with_episode_noise_gives_the_same_episodes_batched():
     torch.manual_seed(0)
     cfg = DiffusionPolicyConfig(obs_dim=33, action_dim=7, n_layer=1, n_emb=16, num_inference_steps=2)

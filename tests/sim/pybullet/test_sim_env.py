@@ -61,7 +61,7 @@ def test_calibration_forms_agree():
             assert c["intrinsics"][0, 2] == pytest.approx(31.5), cam
 
 
-@pytest.mark.parametrize(("task", "seeds"), [("reach", range(4)), ("put_in_tray", range(3))])
+@pytest.mark.parametrize(("task", "seeds"), [("reach", range(4)), ("put_in_tray", range(3)), ("hover", range(4))])
 def test_expert_succeeds(task, seeds):
     with SimEnv(task, image_size=64, render=False) as env:
         for seed in seeds:
@@ -116,3 +116,20 @@ def test_gripper_starts_at_the_sampled_point_pointing_down(task):
             np.testing.assert_allclose(obs["proprio"][3:6], 0.0, atol=1e-2)  # top-down
             starts.append(start)
         assert len({tuple(s.round(4)) for s in starts}) == 4  # the start changes with the layout
+
+
+def test_hover_shares_reach_layouts_and_its_goal_is_higher():
+    from policylens.sim.pybullet._tasks import HOVER_HEIGHT, REACH_CLEARANCE, REACH_TOLERANCE
+
+    with SimEnv("reach", image_size=64, render=False) as reach, SimEnv("hover", image_size=64, render=False) as hover:
+        for seed in range(3):
+            reach.reset(seed=seed)
+            hover.reset(seed=seed)
+            assert reach.scene_spec == hover.scene_spec
+            assert hover.instruction == reach.instruction.replace("reach the", "hover above the")
+            for _ in range(hover.task.max_steps):  # the hover expert's end point fails reach's detector
+                _, done, info = hover.step(expert_action(hover))
+                if done:
+                    break
+            assert info["success"] and not reach.task.success(hover)
+    assert HOVER_HEIGHT - REACH_CLEARANCE > 2 * REACH_TOLERANCE

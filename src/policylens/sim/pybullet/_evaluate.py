@@ -7,6 +7,7 @@ run through ``policylens.sim.ChunkedPolicy`` (history + chunk queue; ``policylen
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -28,6 +29,7 @@ def evaluate_policy(
     max_steps: int | None = None,
     progress: bool = True,
     batch: int = 1,
+    layouts: Sequence[tuple[int, int | None]] | None = None,
 ) -> EvalResult:
     """Run ``episodes`` closed-loop rollouts of ``policy`` (``act(obs) -> (7,)``, optional ``reset()``).
 
@@ -36,7 +38,14 @@ def evaluate_policy(
     environment still running; a finished environment starts the next episode at once. Episode ``i``
     runs on ``eval_layout_seed(seed, i)`` and its agent is reset with its index, so a policy whose
     noise is seeded per episode gives the same outcomes at every batch size.
+
+    ``layouts``: run exactly these ``(layout_seed, target)`` pairs instead (``episodes`` is then their
+    count; ``target`` an object index, or None for the layout's own): e.g. a task's training layouts
+    with each other object named, to score a skill on scenes a fine-tune saw for another one.
     """
+    if layouts is not None:
+        layouts = [(int(s), None if t is None else int(t)) for s, t in layouts]
+        episodes = len(layouts)
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if batch < 1:
@@ -44,8 +53,9 @@ def evaluate_policy(
     if not hasattr(policy, "act"):
         raise TypeError(f"policy must have act(obs) -> np.ndarray (7,); got {type(policy).__name__}")
     kw = {"seed": seed, "image_size": image_size, "render": render, "cameras": cameras}
+    plan = layouts or [(eval_layout_seed(seed, i), None) for i in range(episodes)]
     if batch > 1:
-        return _evaluate_batched(policy, task, episodes, min(batch, episodes), max_steps, progress, kw)
+        return _evaluate_batched(policy, task, plan, min(batch, episodes), max_steps, progress, kw)
     result = EvalResult(0, 0)
     with SimEnv(task, **kw) as env:
         if hasattr(policy, "bind"):
@@ -53,7 +63,7 @@ def evaluate_policy(
         limit = max_steps or env.task.max_steps
         bar = tqdm(range(episodes), desc=f"eval {task}", disable=not progress)
         for i in bar:
-            obs = env.reset(seed=eval_layout_seed(seed, i))
+            obs = env.reset(seed=plan[i][0], target=plan[i][1])
             if hasattr(policy, "reset"):
                 policy.reset()
             success, t = False, 0
@@ -74,7 +84,7 @@ def _record(result: EvalResult, success: bool, length: int) -> None:
     result.episode_length.append(length)
 
 
-def _evaluate_batched(policy, task, episodes, n_slots, max_steps, progress, kw) -> EvalResult:
+def _evaluate_batched(policy, task, plan, n_slots, max_steps, progress, kw) -> EvalResult:
     from .._agent import ChunkedPolicy
 
     if isinstance(policy, ExpertPolicy):
@@ -86,6 +96,7 @@ def _evaluate_batched(policy, task, episodes, n_slots, max_steps, progress, kw) 
             f"batch={n_slots}: a {type(policy).__name__} drives one environment; pass batch=1, or a "
             "policylens.sim.ChunkedPolicy whose predictor reads no environment (load_agent gives one)"
         )
+    episodes = len(plan)
     envs = [SimEnv(task, **kw) for _ in range(n_slots)]
     experts = [ExpertPolicy(env) for env in envs]
     pending, obs, episode_of, steps = deque(range(episodes)), {}, {}, {}
@@ -96,7 +107,8 @@ def _evaluate_batched(policy, task, episodes, n_slots, max_steps, progress, kw) 
         slots = slots[: len(pending)]  # the episodes left, one per slot
         for s in slots:
             episode_of[s], steps[s] = pending.popleft(), 0
-            obs[s] = envs[s].reset(seed=eval_layout_seed(kw["seed"], episode_of[s]))
+            layout, target = plan[episode_of[s]]
+            obs[s] = envs[s].reset(seed=layout, target=target)
             experts[s].reset()
         if slots and agents is not None:
             agents.reset(slots, episodes=[episode_of[s] for s in slots])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._scene import SHAPES
-from ._tasks import in_tray, reach_goal
+from ._tasks import hover_goal, in_tray, reach_goal
 
 MAX_STEP = 0.05  # m per control step (0.75 m/s)
 
@@ -25,6 +25,10 @@ def _toward(env, goal: np.ndarray, gripper: float, max_step: float = MAX_STEP) -
 
 def _reach_expert(env) -> np.ndarray:
     return _toward(env, reach_goal(env), 0.0)
+
+
+def _hover_expert(env) -> np.ndarray:
+    return _toward(env, hover_goal(env), 0.0)
 
 
 def _tray_expert(env) -> np.ndarray:
@@ -67,7 +71,7 @@ def _tray_expert(env) -> np.ndarray:
     return _toward(env, goal, 0.0)
 
 
-EXPERTS = {"reach": _reach_expert, "put_in_tray": _tray_expert}
+EXPERTS = {"reach": _reach_expert, "put_in_tray": _tray_expert, "hover": _hover_expert}
 
 
 def expert_action(env) -> np.ndarray:

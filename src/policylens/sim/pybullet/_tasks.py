@@ -2,8 +2,11 @@
 
 ``reach``: "reach the {colour} {shape}" among 2-4 distractors; only the colour-shape pair is
 unique, so the instruction decides the target.  ``put_in_tray``: "put the {colour} {shape} in
-the tray" among 1-3 distractors (graspable shapes only).  Both start the gripper, pointing
-down, at a random point of ``START_REGION``.
+the tray" among 1-3 distractors (graspable shapes only).  ``hover``: "hover above the {colour}
+{shape}" on ``reach``'s layouts (the same layout for the same seed), the goal ``HOVER_HEIGHT``
+above the object's top instead of ``REACH_CLEARANCE``: a skill next to ``reach`` that a policy
+can only tell apart by its words, so fine-tuning on one can overwrite the other.  All start the
+gripper, pointing down, at a random point of ``START_REGION``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from ._scene import COLOURS, SHAPES, TRAY_INNER_HALF, ObjectSpec, SceneSpec
 
 REACH_TOLERANCE = 0.04  # m between the gripper point and the spot just above the target
 REACH_CLEARANCE = 0.03  # m above the object's top
+HOVER_HEIGHT = 0.12  # m above the object's top for ``hover`` (0.09 m above reach's goal: > 2x the tolerance)
 
 
 @dataclass(frozen=True)
@@ -67,15 +71,24 @@ def _sample_tray(rng: np.random.Generator) -> SceneSpec:
     return SceneSpec(objects=objects, target=int(rng.integers(n)), tray_xy=tray, start_ee=_sample_start(rng))
 
 
-def reach_goal(env) -> np.ndarray:
-    """The spot just above the target object's top: (3,)."""
+def reach_goal(env, clearance: float = REACH_CLEARANCE) -> np.ndarray:
+    """The spot ``clearance`` above the target object's top (just above it by default): (3,)."""
     spec = env.scene_spec
     pos = env.scene.object_positions()[spec.target]
-    return pos + np.array([0.0, 0.0, SHAPES[spec.objects[spec.target].shape] + REACH_CLEARANCE])
+    return pos + np.array([0.0, 0.0, SHAPES[spec.objects[spec.target].shape] + clearance])
+
+
+def hover_goal(env) -> np.ndarray:
+    """``hover``'s goal: ``HOVER_HEIGHT`` above the target object's top, (3,)."""
+    return reach_goal(env, HOVER_HEIGHT)
 
 
 def _reach_success(env) -> bool:
     return bool(np.linalg.norm(env.ee_position() - reach_goal(env)) < REACH_TOLERANCE)
+
+
+def _hover_success(env) -> bool:
+    return bool(np.linalg.norm(env.ee_position() - hover_goal(env)) < REACH_TOLERANCE)
 
 
 def in_tray(env) -> bool:
@@ -98,6 +111,9 @@ TASKS: dict[str, TaskSpec] = {
         lambda s: f"put the {s.objects[s.target].name} in the tray",
         _tray_success,
         120,
+    ),
+    "hover": TaskSpec(
+        "hover", _sample_reach, lambda s: f"hover above the {s.objects[s.target].name}", _hover_success, 60
     ),
 }
 
