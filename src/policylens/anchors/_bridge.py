@@ -17,7 +17,9 @@ a bridge cache gets from the store without importing this job.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -62,8 +64,10 @@ def bridge_noise(model: nn.Module, batch_size: int, bridge: BridgeSpec, indices:
 
 
 def bridge_taps(bridge: BridgeSpec) -> list[str]:
-    """The taps ``bridge`` reads: the raw and query layers, then the action head (``action``)."""
+    """The taps ``bridge`` reads: the raw and query layers (unless ``hidden=False``), then the
+    action head (``action``)."""
     taps = [tap_name("llm", bridge.raw_layer, "out"), tap_name("expert", bridge.query_layer, "out")]
+    taps = taps if bridge.hidden else []
     return [*taps, ACTION_TAP] if bridge.action else taps
 
 
@@ -109,7 +113,8 @@ def bridge_extractor(
                 f"BridgeSpec.action=True reads the action head's output ({ACTION_TAP!r}), which "
                 f"{type(model).__name__} has no tap for ({exc}); use action=False."
             ) from exc
-    stop = dict.fromkeys(taps[1:], calls)  # stop after the last step needed; the prefix layer fires once
+    # stop after the last step needed (the prefix layer fires once): nothing past the bridge's taps runs
+    stop = dict.fromkeys(taps[1:] if bridge.hidden else taps, calls)
 
     def run(batch: dict[str, Tensor], indices: Tensor | None = None) -> dict[str, Tensor]:
         layout = model.token_layout(batch)
@@ -124,13 +129,17 @@ def bridge_extractor(
             kwargs["grad"] = True
         with torch.set_grad_enabled(grad), capture(model, taps, stop_early=stop, keep_graph=grad) as cap:
             model.sample_actions(batch, **kwargs)
-        raw, queries = cap.calls(taps[0])[0], cap.calls(taps[1])  # queries: the suffix at each flow step
-        if len(queries) < calls:
-            raise StoreError(f"{taps[1]} fired {len(queries)} times; BridgeSpec.flow_steps={steps} needs {calls}")
-        action = layout["suffix"]["action"][:, -queries[0].shape[1] :]  # (B, S)
-        query_mask = _positions(action, bridge.query_positions).bool()
-        feats = [_tokens(raw.float(), raw_mask.bool(), bridge.pooling, "raw_positions")]  # C_R, in float32
-        feats += [_tokens(queries[k].float(), query_mask, bridge.pooling, "query_positions") for k in steps]
+        counted = taps[1] if bridge.hidden else ACTION_TAP
+        fired = cap.calls(counted)  # one record per flow step
+        if len(fired) < calls:
+            raise StoreError(f"{counted} fired {len(fired)} times; BridgeSpec.flow_steps={steps} needs {calls}")
+        feats = []
+        if bridge.hidden:
+            raw, queries = cap.calls(taps[0])[0], fired  # queries: the suffix at each flow step
+            action = layout["suffix"]["action"][:, -queries[0].shape[1] :]  # (B, S)
+            query_mask = _positions(action, bridge.query_positions).bool()
+            feats = [_tokens(raw.float(), raw_mask.bool(), bridge.pooling, "raw_positions")]  # C_R, in float32
+            feats += [_tokens(queries[k].float(), query_mask, bridge.pooling, "query_positions") for k in steps]
         if bridge.action:  # the predicted velocity (B, H, action_dim) at each step, flattened
             feats += [cap.calls(ACTION_TAP)[k].float().flatten(1) for k in steps]
         return {"target_features": torch.cat(feats, -1)}
@@ -140,12 +149,17 @@ def bridge_extractor(
 
 
 def student_extractor(
-    model: nn.Module, manifest: Mapping[str, Any], where: str = "store"
+    model: nn.Module, manifest: Mapping[str, Any], where: str = "store", only: str | None = None
 ) -> Callable[..., dict[str, Tensor]]:
     """The student's bridge features (graph kept) computed as the cache at ``where`` computed the
     teacher's: taps, layers, positions, pooling, flow steps, action and noise from its manifest.
     The manifest's taps must be the ones its spec implies and exist in ``model``; the feature
-    width must match the store's (checked on the first call)."""
+    width must match the store's (checked on the first call).
+
+    ``only="action"``: the action output alone (a cache built with ``action``): the student runs
+    only up to the action head's last needed call, and the returned function's ``columns`` is the
+    slice of the stored features it matches (action distillation: the teacher's velocities as
+    targets). Without ``only``, ``columns`` is every column."""
     bridge = bridge_spec_of(manifest, where)
     if not bridge.noise_per_sample:
         raise StoreError(
@@ -153,15 +167,31 @@ def student_extractor(
             "batched and a student cannot reproduce them; rebuild it with this version "
             "(`policylens cache build --kind bridge ...` into a new --out)."
         )
+    if only not in (None, "action"):
+        raise ValueError(f"student_extractor: only={only!r}; use None (every feature) or 'action'")
+    if only == "action" and not bridge.action:
+        raise StoreError(
+            f"{where} holds no action output (built without --bridge-action); action distillation needs a cache "
+            "built with `policylens cache build --kind bridge --bridge-action`."
+        )
+    recorded, implied = list(manifest["meta"].get("taps", [])), bridge_taps(bridge)
+    if recorded != implied:
+        raise StoreError(
+            f"{where}: manifest taps {recorded} are not its bridge spec's {implied}; the manifest is damaged"
+        )
+    stored = int(manifest["fields"]["target_features"]["shape"][0])
+    columns = slice(0, stored)
+    if only == "action" and bridge.hidden:
+        steps = bridge.steps_of(_flow_step_count(model))
+        action_width = len(steps) * math.prod(model.noise_shape)  # (H * action_dim) per step, at the end
+        bridge = replace(bridge, hidden=False)
+        columns = slice(stored - action_width, stored)
     run, taps = bridge_extractor(model, bridge, grad=True)
-    recorded = list(manifest["meta"].get("taps", []))
-    if recorded != taps:
-        raise StoreError(f"{where}: manifest taps {recorded} are not its bridge spec's {taps}; the manifest is damaged")
     try:
         resolve_taps(model, taps)
     except (KeyError, ValueError, IndexError) as exc:
         raise StoreError(f"{where} taps {taps}, which this model does not have: {exc}") from exc
-    width = list(manifest["fields"]["target_features"]["shape"])
+    width = [columns.stop - columns.start]
 
     def checked(batch: dict[str, Tensor], indices: Tensor | None = None) -> dict[str, Tensor]:
         out = run(batch, indices=indices)
@@ -174,6 +204,7 @@ def student_extractor(
         return out
 
     checked.takes_indices = True  # type: ignore[attr-defined]
+    checked.columns = columns  # type: ignore[attr-defined]
     return checked
 
 

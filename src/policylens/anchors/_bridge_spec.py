@@ -3,9 +3,9 @@ flow noise make a bridge cache's features, and whether the action output joins t
 job's concept: a store keeps it as the opaque settings of the registered recipe ``bridge``
 (``meta["bridge"]`` in the manifest), and :func:`bridge_spec_of` reads it back. Pooling uses the
 tap core's names (``POOLINGS``); manifests written before that say ``mean`` and read as
-``masked_mean``. Settings added later (``flow_steps``, ``action``) are recorded only when they
-differ from their defaults, so a manifest without them reads as before and a default cache's
-manifest is the one earlier versions wrote.
+``masked_mean``. Settings added later (``flow_steps``, ``action``, ``hidden``) are recorded only when they
+differ from their defaults (``hidden=False``: the action output alone), so a manifest without
+them reads as before and a default cache's manifest is the one earlier versions wrote.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ BRIDGE_POOLINGS = tuple(p for p in POOLINGS if p in ("masked_mean", "first", "la
 BRIDGE_POOLING_CHOICES = (*BRIDGE_POOLINGS, "none")
 LEGACY_POOLINGS = {"mean": "masked_mean"}  # the recipe's own word before it used tap's
 ALL_FLOW_STEPS = "all"  # flow_steps: every step of the model's own schedule
-ADDED_DEFAULTS = {"flow_steps": (0,), "action": False}  # fields a manifest leaves out at their default
+ADDED_DEFAULTS = {"flow_steps": (0,), "action": False, "hidden": True}  # fields a manifest leaves out at their default
 
 
 @dataclass
@@ -55,7 +55,8 @@ class BridgeSpec:
     ``"all"`` (every step of the model's own schedule, ``config.flow_steps``); more than step 0
     runs the model's own number of steps, so later steps see its time grid. ``action``: append
     the action head's output (``action_out.out``: the predicted velocity at the anchored noise
-    and time, flattened ``H * action_dim``) at each listed step.
+    and time, flattened ``H * action_dim``) at each listed step. ``hidden=False`` (with ``action``)
+    drops C_R and C_AQ: the features are the action output alone (action distillation's targets).
     ``noise_seed``: the flow noise of dataset sample ``i`` is drawn from a generator seeded
     ``noise_seed + i`` (``noise_per_sample``), so any batch of the same samples gets the same
     features; stores made before that drew one generator seeded ``noise_seed`` per batch
@@ -71,6 +72,7 @@ class BridgeSpec:
     noise_per_sample: bool = False
     flow_steps: tuple[int, ...] | str = (0,)
     action: bool = False
+    hidden: bool = True
 
     def __post_init__(self) -> None:
         for name, allowed in BRIDGE_POSITIONS.items():
@@ -85,6 +87,13 @@ class BridgeSpec:
         self.flow_steps = _flow_steps(self.flow_steps)
         if not isinstance(self.action, bool):
             raise StoreError(f"BridgeSpec.action={self.action!r}; expected true or false.")
+        if not isinstance(self.hidden, bool):
+            raise StoreError(f"BridgeSpec.hidden={self.hidden!r}; expected true or false.")
+        if not (self.hidden or self.action):
+            raise StoreError(
+                "BridgeSpec.hidden=False leaves no features unless action=True (the action output alone); "
+                "set action=True or hidden=True."
+            )
 
     def steps_of(self, model_steps: int | None) -> tuple[int, ...]:
         """The flow-step indices for a model whose schedule has ``model_steps`` steps (None: it

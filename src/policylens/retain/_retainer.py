@@ -107,6 +107,7 @@ class Retainer:
         self._ret: list[Tensor | None] = [None] * len(self.params)
         self._losses: list[Tensor] = []
         self._micro = 0
+        self._retain = True
 
     # ----- the two passes ---------------------------------------------------------------
     def _take_grads(self, buffer: list[Tensor | None]) -> None:
@@ -126,10 +127,24 @@ class Retainer:
         feats = self.student(inputs, indices=anchor_batch.get("sample_index"))["target_features"]
         return retention_loss(feats, anchor_batch["target_features"], self.config.loss)
 
-    def backward(self, task_batch: dict, anchor_batch: dict | None = None, update: bool = True) -> dict[str, Tensor]:
+    def backward(
+        self, task_batch: dict, anchor_batch: dict | None = None, update: bool = True, retain: bool = True
+    ) -> dict[str, Tensor]:
         """One micro-step: the action-loss pass and (unless ``plain``) the retention pass, each with
         its own backward. On an ``update`` micro-step the combined gradient is left in ``.grad``;
-        returns device scalars (``loss_act``, ``loss_ret``, ``lam``, ``cos_act_ret``, ``projected``)."""
+        returns device scalars (``loss_act``, ``loss_ret``, ``lam``, ``cos_act_ret``, ``projected``).
+        ``retain=False``: a plain step (L_act alone, g_act as it is, λ untouched; ``loss_ret`` and
+        ``cos_act_ret`` NaN), for retention every k steps; every micro-step of an optimiser step
+        must agree."""
+        if self._micro == 0:
+            self._retain = retain
+        elif retain != self._retain:
+            raise ValueError(
+                f"Retainer.backward: retain={retain} on micro-step {self._micro}, but this optimiser step began "
+                f"with retain={self._retain}; pass the same value on every micro-step of a step"
+            )
+        if not retain:
+            return self._plain_backward(task_batch, update)
         if self.method.needs_retention and anchor_batch is None:
             alone = " or ".join(f"method={n!r}" for n, t in METHOD_TYPES.items() if not t.needs_retention)
             raise ValueError(
@@ -156,6 +171,34 @@ class Retainer:
             return {"loss_act": l_act.detach(), "loss_ret": l_ret.detach()}
         self._micro = 0
         return self._combine()
+
+    def _plain_backward(self, task_batch: dict, update: bool) -> dict[str, Tensor]:
+        """A step without the retention pass: g_act accumulated, then handed out as it is."""
+        if self._micro == 0:
+            self._act, self._ret, self._losses = [None] * len(self.params), [None] * len(self.params), []
+            for p in self.params:
+                p.grad = None
+        with self.model.no_sync() if _ddp(self.model) else nullcontext():
+            l_act = self.task_loss(self.model, task_batch)
+            self._backward(l_act)
+            self._take_grads(self._act)
+        nan = torch.full((), float("nan"), device=l_act.device)
+        self._losses.append(torch.stack([l_act.detach().float(), nan]))
+        self._micro += 1
+        if not update:
+            return {"loss_act": l_act.detach(), "loss_ret": nan}
+        self._micro = 0
+        losses = self._all_reduce(torch.stack(self._losses).mean(0))
+        present = [g for g in self._act if g is not None]
+        if not present:
+            raise ValueError("Retainer: no trainable parameter got a gradient; does task_loss use params=?")
+        finite = torch.stack([torch.isfinite(g).all() for g in present]).all()
+        for p, g in zip(self.params, self._act, strict=True):
+            p.grad = None if g is None else g.to(p.dtype)  # scaled as the scaler left it
+        lam = self.dual.value(present[0].device)
+        zero = torch.zeros((), device=lam.device)
+        return {"loss_act": losses[0], "loss_ret": losses[1], "lam": lam, "cos_act_ret": losses[1],
+                "projected": zero, "finite": finite.float()}  # fmt: skip
 
     # ----- the update -------------------------------------------------------------------
     def _all_reduce(self, losses: Tensor) -> Tensor:

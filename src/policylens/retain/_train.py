@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..runs import shard, trained_steps
-from ._anchors import AnchorSet
+from ._anchors import ANCHOR_FEATURES, AnchorSet
 from ._data_parallel import check_split, on_device, ranks, task_retainer
 from ._methods import method_type
 from ._retainer import Retainer, RetentionConfig
@@ -52,7 +52,12 @@ SERIES = ("loss_act", "loss_ret", "projected", "cos_dtheta_ret")
 class RetainTrainConfig:
     """Optimiser side of a retention run (the retention side is :class:`RetentionConfig`).
     ``task_stats``: give the dims of the task data far outside the teacher's normalisation that the
-    teacher never used the task data's statistics (the teacher's function unchanged)."""
+    teacher never used the task data's statistics (the teacher's function unchanged).
+    ``retain_every``: the retention pass (and the projection, and λ's update) on every k-th step
+    only (steps 0, k, 2k, ...), plain steps between. ``preload_anchors``: decode every anchor
+    sample once when the run opens the cache (the same batches, without decoding frames at each
+    step). ``anchor_features``: ``all`` (the bridge) or ``action`` (the cached action output
+    alone: action distillation with ``method="fixed"``; the cache must be built with it)."""
 
     steps: int = 300
     batch_size: int = 16
@@ -65,16 +70,27 @@ class RetainTrainConfig:
     log_every: int = 10
     clip: float = 1.0
     task_stats: bool = True
+    retain_every: int = 1
+    preload_anchors: bool = True
+    anchor_features: str = "all"
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "anchor_batch_size", "save_every", "log_every"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"RetainTrainConfig.{name}={getattr(self, name)} must be positive")
+        for name in ("steps", "batch_size", "anchor_batch_size", "save_every", "log_every", "retain_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"RetainTrainConfig.{name}={value!r} must be a positive whole number")
+        if self.anchor_features not in ANCHOR_FEATURES:
+            raise ValueError(
+                f"RetainTrainConfig.anchor_features={self.anchor_features!r} is unknown; use one of "
+                f"{list(ANCHOR_FEATURES)}"
+            )
 
 
 class _RetentionStep:
     """A ``train_vla`` step (anchor batch, the retainer's two passes, clipping, optimiser step) and
-    the ``state=`` saved with each checkpoint: λ, the anchor generator, the per-step series."""
+    the ``state=`` saved with each checkpoint: λ, the anchor generator, the per-step series. With
+    ``retain_every=k`` steps 0, k, 2k, ... are retention steps and the others plain steps (no
+    anchor drawn, L_act alone, λ untouched; their L_ret and projection are NaN in the series)."""
 
     def __init__(self, retainer: Retainer, anchors: AnchorSet, config: RetainTrainConfig) -> None:
         self.retainer, self.anchors, self.config = retainer, anchors, config
@@ -90,18 +106,21 @@ class _RetentionStep:
 
     def __call__(self, model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
         retainer, config = self.retainer, self.config
-        tracked = retainer.method.needs_retention
-        anchor = self._anchor_batch() if tracked else None
-        stats = retainer.backward(batch, anchor)
+        step = len(self.series["loss_act"])  # steps taken, restored on resume
+        retains = retainer.method.needs_retention and step % config.retain_every == 0
+        anchor = self._anchor_batch() if retains else None  # no anchor draw on a plain step
+        stats = retainer.backward(batch, anchor, retain=retains or not retainer.method.needs_retention)
         torch.nn.utils.clip_grad_norm_(retainer.params, config.clip)
-        watch = len(self.series["loss_act"]) % config.log_every == 0 and tracked
+        watch = step % config.log_every == 0 and retains
         before = [p.detach().clone() for p in retainer.params] if watch else None
         optimizer.step()
         if before is not None:
             stats["cos_dtheta_ret"] = retainer.alignment(before)
             self.series["cos_dtheta_ret"].append(stats["cos_dtheta_ret"])
         for name in ("loss_act", "loss_ret", "projected"):
-            self.series[name].append(stats[name].detach())
+            self.series[name].append(stats[name].detach() if retains or name == "loss_act" else float("nan"))
+        if not retains and retainer.method.needs_retention:  # a plain step between retention steps
+            stats = {k: v for k, v in stats.items() if k not in ("loss_ret", "cos_act_ret", "projected")}
         return {"loss": stats.pop("loss_act"), **stats}
 
     def state_dict(self) -> dict:
@@ -124,10 +143,11 @@ def retention_step(retainer: Retainer, anchors: AnchorSet, config: RetainTrainCo
     return _RetentionStep(retainer, anchors, config)
 
 
-def open_anchors(anchors: str | Path, model: nn.Module) -> AnchorSet:
+def open_anchors(anchors: str | Path, model: nn.Module, preload: bool = False, features: str = "all") -> AnchorSet:
     """The bridge cache at ``anchors`` for ``model``, checked in about a second: it exists, is a
     bridge store whose taps the model has and whose samples can be read, and one sample through
-    the student gives the stored feature width. Errors name the cache and the fix."""
+    the student gives the stored feature width. Errors name the cache and the fix. ``preload``:
+    then decode every anchor sample once (:class:`AnchorSet`); ``features``: ``all`` or ``action``."""
     from policylens.store import StoreError
 
     path = Path(anchors)
@@ -136,12 +156,14 @@ def open_anchors(anchors: str | Path, model: nn.Module) -> AnchorSet:
             f"anchor cache {path} does not exist; build the teacher's bridge cache first "
             f"(`policylens cache build --policy POLICY --dataset droid:EPISODES --kind bridge --out {path}`)"
         )
-    anchor_set = AnchorSet(path, model)
+    anchor_set = AnchorSet(path, model, features=features)
     if len(anchor_set) == 0:
         raise StoreError(f"anchor cache {path} holds no samples; rebuild it (`policylens cache build --kind bridge`)")
     batch = on_device(anchor_set.batch([0]), next(model.parameters()).device)
     inputs = {k: v for k, v in batch.items() if k not in ("target_features", "sample_index")}
     anchor_set.student(inputs, indices=batch["sample_index"])  # raises StoreError on another width
+    if preload:
+        anchor_set = AnchorSet(path, model, preload=True, features=features)
     return anchor_set
 
 
@@ -180,6 +202,9 @@ def _settings(
         "retention": asdict(retention),
         "anchor_batch_size": config.anchor_batch_size,
         "task_stats": task_stats,
+        # recorded only when set, so earlier runs' settings still match and resume
+        **({"retain_every": config.retain_every} if config.retain_every != 1 else {}),
+        **({"anchor_features": config.anchor_features} if config.anchor_features != "all" else {}),
     }
 
 
@@ -190,6 +215,7 @@ def _summary(extra: dict, settings: dict, steps_run: int, steps: int) -> dict:
     retention = settings["retention"]
     tracked = method_type(retention["method"]).needs_retention  # plain fine-tuning computes no retention loss
     act, ret, fired, cos = (series[k] for k in SERIES)
+    ret, fired = ret[np.isfinite(ret)], fired[np.isfinite(fired)]  # retention steps only (retain_every)
     return {
         "steps_run": steps_run,
         "steps": steps,
@@ -301,7 +327,7 @@ def retain_train(
     out = Path(out)
     torch.manual_seed(config.seed)
     model = load_model(policy) if isinstance(policy, (str, Path)) else policy
-    anchor_set = open_anchors(anchors, model.eval())
+    anchor_set = open_anchors(anchors, model.eval(), config.preload_anchors, config.anchor_features)
     checks = check_task_stats(model, episodes)
     changes = planned_task_stats(model, checks) if config.task_stats else None
     record = {"enabled": config.task_stats, "far": far_dims(checks), "adopted": changes or {}}
