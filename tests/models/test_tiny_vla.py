@@ -87,6 +87,27 @@ def test_loss_trains(vla):
     assert vla.loss(batch, generator=torch.Generator().manual_seed(0)).item() < first
 
 
+def test_loss_takes_given_noise_and_time(vla):
+    batch = vla.example_batch(3, with_action=True)
+    torch.manual_seed(5)
+    drawn = vla.loss(batch, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(batch["action"].shape, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(5)
+    time = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0)).sample((3,)) * 0.999 + 0.001
+    assert torch.equal(vla.loss(batch, noise=noise, time=time), drawn)
+    # by hand, in float64: the velocity at x_t = t noise + (1 - t) a against noise - a
+    a = vla.normalize("action", batch["action"])
+    x_t = time[:, None, None] * noise + (1 - time[:, None, None]) * a
+    with torch.no_grad():
+        kv, valid = vla.run_prefix(batch)
+        v = vla.velocity(kv, valid, vla.normalize("state", batch["state"]), x_t, time).double()
+    want = ((v - (noise - a).double()) ** 2).mean()
+    assert abs(vla.loss(batch, noise=noise, time=2 * time / 3).item() - want.item()) > 1e-6  # time is used
+    assert vla.loss(batch, noise=noise, time=time).item() == pytest.approx(want.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="noise and time together"):
+        vla.loss(batch, noise=noise)
+
+
 def test_save_load_round_trip(vla, tmp_path):
     vla.action_mean.fill_(0.25)
     save_policy(vla, tmp_path / "ckpt")

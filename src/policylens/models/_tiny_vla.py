@@ -238,13 +238,24 @@ class TinyVLA(nn.Module):
     def unnormalize(self, name: str, x: Tensor) -> Tensor:
         return x * getattr(self, f"{name}_std") + getattr(self, f"{name}_mean")
 
-    def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
-        """Flow-matching loss on ``batch["action"] (B, H, action_dim)`` (raw units)."""
+    def loss(
+        self,
+        batch: dict[str, Tensor],
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+        time: Tensor | None = None,
+    ) -> Tensor:
+        """Flow-matching loss on ``batch["action"] (B, H, action_dim)`` (raw units). ``noise``
+        ``(B, H, action_dim)`` and ``time`` ``(B,)``, given together, replace the draws (noise from
+        ``generator``, time from Beta(1.5, 1) on [0.001, 1])."""
         actions = self.normalize("action", batch["action"])
-        b = actions.shape[0]
-        noise = torch.randn(actions.shape, generator=generator, device=actions.device)
-        beta = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
-        t = (beta.sample((b,)) * 0.999 + 0.001).to(actions.device)
+        if (noise is None) != (time is None):
+            raise ValueError("TinyVLA.loss: pass noise and time together, or neither")
+        if noise is None:
+            noise = torch.randn(actions.shape, generator=generator, device=actions.device)
+            beta = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
+            time = (beta.sample((actions.shape[0],)) * 0.999 + 0.001).to(actions.device)
+        t = time
         x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
         kv, valid = self.run_prefix(batch)
         v = self.velocity(kv, valid, self.normalize("state", batch["state"]), x_t, t)

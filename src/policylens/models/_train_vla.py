@@ -133,14 +133,7 @@ def flow_noise(model: TinyVLA, n: int) -> dict[str, Tensor]:
 def flow_loss(model: TinyVLA, batch: dict[str, Tensor]) -> Tensor:
     """:meth:`TinyVLA.loss` with the batch's ``noise`` and ``time`` (:func:`flow_noise`); a batch
     without them draws its own."""
-    if "noise" not in batch:
-        return model.loss(batch)
-    actions = model.normalize("action", batch["action"])  # (B, H, A)
-    noise, t = batch["noise"], batch["time"]
-    x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
-    kv, valid = model.run_prefix(batch)
-    v = model.velocity(kv, valid, model.normalize("state", batch["state"]), x_t, t)
-    return torch.nn.functional.mse_loss(v, noise - actions)
+    return model.loss(batch, noise=batch.get("noise"), time=batch.get("time"))
 
 
 def vla_step(model: TinyVLA, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
