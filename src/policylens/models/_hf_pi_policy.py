@@ -15,6 +15,12 @@ normalise to [-1, 1]).
 Cameras: the processor takes images in slot order and names none; the policy's camera names come
 from ``cameras=`` (default: openpi's ``base_0_rgb``, ``left_wrist_0_rgb``, ``right_wrist_0_rgb``),
 and a dataset's cameras are mapped onto them (``camera_map``, ``--camera-map``).
+
+Fine-tuning: ``make_batch(..., actions=)`` normalises raw action chunks with the processor's
+``actions_mean`` / ``actions_std`` (and pads them, as the processor does), and
+:meth:`NativePIPolicy.training_loss` is the model's own training forward: transformers'
+``forward(..., actions=, noise=, timestep=)`` computes the flow-matching loss
+``mse(noise - actions, v(t·noise + (1-t)·actions, t))``.
 """
 
 from __future__ import annotations
@@ -78,24 +84,57 @@ class NativePIPolicy(nn.Module):
         super().__init__()
         self.model, self.processor, self.variant = model, processor, pi_variant(model)
         stats = getattr(processor, "state_mean", None)
+        actions = getattr(processor, "actions_mean", None)
         self.config = SimpleNamespace(
             cameras=list(cameras or DEFAULT_CAMERAS),
             state_dim=None if stats is None else len(stats),
+            action_dim=None if actions is None else len(actions),
             layers=model.config.vlm_config.text_config.num_hidden_layers,
             chunk_size=model.config.chunk_size,
             flow_steps=model.config.num_inference_steps,
         )
 
-    def make_batch(self, images: Mapping[str, Tensor], instructions: list[str], state: Tensor) -> dict[str, Tensor]:
+    def make_batch(
+        self, images: Mapping[str, Tensor], instructions: list[str], state: Tensor, actions: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """The processor's inputs from raw observations: ``images`` camera -> ``(B, H, W, 3)`` uint8 (every
-        camera of ``config.cameras``, in that order), ``instructions`` B strings, ``state`` ``(B, D)``."""
+        camera of ``config.cameras``, in that order), ``instructions`` B strings, ``state`` ``(B, D)``;
+        ``actions``: raw chunks ``(B, chunk_size, A)``, normalised and padded by the processor."""
         missing = [c for c in self.config.cameras if c not in images]
         if missing:
             raise KeyError(f"make_batch: no images for cameras {missing}; the policy reads {self.config.cameras}")
         frames = {c: np.asarray(torch.as_tensor(images[c]).cpu()) for c in self.config.cameras}
         per_sample = [[frames[c][i] for c in self.config.cameras] for i in range(len(instructions))]
-        out = self.processor(images=per_sample, text=list(instructions), state=torch.as_tensor(state).float())
+        extra = {} if actions is None else {"actions": torch.as_tensor(actions).float()}
+        out = self.processor(images=per_sample, text=list(instructions), state=torch.as_tensor(state).float(), **extra)
         return {k: v for k, v in out.items() if isinstance(v, Tensor)}
+
+    def training_noise(self, n: int, generator: torch.Generator, rng) -> dict[str, Tensor]:
+        """``noise`` ``(n, *noise_shape)`` from ``generator`` and ``time`` ``(n,)`` from the numpy ``rng``, from
+        the model config's time distribution (Beta(α, β) · scale + offset), as its ``forward`` draws them."""
+        cfg = self.model.config
+        a, b = cfg.time_sampling_beta_alpha, cfg.time_sampling_beta_beta
+        noise = torch.randn((n, *self.noise_shape), generator=generator)
+        time = rng.beta(a, b, n) * cfg.time_sampling_scale + cfg.time_sampling_offset
+        return {"noise": noise, "time": torch.as_tensor(time, dtype=torch.float32)}
+
+    def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """The model's own flow-matching loss on a :meth:`make_batch` batch with ``actions`` (``noise`` and
+        ``time`` from the batch when there, else drawn by the model), reduced to the mean."""
+        if "actions" not in batch:
+            raise KeyError("NativePIPolicy.training_loss: the batch has no 'actions'; make_batch(..., actions=)")
+        kwargs = {"noise": batch.get("noise"), "timestep": batch.get("time")}
+        if self.variant == "pi0" and "state" not in batch:
+            raise KeyError("NativePIPolicy.training_loss: pi0 reads 'state'; make_batch(..., state=)")
+        loss = self.model(**self._inputs(batch), actions=batch["actions"], **kwargs).loss
+        return loss.mean() if loss.dim() else loss
+
+    def save_policy(self, directory: str | Path) -> Path:
+        """``save_pretrained`` of the model and its processor into ``directory`` (``load_model`` reads it)."""
+        directory = Path(directory)
+        self.model.save_pretrained(str(directory))
+        self.processor.save_pretrained(str(directory))
+        return directory
 
     def token_layout(self, batch: Mapping[str, Tensor]) -> Layout:
         return native_pi_layout(self.model, batch, self.config.cameras, self.processor.tokenizer)

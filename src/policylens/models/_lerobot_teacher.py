@@ -9,12 +9,20 @@ resizing and tokenisation, not a re-implementation — so ``policylens cache bui
 
 The teacher holds the policy as ``.policy``; its adapter is the policy's, with every path
 under ``policy.``, so tap names are the policy's own (``llm.layers.{i}.out`` …).
+
+Fine-tuning: ``make_batch(..., actions=)`` puts raw action chunks through the same pre-processor
+(LeRobot's own action normalisation) and :meth:`LeRobotTeacher.training_loss` runs the policy's own
+training ``forward`` on it — the loss LeRobot trains with. ``sample_actions(grad=True)`` runs the
+inference path with the autograd graph kept (a retention student's bridge features).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import shutil
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,35 +37,107 @@ __all__ = ["LEROBOT_TYPES", "LeRobotTeacher", "is_lerobot_checkpoint", "load_ler
 
 LEROBOT_TYPES = ("pi0", "pi05", "smolvla")
 STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+TIME_SAMPLING = (1.5, 1.0, 0.999, 0.001)  # LeRobot's Beta(alpha, beta) * scale + offset, unless the config says
+
+
+def _pass_through(policy: nn.Module, batch: dict) -> Callable:
+    """The policy's training ``forward`` with the keyword arguments it takes among ``noise`` / ``time``."""
+    params = inspect.signature(policy.forward).parameters
+    kwargs = {k: batch[k] for k in ("noise", "time") if k in params and k in batch}
+    return lambda inputs: policy.forward(inputs, **kwargs)
 
 
 class LeRobotTeacher(nn.Module):
     """``policy`` + ``preprocessor`` behind the interface the jobs use: ``make_batch``,
     ``token_layout``, ``run_prefix`` and ``sample_actions``."""
 
-    def __init__(self, policy: nn.Module, preprocessor: Callable[[dict], dict], variant: str) -> None:
+    def __init__(
+        self,
+        policy: nn.Module,
+        preprocessor: Callable[[dict], dict],
+        variant: str,
+        postprocessor: Callable | None = None,
+        source: str | Path | None = None,
+    ) -> None:
         super().__init__()
         if variant not in LEROBOT_TYPES:
             raise ValueError(f"LeRobotTeacher: variant={variant!r} is not one of {list(LEROBOT_TYPES)}")
         self.policy, self.preprocessor, self.variant = policy, preprocessor, variant
+        self.postprocessor, self.source = postprocessor, source
         cfg = policy.config
         state = cfg.input_features.get(STATE_KEY) if hasattr(cfg, "input_features") else None
+        action = (getattr(cfg, "output_features", None) or {}).get(ACTION_KEY)
         self.config = SimpleNamespace(
             cameras=list(cfg.image_features),
             state_dim=None if state is None else int(state.shape[0]),
+            action_dim=None if action is None else int(action.shape[0]),
+            chunk_size=int(cfg.chunk_size),
             layers=len(_llm_layers(policy, variant)),
         )
 
-    def make_batch(self, images: Mapping[str, Tensor], instructions: list[str], state: Tensor) -> dict[str, Tensor]:
+    def make_batch(
+        self, images: Mapping[str, Tensor], instructions: list[str], state: Tensor, actions: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Policy inputs from raw observations through the policy's pre-processor. ``images``:
-        camera key → ``(B, H, W, 3)`` uint8; ``instructions``: B strings; ``state``: ``(B, D)``."""
+        camera key → ``(B, H, W, 3)`` uint8; ``instructions``: B strings; ``state``: ``(B, D)``;
+        ``actions``: raw action chunks ``(B, chunk_size, A)`` for :meth:`training_loss` (normalised by
+        the pre-processor, as LeRobot's training does)."""
         frame: dict = {
             cam: torch.as_tensor(img).permute(0, 3, 1, 2).float() / 255.0 for cam, img in images.items()
         }  # LeRobot images: (B, 3, H, W) in [0, 1]
         frame[STATE_KEY] = torch.as_tensor(state, dtype=torch.float32)
         frame["task"] = list(instructions)
+        if actions is not None:
+            frame[ACTION_KEY] = torch.as_tensor(actions, dtype=torch.float32)
         out = self.preprocessor(frame)
+        if actions is not None and not isinstance(out.get(ACTION_KEY), Tensor):
+            raise ValueError(
+                f"LeRobotTeacher.make_batch: the pre-processor of {self.source or self.variant} dropped "
+                f"{ACTION_KEY!r}; save the policy with LeRobot's training pre-processor (policy_preprocessor.json)"
+            )
         return {k: v for k, v in out.items() if isinstance(v, Tensor)}
+
+    def training_noise(self, n: int, generator: torch.Generator, rng) -> dict[str, Tensor]:
+        """``noise`` ``(n, *noise_shape)`` from ``generator`` and ``time`` ``(n,)`` from the numpy ``rng``,
+        drawn as LeRobot draws them (Beta(α, β) · scale + offset from the config's ``time_sampling_*``)."""
+        cfg = self.policy.config
+        names = ("time_sampling_beta_alpha", "time_sampling_beta_beta", "time_sampling_scale", "time_sampling_offset")
+        a, b, scale, offset = (getattr(cfg, k, d) for k, d in zip(names, TIME_SAMPLING, strict=True))
+        noise = torch.randn((n, *self.noise_shape), generator=generator)
+        time = torch.as_tensor(rng.beta(a, b, n) * scale + offset, dtype=torch.float32)
+        return {"noise": noise, "time": time}
+
+    def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """The policy's own training loss (its ``forward(batch)``, LeRobot 0.4.4's ``(loss, dict)``) on a
+        :meth:`make_batch` batch with ``actions``. ``noise`` / ``time`` in the batch go to a ``forward`` that
+        takes them (SmolVLA); pi0 / pi0.5 draw their own from torch's generator."""
+        if ACTION_KEY not in batch:
+            raise KeyError(f"LeRobotTeacher.training_loss: the batch has no {ACTION_KEY!r}; make_batch(..., actions=)")
+        inputs = {k: v for k, v in batch.items() if k not in ("noise", "time")}
+        out = _pass_through(self.policy, batch)(inputs)
+        loss = out[0] if isinstance(out, tuple) else out
+        return loss.mean() if loss.dim() else loss
+
+    def save_policy(self, directory: str | Path) -> Path:
+        """The policy as a LeRobot checkpoint directory (``load_model(directory)`` reads it): the source
+        directory's files, then the weights and pipelines as they are now."""
+        from safetensors.torch import save_model
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.source is not None and Path(self.source).is_dir():
+            for f in Path(self.source).iterdir():
+                if f.is_file():
+                    shutil.copy2(f, directory / f.name)
+        if hasattr(self.policy, "save_pretrained"):
+            self.policy.save_pretrained(str(directory))
+        else:
+            save_model(self.policy, str(directory / "model.safetensors"))
+        for pipeline in (self.preprocessor, self.postprocessor):
+            if hasattr(pipeline, "save_pretrained"):
+                pipeline.save_pretrained(str(directory))
+        return directory
 
     def token_layout(self, batch: Mapping[str, Tensor]) -> Layout:
         return lerobot_layout(self.variant, self.policy, batch, tokenizer=self.tokenizer)
@@ -113,20 +193,38 @@ class LeRobotTeacher(nn.Module):
         """``predict_action_chunk`` from ``noise`` ``(B, *noise_shape)``, or with the policy's
         noise drawn from ``generator``'s seed (the global RNG is restored afterwards).
         ``steps`` is not used: LeRobot fixes the number of denoising steps in the config;
-        stop a capture early instead. ``grad=True`` is refused: LeRobot's inference path runs
-        without gradients (train through the policy's ``forward``)."""
+        stop a capture early instead. ``grad=True`` runs the same path with the graph kept (LeRobot's
+        ``no_grad`` decorators on ``predict_action_chunk`` and ``model.sample_actions`` stepped over) and
+        the policy's train / eval mode restored (``predict_action_chunk`` sets eval)."""
         del steps
         if grad:
-            raise NotImplementedError(
-                "LeRobotTeacher.sample_actions(grad=True): LeRobot's predict_action_chunk runs under no_grad; "
-                "a LeRobot student's bridge features need the policy's training forward"
-            )
+            with _with_grad(self.policy), torch.random.fork_rng(devices=[]):
+                if generator is not None:
+                    torch.manual_seed(generator.initial_seed())
+                run = inspect.unwrap(type(self.policy).predict_action_chunk)
+                return run(self.policy, batch) if noise is None else run(self.policy, batch, noise=noise)
         with torch.random.fork_rng(devices=[]):
             if generator is not None:
                 torch.manual_seed(generator.initial_seed())
             if noise is not None:
                 return self.policy.predict_action_chunk(batch, noise=noise)
             return self.policy.predict_action_chunk(batch)
+
+
+@contextmanager
+def _with_grad(policy: nn.Module):
+    """``policy.model.sample_actions`` without its ``no_grad`` decorator, and ``policy``'s mode kept."""
+    training, inner = policy.training, getattr(policy, "model", None)
+    method = getattr(type(inner), "sample_actions", None) if inner is not None else None
+    if method is not None:
+        inner.sample_actions = inspect.unwrap(method).__get__(inner)  # an instance attribute, removed below
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        if method is not None:
+            del inner.sample_actions
+        policy.train(training)
 
 
 def _llm_layers(policy: nn.Module, variant: str) -> list:
@@ -166,8 +264,8 @@ def load_lerobot_teacher(path: str | Path) -> LeRobotTeacher:
             "(pip install lerobot; pi0 / pi0.5 also need LeRobot's pi dependencies, see LeRobot's pi0 docs)."
         ) from exc
     policy = get_policy_class(variant).from_pretrained(str(path)).eval()
-    preprocessor, _ = make_pre_post_processors(policy.config, pretrained_path=str(path))
-    return LeRobotTeacher(policy, preprocessor, variant)
+    preprocessor, postprocessor = make_pre_post_processors(policy.config, pretrained_path=str(path))
+    return LeRobotTeacher(policy, preprocessor, variant, postprocessor=postprocessor, source=path)
 
 
 register_adapter(f"{__name__}.LeRobotTeacher", lambda m: _prefixed(lerobot_adapter(m.variant), "policy."))
