@@ -7,6 +7,7 @@ pi0.5 decoder layers).
 ...     actions = policy.predict_action(obs, generator=torch.Generator().manual_seed(0))
 """
 
+from . import _lerobot  # noqa: F401  (registers LeRobotTeacher's profiles)
 from ._calibrate import calibrate, num_rows, take_rows
 from ._calibration import Calibration
 from ._config import METRICS, MODES, BACConfig

@@ -4,7 +4,8 @@
 one uncached reference, each with its speed-up over the uncached baseline. The policy runs through its
 profile's loop method (``predict_action``; ``TinyVLA.sample_actions``). Where the profile names a
 prefix (a VLA's PaliGemma pass, once per chunk) its time is measured inside the same calls, so each
-row splits into prefix and action expert (per flow step); where it names the executed part of a
+row splits into prefix and action expert (per flow step); where it names the module whose calls are the
+flow steps (a LeRobot policy), those are timed and the prefix is the rest; where it names the executed part of a
 chunk, the action error is given on that part too.
 """
 
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from ..runs import read_safetensors
 from ._config import BACConfig
 from ._profiles import default_steps, policy_profile
+from ._registry import submodule
 from ._runtime import apply_cache, cache_info, remove_cache
 
 __all__ = [
@@ -105,6 +107,37 @@ def _timed_method(policy: nn.Module, name: str | None, sink: list[float]) -> Ite
             object.__delattr__(policy, name)
 
 
+@contextlib.contextmanager
+def _timed_steps(policy: nn.Module, profile, sink: list[float]) -> Iterator[None]:
+    """While inside, the seconds of every flow-step call of the profile's ``step`` module are added to
+    ``sink[-1]`` (the caller appends a 0 per chunk); no-op when the profile names none."""
+    if profile.step is None:
+        yield
+        return
+    module = submodule(policy, profile.step)
+    orig, had = module.forward, "forward" in module.__dict__
+    is_step = profile.is_step
+
+    @functools.wraps(orig)
+    def timed(*args, **kwargs):
+        if is_step is not None and not is_step(args, kwargs):
+            return orig(*args, **kwargs)
+        t0 = time.perf_counter()
+        try:
+            return orig(*args, **kwargs)
+        finally:
+            sink[-1] += time.perf_counter() - t0
+
+    module.forward = timed
+    try:
+        yield
+    finally:
+        if had:
+            module.forward = orig
+        else:
+            del module.forward
+
+
 def time_calls(fn, calls: int, warmup: int = 2) -> np.ndarray:
     """Seconds per call of ``fn()`` over ``calls`` timed calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
@@ -181,8 +214,16 @@ def evaluate_mode(
             actions = predict(policy, obs, seed, **predict_kwargs)
         profile = policy_profile(policy)
         prefix: list[float] = []
-        with _timed_method(policy, profile.prefix, prefix):
-            times = time_calls(lambda: predict(policy, obs, seed, **predict_kwargs), calls, warmup=warmup)
+        expert: list[float] = []  # per call: seconds inside the flow steps (a profile with ``step``)
+
+        def call() -> None:
+            expert.append(0.0)
+            predict(policy, obs, seed, **predict_kwargs)
+
+        with _timed_method(policy, profile.prefix, prefix), _timed_steps(policy, profile, expert):
+            times = time_calls(call, calls, warmup=warmup)
+        if profile.step is not None:
+            prefix = list(times - np.asarray(expert[-calls:]))
         info = cache_info(policy)
         skipped = info.get("skipped_fraction") or 0.0
         steps = predict_kwargs.get(profile.steps_kwarg) or info.get("num_steps") or default_steps(policy, profile)
@@ -195,7 +236,7 @@ def evaluate_mode(
         "skipped": float(skipped),
         **action_error(reference, actions),
         **_executed_error(policy, reference, actions),
-        **(_split(times, prefix, calls, steps) if profile.prefix else {}),
+        **(_split(times, prefix, calls, steps) if profile.prefix or profile.step else {}),
     }
 
 

@@ -16,6 +16,12 @@ whose output the layer adds to its residual stream (read from transformers 5.25'
   output, multiplied by the current step's gate. Its residual is not a plain sum.
 
 Every one of them is tested against a composition of its public submodules written in the test.
+
+Called in pieces (LeRobot 0.4.4's SmolVLA on every path, pi0 / pi0.5 in their joint training pass: the
+model calls ``input_layernorm``, ``q/k/v_proj``, its own attention function, ``o_proj``, adds the residual,
+then ``post_attention_layernorm`` and ``mlp``, never the layer), a Gemma / Llama / Qwen2 layer's attention
+branch is what ``o_proj`` returns, with the norm and ``q/k/v_proj`` as shaped gates, and its MLP branch is
+what ``mlp`` returns. Both keep a copy (LeRobot adds the residual in place on what they return).
 """
 
 from __future__ import annotations
@@ -24,12 +30,20 @@ from ._registry import BlockSpec, BranchSpec, register_block
 
 __all__ = ["HF_LAYERS"]
 
+_QKV = ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+_PIECES = BlockSpec(
+    (
+        BranchSpec("self_attn", "attn", "self_attn.o_proj", _QKV, shaped=True, copy=True, attention_gate=_QKV[1]),
+        BranchSpec("mlp", "ffn", "mlp", gates=("post_attention_layernorm",), copy=True),
+    )
+)
 _PLAIN = BlockSpec(
     (
         BranchSpec("self_attn", "attn", "self_attn", gates=("input_layernorm",)),
         BranchSpec("mlp", "ffn", "mlp", gates=("post_attention_layernorm",)),
     ),
     residual_sum=True,
+    pieces=_PIECES,
 )
 _SANDWICH = BlockSpec(
     (

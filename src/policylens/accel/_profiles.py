@@ -2,8 +2,10 @@
 runs one loop (the cache resets at its start), where the default step count lives and what the
 step keyword is called, what runs once per call before the loop, and which actions an agent executes.
 
-Profiles are registered by the policy's qualified class name (no import of the policy class); a
-policy with none gets the diffusion-policy defaults (``predict_action``, ``num_inference_steps``).
+Profiles are registered by the policy's qualified class name (no import of the policy class), as a
+profile or as a function of the policy instance that returns one (a wrapper class around several
+models: ``LeRobotTeacher``); a policy with none gets the diffusion-policy defaults (``predict_action``,
+``num_inference_steps``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ._registry import qualified_name
+from ._registry import BlockSpec, qualified_name
 
 __all__ = ["PolicyProfile", "policy_profile", "register_policy"]
 
@@ -32,6 +34,16 @@ class PolicyProfile:
     - ``shared_attention_steps``: the loop crops a key/value cache shared by the expert's layers back
       to the prefix by one layer's length after each step (transformers' pi0 / pi0.5), so every
       attention branch must update at the same steps.
+    - ``calls``: ``"layers"`` (the model calls each layer module) or ``"pieces"`` (it calls the layers'
+      pieces itself, as LeRobot's SmolVLA does; the registered layer type's ``pieces`` spec is used).
+    - ``block_spec``: a spec used for every registered layer under ``root`` instead of its type's.
+    - ``attention_interface``: dotted path (from the policy) of the method that returns the attention
+      function the expert's pieces are handed to, called ``(mask, batch, head_dim, q, k, v)`` with ``q``
+      ``(B, T, H, d)`` (SmolVLA's ``get_attention_interface``); on a skipped attention step the call
+      returns zeros ``(B, T, H*d)`` without computing.
+    - ``step``: dotted path of a module whose ``forward`` calls are timed; those for which
+      ``is_step(args, kwargs)`` holds are the expert's flow steps (``evaluate_mode`` then reports
+      ``expert_ms`` as their sum per chunk and ``prefix_ms`` as the rest of the call).
     """
 
     root: str = ""
@@ -41,14 +53,24 @@ class PolicyProfile:
     prefix: str | None = None
     executed: Callable[[nn.Module], slice] | None = None
     shared_attention_steps: bool = False
+    calls: str = "layers"
+    block_spec: BlockSpec | None = None
+    attention_interface: str | None = None
+    step: str | None = None
+    is_step: Callable[[tuple, dict], bool] | None = None
+
+    def __post_init__(self) -> None:
+        if self.calls not in ("layers", "pieces"):
+            raise ValueError(f"PolicyProfile.calls={self.calls!r}: expected 'layers' or 'pieces'.")
 
 
-_PROFILES: dict[str, PolicyProfile] = {}
+_PROFILES: dict[str, PolicyProfile | Callable[[nn.Module], PolicyProfile]] = {}
 DEFAULT = PolicyProfile()
 
 
-def register_policy(name: str, profile: PolicyProfile) -> None:
-    """Register ``profile`` for the policy class with qualified name ``name`` (``"pkg.module.Class"``)."""
+def register_policy(name: str, profile: PolicyProfile | Callable[[nn.Module], PolicyProfile]) -> None:
+    """Register ``profile`` (or a function of the policy returning one) for the policy class with
+    qualified name ``name`` (``"pkg.module.Class"``)."""
     if "." not in name:
         raise ValueError(f"register_policy: name={name!r}; give the qualified class name 'pkg.module.Class'.")
     _PROFILES[name] = profile
@@ -59,7 +81,7 @@ def policy_profile(policy: nn.Module) -> PolicyProfile:
     for cls in type(policy).__mro__:
         profile = _PROFILES.get(qualified_name(cls))
         if profile is not None:
-            return profile
+            return profile if isinstance(profile, PolicyProfile) else profile(policy)
     return DEFAULT
 
 

@@ -25,16 +25,31 @@ class BranchSpec:
     ``output`` is the submodule path (relative to the block; ``""`` = the block itself) whose
     return value is the branch output; ``gates`` are submodule paths called earlier in the same
     branch that are skipped too (they return a placeholder the block never reads).
+
+    For layers whose pieces the model calls itself (LeRobot's SmolVLA / pi0 code): ``shaped`` gates
+    return zeros shaped like their real output (a zero-stride view: the caller reshapes them);
+    ``copy`` keeps the cache apart from what the caller gets (LeRobot adds the residual in place,
+    ``out += hidden``); ``attention_gate`` names the gate (``self_attn.q_proj``) whose skipped call
+    means the model's next attention-function call belongs to this skipped branch (see
+    ``PolicyProfile.attention_interface``).
     """
 
     name: str
     kind: str
     output: str
     gates: tuple[str, ...] = ()
+    shaped: bool = False
+    copy: bool = False
+    attention_gate: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in BRANCH_KINDS:
             raise ValueError(f"BranchSpec.kind={self.kind!r}: expected one of {BRANCH_KINDS}.")
+        if self.attention_gate is not None and self.attention_gate not in self.gates:
+            raise ValueError(
+                f"BranchSpec.attention_gate={self.attention_gate!r} is not one of its gates {self.gates}; "
+                "list it in gates too."
+            )
 
 
 @dataclass(frozen=True)
@@ -45,11 +60,15 @@ class BlockSpec:
     ``residual_sum`` (a bool, or a predicate on the layer) says that in eval the layer returns its
     input plus its branch outputs, added one by one in ``branches`` order (the first element where a
     branch returns a tuple): the condition for running a whole skipped stack as those additions.
+
+    ``pieces``: the spec to use where the model never calls the layer module but its pieces
+    (``q/k/v_proj``, ``o_proj``, ``mlp``) one by one (a policy profile with ``calls="pieces"``).
     """
 
     branches: tuple[BranchSpec, ...]
     disable_fast_path: bool = False
     residual_sum: bool | Callable[[nn.Module], bool] = False
+    pieces: BlockSpec | None = None
 
     def sums_residual(self, layer: nn.Module) -> bool:
         rule = self.residual_sum
@@ -66,6 +85,7 @@ class Branch:
     block: nn.Module = field(compare=False, repr=False)
     output: nn.Module = field(compare=False, repr=False)
     gates: tuple[nn.Module, ...] = field(default=(), compare=False, repr=False)
+    spec: BranchSpec | None = field(default=None, compare=False, repr=False)
 
 
 _REGISTRY: dict[type, BlockSpec] = {}
@@ -128,13 +148,34 @@ def submodule(model: nn.Module, root: str) -> nn.Module:
         ) from None
 
 
+def used_spec(module: nn.Module, path: str, calls: str, override: BlockSpec | None) -> BlockSpec | None:
+    spec = block_spec(module)
+    if spec is None:
+        return None
+    if override is not None:
+        return override
+    if calls == "pieces":
+        if spec.pieces is None:
+            raise ValueError(
+                f"{path} ({qualified_name(type(module))}): the policy's profile says its layers are called in pieces, "
+                "but this layer type has no pieces spec; register one with register_block(cls, BlockSpec(..., "
+                "pieces=BlockSpec(...)))."
+            )
+        return spec.pieces
+    return spec
+
+
 def discover_branches(model: nn.Module, root: str = "") -> list[Branch]:
     """All branches of registered blocks in ``model`` (only under the submodule ``root`` when given),
-    in module order (shallow to deep); names are paths from ``model``."""
+    in module order (shallow to deep); names are paths from ``model``. Where ``model``'s policy profile
+    says its layers are called in pieces (``calls="pieces"``) or gives a ``block_spec``, that spec is used."""
+    from ._profiles import policy_profile  # profiles name specs; registry is imported first
+
+    profile = policy_profile(model)
     out: list[Branch] = []
     layer = 0
     for path, module in submodule(model, root).named_modules(prefix=root):
-        spec = block_spec(module)
+        spec = used_spec(module, path, profile.calls, profile.block_spec)
         if spec is None:
             continue
         for b in spec.branches:
@@ -146,6 +187,7 @@ def discover_branches(model: nn.Module, root: str = "") -> list[Branch]:
                     block=module,
                     output=module.get_submodule(b.output),
                     gates=tuple(module.get_submodule(g) for g in b.gates),
+                    spec=b,
                 )
             )
         layer += 1

@@ -24,8 +24,9 @@ from typing import Any
 from torch import nn
 
 from ._config import BACConfig
+from ._pieces import SkipFlag, copying_output_forward, shaped_gate_forward, skipping_attention_interface
 from ._profiles import policy_profile
-from ._registry import block_spec, discover_branches, submodule
+from ._registry import block_spec, discover_branches, submodule, used_spec
 from ._resolve import resolve_schedule
 from ._schedule import steps_to_mask
 from ._stack import fusable_stacks
@@ -46,6 +47,7 @@ class _CacheState:
     schedule: dict[str, list[int]]
     branches: list[_BranchState] = field(default_factory=list)
     undo: list[Any] = field(default_factory=list)
+    flag: SkipFlag | None = None  # a skipped attention gate -> the model's next attention call
 
 
 _STATES: weakref.WeakKeyDictionary[nn.Module, _CacheState] = weakref.WeakKeyDictionary()
@@ -98,6 +100,21 @@ def _gate_forward(module: nn.Module, orig, st: _BranchState):
         return held[0]  # placeholder: the branch output comes from the cache
 
     return forward
+
+
+def _branch_forward(br, st: _BranchState):
+    if br.spec is not None and br.spec.copy:
+        return copying_output_forward(br.output, br.output.forward, st, _too_many)
+    return _output_forward(br.output, br.output.forward, st)
+
+
+def _gate_forwards(br, st: _BranchState, flag: SkipFlag | None) -> list:
+    if br.spec is None or not br.spec.shaped:
+        return [_gate_forward(g, g.forward, st) for g in br.gates]
+    return [
+        shaped_gate_forward(g, g.forward, st, flag if path == br.spec.attention_gate else None)
+        for g, path in zip(br.gates, br.spec.gates, strict=True)
+    ]
 
 
 def _override_forward(module: nn.Module, new) -> Any:
@@ -156,15 +173,23 @@ def apply_cache(policy: nn.Module, config: BACConfig) -> nn.Module:
     _STATES[policy] = state
     if config.mode == "original":
         return policy
+    profile = policy_profile(policy)
+    if profile.attention_interface is not None and any(b.spec and b.spec.attention_gate for b in branches):
+        state.flag = SkipFlag()
+        owner, _, name = profile.attention_interface.rpartition(".")
+        module = submodule(policy, owner)
+        state.undo.append(
+            _override_forward_attr(module, name, skipping_attention_interface(getattr(module, name), state.flag))
+        )
     blocks_seen: set[int] = set()
     states_by_block: dict[int, list[_BranchState]] = {}
     for br in branches:
         st = _BranchState(br.name, steps_to_mask(schedule[br.name], num_steps))
         state.branches.append(st)
         states_by_block.setdefault(id(br.block), []).append(st)
-        state.undo.append(_override_forward(br.output, _output_forward(br.output, br.output.forward, st)))
-        for g in br.gates:
-            state.undo.append(_override_forward(g, _gate_forward(g, g.forward, st)))
+        state.undo.append(_override_forward(br.output, _branch_forward(br, st)))
+        for g, forward in zip(br.gates, _gate_forwards(br, st, state.flag), strict=True):
+            state.undo.append(_override_forward(g, forward))
         if id(br.block) not in blocks_seen:
             blocks_seen.add(id(br.block))
             spec = block_spec(br.block)
@@ -172,9 +197,9 @@ def apply_cache(policy: nn.Module, config: BACConfig) -> nn.Module:
                 # torch's fused encoder-layer kernel skips submodules unless a hook is attached.
                 state.undo.append(br.block.register_forward_pre_hook(_noop_pre_hook).remove)
     if config.fuse_skipped_stacks:
-        for stack, make_forward, states in fusable_stacks(submodule(policy, root), states_by_block):
+        used = {id(b.block): used_spec(b.block, b.name, profile.calls, profile.block_spec) for b in branches}
+        for stack, make_forward, states in fusable_stacks(submodule(policy, root), states_by_block, used):
             state.undo.append(_override_forward(stack, make_forward(stack, stack.forward, states)))
-    profile = policy_profile(policy)
     method = profile.method if config.reset_method == "auto" else config.reset_method
     if method is not None and callable(getattr(policy, method, None)):
         kwarg = profile.steps_kwarg if method == profile.method else "num_inference_steps"
@@ -240,6 +265,8 @@ def reset_state(policy: nn.Module) -> None:
         return
     for st in state.branches:
         st.step, st.cache = 0, None
+    if state.flag is not None:
+        state.flag.armed = False
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from ._registry import block_spec, qualified_name
+from ._registry import BlockSpec, block_spec, qualified_name
 
 _POSITIONAL_OK = {nn.TransformerEncoder: 2, nn.TransformerDecoder: 4}  # (src, mask) / (tgt, memory, masks)
 _PADDING = ("src_key_padding_mask", "tgt_key_padding_mask", "memory_key_padding_mask")
@@ -103,9 +103,13 @@ def hf_stack_forward(stack: nn.Module, orig, states: list):
     return forward
 
 
-def fusable_stacks(model: nn.Module, states_by_block: dict[int, list]) -> list[tuple[nn.Module, Any, list]]:
+def fusable_stacks(
+    model: nn.Module, states_by_block: dict[int, list], specs: dict[int, BlockSpec] | None = None
+) -> list[tuple[nn.Module, Any, list]]:
     """(stack, forward maker, its layers' branch states in compute order) for every stack under
-    ``model`` whose layers all sum their residual and are all cached."""
+    ``model`` whose layers all sum their residual and are all cached. ``specs``: id(layer) -> the spec the
+    cache uses for it (a policy profile's), else the registered one."""
+    specs = specs or {}
     out = []
     for module in model.modules():
         if isinstance(module, tuple(_POSITIONAL_OK)):
@@ -115,6 +119,7 @@ def fusable_stacks(model: nn.Module, states_by_block: dict[int, list]) -> list[t
         else:
             continue
         layers = list(module.layers)
-        if layers and all(id(m) in states_by_block and block_spec(m).sums_residual(m) for m in layers):
+        sums = all(id(m) in states_by_block and specs.get(id(m), block_spec(m)).sums_residual(m) for m in layers)
+        if layers and sums:
             out.append((module, make, [st for m in layers for st in states_by_block[id(m)]]))
     return out
