@@ -59,6 +59,10 @@ def _run(teacher, batch, seed=0):
     return teacher.sample_actions(batch, generator=torch.Generator().manual_seed(seed))
 
 
+def _copy(value):
+    return tuple(_copy(v) for v in value) if isinstance(value, tuple) else value if value is None else value.clone()
+
+
 def _hand_cached(teacher, batch, updates: list[int]):
     """The uncached model with each expert branch's output replaced, at the steps not in ``updates``, by
     its output at the latest update step (forward hooks; nothing from accel)."""
@@ -72,12 +76,9 @@ def _hand_cached(teacher, batch, updates: list[int]):
                 step = state["calls"] % K
                 state["calls"] += 1
                 if step in updates:
-                    state["value"] = tuple(o.clone() if torch.is_tensor(o) else o for o in out) if isinstance(
-                        out, tuple
-                    ) else out.clone()
+                    state["value"] = _copy(out)
                     return None
-                v = state["value"]
-                return tuple(o.clone() if torch.is_tensor(o) else o for o in v) if isinstance(v, tuple) else v.clone()
+                return _copy(state["value"])
 
             handles.append(module.register_forward_hook(hook))
     try:
