@@ -5,6 +5,8 @@ the rank's place in the group, and the checks on the global batches that every r
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -25,13 +27,7 @@ class _TaskLoss(nn.Module):
         self.model = model
 
     def forward(self, batch: dict) -> Tensor:
-        m = self.model
-        actions = m.normalize("action", batch["action"])  # (B, H, A)
-        noise, t = batch["noise"], batch["time"]  # (B, H, A), (B,)
-        x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
-        kv, valid = m.run_prefix(batch)
-        v = m.velocity(kv, valid, m.normalize("state", batch["state"]), x_t, t)
-        return nn.functional.mse_loss(v, noise - actions)
+        return self.model.loss(batch, noise=batch["noise"], time=batch["time"])
 
 
 def _task_loss(module: nn.Module, batch: dict) -> Tensor:
@@ -60,6 +56,14 @@ def check_split(world: int, **sizes: int) -> None:
             )
 
 
+def _no_forward_buffer_sync() -> dict:
+    """DDP's switch for not broadcasting buffers at each forward (the retainer's passes run under
+    ``no_sync`` and the ranks' buffers are equal): ``forward_sync_buffers`` where torch has it (2.13
+    deprecates ``broadcast_buffers``), else ``broadcast_buffers`` (torch 2.10)."""
+    params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+
+
 def task_retainer(model: nn.Module, anchor_set: AnchorSet, retention: RetentionConfig) -> Retainer:
     """The Retainer of ``model``'s task loss; under torchrun it sees the loss through DDP, so that it
     averages both gradients and L_ret over the ranks."""
@@ -71,5 +75,5 @@ def task_retainer(model: nn.Module, anchor_set: AnchorSet, retention: RetentionC
                 f"the process group uses nccl (CUDA) but the model is on {device}; move it to cuda:LOCAL_RANK"
             )
         ids = [device.index] if device.type == "cuda" else None
-        loss = nn.parallel.DistributedDataParallel(loss, device_ids=ids, broadcast_buffers=False)
+        loss = nn.parallel.DistributedDataParallel(loss, device_ids=ids, **_no_forward_buffer_sync())
     return Retainer(loss, _task_loss, anchor_set.student, retention)
