@@ -12,6 +12,10 @@ policy can read, one sample through it) and ``--out``.
 Under ``torchrun`` every rank records the same simulated episodes from the seed (or opens the same
 datasets) and trains on the rank's device on its slices of the global ``--batch-size`` and
 ``--anchor-batch-size``; rank 0 alone writes and prints.
+
+``--policy DIR`` holding a LeRobot SmolVLA / pi0 / pi0.5 or a transformers PI0 / PI05 goes to
+``retain.policy_train`` (the policy's own training loss; task data from ``--dataset``; replay from
+``--replay-dataset`` by ``--replay-fraction``; without ``--anchors`` only ``--method plain``).
 """
 
 from __future__ import annotations
@@ -66,13 +70,17 @@ def _check_tasks(task: str | None, replay_task: str | None, replay_episodes: int
 
 def _policy(policy: str):
     from policylens.models import TinyVLA, load_model
+    from policylens.retain import check_trainable
 
     try:
         model = load_model(policy)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ImportError) as exc:
         raise CommandError(f"--policy {policy}: {exc}") from None
     if not isinstance(model, TinyVLA):
-        raise CommandError(f"--policy {policy}: a {type(model).__name__}; retain train fine-tunes a TinyVLA")
+        try:
+            check_trainable(model, f"--policy {policy}")
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
     return model
 
 
@@ -88,7 +96,9 @@ def _anchors(anchors: str, model) -> None:
 
 @app.command("train")
 def train(
-    anchors: str = typer.Option(..., help="A bridge cache of the teacher (`policylens cache build --kind bridge`)."),
+    anchors: str | None = typer.Option(
+        None, help="A bridge cache of the teacher (`policylens cache build --kind bridge`); --method plain needs none."
+    ),
     out: str = typer.Option(..., help="Output directory (the same run resumes there)."),
     policy: str = typer.Option("tiny_vla", help="The policy to fine-tune (built-in name or checkpoint)."),
     task: str | None = typer.Option(None, help="Simulated task B to learn [default: put_in_tray, without --dataset]."),
@@ -103,6 +113,9 @@ def train(
     ),
     replay_episodes: int | None = typer.Option(
         None, min=1, help="How many replay episodes [--replay-task: required; --replay-dataset: all]."
+    ),
+    replay_fraction: float = typer.Option(
+        0.0, min=0.0, max=0.99, help="--policy DIR: the share of each batch's rows drawn from the replay episodes."
     ),
     method: Annotated[
         Method, typer.Option(help="How L_ret enters each step (docs/retention.md compares the methods).")
@@ -125,7 +138,7 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Fine-tune POLICY on expert episodes of TASK with a retention step; TensorBoard logs in OUT/tb."""
-    from policylens.models import TrainingInterrupted
+    from policylens.models import TinyVLA, TrainingInterrupted
     from policylens.retain import (
         RetainTrainConfig,
         RetentionConfig,
@@ -137,6 +150,7 @@ def train(
 
     _check_tasks(task, replay_task, replay_episodes, dataset=dataset, replay_dataset=replay_dataset)
     check_world_split(batch_size=batch_size, anchor_batch_size=anchor_batch_size)
+    asked = {"task": task, "replay_task": replay_task}
     task = None if dataset else (task or "put_in_tray")
     retention = RetentionConfig(
         epsilon=epsilon, method=method, lam=lam, lam_lr=lam_lr, loss=loss, projection=projection
@@ -149,6 +163,20 @@ def train(
             say = rank_output(d)
             say(f"torch threads: {apply_threads(threads)}")
             model = _policy(policy)
+            if not isinstance(model, TinyVLA):
+                own = {"dataset": dataset, "replay_dataset": replay_dataset, "camera_map": camera_map,
+                       "episodes": episodes, "replay_episodes": replay_episodes, **asked}  # fmt: skip
+                own.update(anchors=anchors, replay_fraction=replay_fraction)
+                summary = _train_own(model, policy, own, out=out, retention=retention, config=config,
+                                     overwrite=overwrite, d=d)  # fmt: skip
+                say(json.dumps(summary))
+                say(f"policy, retain.json and TensorBoard logs in {out}")
+                return
+            if anchors is None or replay_fraction:
+                raise CommandError(
+                    f"--policy {policy} (TinyVLA): --anchors is required and replay mixes whole episodes "
+                    "(--replay-episodes N); --replay-fraction applies to a LeRobot / transformers pi --policy DIR"
+                )
             _anchors(anchors, model)
             data = {
                 "policy": policy,
@@ -211,3 +239,45 @@ def _disk_episodes(model, dataset, replay_dataset, *, camera_map, n, replay_n) -
         if spec:
             eps += dataset_training_episodes(model, spec, camera_map, episodes=count)
     return eps
+
+
+def _train_own(model, policy: str, own: dict, *, out, retention, config, overwrite, d) -> dict:
+    """A LeRobot / transformers pi policy: task and replay episodes from disk, the generic loop."""
+    anchors, replay_fraction = own["anchors"], own["replay_fraction"]
+    from policylens.data import dataset_training_episodes
+    from policylens.retain import PolicyTrainConfig, policy_train
+
+    if own["task"] or own["replay_task"]:
+        raise CommandError(
+            f"--policy {policy}: --task / --replay-task record TinyVLA's simulated cameras; give this policy "
+            "episodes from disk with --dataset / --replay-dataset lerobot:PATH | droid:PATH (and --camera-map)"
+        )
+    if not own["dataset"]:
+        raise CommandError(f"--policy {policy}: pass the task data with --dataset lerobot:PATH | droid:PATH")
+    if anchors is None and retention.method != "plain":
+        raise CommandError(
+            f"--method {retention.method} needs --anchors (a bridge cache of the teacher: `policylens cache build "
+            f"--policy {policy} --kind bridge ...`); --method plain fine-tunes without one"
+        )
+    if bool(own["replay_dataset"]) != (replay_fraction > 0):
+        raise CommandError(
+            f"--replay-dataset {own['replay_dataset']} with --replay-fraction {replay_fraction}: with --policy DIR "
+            "replay is a share of every batch; pass both (e.g. --replay-fraction 0.25) or neither"
+        )
+    if anchors is not None:
+        _anchors(anchors, model)
+    eps = dataset_training_episodes(model, own["dataset"], own["camera_map"], episodes=own["episodes"])
+    replay = []
+    if own["replay_dataset"]:
+        replay = dataset_training_episodes(
+            model, own["replay_dataset"], own["camera_map"], episodes=own["replay_episodes"]
+        )
+    train = PolicyTrainConfig(
+        steps=config.steps, batch_size=config.batch_size, anchor_batch_size=config.anchor_batch_size, lr=config.lr,
+        seed=config.seed, replay_fraction=replay_fraction,
+    )  # fmt: skip
+    data = {k: own[k] for k in ("dataset", "replay_dataset", "camera_map", "episodes", "replay_episodes")}
+    return policy_train(
+        model.to(d.device), eps, out, train, retention, anchors=anchors, replay=replay, run_settings=data,
+        overwrite=overwrite, progress=d.main, log=rank_output(d),
+    )  # fmt: skip

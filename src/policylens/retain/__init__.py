@@ -13,6 +13,7 @@ from ._anchors import AnchorSet
 from ._dual import DualAscent
 from ._loss import RETENTION_LOSSES, retention_loss
 from ._methods import AGEM, METHOD_TYPES, CRaFT, Fixed, PCGrad, Plain, RetentionMethod, make_method
+from ._policy_train import PolicyTrainConfig, check_trainable, policy_train
 from ._projection import agem_project, grad_dot, pcgrad_combine
 from ._retainer import METHODS, PROJECTIONS, Retainer, RetentionConfig
 from ._task_stats import Z_LIMIT, StreamCheck, adopt_task_stats, check_task_stats
@@ -31,6 +32,7 @@ __all__ = [
     "Fixed",
     "PCGrad",
     "Plain",
+    "PolicyTrainConfig",
     "RetainTrainConfig",
     "Retainer",
     "RetentionConfig",
@@ -40,11 +42,13 @@ __all__ = [
     "agem_project",
     "check_retain_out",
     "check_task_stats",
+    "check_trainable",
     "finished_message",
     "grad_dot",
     "make_method",
     "open_anchors",
     "pcgrad_combine",
+    "policy_train",
     "retain_train",
     "retention_loss",
     "retention_step",
