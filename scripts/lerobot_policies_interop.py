@@ -25,7 +25,12 @@ interpreter with it first on PYTHONPATH. Checks (a PASS / FAIL table; exit 1 on 
    computes on the same pre-processed frames (``hidden_feature``; pi0 also ``bridge``);
 5. installing policylens kept lerobot's torch / transformers / tokenizers;
 6. ``LeRobotTeacher.image_transform`` finds the bars the policy's own image preprocessing drew and maps its
-   input back onto the frame (the attention job's overlays).
+   input back onto the frame (the attention job's overlays);
+7. BAC caching (``policylens.accel``) applies to the policy's action expert through ``LeRobotTeacher`` (SmolVLA's
+   layers called in pieces: ``o_proj`` / ``mlp`` outputs; pi0 / pi0.5: the expert's Gemma layers), is
+   bit-identical to the uncached policy with every flow step updated, and ``compare_modes`` (10 flow steps, one
+   torch thread, B=1) gives the expert's speed-up and the action error of uniform schedules against the
+   uncached chunk; a uniform S=1 row with and without skipping the attention function measures a skipped step.
 """
 
 from __future__ import annotations
@@ -573,7 +578,10 @@ def check_pins(before: str | None) -> None:
         r.update(ok=not bad, value="unchanged" * bool(before and not bad), detail="; ".join([detail, *bad]))
 
 
-def run_policy(kind: str, dataset: Path, out: Path) -> None:
+def run_policy(kind: str, dataset: Path, out: Path, bac_only: bool = False) -> None:
+    if bac_only:
+        check_bac(kind, out)
+        return
     policy, pre, _ = BUILD[kind]()
     batch = lb.example_batch(policy, pre)
     if kind != "smolvla":
@@ -586,6 +594,76 @@ def run_policy(kind: str, dataset: Path, out: Path) -> None:
     check_image_transform(kind, policy, pre)
     check_layouts(kind)
     check_cache(kind, dataset, out)
+    check_bac(kind, out)
+
+
+BAC_CALLS = 20
+
+
+def check_bac(kind: str, out: Path) -> None:
+    """Check 7: BAC on the policy's action expert, 10 flow steps, executed part n_action_steps=5."""
+    from dataclasses import replace
+
+    from policylens.accel import BACConfig, cache_context, cache_info, compare_modes, discover_branches
+    from policylens.accel import register_policy as register
+    from policylens.accel._lerobot import TEACHER, teacher_profile
+    from policylens.models import LeRobotTeacher
+
+    steps = "num_steps" if kind == "smolvla" else "num_inference_steps"
+    policy, pre, _ = BUILD[kind](num_steps=10, n_action_steps=5)
+    teacher = LeRobotTeacher(policy.eval(), pre, kind)
+    batch = lb.example_batch(policy, pre, batch_size=1, with_action=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with row(kind, "7 BAC finds the expert's branches (SmolVLA: o_proj / mlp)") as r:
+            branches = discover_branches(teacher, teacher_profile(teacher).root)
+            outputs = sorted({type(b.output).__name__ for b in branches})
+            r.update(ok=len(branches) > 0 and getattr(policy.config, steps) == 10, value=str(len(branches)))
+            r["detail"] = f"{branches[0].name} ... outputs {outputs}"
+        with row(kind, "7 BAC every flow step updated == uncached, bit for bit") as r:
+            plain = teacher.sample_actions(batch, generator=torch.Generator().manual_seed(0))
+            with cache_context(teacher, BACConfig(mode="uniform", every=1)):
+                every = teacher.sample_actions(batch, generator=torch.Generator().manual_seed(0))
+                fired = cache_info(teacher)["num_steps"] == 10
+            diff = maxdiff(plain, every)
+            r.update(ok=fired and torch.equal(plain, every), value=f"{diff:.1e}")
+        with row(kind, "7 BAC uniform schedules: expert speed-up, action error vs uncached") as r:
+            configs = {
+                "original": None,
+                **{f"uniform S={s}": BACConfig(mode="uniform", num_updates=s) for s in (5, 3, 1)},
+            }
+            rows = compare_modes(teacher, configs, batch, calls=BAC_CALLS, seed=0)
+            if kind == "smolvla":  # the same S=1 with the attention function run on skipped steps
+                register(TEACHER, lambda t: replace(teacher_profile(t), attention_interface=None))
+                try:
+                    extra = compare_modes(teacher, {"original": None, "S=1, attention run": configs["uniform S=1"]},
+                                          batch, calls=BAC_CALLS, seed=0)  # fmt: skip
+                finally:
+                    register(TEACHER, teacher_profile)
+                rows.append(extra[1])
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"bac-{kind}.json").write_text(json.dumps(rows, indent=1))
+            print_bac(kind, rows)
+            s5 = rows[1]
+            r.update(ok=s5["expert_speedup"] > 1 and s5["mse"] > 0, value=f"{s5['expert_speedup']:.2f}x")
+            r["detail"] = f"S=5: expert {s5['expert_speedup']:.2f}x, e2e {s5['speedup']:.2f}x, "
+            r["detail"] += f"MSE executed {s5['mse_executed']:.2e}"
+    finally:
+        torch.set_num_threads(threads)
+
+
+def print_bac(kind: str, rows: list[dict]) -> None:
+    print(f"\nBAC on {kind} (10 flow steps, B=1, 1 torch thread, medians of {BAC_CALLS} calls):")
+    print("| mode | ms per chunk = prefix + 10 x expert step | x e2e | x expert | skipped ", end="")
+    print("| MSE chunk | MSE executed | max abs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        ms = f"{r['median_ms']:.1f} = {r['prefix_ms']:.1f} + 10 x {r['expert_step_ms']:.2f}"
+        print(
+            f"| {r['mode']} | {ms} | {r['speedup']:.2f} | {r['expert_speedup']:.2f} | {r['skipped']:.0%} | "
+            f"{r['mse']:.2e} | {r['mse_executed']:.2e} | {r['max_abs']:.2e} |"
+        )
 
 
 def print_table(rows: list[dict]) -> None:
@@ -603,6 +681,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="work directory: dataset, checkpoints, caches (default: a temp dir)")
     ap.add_argument("--pins-before", help="`pip list` of this venv recorded before installing policylens")
     ap.add_argument("--only", default="smolvla,pi0,pi05", help="comma-separated: smolvla, pi0, pi05")
+    ap.add_argument("--bac-only", action="store_true", help="run check 7 (BAC caching) only")
     ap.add_argument("--rows", help=argparse.SUPPRESS)  # the pi child writes its rows here as JSON
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local
@@ -614,23 +693,25 @@ def main(argv=None) -> int:
     if args.rows:  # the pi child, running beside SmolVLA in the parent: half the cores each
         torch.set_num_threads(half)
         for kind in kinds:
-            run_policy(kind, dataset, out)
+            run_policy(kind, dataset, out, args.bac_only)
         Path(args.rows).write_text(json.dumps(ROWS))
         return 0
     from policylens.sim.pybullet import generate_episodes
 
-    generate_episodes("reach", 2, dataset, fmt="lerobot", image_size=64, progress=False, if_exists="overwrite")
-    check_pins(args.pins_before)
+    if not args.bac_only:
+        generate_episodes("reach", 2, dataset, fmt="lerobot", image_size=64, progress=False, if_exists="overwrite")
+        check_pins(args.pins_before)
     pi, child = [k for k in kinds if k != "smolvla"], None
     here = [k for k in kinds if k == "smolvla" or (not tpath and lb.pi_transformers_available())]
     if pi and tpath:  # one transformers per process: pi0 / pi0.5 in a child with the patched one first
         rows.unlink(missing_ok=True)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tpath, os.environ.get("PYTHONPATH")]))}
         cmd = [sys.executable, __file__, "--only", ",".join(pi), "--out", str(out), "--rows", str(rows)]
+        cmd += ["--bac-only"] * args.bac_only
         child = subprocess.Popen(cmd, env=env)
         torch.set_num_threads(half)
     for kind in here:
-        run_policy(kind, dataset, out)
+        run_policy(kind, dataset, out, args.bac_only)
     if child is not None:
         rc = child.wait()
         ROWS.extend(json.loads(rows.read_text()) if rows.exists() else [])
