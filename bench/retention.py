@@ -1,18 +1,24 @@
 """Benchmark retention fine-tuning on the reference VLA: fine-tune ``tiny_vla`` (trained on task A,
-``reach``) on task B, and measure what each method keeps of task A.
+``reach``) on task B, and measure what each method keeps of task A and what each step costs.
 
-Rows, one run per seed: plain fine-tuning; experience replay with 2% of task-A data; a
-fixed-weight retention loss; PCGrad on {L_act, λ·L_ret}; CRaFT (A-GEM projection of conflicting
-gradients + dual ascent), with and without that replay; and the same two with
-``projection="active"`` (the step projected only while L_ret > ε: the rule that solves
-min L_act s.t. L_ret ≤ ε). For each: task-B and task-A success (closed-loop rollouts, 95%
-Wilson intervals), negative backward transfer (task-A success before − after), the final L_ret
-against ε and the fraction of steps above it, bridge-feature drift over the whole cache, and the
-step time as a ratio to plain fine-tuning's from the same run.
+Rows, the same steps, data and seeds each: plain fine-tuning; experience replay with 2% and 10% of
+task-A data; action distillation (the teacher's predicted velocities on the anchors as targets,
+``method="fixed"`` on the cache's action output); a fixed-weight retention loss; PCGrad on
+{L_act, λ·L_ret}; CRaFT (dual ascent) with ``projection="conflict"`` and ``"active"``; CRaFT +
+replay 2%; and the step-cost variants of CRaFT: the retention pass every 2 / 4 steps
+(``retain_every``) and an anchor batch a quarter of the task batch. For each row and seed: task-B
+and task-A success (closed-loop rollouts, 95% Wilson intervals), negative backward transfer (task-A
+success before − after), the final L_ret against ε and the fraction of retention steps above it,
+bridge-feature drift over the whole cache, λ, and the step time as a ratio to plain fine-tuning's
+from the same run (from the training loop's own per-step log times: setup, the anchors' one-time
+decoding and evaluation excluded). Then each row over the seeds (episodes pooled: Wilson interval;
+the seeds' range beside it) and a plot of task-A against task-B success, one point per row and seed
+(``retention.png``). ``--bridge`` picks the bridge the retention rows hold (default, flow steps
+0,4,9, unpooled tokens, or with the action output).
 
-    python bench/retention.py                         # the full run: long on 2 CPU cores
+    python bench/retention.py --seeds 0,1,2             # the full run: long on 2 CPU cores
     python bench/retention.py --steps 150 --eval-episodes 20
-    python bench/retention.py --smoke                 # a minute: a check, not a figure
+    python bench/retention.py --smoke                   # a minute: a check, not a figure
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from policylens._intervals import wilson_interval
 from policylens.anchors import build_cache
 from policylens.data import training_samples
 from policylens.models import load_model
@@ -32,17 +39,28 @@ from policylens.retain import AnchorSet, RetainTrainConfig, RetentionConfig, ret
 from policylens.sim import vla_agent
 from policylens.sim.pybullet import evaluate_policy, generate_episodes, make_training_episodes
 
-ROWS = [  # name, method, replay, projection
-    ("plain", "plain", False, "conflict"),
-    ("replay 2%", "plain", True, "conflict"),
-    ("fixed weight", "fixed", False, "conflict"),
-    ("PCGrad", "pcgrad", False, "conflict"),
-    ("CRaFT", "craft", False, "conflict"),
-    ("CRaFT + replay 2%", "craft", True, "conflict"),
-    ("CRaFT (active)", "craft", False, "active"),
-    ("CRaFT (active) + replay 2%", "craft", True, "active"),
-]
-NAMES = [row[0] for row in ROWS]
+ROWS = {  # name: method, replay fraction of the teacher's data, projection, other settings
+    "plain": ("plain", 0.0, "conflict", {}),
+    "replay 2%": ("plain", 0.02, "conflict", {}),
+    "replay 10%": ("plain", 0.10, "conflict", {}),
+    "action distillation": ("fixed", 0.0, "conflict", {"anchor_features": "action"}),
+    "fixed weight": ("fixed", 0.0, "conflict", {}),
+    "PCGrad": ("pcgrad", 0.0, "conflict", {}),
+    "CRaFT (conflict)": ("craft", 0.0, "conflict", {}),
+    "CRaFT (active)": ("craft", 0.0, "active", {}),
+    "CRaFT + replay 2%": ("craft", 0.02, "conflict", {}),
+    "CRaFT every 2": ("craft", 0.0, "conflict", {"retain_every": 2}),
+    "CRaFT every 4": ("craft", 0.0, "conflict", {"retain_every": 4}),
+    "CRaFT anchors B/4": ("craft", 0.0, "conflict", {"anchor_div": 4}),
+    "CRaFT anchors B/4 every 2": ("craft", 0.0, "conflict", {"anchor_div": 4, "retain_every": 2}),
+}
+NAMES = list(ROWS)
+BRIDGES = {  # --bridge: the cache options of the retention rows' bridge
+    "default": None,
+    "flow-steps": {"flow_steps": (0, 4, 9)},
+    "tokens": {"pooling": "none"},
+    "action": {"action": True},
+}
 
 
 def episodes(task: str, n: int, seed: int, cfg) -> list[dict]:
@@ -80,60 +98,80 @@ def drift(model, cache: Path, batch: int = 16) -> float:
     return total / n
 
 
+def step_seconds(run: Path) -> float | None:
+    """Median seconds per training step, from the wall times of the loop's own ``train/loss`` log
+    (one event after each step): setup, the anchors' one-time decoding and evaluation excluded."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb")).Reload().Scalars("train/loss")
+    times = np.diff([e.wall_time for e in events])
+    return float(np.median(times)) if len(times) else None
+
+
+def make_cache(cache: Path, dataset: str, options: dict | None) -> Path:
+    if not (cache / "manifest.json").is_file():
+        build_cache("tiny_vla", dataset, str(cache), kind="bridge", batch_size=16, progress=False, bridge=options)
+    return cache
+
+
 def run_seed(args, seed: int, work: Path) -> list[dict]:
     teacher = load_model("tiny_vla")
     cfg = teacher.config
-    cache = work / f"cache{seed}"
+    chosen = rows_chosen(args.rows)
     if args.smoke:
         dataset = "synthetic:8"
     else:
-        generate_episodes(
-            "reach",
-            args.anchor_episodes,
-            work / f"reach{seed}",
-            seed=seed,
-            fmt="droid",
-            image_size=cfg.image_size,
-            progress=False,
-        )
+        generate_episodes("reach", args.anchor_episodes, work / f"reach{seed}", seed=seed, fmt="droid",
+                          image_size=cfg.image_size, progress=False)  # fmt: skip
         dataset = f"droid:{work / f'reach{seed}'}"
-    build_cache("tiny_vla", dataset, str(cache), kind="bridge", batch_size=16, progress=False)
+    cache = make_cache(work / f"cache{seed}_{args.bridge}", dataset, BRIDGES[args.bridge])
+    action_cache = None
+    if "action distillation" in chosen:  # the action output: this cache's, or a cache of its own
+        action_cache = cache if args.bridge == "action" else make_cache(work / f"cache{seed}_action", dataset,
+                                                                         BRIDGES["action"])  # fmt: skip
     task_b = episodes(args.task_b, args.episodes_b, seed, cfg)
-    replay_n = max(1, round(0.02 * args.teacher_episodes))
-    replay = episodes("reach", replay_n, seed + 7919, cfg)
+    fractions = sorted({ROWS[n][1] for n in chosen if ROWS[n][1] > 0})
+    replay_all = episodes("reach", max(1, round(max(fractions, default=0) * args.teacher_episodes)), seed + 7919, cfg)
     n_before = 0 if args.skip_before else args.eval_episodes
     before = {
         "A": success(load_model("tiny_vla"), "reach", n_before, seed, args.max_steps),
         "B": success(load_model("tiny_vla"), args.task_b, n_before, seed, args.max_steps),
     }
     rows = []
-    chosen = rows_chosen(args.rows)
-    for name, method, with_replay, projection in [r for r in ROWS if r[0] in chosen]:
+    for name in chosen:
+        method, fraction, projection, extra = ROWS[name]
+        anchor_batch = max(1, (args.anchor_batch_size or args.batch_size) // extra.get("anchor_div", 1))
         train = RetainTrainConfig(
             steps=args.steps,
             batch_size=args.batch_size,
-            anchor_batch_size=args.batch_size,
+            anchor_batch_size=anchor_batch,
             lr=args.lr,
             seed=seed,
             save_every=max(args.steps, 1),
             warmup=min(20, args.steps),
+            retain_every=extra.get("retain_every", 1),
+            anchor_features=extra.get("anchor_features", "all"),
+            log_every=args.log_every,
         )
         lam = args.lam if method in ("fixed", "pcgrad") else 0.0
         retention = RetentionConfig(
             epsilon=args.epsilon, method=method, lam=lam, lam_lr=args.lam_lr, projection=projection
         )
-        folder = name.replace(" ", "_").replace("%", "pct").replace("+", "and").replace("(", "").replace(")", "")
+        folder = "".join(c if c.isalnum() else "_" for c in name)
         out = work / f"seed{seed}" / folder
-        t0 = time.perf_counter()
-        summary = retain_train("tiny_vla", cache, task_b + (replay if with_replay else []), out, train, retention)
-        seconds = time.perf_counter() - t0
+        replay = replay_all[: max(1, round(fraction * args.teacher_episodes))] if fraction else []
+        anchors = action_cache if extra.get("anchor_features") == "action" else cache
+        summary = retain_train("tiny_vla", anchors, task_b + replay, out, train, retention)
         tuned = load_model(str(out))
         rows.append(
             {
                 "row": name,
                 "projection": projection if method in ("agem", "craft") else None,
                 "seed": seed,
-                "step_s": seconds / args.steps,
+                "bridge": args.bridge,
+                "anchor_batch_size": anchor_batch if method != "plain" else None,
+                "retain_every": train.retain_every,
+                "step_s": step_seconds(out),
                 "B": success(tuned, args.task_b, args.eval_episodes, seed, args.max_steps),
                 "A": success(load_model(str(out)), "reach", args.eval_episodes, seed, args.max_steps),
                 "A_before": before["A"],
@@ -151,7 +189,7 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
         print(f"seed {seed} {name}: {json.dumps(rows[-1])}", flush=True)
     plain = next((r["step_s"] for r in rows if r["row"] == "plain"), None)
     for r in rows:
-        r["step_ratio"] = r["step_s"] / plain if plain else None
+        r["step_ratio"] = r["step_s"] / plain if plain and r["step_s"] else None
         both = r["A_before"] is not None and r["A"] is not None
         r["nbt"] = r["A_before"]["rate"] - r["A"]["rate"] if both else None
     return rows
@@ -166,6 +204,17 @@ def rows_chosen(spec: str | None) -> list[str]:
     return chosen
 
 
+def seeds_of(spec: str) -> list[int]:
+    """``--seeds 0,1,2``: the seeds, each row run once per seed."""
+    try:
+        seeds = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise SystemExit(f"--seeds={spec!r}: give distinct whole numbers >= 0, comma-separated (e.g. 0,1,2)")
+    return seeds
+
+
 def fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
@@ -178,7 +227,7 @@ def table(rows: list[dict], epsilon: float) -> str:
     lines = [
         f"| row | seed | task B success | task A success | NBT (A before − after) | L_act first → last "
         f"| final L_ret (ε={epsilon:g}) "
-        "| steps above ε | drift | λ | projection fired | cos(Δθ, g_ret) | step time × plain |",
+        "| retention steps above ε | drift | λ | projection fired | cos(Δθ, g_ret) | step time × plain |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -186,47 +235,116 @@ def table(rows: list[dict], epsilon: float) -> str:
             f"| {r['row']} | {r['seed']} | {pct(r['B'])} | {pct(r['A'])} | {fmt(r['nbt'], '+.0%')} | "
             f"{fmt(r.get('first_loss_act'), '.3g')} → {fmt(r.get('final_loss_act'), '.3g')} | "
             f"{fmt(r['final_loss_ret'], '.3g')} | {fmt(r['above_epsilon'], '.0%')} | {r['drift']:.3g} | "
-            f"{r['lambda']:.3g} | {fmt(r['projection_fired'], '.0%')} | {fmt(r.get('cos_dtheta_ret'), '+.2f')} | "
-            f"{fmt(r['step_ratio'], '.2f')} |"
+            f"{fmt(r['lambda'], '.3g')} | {fmt(r['projection_fired'], '.0%')} | "
+            f"{fmt(r.get('cos_dtheta_ret'), '+.2f')} | {fmt(r['step_ratio'], '.2f')} |"
         )
     return "\n".join(lines)
 
 
+def pooled(results: list[dict | None]) -> str:
+    """Success over every seed's episodes (Wilson interval on the pooled count) and the seeds' range."""
+    results = [r for r in results if r is not None]
+    if not results:
+        return "—"
+    k, n = sum(round(r["rate"] * r["n"]) for r in results), sum(r["n"] for r in results)
+    lo, hi = wilson_interval(k, n)
+    rates = [r["rate"] for r in results]
+    return f"{k / n:.0%} [{lo:.0%}, {hi:.0%}] (seeds {min(rates):.0%}–{max(rates):.0%})"
+
+
+def aggregate(rows: list[dict]) -> str:
+    """Each row over the seeds: pooled success, mean NBT, mean drift and step-time ratio (range)."""
+    lines = [
+        "| row | seeds | task B success | task A success | NBT mean | drift mean | final L_ret mean | λ mean "
+        "| step time × plain (range) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in dict.fromkeys(r["row"] for r in rows):
+        mine = [r for r in rows if r["row"] == name]
+
+        def mean(key, mine=mine):
+            values = [r[key] for r in mine if r[key] is not None]
+            return float(np.mean(values)) if values else None
+
+        ratios = [r["step_ratio"] for r in mine if r["step_ratio"] is not None]
+        spread = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
+        lines.append(
+            f"| {name} | {len(mine)} | {pooled([r['B'] for r in mine])} | {pooled([r['A'] for r in mine])} | "
+            f"{fmt(mean('nbt'), '+.0%')} | {fmt(mean('drift'), '.3g')} | {fmt(mean('final_loss_ret'), '.3g')} | "
+            f"{fmt(mean('lambda'), '.3g')} | {fmt(mean('step_ratio'), '.2f')}×{spread} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> Path | None:
+    """Task-A against task-B success, one point per row and seed (PNG)."""
+    points = [r for r in rows if r["A"] is not None and r["B"] is not None]
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    names = list(dict.fromkeys(r["row"] for r in points))
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(names), 2)))
+    for name, colour in zip(names, colours, strict=False):
+        mine = [r for r in points if r["row"] == name]
+        ax.scatter([r["B"]["rate"] for r in mine], [r["A"]["rate"] for r in mine], color=colour, label=name, s=30)
+    before = next((r["A_before"] for r in points if r["A_before"] is not None), None)
+    if before is not None:
+        ax.axhline(before["rate"], color="grey", linestyle="--", linewidth=1, label="teacher on task A")
+    ax.set(xlabel="task-B success", ylabel="task-A success", xlim=(-0.05, 1.05), ylim=(-0.05, 1.05))
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None) -> int:
+    from policylens.sim.pybullet import TASKS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script runs")
-    ap.add_argument("--out", help="folder for results.json, retention.md and the runs (default: a temp dir)")
-    ap.add_argument("--task-b", default="put_in_tray")
+    ap.add_argument("--out", help="folder for results.json, retention.md, retention.png and the runs (default: temp)")
+    ap.add_argument("--task-b", default="put_in_tray", choices=sorted(TASKS))
     ap.add_argument("--episodes-b", type=int, default=40, help="expert episodes of task B")
     ap.add_argument("--anchor-episodes", type=int, default=20, help="task-A episodes the bridge cache covers")
-    ap.add_argument("--teacher-episodes", type=int, default=200, help="the teacher's task-A training set (for 2%%)")
+    ap.add_argument("--teacher-episodes", type=int, default=200, help="the teacher's task-A training set (replay %%)")
+    ap.add_argument("--bridge", default="default", choices=list(BRIDGES), help="the retention rows' bridge")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--anchor-batch-size", type=int, default=None, help="default: the task batch size")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--epsilon", type=float, default=0.02)
-    ap.add_argument("--lam", type=float, default=1.0, help="the fixed weight (fixed weight, PCGrad)")
+    ap.add_argument("--lam", type=float, default=1.0, help="the fixed weight (fixed weight, PCGrad, distillation)")
     ap.add_argument("--lam-lr", type=float, default=20.0)
+    ap.add_argument("--log-every", type=int, default=10, help="steps between cos(Δθ, g_ret) readings")
     ap.add_argument("--eval-episodes", type=int, default=50)
     ap.add_argument("--max-steps", type=int, default=None, help="cap on rollout steps (default: the task's)")
-    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (each row once per seed)")
     ap.add_argument("--rows", help="comma-separated row names to run (default: all)")
     ap.add_argument("--skip-before", action="store_true", help="skip the teacher's own success (another run has it)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: steady step times on shared cores)")
     args = ap.parse_args(argv)
     rows_chosen(args.rows)  # an unknown row name fails before the episodes are recorded
+    seeds = seeds_of(args.seeds)
     if args.smoke:
-        args.episodes_b, args.steps, args.batch_size, args.eval_episodes, args.max_steps = 1, 2, 2, 1, 4
+        args.episodes_b, args.steps, args.batch_size, args.eval_episodes, args.max_steps = 1, 3, 4, 1, 4
         args.teacher_episodes = 50
     torch.set_num_threads(args.threads)
     print(f"torch threads: {args.threads}", flush=True)
     out = Path(args.out or tempfile.mkdtemp(prefix="policylens-bench-retention-"))
     out.mkdir(parents=True, exist_ok=True)
-    rows = [r for seed in range(args.seeds) for r in run_seed(args, seed, out)]
+    rows = [r for seed in seeds for r in run_seed(args, seed, out)]
     (out / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
-    text = table(rows, args.epsilon)
+    text = table(rows, args.epsilon) + "\n\nOver the seeds:\n\n" + aggregate(rows)
     (out / "retention.md").write_text(text + "\n")
     print(text)
-    print(f"results in {out}")
+    picture = plot(rows, out / "retention.png")
+    print(f"results in {out}" + (f"; plot {picture}" if picture else ""))
     return 0
 
 
