@@ -45,32 +45,34 @@ class AttentionMaps:
 
 
 def _query_mean(probs: Tensor, queries: Tensor) -> Tensor:
-    """``(B, H, Q, K)`` rows kept for the union of queries, per-sample ``queries`` ``(B, Q)``
-    -> ``(B, H, K)`` mean over each sample's own query rows."""
-    w = queries.to(probs.dtype)[:, None, :, None]  # (B, 1, Q, 1)
-    return (probs * w).sum(2) / w.sum(2).clamp(min=1)
+    """``(S, B, H, Q, K)`` rows kept for the union of queries (S calls), per-sample ``queries``
+    ``(B, Q)`` -> ``(S, B, H, K)`` mean over each sample's own query rows."""
+    w = queries.to(probs.dtype)[None, :, None, :, None]  # (1, B, 1, Q, 1)
+    return (probs * w).sum(3) / w.sum(3).clamp(min=1)
 
 
 def _split(row: Tensor, prefix: TokenSpans, cameras: Sequence[str]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """``(B, H, K)`` attention over keys (prefix first, then any suffix) -> camera maps and the
-    mass on every other span."""
-    h = row.shape[1]
+    """``(S, B, H, K)`` attention over keys (prefix first, then any suffix), all S calls at once
+    -> camera maps ``(S, B, H, rows, cols)`` and the mass ``(S, B, H)`` on every other span."""
+    s, b, h = row.shape[:3]
     p = prefix.shape[1]
     maps = {}
     for c in cameras:
         mask, grid = prefix[f"image[{c}]"], prefix.grids[c]
         if bool((mask == mask[:1]).all()):  # the usual case: the camera's tokens sit at the same positions
             idx = mask[0].nonzero().flatten()
-            maps[c] = row[..., idx].reshape(row.shape[0], h, grid.rows, grid.cols)
+            maps[c] = row[..., idx].reshape(s, b, h, grid.rows, grid.cols)
         else:
-            flat = row.permute(0, 2, 1)  # (B, K, H)
-            maps[c] = torch.stack([prefix.image_grid(c, flat[:, :p, j]) for j in range(h)], 1)
+            flat = row[..., :p].permute(0, 1, 3, 2)  # (S, B, P, H)
+            maps[c] = torch.stack(
+                [torch.stack([prefix.image_grid(c, flat[k, :, :, j]) for j in range(h)], 1) for k in range(s)]
+            )
     first = torch.zeros_like(prefix["valid"])
     first[:, 0] = True
     spans = {"image": prefix["image"], "text": prefix["text"], "first": first & ~prefix["image"], "pad": prefix["pad"]}
     if "state" in prefix:
         spans["state"] = prefix["state"]
-    mass = {name: (row[..., :p] * m.to(row.dtype)[:, None, :]).sum(-1) for name, m in spans.items()}
+    mass = {name: (row[..., :p] * m.to(row.dtype)[None, :, None, :]).sum(-1) for name, m in spans.items()}
     mass["suffix"] = row[..., p:].sum(-1)
     return maps, mass
 
@@ -123,11 +125,8 @@ def extract_attention(
             sample(batch, generator=torch.Generator().manual_seed(seed))  # one forward, both phases
     out: dict[tuple[str, int], AttentionMaps] = {}
     for (phase, li), name in taps.items():
-        query = rows[phase]
-        calls = cap.calls(name)
-        per_step = [_split(_query_mean(c.float(), query[:, queries[name]]), prefix, cameras) for c in calls]
-        steps = {c: torch.stack([m[c] for m, _ in per_step]) for c in cameras}
-        mass_steps = {k: torch.stack([s[k] for _, s in per_step]) for k in per_step[0][1]}
+        calls = cap.stacked(name).float()  # (S, B, H, Q, K): every flow step at once
+        steps, mass_steps = _split(_query_mean(calls, rows[phase][:, queries[name]]), prefix, cameras)
         pick = (lambda t: t.mean(0)) if step == "mean" else (lambda t: t[-1] if step == "last" else t[step])
         out[(phase, li)] = AttentionMaps(
             phase,

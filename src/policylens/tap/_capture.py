@@ -127,17 +127,36 @@ def _for(selector, name: str):
     return selector.get(name) if isinstance(selector, Mapping) else selector
 
 
-def _select(t: Tensor, dim: int, index: slice | Tensor | Sequence[int]) -> Tensor:
-    """``t`` restricted to ``index`` along ``dim``: a slice, integer positions or a boolean mask
-    over positions; positions past this call's length are dropped."""
+def _positions(index: slice | Tensor | Sequence[int], length: int, device: torch.device) -> Tensor:
+    """The positions ``index`` keeps of ``length`` (a slice, integer positions or a boolean mask
+    over positions; positions past ``length`` dropped) as a long tensor on ``device``."""
+    if isinstance(index, slice):
+        return torch.arange(length, device=device)[index]
+    idx = torch.as_tensor(index, device=device)
+    if idx.dtype == torch.bool:
+        return idx[:length].nonzero().flatten()
+    return idx[idx < length]
+
+
+class _Rows:
+    """The positions a selector keeps per call length and device, computed once per capture (no
+    ``nonzero`` / host sync per flow step)."""
+
+    def __init__(self, index: slice | Tensor | Sequence[int]) -> None:
+        self.index, self._cache = index, {}
+
+    def __call__(self, length: int, device: torch.device) -> Tensor:
+        key = (length, device)
+        if key not in self._cache:
+            self._cache[key] = _positions(self.index, length, device)
+        return self._cache[key]
+
+
+def _select(t: Tensor, dim: int, index: slice | _Rows) -> Tensor:
+    """``t`` restricted to ``index`` along ``dim``."""
     if isinstance(index, slice):
         return t[(slice(None),) * dim + (index,)]
-    idx = torch.as_tensor(index, device=t.device)
-    if idx.dtype == torch.bool:
-        idx = idx[: t.shape[dim]].nonzero().flatten()
-    else:
-        idx = idx[idx < t.shape[dim]]
-    return t.index_select(dim, idx)
+    return t.index_select(dim, index(t.shape[dim], t.device))
 
 
 class _Sink:
@@ -158,8 +177,21 @@ class _Sink:
     ) -> None:
         self.cap, self.point, self.dtype, self.device = cap, point, dtype, torch.device(device)
         self.positions, self.heads, self.counter = positions, heads, counter
-        self.queries, self.keys = block or (None, None)
+        queries, keys = block or (None, None)
+        self.queries, self.keys = (q if q is None or isinstance(q, slice) else _Rows(q) for q in (queries, keys))
         self.keep_graph, self.on_record = keep_graph, on_record
+
+    def query_rows(self, length: int, device: torch.device) -> Tensor | None:
+        """The query positions this sink keeps of a call with ``length`` queries (None: all)."""
+        if self.queries is None:
+            return None
+        if isinstance(self.queries, slice):
+            return torch.arange(length, device=device)[self.queries]
+        return self.queries(length, device)
+
+    def rows_selected(self, tensor: Tensor) -> None:
+        """Store probabilities whose query rows are already the ones :meth:`query_rows` named."""
+        self(tensor, rows_done=True)
 
     def _stored(self, tensor: Tensor, event: torch.cuda.Event | None) -> None:
         self.cap._add(self.point.name, tensor, event)
@@ -167,12 +199,12 @@ class _Sink:
             self.on_record(self.point.name)
         self.counter.fired(self.point.name)
 
-    def __call__(self, tensor: Tensor) -> None:
+    def __call__(self, tensor: Tensor, rows_done: bool = False) -> None:
         t = tensor if self.keep_graph else tensor.detach()
         if self.point.kind == "probs":
             if self.heads is not None:
                 t = t[:, self.heads]
-            if self.queries is not None:
+            if self.queries is not None and not rows_done:
                 t = _select(t, 2, self.queries)
             if self.keys is not None:
                 t = _select(t, 3, self.keys)
@@ -283,7 +315,7 @@ def _attach(point: TapPoint, sink: _Sink, model: nn.Module) -> tuple[object, ...
     if impl == "eager" and not routes_eager(module):  # eager math inline: the module returns the weights
         return (module.register_forward_hook(lambda _m, _a, out: sink(out[1])),)
     if impl in ("eager", "sdpa"):  # routed whichever of the two runs at call time
-        route_probs(module, sink)
+        route_probs(module, sink, rows=(sink.query_rows, sink.rows_selected))
         return (module,)
     raise ValueError(
         f"tap {point.name!r}: attention probabilities need the 'sdpa' or 'eager' attention implementation, "

@@ -5,10 +5,14 @@ HF attention modules look their kernel up on every call: the ``sdpa`` entry of
 their modeling file. Some callers (LeRobot's pi0 / pi0.5 joint prefix + expert pass) call
 that function directly, handing it a layer's attention module. While a capture is active:
 
-- the ``sdpa`` entry points to :func:`_routing_sdpa`, which computes
-  ``softmax(QKᵀ·scale + mask)`` explicitly for the selected modules (the same math as
-  HF's eager path, float32 softmax) and hands every other module to the original SDPA
-  kernel untouched;
+- the ``sdpa`` entry points to :func:`_routing_sdpa`, which hands every module that is not
+  selected to the original SDPA kernel untouched. For a selected module it computes
+  ``softmax(QKᵀ·scale + mask)`` explicitly (the same math as HF's eager path, float32 softmax).
+  When the route was given the query rows its sink keeps (``rows=``, e.g. the text rows of a
+  decoder layer), only those rows are computed and the layer's output comes from the original
+  kernel, so the model computes exactly what it computes without a capture and the extra work
+  is ``rows × keys`` scores; without ``rows`` every row is computed and the output is
+  ``probs @ V`` (one pass, no kernel call beside it);
 - the modeling file's ``eager_attention_forward`` is wrapped so that, when the module it is
   handed is selected, the weights it already returns go to the sink as they are.
 
@@ -42,16 +46,49 @@ class AttentionRoutingUnavailable(ImportError):
 
 _LOCK = threading.Lock()
 _SINKS: dict[int, Callable[[Tensor], None]] = {}
+_ROWS: dict[int, tuple[Callable[[int, torch.device], Tensor | None], Callable[[Tensor], None]]] = {}
 _STATE: dict[str, object] = {"original": None, "depth": 0}
 _EAGER: dict[str, tuple[Callable, int]] = {}  # modeling module name -> (original function, routes)
 
 
-def _repeat_kv(x: Tensor, n_rep: int) -> Tensor:
-    # (B, Hkv, T, d) -> (B, Hkv * n_rep, T, d)
-    if n_rep == 1:
-        return x
-    b, h, t, d = x.shape
-    return x[:, :, None].expand(b, h, n_rep, t, d).reshape(b, h * n_rep, t, d)
+def _probs(
+    module: nn.Module,
+    query: Tensor,  # (B, H, R, d): the call's rows, or only ``rows`` of them
+    key: Tensor,  # (B, Hkv, Tk, d)
+    attention_mask: Tensor | None,
+    scaling: float | None,
+    is_causal: bool | None,
+    softcap: float | None,
+    tq: int,
+    rows: Tensor | None = None,  # (R,) positions of ``query``'s rows among the call's ``tq``
+) -> Tensor:
+    """``(B, H, R, Tk)`` probabilities, with the mask semantics of HF's SDPA path (bool mask:
+    True attends; float mask: added). Grouped heads share their key block: the query heads of
+    one key head are folded into its rows, so keys are never repeated (a copy) and each score is
+    the same dot product as against the repeated keys."""
+    b, h, r, d = query.shape
+    hkv = key.shape[1]
+    scale = scaling if scaling is not None else d**-0.5
+    folded = query.reshape(b, hkv, (h // hkv) * r, d)  # (B, Hkv, n_rep * R, d)
+    scores = torch.matmul(folded, key.transpose(2, 3)).view(b, h, r, -1) * scale  # (B, H, R, Tk)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    tk = scores.shape[-1]
+    if attention_mask is not None:
+        mask = attention_mask[..., :tk]
+        if rows is not None and mask.shape[-2] == tq and tq > 1:
+            mask = mask.index_select(-2, rows)
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + mask
+    else:
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        if causal and tq > 1:  # SDPA's is_causal is aligned top-left
+            upper = torch.ones(tq, tk, dtype=torch.bool, device=scores.device).triu(1)
+            upper = upper if rows is None else upper.index_select(0, rows)
+            scores = scores.masked_fill(upper, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
 
 
 def attention_with_probs(
@@ -67,28 +104,12 @@ def attention_with_probs(
 ) -> tuple[Tensor, Tensor]:
     """Attention output ``(B, Tq, H, d)`` and probabilities ``(B, H, Tq, Tk)``, with the
     mask semantics of HF's SDPA path (bool mask: True attends; float mask: added)."""
-    n_rep = query.shape[1] // key.shape[1]
-    key, value = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3)) * scale  # (B, H, Tq, Tk)
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    tq, tk = scores.shape[-2:]
-    if attention_mask is not None:
-        mask = attention_mask[..., :tk]
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + mask
-    else:
-        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-        if causal and tq > 1:  # SDPA's is_causal is aligned top-left
-            upper = torch.ones(tq, tk, dtype=torch.bool, device=scores.device).triu(1)
-            scores = scores.masked_fill(upper, torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
-    out = torch.matmul(dropped, value).transpose(1, 2).contiguous()
-    return out, probs
+    b, h, tq, d = query.shape
+    hkv = key.shape[1]
+    probs = _probs(module, query, key, attention_mask, scaling, is_causal, softcap, tq)
+    dropped = nn.functional.dropout(probs, p=dropout, training=module.training) if dropout else probs
+    out = torch.matmul(dropped.reshape(b, hkv, (h // hkv) * tq, -1), value)  # (B, Hkv, n_rep * Tq, d)
+    return out.view(b, h, tq, d).transpose(1, 2).contiguous(), probs
 
 
 def _routing_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kw):
@@ -97,6 +118,17 @@ def _routing_sdpa(module, query, key, value, attention_mask, dropout=0.0, scalin
         return _STATE["original"](
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kw
         )
+    tq = query.shape[2]
+    rows_of, rows_sink = _ROWS.get(id(module), (None, None))
+    rows = rows_of(tq, query.device) if rows_of is not None else None
+    if rows is not None and rows.numel() < tq:
+        # the model's own kernel for the output; probabilities of the kept rows only
+        out = _STATE["original"](
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kw
+        )
+        kept = query.index_select(2, rows)  # (B, H, R, d)
+        rows_sink(_probs(module, kept, key, attention_mask, scaling, is_causal, kw.get("softcap"), tq, rows))
+        return out
     out, probs = attention_with_probs(
         module, query, key, value, attention_mask, dropout, scaling, is_causal, kw.get("softcap")
     )
@@ -150,8 +182,17 @@ def routes_eager(module: nn.Module) -> bool:
     return False
 
 
-def route_probs(module: nn.Module, sink: Callable[[Tensor], None]) -> None:
-    """Send ``module``'s attention probabilities to ``sink`` on every call until unrouted."""
+def route_probs(
+    module: nn.Module,
+    sink: Callable[[Tensor], None],
+    rows: tuple[Callable[[int, torch.device], Tensor | None], Callable[[Tensor], None]] | None = None,
+) -> None:
+    """Send ``module``'s attention probabilities to ``sink`` on every call until unrouted.
+
+    ``rows``: ``(rows_of, rows_sink)``. ``rows_of(n_queries, device)`` gives the query positions
+    (a long tensor, or None for all) the caller keeps of an SDPA call; when they are fewer than
+    the call's queries, only those rows are computed and handed to ``rows_sink`` ``(B, H, R, Tk)``,
+    and the output comes from the original kernel. Eager calls hand ``sink`` the full weights."""
     AttentionInterface = _attention_interface(module)
     with _LOCK:
         if _STATE["depth"] == 0:
@@ -159,6 +200,8 @@ def route_probs(module: nn.Module, sink: Callable[[Tensor], None]) -> None:
             AttentionInterface._global_mapping["sdpa"] = _routing_sdpa
         _STATE["depth"] += 1
         _SINKS[id(module)] = sink
+        if rows is not None:
+            _ROWS[id(module)] = rows
         if _has_eager_function(module):
             name = type(module).__module__
             original, routes = _EAGER.get(name, (sys.modules[name].eager_attention_forward, 0))
@@ -172,6 +215,7 @@ def unroute_probs(module: nn.Module) -> None:
     AttentionInterface = _attention_interface(module)
     with _LOCK:
         _SINKS.pop(id(module), None)
+        _ROWS.pop(id(module), None)
         name = type(module).__module__
         if name in _EAGER:
             original, routes = _EAGER.pop(name)
