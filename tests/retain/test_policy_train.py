@@ -23,7 +23,7 @@ from policylens.retain import PolicyTrainConfig, RetentionConfig, check_trainabl
 from policylens.retain._policy_train import mixed_rows
 from policylens.runs import TrainingInterrupted
 
-TOL = 1e-4  # 2 ranks vs 1: float rounding of the averaged gradients and of AdamW's steps over 3 steps
+TOL = 1e-4  # 2 ranks vs 1 after 3 steps: float rounding; measured 1.6e-6 on the shared 2-core CPU
 
 
 @pytest.fixture(scope="module")

@@ -79,8 +79,11 @@ def _policy(policy: str):
     if not isinstance(model, TinyVLA):
         try:
             check_trainable(model, f"--policy {policy}")
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
+        except ValueError:
+            raise CommandError(
+                f"--policy {policy}: a {type(model).__name__}; retain train fine-tunes a TinyVLA, a LeRobot SmolVLA / "
+                "pi0 / pi0.5 checkpoint directory or a transformers PI0 / PI05 directory (with training_loss)"
+            ) from None
     return model
 
 
