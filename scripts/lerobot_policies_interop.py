@@ -601,7 +601,8 @@ BAC_CALLS = 20
 
 
 def check_bac(kind: str, out: Path) -> None:
-    """Check 7: BAC on the policy's action expert, 10 flow steps, executed part n_action_steps=5."""
+    """Check 7: BAC on the policy's action expert, 10 flow steps, executed part n_action_steps=5. The speed-up
+    is reported, not checked (timings on a shared machine move both ways)."""
     from dataclasses import replace
 
     from policylens.accel import BACConfig, cache_context, cache_info, compare_modes, discover_branches
@@ -646,7 +647,7 @@ def check_bac(kind: str, out: Path) -> None:
             (out / f"bac-{kind}.json").write_text(json.dumps(rows, indent=1))
             print_bac(kind, rows)
             s5 = rows[1]
-            r.update(ok=s5["expert_speedup"] > 1 and s5["mse"] > 0, value=f"{s5['expert_speedup']:.2f}x")
+            r.update(ok=s5["skipped"] == 0.5 and 0 < s5["mse"] < float("inf"), value=f"{s5['expert_speedup']:.2f}x")
             r["detail"] = f"S=5: expert {s5['expert_speedup']:.2f}x, e2e {s5['speedup']:.2f}x, "
             r["detail"] += f"MSE executed {s5['mse_executed']:.2e}"
     finally:
