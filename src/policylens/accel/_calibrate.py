@@ -4,17 +4,27 @@ noise seeds, average the step-similarity matrices, build the schedule and measur
 The outputs are recorded through :func:`policylens.tap.capture` (``modules=``: each branch's output
 module by path, one record per call, float32 on CPU); accel itself installs no read hooks.
 Observations are a tensor ``(N, ...)`` or a batch dict of tensors with N rows each (a VLA's
-``make_batch``); only the blocks under the policy's cache root are recorded (a VLA's action expert)."""
+``make_batch``); only the blocks under the policy's cache root are recorded (a VLA's action expert).
+
+Under torchrun (a process group that ``runs.distributed()`` joined) the calibration batches (one per
+observation batch and noise seed, the same batches and noise as one process) are split over the ranks
+in contiguous blocks; each rank sums its batches' weighted matrices (per batch: the mean over its
+samples, weighted by its share of the samples) for the whole run and for each stability subset, and
+one all-reduce adds the sums, so every rank holds one process's calibration up to float rounding
+(never an average of averages). Every rank must hold the same policy and observations (checked)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from policylens.runs import Dist, shard
 from policylens.tap import capture
 
 from ._calibration import Calibration
@@ -116,13 +126,20 @@ def calibrate(
         raise ValueError("calibrate: policy is in training mode; call policy.eval() first.")
     # one record per denoising step: the branch output, on CPU in float32 as the similarity needs
     modules = _module_paths(policy, branches)
-    jobs = [(s, i) for s in range(num_seeds) for i in range(0, n_obs, batch_size)]
+    jobs = [(s, i) for s in range(num_seeds) for i in range(0, n_obs, batch_size)]  # every rank's list
+    sizes = [min(batch_size, n_obs - i) for _, i in jobs]
+    groups = num_subsets if num_subsets >= 2 and len(jobs) >= num_subsets else 0
+    totals = {"all": float(sum(sizes))}  # the weights of the whole run and of each stability subset
+    totals.update({g: float(sum(sizes[g::groups])) for g in range(groups)})
+    d = _ranks()
+    _check_same_inputs(d, policy, observations)
+    mine = shard(range(len(jobs)), d.rank, d.world)
     hint = default_steps(policy, profile)  # steps per run, known exactly after the first run
     bar = tqdm(
-        total=len(jobs) * hint if isinstance(hint, int) else None,
+        total=len(mine) * hint if isinstance(hint, int) else None,
         desc=f"BAC calibration ({n_obs} obs x {num_seeds} seeds, batch {batch_size})",
         unit="step",
-        disable=not progress,
+        disable=not (progress and d.main),
     )
     first = branches[0].name  # runs once per denoising step: it advances the bar
 
@@ -130,14 +147,14 @@ def calibrate(
         if name == first:
             bar.update()
 
-    runs: list[dict[str, dict[str, np.ndarray]]] = []  # per run: metric -> branch -> (K, K)
-    weights: list[int] = []
+    sums: dict = {}  # "all" / subset g -> metric -> branch -> (K, K): sum of weight x the run's matrix
     K = None
     try:
         with capture(
             policy, modules=modules, dtype=torch.float32, device="cpu", missing="ignore", on_record=tick
         ) as cap:
-            for s, i in jobs:
+            for j in mine:
+                s, i = jobs[j]
                 cap.clear()
                 obs = take_rows(observations, i, i + batch_size)
                 run_fn(policy, obs, torch.Generator(device="cpu").manual_seed(seed + 1000 * s + i))
@@ -145,8 +162,8 @@ def calibrate(
                 counts = {len(v) for v in calls.values()}
                 if len(counts) != 1 or (K is not None and counts != {K}):
                     raise ValueError(f"calibrate: branches saw different step counts {sorted(counts)} (expected {K}).")
-                if K is None and bar.total != len(jobs) * next(iter(counts)):
-                    bar.total = len(jobs) * next(iter(counts))
+                if K is None and bar.total != len(mine) * next(iter(counts)):
+                    bar.total = len(mine) * next(iter(counts))
                     bar.refresh()
                 K = counts.pop()
                 run: dict[str, dict[str, np.ndarray]] = {m: {} for m in keep}
@@ -154,17 +171,15 @@ def calibrate(
                     feats = torch.stack([out.reshape(out.shape[0], -1) for out in v])  # (K, B, F)
                     for m, mat in step_matrices(feats, keep).items():  # (K, K)
                         run[m][name] = mat.numpy()
-                runs.append(run)
-                weights.append(num_rows(obs))
+                for key in ("all", j % groups) if groups else ("all",):
+                    _add(sums, key, np.float64(sizes[j]) / np.float64(totals[key]), run)
     finally:
         bar.close()
+    K = _agree_steps(d, K)
     if K is None or K < 1:
         raise ValueError("calibrate: no denoising step was recorded; check observations and run_fn.")
-
-    def average(idx: list[int]) -> dict[str, dict[str, np.ndarray]]:
-        w = np.asarray([weights[j] for j in idx], dtype=np.float64)
-        w /= w.sum()
-        return {m: {n: sum(wj * runs[j][m][n] for wj, j in zip(w, idx, strict=True)) for n in modules} for m in keep}
+    if d.active:
+        sums = _all_reduce(d, sums, list(totals), keep, list(modules), K)
 
     common = {
         "num_steps": K,
@@ -176,9 +191,81 @@ def calibrate(
         "num_updates": min(num_updates, K),
         "n_bu": n_bu,
     }
-    cal = Calibration(**common, matrices=average(list(range(len(runs)))), num_samples=int(sum(weights)))
-    cal.stability = _stability(cal, runs, average, num_subsets, common)
+    cal = Calibration(**common, matrices=sums["all"], num_samples=int(sum(sizes)))
+    # subset g holds the runs j = g, g + num_subsets, ... (the indices _stability passes)
+    cal.stability = _stability(cal, range(len(jobs)), lambda idx: sums[idx[0]], num_subsets, common)
     return cal
+
+
+def _add(sums: dict, key, weight: np.float64, run: dict[str, dict[str, np.ndarray]]) -> None:
+    """sums[key][metric][branch] += weight * run[metric][branch], in the runs' order (one process: the
+    same float sums as a weighted mean of every run's matrices)."""
+    acc = sums.setdefault(key, {m: {} for m in run})
+    for m, mats in run.items():
+        for name, mat in mats.items():
+            term = weight * mat
+            acc[m][name] = term if name not in acc[m] else acc[m][name] + term
+
+
+def _ranks() -> Dist:
+    """This process's place in the group ``runs.distributed()`` joined (rank 0 of 1 without one)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return Dist()
+    return Dist(dist.get_rank(), dist.get_world_size(), backend=dist.get_backend())
+
+
+def _fingerprint(policy: nn.Module, observations: Observations) -> str:
+    """The policy's weights hash and a hash of the observations' values."""
+    h = hashlib.sha256()
+    items = {"": observations} if isinstance(observations, Tensor) else dict(observations)
+    for key in sorted(items):
+        value = items[key]
+        if isinstance(value, Tensor):
+            arr = value.detach().cpu().contiguous()
+            h.update(f"{key}:{arr.dtype}:{tuple(arr.shape)}".encode())
+            h.update(arr.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(f"{key}:{value!r}".encode())
+    return f"{model_hash(policy)}:{h.hexdigest()}"
+
+
+def _check_same_inputs(d: Dist, policy: nn.Module, observations: Observations) -> None:
+    """Under torchrun every rank must calibrate the same policy on the same observations."""
+    if not d.active:
+        return
+    seen = d.all_gather(_fingerprint(policy, observations))
+    other = next((r for r, f in enumerate(seen) if f != seen[0]), None)
+    if other is not None:
+        raise ValueError(
+            f"calibrate: rank {other} of {d.world} holds another policy or other observations than rank 0; "
+            "every rank must load the same policy and observations (the same --policy, --obs, --num-obs, --seed)"
+        )
+
+
+def _agree_steps(d: Dist, steps: int | None) -> int | None:
+    """The step count every rank with a calibration batch saw (a rank without one takes theirs)."""
+    if not d.active:
+        return steps
+    seen = sorted({k for k in d.all_gather(steps) if k is not None})
+    if len(seen) > 1:
+        raise ValueError(f"calibrate: the ranks saw different step counts {seen}; expected one.")
+    return seen[0] if seen else None
+
+
+def _all_reduce(d: Dist, sums: dict, keys: list, keep: tuple[str, ...], names: list[str], steps: int) -> dict:
+    """Every rank's sums added (one all-reduce of a (keys, metrics, branches, K, K) float64 tensor)."""
+    where = torch.device("cuda", torch.cuda.current_device()) if d.backend == "nccl" else torch.device("cpu")
+    flat = torch.zeros(len(keys), len(keep), len(names), steps, steps, dtype=torch.float64)
+    for a, key in enumerate(keys):
+        for b, m in enumerate(keep):
+            for c, name in enumerate(names):
+                if key in sums:
+                    flat[a, b, c] = torch.from_numpy(sums[key][m][name])
+    flat = flat.to(where)
+    dist.all_reduce(flat)
+    flat = flat.cpu().numpy()
+    return {key: {m: {n: flat[a, b, c] for c, n in enumerate(names)} for b, m in enumerate(keep)}
+            for a, key in enumerate(keys)}  # fmt: skip
 
 
 def _stability(cal: Calibration, runs, average, num_subsets: int, common) -> dict:

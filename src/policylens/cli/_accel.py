@@ -5,6 +5,10 @@ Both commands default to one torch thread: the denoiser is small, so more thread
 quiet machine (2.7 s against 4.2 s per calibration batch on 2 cores) and cost several-fold when
 other work shares the cores (28.7 s against 5.2 s per batch; an uncached action chunk 3-12 s against
 0.35-0.7 s), which once made a cached mode look no faster than the uncached one.
+
+``accel calibrate`` runs under ``torchrun`` too: every rank loads the same policy and observations,
+calibrates its share of the batches on the CPU (gloo), the similarity sums are added over the ranks,
+and rank 0 alone prints and writes the calibration and its plots.
 """
 
 from __future__ import annotations
@@ -138,48 +142,58 @@ def calibrate(
     """
     from policylens.accel import calibrate as run_calibration
     from policylens.accel import num_rows, save_plots
+    from policylens.runs import distributed, env_world
 
     if out.is_dir():
         raise CommandError(f"--out {out} is a directory; pass the path of the calibration JSON to write")
     if plots is not None and plots.is_file():
         raise CommandError(f"--plots {plots} is a file; pass a folder for the PNGs")
-    n_threads = apply_threads(threads, default=1)
     started = time.perf_counter()
-    pol, observations, source = _load(policy, obs, num_obs=num_obs, seed=seed)
-    num_updates = num_updates or _default_updates(pol)
-    n_obs = num_rows(observations)
-    console.print(
-        f"calibrating {policy}: {n_obs} observations ({source}) x {seeds} noise seeds = "
-        f"{n_obs * seeds} samples in batches of {batch_size}, {_steps_line(pol)}, "
-        f"S={num_updates}, metric {metric}, n_bu {n_bu}; torch threads: {n_threads}"
-    )
     try:
-        cal = run_calibration(
-            pol,
-            observations,
-            num_updates=num_updates,
-            metric=metric,
-            n_bu=n_bu,
-            batch_size=batch_size,
-            num_seeds=seeds,
-            seed=seed,
-        )
+        with distributed(device="cpu") as d:  # under torchrun: the batches split over the ranks, on CPUs
+            say = console.print if d.main else _quiet
+            n_threads = apply_threads(threads, default=1)
+            pol, observations, source = _load(policy, obs, num_obs=num_obs, seed=seed)
+            num_updates = num_updates or _default_updates(pol)
+            n_obs = num_rows(observations)
+            ranks = f", split over {d.world} ranks" if d.active else ""
+            say(
+                f"calibrating {policy}: {n_obs} observations ({source}) x {seeds} noise seeds = "
+                f"{n_obs * seeds} samples in batches of {batch_size}{ranks}, {_steps_line(pol)}, "
+                f"S={num_updates}, metric {metric}, n_bu {n_bu}; torch threads: {n_threads}"
+            )
+            cal = run_calibration(
+                pol,
+                observations,
+                num_updates=num_updates,
+                metric=metric,
+                n_bu=n_bu,
+                batch_size=batch_size,
+                num_seeds=seeds,
+                seed=seed,
+                progress=d.main,
+            )
+            if d.main:  # every rank holds the whole calibration; rank 0 writes it
+                cal.save(out)
+                say(
+                    f"wrote {out} in {time.perf_counter() - started:.1f} s: K={cal.num_steps}, "
+                    f"{len(cal.block_names)} branches; {_stability_line(cal.stability)}"
+                )
+                for p in save_plots(cal, plots) if plots else []:
+                    say(f"wrote {p}")
     except KeyboardInterrupt:
-        typer.echo(
-            f"\ninterrupted after {time.perf_counter() - started:.0f} s: nothing kept (a calibration is written "
-            f"whole, at the end) and {out} left as it was; rerun the same command "
-            "(fewer --num-obs / --seeds for a quicker one)",
-            err=True,
-        )
+        if env_world()[0] == 0:
+            typer.echo(
+                f"\ninterrupted after {time.perf_counter() - started:.0f} s: nothing kept (a calibration is written "
+                f"whole, at the end) and {out} left as it was; rerun the same command "
+                "(fewer --num-obs / --seeds for a quicker one)",
+                err=True,
+            )
         raise typer.Exit(130) from None
-    cal.save(out)
-    console.print(
-        f"wrote {out} in {time.perf_counter() - started:.1f} s: K={cal.num_steps}, {len(cal.block_names)} "
-        f"branches; {_stability_line(cal.stability)}"
-    )
-    if plots:
-        for p in save_plots(cal, plots):
-            console.print(f"wrote {p}")
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    """What ranks other than 0 print."""
 
 
 def eval_modes(modes: list[Mode] | None, calibration: Path | None) -> list[Mode]:
