@@ -19,6 +19,12 @@ Output (``OUT``; it may be an attention run's folder: nothing of that run is tou
 
 A rerun with the same settings skips what is written and does the rest; ``overwrite=True``
 replaces a run with other settings (only ``ablation/``'s files; the summary is rewritten anyway).
+
+Under torchrun (``runs.distributed``, gloo: the policy runs on each process's CPU) rank 0 claims
+``ablation/`` while the others wait; the parts — the open-loop episodes, then the closed-loop
+conditions — are split in contiguous blocks (``runs.shard``), each rank writes its parts' files, and
+once all have finished every rank reads every part and rank 0 writes the summary and the plot: the
+same files as one process.
 """
 
 from __future__ import annotations
@@ -30,12 +36,13 @@ from pathlib import Path
 
 from torch import nn
 
-from ..runs import RunKind, claim_run_dir, clear_run_dir, weights_hash
+from ..runs import RunKind, clear_run_dir, distributed, shard, weights_hash
 from ._ablate_closed import check_rollout, rollout_condition
 from ._ablate_conditions import INSTRUCTION_TARGET, Condition, other_object_instruction, parse_conditions
 from ._ablate_open import measure_episode
 from ._ablate_removal import removal_unavailable
 from ._ablate_summary import plot_ablation, summarize_ablation
+from ._pipeline import _claim
 
 __all__ = ["ABLATION_FORMAT", "AblationConfig", "AblationInterrupted", "run_ablation"]
 
@@ -170,49 +177,79 @@ def run_ablation(policy, episodes: str | None, out: str | Path, config: Ablation
     root = out / "ablation"
     name = str(policy) if isinstance(policy, (str, Path)) else type(policy).__name__
     settings = {"policy": name, "weights_hash": weights_hash(model), "episodes": episodes, **asdict(cfg)}
-    resumed = claim_run_dir(root, settings, overwrite, ABLATION_RUN)
     feed = EpisodeFeed(model, eps, cfg.camera_map) if eps is not None else None
     closed_names = ["none", *(c.name for c in runnable)] if cfg.sim_episodes else []
-    total, done = (len(eps) if eps else 0) + len(closed_names), 0
-    records, closed = [], {}
-    try:
-        for i in tqdm(range(len(eps or ())), desc="ablation episodes", disable=not progress):
-            path = root / "episodes" / f"{i:06d}.json"
-            if not path.is_file():
-                ep, other = eps[i], _other_text(eps, i)
-                skip = {c.name: "every episode has the same instruction and no scene" for c in runnable
-                        if c.kind == "other" and c.target == INSTRUCTION_TARGET and other is None}  # fmt: skip
-                if len(ep) < 2:
-                    skip |= {c.name: "the episode has one frame" for c in runnable if c.kind == "time"}
-                run = [c for c in runnable if c.name not in skip]
-                rec = measure_episode(model, feed, i, run, layers, cfg.frames_of(len(ep)), seed=cfg.seed,
-                                      origin=cfg.origin, other_text=other, batch_size=cfg.batch_size)  # fmt: skip
-                rec |= {"episode": str(ep.path), "instruction": ep.instruction, "other_instruction": other,
-                        "unavailable": skip}  # fmt: skip
-                _write(path, rec)
-            records.append(json.loads(path.read_text()))
-            done += 1
-        by_name = {c.name: c for c in runnable}
-        for cname in tqdm(closed_names, desc="closed-loop conditions", disable=not progress):
-            path = root / "closed_loop" / f"{cname.replace(':', '__')}.json"
-            if not path.is_file():
-                res = rollout_condition(model, by_name.get(cname), cfg.task, cfg.sim_episodes, cfg.seed,
-                                        cfg.sim_batch, cfg.max_steps, progress=False)  # fmt: skip
-                _write(path, {"condition": cname, "task": cfg.task, "seed": cfg.seed,
-                              "success": res.episode_success, "length": res.episode_length})  # fmt: skip
-            closed[cname] = json.loads(path.read_text())
-            done += 1
-    except BaseException as exc:
-        if not resumed and not done:
-            clear_run_dir(root, ABLATION_RUN)
-        if isinstance(exc, KeyboardInterrupt):
-            raise AblationInterrupted(done, total, out) from exc
-        raise
-    ablated = {c.name: c.cameras(cams) for c in runnable}
-    summary = summarize_ablation(records, closed, ablated, cams, n_boot=n_boot, seed=cfg.seed)
-    conditions = [{"condition": c.name, "available": c.name not in unavailable, "note": unavailable.get(c.name)}
-                  for c in conds]  # fmt: skip
-    result = {"format": ABLATION_FORMAT, **settings, "cameras": cams, "conditions": conditions, **summary}
-    _write(out / "ablation.json", result)
-    plot_ablation(summary, out / "ablation.png")
+    parts = [("episode", i) for i in range(len(eps or ()))] + [("closed", c) for c in closed_names]
+    by_name = {c.name: c for c in runnable}
+    with distributed(device="cpu") as d:
+        claimed = _claim(d, root, settings, overwrite, ABLATION_RUN)
+        mine = shard(parts, d.rank, d.world)  # this rank's parts (all of them in one process)
+        try:
+            bar = tqdm(mine, desc="ablation parts" + (f" (rank 0's {len(mine)} of {len(parts)})" if d.active else ""),
+                       disable=not (progress and d.main))  # fmt: skip
+            with bar:
+                for kind, what in bar:
+                    if kind == "episode":
+                        _episode_part(model, feed, eps, what, runnable, layers, cfg, root)
+                    else:
+                        _closed_part(model, by_name.get(what), what, cfg, root)
+            d.barrier()  # every part written
+        except BaseException as exc:
+            if claimed and d.main and not _written(root):  # nothing kept: a rerun starts afresh
+                clear_run_dir(root, ABLATION_RUN)
+            if isinstance(exc, KeyboardInterrupt):
+                raise AblationInterrupted(_written(root), len(parts), out) from exc
+            raise
+        records = [json.loads(_episode_path(root, i).read_text()) for i in range(len(eps or ()))]
+        closed = {c: json.loads(_closed_path(root, c).read_text()) for c in closed_names}
+        ablated = {c.name: c.cameras(cams) for c in runnable}
+        summary = summarize_ablation(records, closed, ablated, cams, n_boot=n_boot, seed=cfg.seed)
+        conditions = [{"condition": c.name, "available": c.name not in unavailable, "note": unavailable.get(c.name)}
+                      for c in conds]  # fmt: skip
+        result = {"format": ABLATION_FORMAT, **settings, "cameras": cams, "conditions": conditions, **summary}
+        if d.main:
+            _write(out / "ablation.json", result)
+            plot_ablation(summary, out / "ablation.png")
+        d.barrier()  # every rank returns once the summary is written
     return result
+
+
+def _episode_path(root: Path, i: int) -> Path:
+    return root / "episodes" / f"{i:06d}.json"
+
+
+def _closed_path(root: Path, cname: str) -> Path:
+    return root / "closed_loop" / f"{cname.replace(':', '__')}.json"
+
+
+def _written(root: Path) -> int:
+    """Parts whose files are written (episodes and closed-loop conditions)."""
+    return sum(len(list((root / sub).glob("*.json"))) for sub in ("episodes", "closed_loop"))
+
+
+def _episode_part(model, feed, eps, i: int, runnable, layers, cfg: AblationConfig, root: Path) -> None:
+    """Episode ``i``'s open-loop record, unless it is written."""
+    path = _episode_path(root, i)
+    if path.is_file():
+        return
+    ep, other = eps[i], _other_text(eps, i)
+    skip = {c.name: "every episode has the same instruction and no scene" for c in runnable
+            if c.kind == "other" and c.target == INSTRUCTION_TARGET and other is None}  # fmt: skip
+    if len(ep) < 2:
+        skip |= {c.name: "the episode has one frame" for c in runnable if c.kind == "time"}
+    run = [c for c in runnable if c.name not in skip]
+    rec = measure_episode(model, feed, i, run, layers, cfg.frames_of(len(ep)), seed=cfg.seed,
+                          origin=cfg.origin, other_text=other, batch_size=cfg.batch_size)  # fmt: skip
+    rec |= {"episode": str(ep.path), "instruction": ep.instruction, "other_instruction": other, "unavailable": skip}
+    _write(path, rec)
+
+
+def _closed_part(model, cond: Condition | None, cname: str, cfg: AblationConfig, root: Path) -> None:
+    """Condition ``cname``'s closed-loop rollouts (``none``: unablated), unless they are written."""
+    path = _closed_path(root, cname)
+    if path.is_file():
+        return
+    res = rollout_condition(model, cond, cfg.task, cfg.sim_episodes, cfg.seed, cfg.sim_batch, cfg.max_steps,
+                            progress=False)  # fmt: skip
+    _write(path, {"condition": cname, "task": cfg.task, "seed": cfg.seed, "success": res.episode_success,
+                  "length": res.episode_length})  # fmt: skip

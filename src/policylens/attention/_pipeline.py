@@ -288,14 +288,14 @@ def _worker_episode(i: int) -> dict:
     return _episode(w["model"], w["eps"][i], i, w["out"], w["cfg"], w["w"])
 
 
-def _claim(d: Dist, out: Path, settings: dict, overwrite: bool) -> bool:
-    """Rank 0 claims OUT while the other ranks wait; True: a new run (False: the same run, resumed).
-    Rank 0's refusal is raised on every rank."""
+def _claim(d: Dist, out: Path, settings: dict, overwrite: bool, kind: RunKind = ATTENTION_RUN) -> bool:
+    """Rank 0 claims OUT (a run of ``kind``) while the other ranks wait; True: a new run (False: the
+    same run, resumed). Rank 0's refusal is raised on every rank."""
     if not d.active:
-        return not claim_run_dir(out, settings, overwrite, ATTENTION_RUN)
+        return not claim_run_dir(out, settings, overwrite, kind)
     if d.main:
         try:
-            claimed = not claim_run_dir(out, settings, overwrite, ATTENTION_RUN)
+            claimed = not claim_run_dir(out, settings, overwrite, kind)
         except (ValueError, OSError) as exc:
             d.broadcast(str(exc))
             raise

@@ -1,8 +1,9 @@
 """``policylens attention``: attention maps, overlays and videos of a policy over episodes; the
 faithfulness tests (``attention faithfulness``) and the modality-ablation battery (``attention ablate``).
 
-``attention run`` also runs under ``torchrun --no-python ... policylens attention run``: each rank
-takes a block of the episodes, rank 0 writes the run's summaries (``--workers`` is refused there).
+``attention run`` and ``attention ablate`` also run under ``torchrun --no-python ... policylens attention
+run | ablate``: each rank takes a block of the episodes (ablate: of the episodes, then the closed-loop
+conditions), rank 0 writes the summaries (``--workers`` is refused there).
 
 The choices are the attention job's own tuples (``RUN_MODES``, ``PHASES``, ``STEP_MODES``),
 mirrored in ``_common`` so that ``policylens`` starts without importing the job; the job checks
@@ -187,6 +188,7 @@ def ablate(
     OUT/ablation.json and OUT/ablation.png; `attention report OUT` shows them."""
     from policylens.attention import AblationConfig, AblationInterrupted, run_ablation
     from policylens.data import parse_camera_map
+    from policylens.runs import env_world
 
     if origin not in ("auto", "state", "none"):
         raise CommandError(f"--origin={origin!r}: expected auto, state or none")
@@ -214,6 +216,10 @@ def ablate(
         result = run_ablation(policy, episodes, out, config=config, overwrite=overwrite, n_boot=n_boot)
     except AblationInterrupted as exc:
         raise interrupted(exc) from None
+    rank, world, _ = env_world()
+    if rank:
+        typer.echo(f"rank {rank}/{world}: its parts written; rank 0 wrote {out / 'ablation.json'}")
+        return
     for row in result["closed_loop"]:
         typer.echo(f"closed loop {row['condition']}: {row['successes']}/{row['n']}")
     typer.echo("\n".join(result["findings"]) or "no finding: no interval excludes zero")
