@@ -105,6 +105,23 @@ def test_cli_builds_every_step_unpooled_with_the_action_and_the_reference_agrees
     torch.testing.assert_close(stored.double(), want, atol=1e-5, rtol=1e-5)
 
 
+def test_cli_builds_the_action_output_alone_and_the_reference_agrees(teacher, tmp_path):
+    out = tmp_path / "action"
+    args = ["build", "--kind", "bridge", "--dataset", "synthetic:2", "--dtype", "float32", "--batch-size", "2",
+            "--bridge-action-only", "--out", str(out)]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    m = read_manifest(out)
+    assert m["meta"]["bridge"]["hidden"] is False and m["meta"]["bridge"]["action"] is True
+    assert m["fields"]["target_features"]["shape"] == [8 * 7]  # the (8, 7) velocity at step 0, no C_R / C_AQ
+    assert build_command(str(out)).endswith("--kind bridge --bridge-action-only --dtype float32 --batch-size 2 "
+                                            f"--out {out}")  # fmt: skip
+    stored = open_store(out)[[0, 1]]["target_features"]
+    full = reference_features(teacher, _samples(teacher, 2), [0, 1], raw_layer=2, query_layer=3, steps=[0],
+                              action=True)  # fmt: skip
+    torch.testing.assert_close(stored.double(), full[:, 128 + 64 :], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -26,7 +26,7 @@ __all__ = ["BRIDGE_OPTIONS", "POLICY_KINDS", "build_cache"]
 
 POLICY_KINDS = ("hidden_feature", "hidden_state", "token_level", "bridge")  # what a policy's taps give
 # the BridgeSpec settings build_cache(bridge=...) takes; the layers follow the policy's depth
-BRIDGE_OPTIONS = ("flow_steps", "pooling", "action", "raw_positions", "query_positions", "noise_seed")
+BRIDGE_OPTIONS = ("flow_steps", "pooling", "action", "hidden", "raw_positions", "query_positions", "noise_seed")
 
 
 def _check_options(kind: str, pooling: str, dtype: str, batch_size: int) -> None:

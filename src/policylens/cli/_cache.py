@@ -7,7 +7,8 @@ SIGTERM keeps every computed sample, says how many in one line and exits 130 / 1
 command resumes it. The choices of ``--kind`` / ``--pooling`` / ``--dtype`` are the library's
 own tuples (mirrored in ``_common``, so that ``policylens`` starts without torch; the bridge
 poolings here). ``--bridge-flow-steps`` / ``--bridge-pooling`` / ``--bridge-action`` set the
-bridge recipe's ``flow_steps``, ``pooling`` and ``action`` (recorded in the manifest's
+bridge recipe's ``flow_steps``, ``pooling`` and ``action`` (``--bridge-action-only``: ``action``
+without the hidden features, ``hidden=False``) (recorded in the manifest's
 ``meta.bridge``; ``retain train`` reads them from there).
 ``verify --repair`` drops the done markers of damaged chunks and prints the ``cache build``
 command, rebuilt from the manifest, that recomputes just those chunks (rebuilding needs the
@@ -68,6 +69,11 @@ def build(
     bridge_action: bool = typer.Option(
         False, "--bridge-action", help="--kind bridge: add the action head's output at each bridge flow step."
     ),
+    bridge_action_only: bool = typer.Option(
+        False,
+        "--bridge-action-only",
+        help="--kind bridge: the action head's output alone, no hidden features (action distillation's targets).",
+    ),
     out: str = typer.Option(..., help="Store directory (rerun the same command to resume)."),
     threads: int | None = threads_option(),
 ) -> None:
@@ -78,7 +84,7 @@ def build(
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     who = f"rank {rank}/{world}: " if world > 1 else ""
-    bridge = _bridge_options(bridge_flow_steps, bridge_pooling, bridge_action)
+    bridge = _bridge_options(bridge_flow_steps, bridge_pooling, bridge_action, bridge_action_only)
     if bridge and kind != "bridge":
         raise CommandError(
             f"--bridge-* options ({', '.join(sorted(bridge))}) apply to --kind bridge; got --kind {kind}"
@@ -114,7 +120,7 @@ def build(
     typer.echo(line)
 
 
-def _bridge_options(flow_steps: str | None, pooling: str | None, action: bool) -> dict:
+def _bridge_options(flow_steps: str | None, pooling: str | None, action: bool, action_only: bool = False) -> dict:
     """``build_cache(bridge=...)`` from the ``--bridge-*`` options (only those given)."""
     out: dict = {}
     if flow_steps is not None:
@@ -127,8 +133,10 @@ def _bridge_options(flow_steps: str | None, pooling: str | None, action: bool) -
             ) from None
     if pooling is not None:
         out["pooling"] = pooling
-    if action:
+    if action or action_only:
         out["action"] = True
+    if action_only:
+        out["hidden"] = False
     return out
 
 
@@ -144,6 +152,8 @@ def _bridge_args(settings: dict) -> list[str] | None:
         args += ["--bridge-flow-steps", steps if isinstance(steps, str) else ",".join(map(str, steps))]
     if settings.get("pooling", "masked_mean") not in ("masked_mean", "mean"):
         args += ["--bridge-pooling", settings["pooling"]]
+    if settings.get("hidden", True) is False:
+        return [*args, "--bridge-action-only"]
     return args + (["--bridge-action"] if settings.get("action") else [])
 
 
