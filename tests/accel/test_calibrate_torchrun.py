@@ -55,3 +55,28 @@ def test_ranks_write_one_processs_calibration_once(one_process, tmp_path, world)
         for name, mat in mats.items():
             assert np.abs(np.asarray(got["matrices"][m][name]) - np.asarray(mat)).max() < ROUNDED, (m, name)
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(p.name for p in (tmp / "plots").iterdir())
+
+
+def test_ranks_with_another_policy_or_other_observations_or_step_counts_are_refused():
+    import torch
+
+    from policylens.accel._calibrate import _agree_steps, _check_same_inputs, _fingerprint
+    from policylens.runs import Dist
+
+    class Gathered(Dist):  # what all_gather would bring from the other ranks
+        def all_gather(self, obj):
+            return [obj, *self.others]
+
+    policy, obs = tiny_diffusion_policy(steps=10), torch.zeros(3, 2, 4)
+    same = Gathered(0, 2)
+    object.__setattr__(same, "others", [_fingerprint(policy, obs.clone())])
+    _check_same_inputs(same, policy, obs)
+    other = Gathered(0, 3)
+    object.__setattr__(other, "others", [_fingerprint(policy, obs), _fingerprint(policy, obs + 1)])
+    with pytest.raises(ValueError, match=r"rank 2 of 3 holds another policy or other observations than rank 0"):
+        _check_same_inputs(other, policy, obs)
+    object.__setattr__(other, "others", [None, 10])  # a rank without a batch takes the others' count
+    assert _agree_steps(other, 10) == 10 and _agree_steps(other, None) == 10
+    object.__setattr__(other, "others", [12, 10])
+    with pytest.raises(ValueError, match=r"the ranks saw different step counts \[10, 12\]"):
+        _agree_steps(other, 10)
