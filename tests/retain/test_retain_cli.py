@@ -72,7 +72,7 @@ def _error_line(result) -> str:
         ("{tmp}/nope", [], r"error: --anchors: anchor cache \S+/nope does not exist; build the teacher's bridge cache"),
         ("{tmp}", [], r"error: --anchors: No manifest.json in store"),
         ("{cache}/pooled", [], r"error: --anchors: anchor cache \S+/pooled is not a bridge cache"),
-        (None, ["--task", "stack"], r"error: --task 'stack' is unknown; use one of \['hover', 'put_in_tray', 'reach'\]"),
+        (None, ["--task", "stack"], r"error: --task 'stack' is unknown; use one of \['hover', 'put_in_tray', 'reach'"),
         (None, ["--replay-task", "reach"], r"error: --replay-task reach with --replay-episodes 0: experience replay"),
         (None, ["--policy", "nope"], r"error: --policy nope: load_model: 'nope' is neither a built-in policy"),
         (
@@ -130,3 +130,18 @@ def test_a_resumed_run_sums_up_the_whole_run(cache, tmp_path, recorded):
     assert after["steps_run"] == 3 and len(after["lambda_history"]) == 3
     assert after["first_loss_act"] == before["first_loss_act"] and after["task_stats"] == before["task_stats"]
     assert len(recorded) == 2
+
+
+def test_retain_every_and_anchor_features_reach_the_run(cache, tmp_path, recorded):
+    out = tmp_path / "every"
+    res = runner.invoke(app, _args(cache, out, "--retain-every", "2", "--no-preload-anchors"))
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "run.json").read_text())["settings"]["data"]
+    assert data["retain_every"] == 2
+    series = json.loads((out / "train_state.json").read_text())["extra"]["series"]["loss_ret"]
+    assert np.isfinite(series[0]) and np.isnan(series[1])  # step 1 is a plain step: no retention pass
+
+
+def test_action_features_need_a_cache_with_the_action_output(cache, tmp_path, no_episodes):
+    res = runner.invoke(app, _args(cache, tmp_path / "a", "--anchor-features", "action", "--method", "fixed"))
+    assert re.search(r"error: --anchors: .*action", _error_line(res)), res.output

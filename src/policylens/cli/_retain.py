@@ -49,6 +49,7 @@ TASK_STATS_HELP = (
 Method = Literal[METHODS]
 Projection = Literal[PROJECTIONS]
 Loss = Literal[RETENTION_LOSSES]
+AnchorFeatures = Literal["all", "action"]
 
 
 def _check_tasks(task: str | None, replay_task: str | None, replay_episodes: int | None, *, dataset, replay_dataset):
@@ -87,12 +88,12 @@ def _policy(policy: str):
     return model
 
 
-def _anchors(anchors: str, model) -> None:
+def _anchors(anchors: str, model, features: str = "all") -> None:
     from policylens.retain import open_anchors
     from policylens.store import StoreError
 
     try:
-        open_anchors(anchors, model.eval())
+        open_anchors(anchors, model.eval(), features=features)
     except (FileNotFoundError, StoreError) as exc:
         raise CommandError(f"--anchors: {exc}") from None
 
@@ -136,6 +137,19 @@ def train(
     anchor_batch_size: int = typer.Option(16, min=1, help="Anchor samples per step."),
     lr: float = typer.Option(1e-4, help="Peak learning rate."),
     seed: int = typer.Option(0, help="Seed of the episode layouts, the batches and the anchors drawn."),
+    retain_every: int = typer.Option(
+        1, min=1, help="The retention pass (projection, λ's update) on every k-th step only; plain steps between."
+    ),
+    anchor_features: Annotated[
+        AnchorFeatures,
+        typer.Option(
+            help="all: the bridge; action: the cached action output alone (action distillation with --method fixed; "
+            "a cache built with --bridge-action or --bridge-action-only)."
+        ),
+    ] = "all",
+    preload_anchors: bool = typer.Option(
+        True, "--preload-anchors/--no-preload-anchors", help="Decode every anchor sample once at the start."
+    ),
     task_stats: bool = typer.Option(True, "--task-stats/--no-task-stats", help=TASK_STATS_HELP),
     threads: int | None = threads_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
@@ -159,8 +173,10 @@ def train(
         epsilon=epsilon, method=method, lam=lam, lam_lr=lam_lr, loss=loss, projection=projection
     )
     config = RetainTrainConfig(
-        steps=steps, batch_size=batch_size, anchor_batch_size=anchor_batch_size, lr=lr, seed=seed, task_stats=task_stats
-    )
+        steps=steps, batch_size=batch_size, anchor_batch_size=anchor_batch_size, lr=lr, seed=seed,
+        task_stats=task_stats, retain_every=retain_every, anchor_features=anchor_features,
+        preload_anchors=preload_anchors,
+    )  # fmt: skip
     try:
         with distributed() as d:
             say = rank_output(d)
@@ -180,7 +196,7 @@ def train(
                     f"--policy {policy} (TinyVLA): --anchors is required and replay mixes whole episodes "
                     "(--replay-episodes N); --replay-fraction applies to a LeRobot / transformers pi --policy DIR"
                 )
-            _anchors(anchors, model)
+            _anchors(anchors, model, config.anchor_features)
             data = {
                 "policy": policy,
                 "task": task,
@@ -268,7 +284,7 @@ def _train_own(model, policy: str, own: dict, *, out, retention, config, overwri
             "replay is a share of every batch; pass both (e.g. --replay-fraction 0.25) or neither"
         )
     if anchors is not None:
-        _anchors(anchors, model)
+        _anchors(anchors, model, config.anchor_features)
     eps = dataset_training_episodes(model, own["dataset"], own["camera_map"], episodes=own["episodes"])
     replay = []
     if own["replay_dataset"]:
@@ -277,7 +293,8 @@ def _train_own(model, policy: str, own: dict, *, out, retention, config, overwri
         )
     train = PolicyTrainConfig(
         steps=config.steps, batch_size=config.batch_size, anchor_batch_size=config.anchor_batch_size, lr=config.lr,
-        seed=config.seed, replay_fraction=replay_fraction,
+        seed=config.seed, replay_fraction=replay_fraction, retain_every=config.retain_every,
+        preload_anchors=config.preload_anchors, anchor_features=config.anchor_features,
     )  # fmt: skip
     data = {k: own[k] for k in ("dataset", "replay_dataset", "camera_map", "episodes", "replay_episodes")}
     return policy_train(

@@ -62,7 +62,8 @@ POLICY_METHODS = ("training_loss", "training_noise", "make_batch")
 @dataclass
 class PolicyTrainConfig:
     """Optimiser and data side of :func:`policy_train`. ``batch_size`` / ``anchor_batch_size``: global
-    batches; ``replay_fraction``: the share of each batch's rows drawn from the replay episodes."""
+    batches; ``replay_fraction``: the share of each batch's rows drawn from the replay episodes;
+    ``retain_every``, ``preload_anchors``, ``anchor_features``: as in :class:`RetainTrainConfig`."""
 
     steps: int = 300
     batch_size: int = 16
@@ -75,11 +76,15 @@ class PolicyTrainConfig:
     log_every: int = 10
     clip: float = 1.0
     replay_fraction: float = 0.0
+    retain_every: int = 1
+    preload_anchors: bool = True
+    anchor_features: str = "all"
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "anchor_batch_size", "save_every", "log_every"):
+        for name in ("steps", "batch_size", "anchor_batch_size", "save_every", "log_every", "retain_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"PolicyTrainConfig.{name}={getattr(self, name)} must be positive")
+        RetainTrainConfig(retain_every=self.retain_every, anchor_features=self.anchor_features)  # checks the choice
         if not 0.0 <= self.replay_fraction < 1.0:
             raise ValueError(f"PolicyTrainConfig.replay_fraction={self.replay_fraction}; use 0 <= F < 1")
 
@@ -209,7 +214,9 @@ def policy_train(
         raise ValueError("replay episodes were given with replay_fraction=0; pass a fraction > 0 or mix them in")
     _check_batch(model, episodes, f"policy {name}")
     torch.manual_seed(config.seed)
-    anchor_set = open_anchors(anchors, model.eval()) if anchors is not None else None
+    anchor_set = None
+    if anchors is not None:
+        anchor_set = open_anchors(anchors, model.eval(), config.preload_anchors, config.anchor_features)
     counts = {"episodes": len(episodes), "replay_episodes": len(replay),
               "steps_in_episodes": int(sum(len(ep["action"]) for ep in episodes + replay))}  # fmt: skip
     data = {**(run_settings or {}), "policy": name, "anchors": None if anchors is None else str(anchors),
@@ -238,7 +245,8 @@ def _run(model, episodes, replay, out, config, retention, anchor_set, data, prog
     student = anchor_set.student if anchor_set is not None else None
     step_config = RetainTrainConfig(steps=config.steps, batch_size=config.batch_size, seed=config.seed,
                                     anchor_batch_size=config.anchor_batch_size, log_every=config.log_every,
-                                    clip=config.clip, task_stats=False)  # fmt: skip
+                                    clip=config.clip, task_stats=False, retain_every=config.retain_every,
+                                    anchor_features=config.anchor_features)  # fmt: skip
     step = retention_step(_retainer(model, student, retention), anchor_set, step_config)
     opt = torch.optim.AdamW(step.retainer.params, lr=config.lr, weight_decay=config.weight_decay)
     rng, noise_gen = np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed)
