@@ -192,23 +192,47 @@ class LeRobotTeacher(nn.Module):
     ) -> Tensor:
         """``predict_action_chunk`` from ``noise`` ``(B, *noise_shape)``, or with the policy's
         noise drawn from ``generator``'s seed (the global RNG is restored afterwards).
-        ``steps`` is not used: LeRobot fixes the number of denoising steps in the config;
-        stop a capture early instead. ``grad=True`` runs the same path with the graph kept (LeRobot's
-        ``no_grad`` decorators on ``predict_action_chunk`` and ``model.sample_actions`` stepped over) and
-        the policy's train / eval mode restored (``predict_action_chunk`` sets eval)."""
-        del steps
-        if grad:
-            with _with_grad(self.policy), torch.random.fork_rng(devices=[]):
-                if generator is not None:
-                    torch.manual_seed(generator.initial_seed())
-                run = inspect.unwrap(type(self.policy).predict_action_chunk)
-                return run(self.policy, batch) if noise is None else run(self.policy, batch, noise=noise)
-        with torch.random.fork_rng(devices=[]):
+        ``steps``: flow steps of this call (None: the config's); LeRobot reads the count from its config
+        (SmolVLA ``num_steps``, pi0 / pi0.5 ``num_inference_steps`` when no ``num_steps`` is passed), so it
+        is set there for the call and restored afterwards, also when the call raises. ``grad=True`` runs
+        the same path with the graph kept (LeRobot's ``no_grad`` decorators on ``predict_action_chunk``
+        and ``model.sample_actions`` stepped over) and the policy's train / eval mode restored
+        (``predict_action_chunk`` sets eval)."""
+        kwargs = {} if noise is None else {"noise": noise}
+        with _flow_steps(self.policy.config, self.steps_field, steps), torch.random.fork_rng(devices=[]):
             if generator is not None:
                 torch.manual_seed(generator.initial_seed())
-            if noise is not None:
-                return self.policy.predict_action_chunk(batch, noise=noise)
-            return self.policy.predict_action_chunk(batch)
+            if grad:
+                with _with_grad(self.policy):
+                    return inspect.unwrap(type(self.policy).predict_action_chunk)(self.policy, batch, **kwargs)
+            return self.policy.predict_action_chunk(batch, **kwargs)
+
+    @property
+    def steps_field(self) -> str:
+        """The config field that holds the flow step count: ``num_steps`` (SmolVLA) or
+        ``num_inference_steps`` (pi0 / pi0.5)."""
+        return "num_steps" if self.variant == "smolvla" else "num_inference_steps"
+
+
+@contextmanager
+def _flow_steps(config, field: str, steps: int | None):
+    """``config.<field>`` set to ``steps`` inside the block (None: left as it is), restored on the way out."""
+    if steps is None:
+        yield
+        return
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"LeRobotTeacher.sample_actions: steps={steps!r}; pass a flow step count >= 1 or None")
+    if not hasattr(config, field):
+        raise ValueError(
+            f"LeRobotTeacher.sample_actions: steps={steps} but the policy config has no {field!r} to set; "
+            "leave steps out (the config's count)"
+        )
+    before = getattr(config, field)
+    setattr(config, field, steps)
+    try:
+        yield
+    finally:
+        setattr(config, field, before)
 
 
 @contextmanager
