@@ -1,7 +1,10 @@
 """Benchmark the attention job on the reference VLA: extraction cost and bytes kept per keyframe
 against plain inference and the usual way, and the pipeline's keyframes per second.
 
-Rows, one run, medians of interleaved rounds (batch of keyframes from simulated reach frames):
+Two sizes side by side, each with its ratios to plain from the same run: the shipped ``tiny_vla``
+(2 cameras at 112 px: a 160-token prefix) and the same architecture at 224 px, patch 14 (2 x 256
+image tokens + 32 text tokens: a PaliGemma-size prefix; random weights, only the time matters).
+Rows, medians of interleaved rounds (a batch of keyframes from simulated reach frames):
 
 - plain ``sample_actions`` (SDPA, nothing captured);
 - policylens ``extract_attention``: 3 layers, prefix (text -> image) and suffix (action ->
@@ -12,7 +15,7 @@ Rows, one run, medians of interleaved rounds (batch of keyframes from simulated 
 Then ``run_attention`` end to end over simulated DROID episodes, with and without rendering
 (overlays, per-head images, videos), in keyframes per second.
 
-    python bench/attention.py             # ~2 min on 2 CPU cores
+    python bench/attention.py             # ~3 min on 2 CPU cores
     python bench/attention.py --smoke     # seconds: a check, not a figure
 """
 
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 
 from policylens.attention import AttentionRunConfig, extract_attention, run_attention
-from policylens.models import load_model
+from policylens.models import TinyVLA, TinyVLAConfig, load_model
 from policylens.tap import capture
 
 
@@ -67,11 +70,40 @@ def frames_batch(model, n: int, seed: int):
     return episode_batch(model, n, seed)[0]
 
 
+WAYS = (
+    "plain sample_actions (SDPA)",
+    "policylens extract_attention (3 layers, both phases)",
+    "usual way: all layers eager + output_attentions",
+)
+
+
+def time_ways(model, keyframes: int, rounds: int, layers: list[int]) -> tuple[dict, dict]:
+    """Per way: the times of ``rounds`` interleaved rounds (after a warm-up) and the bytes kept."""
+    batch = frames_batch(model, keyframes, seed=3)
+    usual = usual_way(model)
+    fns = dict(zip(WAYS, (
+        lambda: model.sample_actions(batch, generator=torch.Generator().manual_seed(0)),
+        lambda: extract_attention(model, batch, layers),
+        lambda: usual(batch),
+    ), strict=True))  # fmt: skip
+    times = {k: [] for k in fns}
+    with torch.no_grad():
+        for fn in fns.values():
+            fn()  # warm-up
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        kept = dict(zip(WAYS, (0, ours_bytes(model, batch, layers), usual(batch)), strict=True))
+    return times, kept
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--keyframes", type=int, default=8, help="keyframes per batch")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--episodes", type=int, default=4, help="episodes for the pipeline rows")
+    ap.add_argument("--keyframes", type=int, default=8, help="keyframes per batch (tiny_vla; the 224 px model: half)")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--episodes", type=int, default=4, help="episodes for the pipeline rows (0: none)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="pipeline output folder (default: a temporary one)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes that run in seconds (a check, not a figure)")
@@ -80,45 +112,38 @@ def main() -> None:
         args.keyframes, args.rounds, args.episodes = 2, 1, 1
     torch.set_num_threads(args.threads)
     model = load_model("tiny_vla").eval()
+    torch.manual_seed(0)
+    big = TinyVLA(TinyVLAConfig(image_size=56 if args.smoke else 224, patch_size=14)).eval()
     layers = [1, 2, 3]
-    batch = frames_batch(model, args.keyframes, seed=3)
-    usual = usual_way(model)
-    ways = {
-        "plain sample_actions (SDPA)": lambda: model.sample_actions(batch, generator=torch.Generator().manual_seed(0)),
-        "policylens extract_attention (3 layers, both phases)": lambda: extract_attention(model, batch, layers),
-        "usual way: all layers eager + output_attentions": lambda: usual(batch),
-    }
-    times = {k: [] for k in ways}
-    with torch.no_grad():
-        for fn in ways.values():
-            fn()  # warm-up
-        for _ in range(args.rounds):
-            for name, fn in ways.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-    kept = {
-        "plain sample_actions (SDPA)": 0,
-        "policylens extract_attention (3 layers, both phases)": ours_bytes(model, batch, layers),
-        "usual way: all layers eager + output_attentions": usual(batch),
-    }
-    base = statistics.median(times["plain sample_actions (SDPA)"])
+    sizes = {}
+    for label, m, n in (
+        (f"tiny_vla, {model.config.image_size} px", model, args.keyframes),
+        (f"random, {big.config.image_size} px", big, max(1, args.keyframes // 2)),
+    ):
+        sizes[label] = (m, n, *time_ways(m, n, args.rounds, layers))
     print(
-        f"attention extraction, TinyVLA ({model.config.layers} layers, 2 cameras at {model.config.image_size} px, "
-        f"{model.config.flow_steps} flow steps), {args.keyframes} keyframes per batch, {torch.get_num_threads()} "
-        f"threads, median of {args.rounds} interleaved rounds"
+        f"attention extraction (layers {layers}, prefix text -> image + suffix action -> image at every one of "
+        f"{model.config.flow_steps} flow steps), {torch.get_num_threads()} threads, medians of {args.rounds} "
+        "interleaved rounds; ratios to plain from the same run"
     )
-    print(f"{'way':54s} {'ms/keyframe':>12s} {'× plain':>8s} {'KB kept/keyframe':>17s}")
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        kb = kept[name] / 1024 / args.keyframes
-        print(f"{name:54s} {1e3 * med / args.keyframes:12.1f} {med / base:8.2f} {kb:17.1f}")
-    usual_name = "usual way: all layers eager + output_attentions"
-    ours_name = "policylens extract_attention (3 layers, both phases)"
-    print(
-        f"bytes kept: usual / ours = {kept[usual_name] / kept[ours_name]:.1f}×; "
-        f"time: usual / ours = {statistics.median(times[usual_name]) / statistics.median(times[ours_name]):.2f}×"
-    )
+    head = "".join(f" | {lbl + ' (prefix ' + str(m.config.prefix_len) + ', B=' + str(n) + ')':>44s}"
+                   for lbl, (m, n, _, _) in sizes.items())  # fmt: skip
+    print(f"{'way':54s}{head}")
+    print(f"{'':54s}" + " | ms/keyframe  × plain  KB kept/keyframe" * len(sizes))
+    for name in WAYS:
+        cells = []
+        for _, n, times, kept in sizes.values():
+            med, base = statistics.median(times[name]), statistics.median(times[WAYS[0]])
+            cells.append(f" | {1e3 * med / n:11.1f} {med / base:8.2f} {kept[name] / 1024 / n:17.1f}")
+        print(f"{name:54s}{''.join(cells)}")
+    for label, (_, _, times, kept) in sizes.items():
+        over = {w: statistics.median(times[w]) / statistics.median(times[WAYS[0]]) - 1 for w in WAYS[1:]}
+        print(
+            f"{label}: bytes kept usual / ours = {kept[WAYS[2]] / kept[WAYS[1]]:.1f}×; overhead over plain: ours "
+            f"{100 * over[WAYS[1]]:+.0f}%, usual {100 * over[WAYS[2]]:+.0f}%"
+        )
+    if not args.episodes:
+        return
 
     from policylens.sim.pybullet import generate_episodes
 

@@ -51,16 +51,29 @@ def _query_mean(probs: Tensor, queries: Tensor) -> Tensor:
     return (probs * w).sum(3) / w.sum(3).clamp(min=1)
 
 
-def _split(row: Tensor, prefix: TokenSpans, cameras: Sequence[str]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def _shared_positions(prefix: TokenSpans, cameras: Sequence[str]) -> dict[str, Tensor | None]:
+    """Per camera, its image-token positions when every sample has them at the same place (the usual
+    case), else None; worked out once per batch (one host sync per camera)."""
+    out = {}
+    for c in cameras:
+        mask = prefix[f"image[{c}]"]
+        out[c] = mask[0].nonzero().flatten() if bool((mask == mask[:1]).all()) else None
+    return out
+
+
+def _split(
+    row: Tensor, prefix: TokenSpans, cameras: Sequence[str], shared: dict[str, Tensor | None] | None = None
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """``(S, B, H, K)`` attention over keys (prefix first, then any suffix), all S calls at once
-    -> camera maps ``(S, B, H, rows, cols)`` and the mass ``(S, B, H)`` on every other span."""
+    -> camera maps ``(S, B, H, rows, cols)`` and the mass ``(S, B, H)`` on every other span.
+    ``shared``: :func:`_shared_positions` of the batch (worked out here when None)."""
     s, b, h = row.shape[:3]
     p = prefix.shape[1]
+    shared = _shared_positions(prefix, cameras) if shared is None else shared
     maps = {}
     for c in cameras:
-        mask, grid = prefix[f"image[{c}]"], prefix.grids[c]
-        if bool((mask == mask[:1]).all()):  # the usual case: the camera's tokens sit at the same positions
-            idx = mask[0].nonzero().flatten()
+        idx, grid = shared[c], prefix.grids[c]
+        if idx is not None:
             maps[c] = row[..., idx].reshape(s, b, h, grid.rows, grid.cols)
         else:
             flat = row[..., :p].permute(0, 1, 3, 2)  # (S, B, P, H)
@@ -124,9 +137,10 @@ def extract_attention(
         else:
             sample(batch, generator=torch.Generator().manual_seed(seed))  # one forward, both phases
     out: dict[tuple[str, int], AttentionMaps] = {}
+    shared = _shared_positions(prefix, cameras)
     for (phase, li), name in taps.items():
         calls = cap.stacked(name).float()  # (S, B, H, Q, K): every flow step at once
-        steps, mass_steps = _split(_query_mean(calls, rows[phase][:, queries[name]]), prefix, cameras)
+        steps, mass_steps = _split(_query_mean(calls, rows[phase][:, queries[name]]), prefix, cameras, shared)
         pick = (lambda t: t.mean(0)) if step == "mean" else (lambda t: t[-1] if step == "last" else t[step])
         out[(phase, li)] = AttentionMaps(
             phase,
