@@ -1,5 +1,8 @@
 """``policylens accel``: calibrate a BAC schedule and evaluate caching modes on a diffusion policy or
-a flow-matching VLA (``TinyVLA``: its action expert is cached, its prefix runs once per chunk).
+a flow-matching VLA (``TinyVLA``, a LeRobot SmolVLA / pi0 / pi0.5 checkpoint directory, a transformers
+PI0 / PI05 directory with its processor: the action expert is cached, the prefix runs once per chunk).
+A VLA runs on random frames of its cameras at its image size, sample instructions and random states,
+made into its inputs by its own ``make_batch`` (``example_batch``; a LeRobot policy: its pre-processor).
 
 Both commands default to one torch thread: the denoiser is small, so more threads buy little on a
 quiet machine (2.7 s against 4.2 s per calibration batch on 2 cores) and cost several-fold when
@@ -13,6 +16,7 @@ and rank 0 alone prints and writes the calibration and its plots.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Literal
@@ -35,12 +39,14 @@ Metric = Literal[ACCEL_METRICS]  # similarity metrics
 
 
 DIFFUSION_POLICY_HELP = (
-    "TinyDiffusionPolicy or TinyVLA directory, or the built-in name tiny_diffusion_policy / tiny_vla "
+    "TinyDiffusionPolicy or TinyVLA directory, the built-in name tiny_diffusion_policy / tiny_vla, a LeRobot "
+    "SmolVLA / pi0 / pi0.5 checkpoint directory or a transformers PI0 / PI05 directory with its processor "
     "(a VLA's action expert is cached; its prefix runs once per chunk)."
 )
 OBS_HELP = (
     "safetensors with 'obs' (N, n_obs_steps, obs_dim), diffusion policies only; default: random observations "
-    "in the policy's range (a VLA: random images, sample instructions and states)."
+    "in the policy's range (a VLA: random frames of its cameras, sample instructions and states through its "
+    "make_batch)."
 )
 THREADS_WHY = (
     "the denoiser is small: more threads gain little alone and slow it several-fold when other work shares the cores"
@@ -56,23 +62,61 @@ QUICK_OBS, QUICK_SEEDS = 16, 1  # the default (quick) calibration; docs/bac.md g
 
 def _load(policy_spec: str, obs_path: Path | None, *, num_obs: int, seed: int):
     from policylens.accel import load_observations, random_observations
-    from policylens.models import TinyDiffusionPolicy, TinyVLA, load_policy
+    from policylens.models import TinyDiffusionPolicy
 
-    policy = load_policy(policy_spec)
-    if isinstance(policy, TinyVLA):
+    policy = _policy(policy_spec)
+    if callable(getattr(policy, "example_batch", None)) and callable(getattr(policy, "make_batch", None)):
         if obs_path:
             raise CommandError(
-                f"--obs {obs_path}: observation files are for diffusion policies; a TinyVLA runs on random "
-                "images here (leave out --obs), or call accel.calibrate / compare_modes with make_batch(...) batches"
+                f"--obs {obs_path}: observation files are for diffusion policies; a {type(policy).__name__} runs on "
+                "random images here (leave out --obs), or call accel.calibrate / compare_modes with make_batch(...) "
+                "batches"
             )
-        return policy.eval(), policy.example_batch(num_obs, seed=seed), "random images, sample instructions"
+        return policy.eval(), policy.example_batch(num_obs, seed=seed), _vla_source(policy)
     if not isinstance(policy, TinyDiffusionPolicy):
         raise CommandError(
-            f"--policy {policy_spec!r} is a {type(policy).__name__}, not a TinyDiffusionPolicy or TinyVLA"
+            f"--policy {policy_spec!r} is a {type(policy).__name__}, not a TinyDiffusionPolicy, TinyVLA, LeRobot "
+            "SmolVLA / pi0 / pi0.5 or transformers PI0 / PI05 policy with its processor"
         )
     if obs_path:
         return policy, load_observations(obs_path, policy=policy), f"{obs_path}"
     return policy, random_observations(policy, num_obs, seed), "random in the policy's range"
+
+
+def _policy(spec: str):
+    """A policylens checkpoint (or built-in name); a LeRobot checkpoint or another Hugging Face directory
+    (a transformers PI0 / PI05 with its processor) through load_model."""
+    from policylens.models import is_lerobot_checkpoint, load_model, load_policy
+
+    path = Path(spec)
+    if not (is_lerobot_checkpoint(path) or _foreign_config(path / "config.json")):
+        return load_policy(spec)
+    try:
+        policy = load_model(path)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        raise CommandError(f"--policy {spec}: {exc}") from None
+    if not callable(getattr(policy, "example_batch", None)):
+        raise CommandError(
+            f"--policy {spec}: a {type(policy).__name__}; accel runs a LeRobot SmolVLA / pi0 / pi0.5 checkpoint or a "
+            "transformers PI0 / PI05 directory with its processor (save the processor beside a bare model: "
+            "processor.save_pretrained(DIR)), a TinyVLA or a TinyDiffusionPolicy"
+        )
+    return policy
+
+
+def _foreign_config(config: Path) -> bool:
+    """Whether ``config`` is a readable JSON object without policylens' ``type``: another library's checkpoint."""
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False  # none, or unreadable: load_policy names the file
+    return isinstance(data, dict) and "type" not in data
+
+
+def _vla_source(policy) -> str:
+    """What the random VLA observations are, for the first line."""
+    cfg = policy.config
+    return f"random images of {', '.join(cfg.cameras)}, sample instructions, {cfg.state_dim or 0}-D states"
 
 
 def _default_updates(policy) -> int:

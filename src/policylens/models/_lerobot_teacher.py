@@ -98,6 +98,40 @@ class LeRobotTeacher(nn.Module):
             )
         return {k: v for k, v in out.items() if isinstance(v, Tensor)}
 
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) of a camera frame for :meth:`example_batch`: the config's image feature shape ``(C, H, W)``
+        (what the dataset gave LeRobot), else the size the policy resizes to (pi ``image_resolution``,
+        SmolVLA ``resize_imgs_with_padding`` (W, H), ``image_size``), else 224 x 224."""
+        cfg = self.policy.config
+        for feature in (cfg.image_features or {}).values():
+            shape = getattr(feature, "shape", None)
+            if shape is not None and len(shape) == 3:
+                return int(shape[1]), int(shape[2])
+        pad = getattr(cfg, "resize_imgs_with_padding", None)
+        if pad:
+            return int(pad[1]), int(pad[0])
+        size = getattr(cfg, "image_resolution", None) or getattr(cfg, "image_size", None) or 224
+        return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    def example_batch(self, batch_size: int = 2, seed: int = 0, with_action: bool = False) -> dict[str, Tensor]:
+        """Random uint8 frames of every camera at :meth:`frame_size`, sample instructions and random states
+        through :meth:`make_batch` (the pre-processor's normalisation); ``with_action``: random raw action
+        chunks too (``config.action_dim`` needed). For ``accel calibrate / eval``, ``synthetic:N``, probes."""
+        g = torch.Generator().manual_seed(seed)
+        cfg, (h, w) = self.config, self.frame_size()
+        images = {c: torch.randint(0, 256, (batch_size, h, w, 3), generator=g, dtype=torch.uint8) for c in cfg.cameras}
+        words = ["pick up the red cube", "put the cup in the tray", "open the drawer"]
+        state = torch.randn(batch_size, cfg.state_dim or 0, generator=g)
+        actions = None
+        if with_action:
+            if cfg.action_dim is None:
+                raise ValueError(
+                    f"LeRobotTeacher.example_batch: with_action=True but the config of {self.source or self.variant} "
+                    "names no action feature ('action' in output_features); leave with_action out"
+                )
+            actions = torch.randn(batch_size, cfg.chunk_size, cfg.action_dim, generator=g)
+        return self.make_batch(images, [words[i % len(words)] for i in range(batch_size)], state, actions=actions)
+
     def training_noise(self, n: int, generator: torch.Generator, rng) -> dict[str, Tensor]:
         """``noise`` ``(n, *noise_shape)`` from ``generator`` and ``time`` ``(n,)`` from the numpy ``rng``,
         drawn as LeRobot draws them (Beta(α, β) · scale + offset from the config's ``time_sampling_*``)."""
