@@ -22,6 +22,11 @@ from ._common import CAMERA_MAP_HELP, EPISODES_FORMS, NOISE_HELP, OVERWRITE_HELP
 from ._errors import CommandError
 from ._threads import apply_threads, threads_option
 
+POLICY_DIR_HELP = (
+    "Fine-tune this LeRobot SmolVLA / pi0 / pi0.5 checkpoint or transformers PI0 / PI05 directory instead of "
+    "TinyVLA: plain fine-tuning with its own training loss on --dataset (retain train --method plain); "
+    "writes OUT/policy."
+)
 DIFFUSION_THREADS_HELP = (
     "CPU threads for torch [default: 1, the fastest for this small model on a shared machine; also POLICYLENS_THREADS]."
 )
@@ -60,7 +65,9 @@ def stopped(exc: BaseException) -> typer.Exit:
 
 @app.command("vla")
 def vla(
+    ctx: typer.Context,
     out: str = typer.Option("runs/tiny_vla_reach", help="Output directory (the same run resumes there)."),
+    policy: str | None = typer.Option(None, help=POLICY_DIR_HELP),
     task: str | None = typer.Option(None, help="Simulated task [default: reach, without --dataset]."),
     dataset: str | None = typer.Option(None, help=f"Train on episodes from disk instead: {EPISODES_FORMS}."),
     camera_map: str | None = typer.Option(None, help=CAMERA_MAP_HELP),
@@ -71,7 +78,9 @@ def vla(
     batch_size: int = typer.Option(16, min=1, help="Samples per optimiser step."),
     seed: int = typer.Option(0, help="Seed of the episode layouts, the weights and the batches."),
     image_size: int = typer.Option(224, help="Camera image size (a multiple of the patch size 14)."),
-    lr: float = typer.Option(3e-4, help="Peak learning rate (cosine decay after warm-up)."),
+    lr: float | None = typer.Option(
+        None, help="Peak learning rate (cosine decay after warm-up) [default: 3e-4; --policy DIR: 1e-5]."
+    ),
     use_state: bool = typer.Option(True, help="Feed the proprio state token (--no-use-state: images + text only)."),
     action_noise: float = typer.Option(0.02, min=0.0, help=NOISE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
@@ -83,12 +92,20 @@ def vla(
     ),
     threads: int | None = threads_option(),
 ) -> None:
-    """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK or on --dataset."""
+    """Train TinyVLA (two cameras, 224×224, flow matching) on expert episodes of TASK or on --dataset;
+    --policy DIR: plain fine-tuning of a LeRobot SmolVLA / pi0 / pi0.5 or transformers PI0 / PI05 on --dataset."""
     from policylens.data import dataset_training_episodes, training_samples
     from policylens.models import TinyVLA, TinyVLAConfig, TrainingInterrupted, VLATrainConfig, check_vla_run, train_vla
     from policylens.runs import distributed, trained_steps
     from policylens.sim.pybullet import make_training_episodes
 
+    if policy is not None:
+        _check_policy_options(ctx, policy, dataset)
+        own = {"dataset": dataset, "camera_map": camera_map, "episodes": episodes}
+        lr = 1e-5 if lr is None else lr  # PolicyTrainConfig's; anchor_batch_size: no anchors, a size that splits
+        config = {"steps": steps, "batch_size": batch_size, "seed": seed, "lr": lr, "anchor_batch_size": batch_size}
+        return _fine_tune(policy, own, out=out, config=config, overwrite=overwrite, threads=threads)
+    lr = 3e-4 if lr is None else lr
     if dataset and (task or every_target):
         raise CommandError(f"--dataset {dataset} with --task / --every-target: those record simulated episodes")
     check_world_split(batch_size=batch_size)
@@ -135,6 +152,52 @@ def vla(
                 say(f"nothing to train: {out} already holds {trained_steps(out)} steps; raise --steps to go on")
                 return
             say(f"trained {len(losses)} steps; final loss {losses[-1]:.4f}; checkpoint in {out}")
+    except TrainingInterrupted as exc:
+        raise stopped(exc) from None
+
+
+def _check_policy_options(ctx: typer.Context, policy: str, dataset: str | None) -> None:
+    """``train vla --policy DIR``: options it cannot honour refused, --dataset and --out required (before loading)."""
+    sim_only = ("task", "every_target", "init", "image_size", "use_state", "action_noise")
+    sources = {name: ctx.get_parameter_source(name) for name in (*sim_only, "out")}  # typer may vendor click's enum
+    given = [name for name, source in sources.items() if getattr(source, "name", "DEFAULT") != "DEFAULT"]
+    refused = [f"--{name.replace('_', '-')}" for name in sim_only if name in given]
+    if refused:
+        raise CommandError(
+            f"--policy {policy} with {' / '.join(refused)}: those build or record a TinyVLA run; a policy directory "
+            "keeps its own architecture and trains on --dataset episodes (leave them out)"
+        )
+    if not dataset:
+        raise CommandError(f"--policy {policy}: pass the task data with --dataset lerobot:PATH | droid:PATH")
+    if "out" not in given:
+        raise CommandError(f"--policy {policy}: pass --out DIR for the fine-tuned run (the default is TinyVLA's)")
+
+
+def _fine_tune(policy: str, own: dict, *, out: str, config: dict, overwrite: bool, threads: int | None) -> None:
+    """Plain fine-tuning of a LeRobot / transformers pi directory: ``retain train --method plain``'s path
+    (``retain.policy_train`` without anchors) with train vla's options."""
+    from policylens.models import TinyVLA, TrainingInterrupted
+    from policylens.retain import RetainTrainConfig, RetentionConfig
+    from policylens.runs import distributed
+
+    from ._retain import _policy, _train_own
+
+    check_world_split(batch_size=config["batch_size"])
+    own.update(task=None, replay_task=None, replay_dataset=None, replay_episodes=None, anchors=None,
+               replay_fraction=0.0)  # fmt: skip
+    try:
+        with distributed() as d:
+            say = rank_output(d)
+            say(f"torch threads: {apply_threads(threads)}")
+            model = _policy(policy)
+            if isinstance(model, TinyVLA):
+                raise CommandError(
+                    f"--policy {policy} is a TinyVLA: fine-tune it with `policylens train vla --init {policy}` "
+                    "(its config and normalisation kept)"
+                )
+            summary = _train_own(model, policy, own, out=out, retention=RetentionConfig(method="plain"),
+                                 config=RetainTrainConfig(**config), overwrite=overwrite, d=d)  # fmt: skip
+            say(f"trained {summary['steps_run']} steps (plain fine-tuning); the policy in {out}/policy")
     except TrainingInterrupted as exc:
         raise stopped(exc) from None
 
