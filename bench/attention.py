@@ -77,7 +77,7 @@ WAYS = (
 )
 
 
-def time_ways(model, keyframes: int, rounds: int, layers: list[int]) -> tuple[dict, dict]:
+def time_ways(model, keyframes: int, rounds: int, layers: list[int], clock=time.perf_counter) -> tuple[dict, dict]:
     """Per way: the times of ``rounds`` interleaved rounds (after a warm-up) and the bytes kept."""
     batch = frames_batch(model, keyframes, seed=3)
     usual = usual_way(model)
@@ -92,9 +92,9 @@ def time_ways(model, keyframes: int, rounds: int, layers: list[int]) -> tuple[di
             fn()  # warm-up
         for _ in range(rounds):
             for name, fn in fns.items():
-                start = time.perf_counter()
+                start = clock()
                 fn()
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
         kept = dict(zip(WAYS, (0, ours_bytes(model, batch, layers), usual(batch)), strict=True))
     return times, kept
 
@@ -106,6 +106,13 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=4, help="episodes for the pipeline rows (0: none)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="pipeline output folder (default: a temporary one)")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time, or this process's CPU time (with --threads 1: what others' load on a shared machine "
+        "does not inflate)",
+    )
     ap.add_argument("--smoke", action="store_true", help="tiny sizes that run in seconds (a check, not a figure)")
     args = ap.parse_args()
     if args.smoke:
@@ -120,11 +127,12 @@ def main() -> None:
         (f"tiny_vla, {model.config.image_size} px", model, args.keyframes),
         (f"random, {big.config.image_size} px", big, max(1, args.keyframes // 2)),
     ):
-        sizes[label] = (m, n, *time_ways(m, n, args.rounds, layers))
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+        sizes[label] = (m, n, *time_ways(m, n, args.rounds, layers, clock))
     print(
         f"attention extraction (layers {layers}, prefix text -> image + suffix action -> image at every one of "
-        f"{model.config.flow_steps} flow steps), {torch.get_num_threads()} threads, medians of {args.rounds} "
-        "interleaved rounds; ratios to plain from the same run"
+        f"{model.config.flow_steps} flow steps), {torch.get_num_threads()} threads, {args.clock} time, medians of "
+        f"{args.rounds} interleaved rounds; ratios to plain from the same run"
     )
     head = "".join(f" | {lbl + ' (prefix ' + str(m.config.prefix_len) + ', B=' + str(n) + ')':>44s}"
                    for lbl, (m, n, _, _) in sizes.items())  # fmt: skip

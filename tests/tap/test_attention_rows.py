@@ -85,11 +85,12 @@ def test_kept_rows_equal_eager_weights_and_the_forward_is_untouched():
         torch.testing.assert_close(cap[tap], ref[layer][:, :, rows], rtol=0, atol=1e-6)
 
 
-def test_a_reused_capture_equals_fresh_ones_across_lengths():
+@pytest.mark.parametrize("rows", [[1, 4, 9], [0, 1, 2, 4, 5, 6, 9]])  # few rows: computed alone; most: all rows
+def test_a_reused_capture_equals_fresh_ones_across_lengths(rows):
     model = tiny_decoder("llama")
     g = torch.Generator().manual_seed(2)
     short, long = torch.randint(0, 60, (2, 7), generator=g), torch.randint(0, 60, (2, 11), generator=g)
-    rows = torch.tensor([1, 4, 6, 9])  # position 9 is past the short sequence: dropped there
+    rows = torch.tensor(rows)  # position 9 is past the short sequence: dropped there
     tap = "llm.layers.1.attn.probs"
 
     def fresh(ids):
@@ -103,7 +104,7 @@ def test_a_reused_capture_equals_fresh_ones_across_lengths():
             cap.clear()  # the hooks, routes and cached row positions stay
             model(input_ids=ids)
             got.append(cap[tap])
-    assert [t.shape[2] for t in got] == [3, 4, 3]
+    assert [t.shape[2] for t in got] == [len(rows) - 1, len(rows), len(rows) - 1]
     for ids, t in zip((short, long, short), got, strict=True):
         assert torch.equal(t, fresh(ids))
 
@@ -117,7 +118,8 @@ def test_vla_flow_steps_from_one_capture_equal_eager_weights():
         plain = model.sample_actions(batch, generator=torch.Generator().manual_seed(0))
         with capture(model, ["expert.layers.1.attn.probs"], queries=action) as cap:
             got = model.sample_actions(batch, generator=torch.Generator().manual_seed(0))
-        assert torch.equal(got, plain)
+        # 8 of 9 rows kept: the whole map in one explicit pass, its output probs @ V (float rounding)
+        torch.testing.assert_close(got, plain, rtol=0, atol=1e-5)
         steps = cap.calls("expert.layers.1.attn.probs")
         eager = []
         model.expert.config._attn_implementation = "eager"

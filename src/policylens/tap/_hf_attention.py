@@ -8,11 +8,12 @@ that function directly, handing it a layer's attention module. While a capture i
 - the ``sdpa`` entry points to :func:`_routing_sdpa`, which hands every module that is not
   selected to the original SDPA kernel untouched. For a selected module it computes
   ``softmax(QKᵀ·scale + mask)`` explicitly (the same math as HF's eager path, float32 softmax).
-  When the route was given the query rows its sink keeps (``rows=``, e.g. the text rows of a
-  decoder layer), only those rows are computed and the layer's output comes from the original
-  kernel, so the model computes exactly what it computes without a capture and the extra work
-  is ``rows × keys`` scores; without ``rows`` every row is computed and the output is
-  ``probs @ V`` (one pass, no kernel call beside it);
+  When the route was given the query rows its sink keeps (``rows=``) and they are at most half
+  of the call's queries (the text rows of a decoder layer), only those rows are computed and the
+  layer's output comes from the original kernel, so the model computes exactly what it computes
+  without a capture and the extra work is ``rows × keys`` scores. Otherwise (no ``rows``, or most
+  rows kept: an expert's action rows) every row is computed and the output is ``probs @ V``, one
+  pass with no kernel call beside it;
 - the modeling file's ``eager_attention_forward`` is wrapped so that, when the module it is
   handed is selected, the weights it already returns go to the sink as they are.
 
@@ -121,8 +122,9 @@ def _routing_sdpa(module, query, key, value, attention_mask, dropout=0.0, scalin
     tq = query.shape[2]
     rows_of, rows_sink = _ROWS.get(id(module), (None, None))
     rows = rows_of(tq, query.device) if rows_of is not None else None
-    if rows is not None and rows.numel() < tq:
-        # the model's own kernel for the output; probabilities of the kept rows only
+    if rows is not None and 2 * rows.numel() <= tq:
+        # few rows (a prefix's text rows): the model's own kernel for the output, and the kept rows'
+        # probabilities only; with most rows kept (an expert's action rows) one explicit pass costs less
         out = _STATE["original"](
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kw
         )
@@ -190,9 +192,10 @@ def route_probs(
     """Send ``module``'s attention probabilities to ``sink`` on every call until unrouted.
 
     ``rows``: ``(rows_of, rows_sink)``. ``rows_of(n_queries, device)`` gives the query positions
-    (a long tensor, or None for all) the caller keeps of an SDPA call; when they are fewer than
+    (a long tensor, or None for all) the caller keeps of an SDPA call; when they are at most half
     the call's queries, only those rows are computed and handed to ``rows_sink`` ``(B, H, R, Tk)``,
-    and the output comes from the original kernel. Eager calls hand ``sink`` the full weights."""
+    and the output comes from the original kernel. Otherwise, and for eager calls, ``sink`` gets
+    every row."""
     AttentionInterface = _attention_interface(module)
     with _LOCK:
         if _STATE["depth"] == 0:
