@@ -7,7 +7,8 @@ task-A data; action distillation (the teacher's predicted velocities on the anch
 {L_act, λ·L_ret}; CRaFT (dual ascent) with ``projection="conflict"`` and ``"active"``; CRaFT +
 replay 2%; and the step-cost variants of CRaFT: the retention pass every 2 / 4 steps
 (``retain_every``) and an anchor batch a quarter of the task batch. For each row and seed: task-B
-and task-A success (closed-loop rollouts, 95% Wilson intervals), negative backward transfer (task-A
+and task-A success (closed-loop rollouts, 95% Wilson intervals), success on the teacher's other skills
+(``reach`` naming another object on task B's training layouts), negative backward transfer (task-A
 success before − after), the final L_ret against ε and the fraction of retention steps above it,
 bridge-feature drift over the whole cache, λ, and the step time as a ratio to plain fine-tuning's
 from the same run (from the training loop's own per-step log times: setup, the anchors' one-time
@@ -37,7 +38,7 @@ from policylens.data import training_samples
 from policylens.models import load_model
 from policylens.retain import AnchorSet, RetainTrainConfig, RetentionConfig, retain_train, retention_loss
 from policylens.sim import vla_agent
-from policylens.sim.pybullet import evaluate_policy, generate_episodes, make_training_episodes
+from policylens.sim.pybullet import evaluate_policy, generate_episodes, get_task, layout_seed, make_training_episodes
 
 ROWS = {  # name: method, replay fraction of the teacher's data, projection, other settings
     "plain": ("plain", 0.0, "conflict", {}),
@@ -70,14 +71,26 @@ def episodes(task: str, n: int, seed: int, cfg) -> list[dict]:
     return training_samples(raw)
 
 
-def success(model, task: str, n: int, seed: int, max_steps: int | None) -> dict | None:
+def other_layouts(n: int, seed: int) -> list[tuple[int, int]]:
+    """The teacher's other skills: ``reach`` on the layouts of task B's first ``n`` training episodes
+    (``layout_seed(seed, i)``; with ``hover`` the very scenes the fine-tune saw), each naming another
+    object than the layout's own target (the next one), an instruction the fine-tune never saw."""
+    reach = get_task("reach")
+    plan = []
+    for i in range(n):
+        spec = reach.sample(np.random.default_rng(layout_seed(seed, i)))
+        plan.append((layout_seed(seed, i), (spec.target + 1) % len(spec.objects)))
+    return plan
+
+
+def success(model, task: str, n: int, seed: int, max_steps: int | None, layouts=None) -> dict | None:
     if n == 0:  # --eval-episodes 0: timing only
         return None
     agent = vla_agent(model.eval(), seed=seed)  # one batched call per step, noise seeded per episode
     cfg = model.config
     r = evaluate_policy(
         agent, task, n, seed, image_size=cfg.image_size, cameras=cfg.cameras, max_steps=max_steps, progress=False,
-        batch=min(n, 10),
+        batch=min(n, 10), layouts=layouts,
     )  # fmt: skip
     lo, hi = r.interval
     return {"rate": r.success_rate, "n": r.n, "low": lo, "high": hi}
@@ -134,9 +147,12 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
     fractions = sorted({ROWS[n][1] for n in chosen if ROWS[n][1] > 0})
     replay_all = episodes("reach", max(1, round(max(fractions, default=0) * args.teacher_episodes)), seed + 7919, cfg)
     n_before = 0 if args.skip_before else args.eval_episodes
+    n_other = min(args.other_episodes, args.episodes_b)
+    others = other_layouts(n_other, seed)
     before = {
         "A": success(load_model("tiny_vla"), "reach", n_before, seed, args.max_steps),
         "B": success(load_model("tiny_vla"), args.task_b, n_before, seed, args.max_steps),
+        "other": success(load_model("tiny_vla"), "reach", n_other if n_before else 0, seed, args.max_steps, others),
     }
     rows = []
     for name in chosen:
@@ -175,8 +191,10 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
                 "step_s": step_seconds(out),
                 "B": success(tuned, args.task_b, args.eval_episodes, seed, args.max_steps),
                 "A": success(load_model(str(out)), "reach", args.eval_episodes, seed, args.max_steps),
+                "other": success(load_model(str(out)), "reach", n_other, seed, args.max_steps, others),
                 "A_before": before["A"],
                 "B_before": before["B"],
+                "other_before": before["other"],
                 "drift": drift(tuned, cache),
                 "first_loss_act": summary.get("first_loss_act"),
                 "final_loss_act": summary["final_loss_act"],
@@ -226,14 +244,16 @@ def pct(s: dict | None) -> str:
 
 def table(rows: list[dict], epsilon: float) -> str:
     lines = [
-        f"| row | seed | task B success | task A success | NBT (A before − after) | L_act first → last "
+        f"| row | seed | task B success | task A success | NBT (A before − after) | other skills "
+        "| L_act first → last "
         f"| final L_ret (ε={epsilon:g}) "
         "| retention steps above ε | drift | λ | projection fired | cos(Δθ, g_ret) | step time × plain |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['row']} | {r['seed']} | {pct(r['B'])} | {pct(r['A'])} | {fmt(r['nbt'], '+.0%')} | "
+            f"{pct(r.get('other'))} | "
             f"{fmt(r.get('first_loss_act'), '.3g')} → {fmt(r.get('final_loss_act'), '.3g')} | "
             f"{fmt(r['final_loss_ret'], '.3g')} | {fmt(r['above_epsilon'], '.0%')} | {r['drift']:.3g} | "
             f"{fmt(r['lambda'], '.3g')} | {fmt(r['projection_fired'], '.0%')} | "
@@ -256,9 +276,9 @@ def pooled(results: list[dict | None]) -> str:
 def aggregate(rows: list[dict]) -> str:
     """Each row over the seeds: pooled success, mean NBT, mean drift and step-time ratio (range)."""
     lines = [
-        "| row | seeds | task B success | task A success | NBT mean | drift mean | final L_ret mean | λ mean "
-        "| step time × plain (range) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| row | seeds | task B success | task A success | NBT mean | other skills | drift mean | final L_ret mean "
+        "| λ mean | step time × plain (range) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in dict.fromkeys(r["row"] for r in rows):
         mine = [r for r in rows if r["row"] == name]
@@ -271,7 +291,8 @@ def aggregate(rows: list[dict]) -> str:
         spread = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
         lines.append(
             f"| {name} | {len(mine)} | {pooled([r['B'] for r in mine])} | {pooled([r['A'] for r in mine])} | "
-            f"{fmt(mean('nbt'), '+.0%')} | {fmt(mean('drift'), '.3g')} | {fmt(mean('final_loss_ret'), '.3g')} | "
+            f"{fmt(mean('nbt'), '+.0%')} | {pooled([r.get('other') for r in mine])} | "
+            f"{fmt(mean('drift'), '.3g')} | {fmt(mean('final_loss_ret'), '.3g')} | "
             f"{fmt(mean('lambda'), '.3g')} | {fmt(mean('step_ratio'), '.2f')}×{spread} |"
         )
     return "\n".join(lines)
@@ -324,6 +345,12 @@ def main(argv=None) -> int:
     ap.add_argument("--lam-lr", type=float, default=20.0)
     ap.add_argument("--log-every", type=int, default=10, help="steps between cos(Δθ, g_ret) readings")
     ap.add_argument("--eval-episodes", type=int, default=50)
+    ap.add_argument(
+        "--other-episodes",
+        type=int,
+        default=20,
+        help="reach episodes naming another object on task B's training layouts (the other skills)",
+    )
     ap.add_argument("--max-steps", type=int, default=None, help="cap on rollout steps (default: the task's)")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (each row once per seed)")
     ap.add_argument("--rows", help="comma-separated row names to run (default: all)")

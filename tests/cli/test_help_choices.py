@@ -49,6 +49,7 @@ CHOICES = {
     (("retain", "train"), "method"): lambda: lib("policylens.retain:METHODS"),
     (("retain", "train"), "projection"): lambda: lib("policylens.retain:PROJECTIONS"),
     (("retain", "train"), "loss"): lambda: lib("policylens.retain:RETENTION_LOSSES"),
+    (("retain", "train"), "anchor_features"): lambda: lib("policylens.retain:ANCHOR_FEATURES"),
     (("sim", "generate"), "fmt"): lambda: lib("policylens.sim.pybullet._generate:FORMATS"),
     (("sim", "generate"), "suite"): suites,
     (("sim", "eval"), "suite"): suites,

@@ -20,6 +20,7 @@ __all__ = [
     "ACCEL_METRICS",
     "ACCEL_MODES",
     "AMP_MODES",
+    "ANCHOR_FEATURES",
     "BRIDGE_POOLING_CHOICES",
     "CAMERA_MAP_HELP",
     "DATASET_HELP",
@@ -72,6 +73,7 @@ SOURCES = ("rgb", "points", "student", "raw", "blind")
 METHODS = ("plain", "fixed", "pcgrad", "agem", "craft")
 PROJECTIONS = ("conflict", "active")
 RETENTION_LOSSES = ("mse", "cosine")
+ANCHOR_FEATURES = ("all", "action")  # retain train --anchor-features
 # sim, train
 SUITES = ("pybullet", "metaworld")  # the simulators (models.diffusion's config SUITES, less None)
 FORMATS = ("droid", "lerobot")
@@ -104,6 +106,7 @@ MIRRORS = {
     "policylens.retain:METHODS": METHODS,
     "policylens.retain:PROJECTIONS": PROJECTIONS,
     "policylens.retain:RETENTION_LOSSES": RETENTION_LOSSES,
+    "policylens.retain:ANCHOR_FEATURES": ANCHOR_FEATURES,
     "policylens.sim.metaworld:FORMATS": FORMATS,
     "policylens.sim.pybullet:TASKS": PYBULLET_TASKS,
 }

@@ -27,6 +27,7 @@ import typer
 
 from ._app import new_app
 from ._common import (
+    ANCHOR_FEATURES,
     CAMERA_MAP_HELP,
     EPISODES_FORMS,
     METHODS,
@@ -49,7 +50,7 @@ TASK_STATS_HELP = (
 Method = Literal[METHODS]
 Projection = Literal[PROJECTIONS]
 Loss = Literal[RETENTION_LOSSES]
-AnchorFeatures = Literal["all", "action"]
+AnchorFeatures = Literal[ANCHOR_FEATURES]
 
 
 def _check_tasks(task: str | None, replay_task: str | None, replay_episodes: int | None, *, dataset, replay_dataset):

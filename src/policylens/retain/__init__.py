@@ -9,7 +9,8 @@ teacher's (CRaFT: retention loss, A-GEM projection of conflicting gradients, dua
 >>> torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); optimizer.step()
 """
 
-from ._anchors import AnchorSet
+from ._anchors import ANCHOR_FEATURES, AnchorSet
+from ._data_parallel import task_retainer
 from ._dual import DualAscent
 from ._loss import RETENTION_LOSSES, retention_loss
 from ._methods import AGEM, METHOD_TYPES, CRaFT, Fixed, PCGrad, Plain, RetentionMethod, make_method
@@ -21,6 +22,7 @@ from ._train import RetainTrainConfig, check_retain_out, finished_message, open_
 
 __all__ = [
     "AGEM",
+    "ANCHOR_FEATURES",
     "METHODS",
     "METHOD_TYPES",
     "PROJECTIONS",
@@ -52,4 +54,5 @@ __all__ = [
     "retain_train",
     "retention_loss",
     "retention_step",
+    "task_retainer",
 ]
