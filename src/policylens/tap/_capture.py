@@ -17,6 +17,7 @@ import difflib
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -127,20 +128,10 @@ def _for(selector, name: str):
     return selector.get(name) if isinstance(selector, Mapping) else selector
 
 
-def _positions(index: slice | Tensor | Sequence[int], length: int, device: torch.device) -> Tensor:
-    """The positions ``index`` keeps of ``length`` (a slice, integer positions or a boolean mask
-    over positions; positions past ``length`` dropped) as a long tensor on ``device``."""
-    if isinstance(index, slice):
-        return torch.arange(length, device=device)[index]
-    idx = torch.as_tensor(index, device=device)
-    if idx.dtype == torch.bool:
-        return idx[:length].nonzero().flatten()
-    return idx[idx < length]
-
-
 class _Rows:
-    """The positions a selector keeps per call length and device, computed once per capture (no
-    ``nonzero`` / host sync per flow step)."""
+    """The positions a selector (a slice, integer positions or a boolean mask over positions) keeps
+    of a call's ``length``, positions past it dropped; worked out once per length and device for the
+    whole capture (no ``nonzero`` / host sync per flow step)."""
 
     def __init__(self, index: slice | Tensor | Sequence[int]) -> None:
         self.index, self._cache = index, {}
@@ -148,50 +139,36 @@ class _Rows:
     def __call__(self, length: int, device: torch.device) -> Tensor:
         key = (length, device)
         if key not in self._cache:
-            self._cache[key] = _positions(self.index, length, device)
+            idx = self.index
+            if isinstance(idx, slice):
+                idx = torch.arange(length, device=device)[idx]
+            else:
+                idx = torch.as_tensor(idx, device=device)
+                idx = idx[:length].nonzero().flatten() if idx.dtype == torch.bool else idx[idx < length]
+            self._cache[key] = idx
         return self._cache[key]
 
 
-def _select(t: Tensor, dim: int, index: slice | _Rows) -> Tensor:
-    """``t`` restricted to ``index`` along ``dim``."""
-    if isinstance(index, slice):
-        return t[(slice(None),) * dim + (index,)]
-    return t.index_select(dim, index(t.shape[dim], t.device))
+def _select(t: Tensor, dim: int, rows: _Rows) -> Tensor:
+    """``t`` restricted to ``rows`` along ``dim`` (a view for a slice)."""
+    if isinstance(rows.index, slice):
+        return t[(slice(None),) * dim + (rows.index,)]
+    return t.index_select(dim, rows(t.shape[dim], t.device))
 
 
 class _Sink:
     """Turns one hooked tensor into a stored record: slice, cast, copy."""
 
-    def __init__(
-        self,
-        cap: Capture,
-        point: TapPoint,
-        dtype,
-        device,
-        positions,
-        heads,
-        counter,
-        block=None,
-        keep_graph=False,
-        on_record=None,
-    ) -> None:
+    def __init__(self, cap: Capture, point: TapPoint, dtype, device, positions, heads, counter, block=None,
+                 keep_graph=False, on_record=None) -> None:  # fmt: skip
         self.cap, self.point, self.dtype, self.device = cap, point, dtype, torch.device(device)
         self.positions, self.heads, self.counter = positions, heads, counter
-        queries, keys = block or (None, None)
-        self.queries, self.keys = (q if q is None or isinstance(q, slice) else _Rows(q) for q in (queries, keys))
+        self.queries, self.keys = (None if q is None else _Rows(q) for q in (block or (None, None)))
         self.keep_graph, self.on_record = keep_graph, on_record
 
     def query_rows(self, length: int, device: torch.device) -> Tensor | None:
         """The query positions this sink keeps of a call with ``length`` queries (None: all)."""
-        if self.queries is None:
-            return None
-        if isinstance(self.queries, slice):
-            return torch.arange(length, device=device)[self.queries]
-        return self.queries(length, device)
-
-    def rows_selected(self, tensor: Tensor) -> None:
-        """Store probabilities whose query rows are already the ones :meth:`query_rows` named."""
-        self(tensor, rows_done=True)
+        return None if self.queries is None else self.queries(length, device)
 
     def _stored(self, tensor: Tensor, event: torch.cuda.Event | None) -> None:
         self.cap._add(self.point.name, tensor, event)
@@ -200,6 +177,7 @@ class _Sink:
         self.counter.fired(self.point.name)
 
     def __call__(self, tensor: Tensor, rows_done: bool = False) -> None:
+        """Store ``tensor``; ``rows_done``: its query rows are already those :meth:`query_rows` names."""
         t = tensor if self.keep_graph else tensor.detach()
         if self.point.kind == "probs":
             if self.heads is not None:
@@ -315,7 +293,7 @@ def _attach(point: TapPoint, sink: _Sink, model: nn.Module) -> tuple[object, ...
     if impl == "eager" and not routes_eager(module):  # eager math inline: the module returns the weights
         return (module.register_forward_hook(lambda _m, _a, out: sink(out[1])),)
     if impl in ("eager", "sdpa"):  # routed whichever of the two runs at call time
-        route_probs(module, sink, rows=(sink.query_rows, sink.rows_selected))
+        route_probs(module, sink, rows=(sink.query_rows, partial(sink, rows_done=True)))
         return (module,)
     raise ValueError(
         f"tap {point.name!r}: attention probabilities need the 'sdpa' or 'eager' attention implementation, "
