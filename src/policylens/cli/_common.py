@@ -77,7 +77,7 @@ ANCHOR_FEATURES = ("all", "action")  # retain train --anchor-features
 # sim, train
 SUITES = ("pybullet", "metaworld")  # the simulators (models.diffusion's config SUITES, less None)
 FORMATS = ("droid", "lerobot")
-PYBULLET_TASKS = ("reach", "put_in_tray", "hover")
+PYBULLET_TASKS = ("reach", "put_in_tray", "hover", "lift")
 
 EPISODES_FORMS = (
     "droid:PATH (a DROID episode folder or a tree of them), lerobot:PATH (a LeRobot v3.0 dataset root), "

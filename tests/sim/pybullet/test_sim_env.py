@@ -61,7 +61,9 @@ def test_calibration_forms_agree():
             assert c["intrinsics"][0, 2] == pytest.approx(31.5), cam
 
 
-@pytest.mark.parametrize(("task", "seeds"), [("reach", range(4)), ("put_in_tray", range(3)), ("hover", range(4))])
+@pytest.mark.parametrize(
+    ("task", "seeds"), [("reach", range(4)), ("put_in_tray", range(3)), ("hover", range(4)), ("lift", range(3))]
+)
 def test_expert_succeeds(task, seeds):
     with SimEnv(task, image_size=64, render=False) as env:
         for seed in seeds:
@@ -133,3 +135,18 @@ def test_hover_shares_reach_layouts_and_its_goal_is_higher():
                     break
             assert info["success"] and not reach.task.success(hover)
     assert HOVER_HEIGHT - REACH_CLEARANCE > 2 * REACH_TOLERANCE
+
+
+def test_lift_goes_straight_up_from_the_start_point():
+    from policylens.sim.pybullet._tasks import LIFT_HEIGHT, REACH_TOLERANCE
+
+    with SimEnv("lift", image_size=64, render=False) as env:
+        env.reset(seed=5)
+        start = np.asarray(env.scene_spec.start_ee)
+        assert env.instruction == "lift the gripper" and not env.task.success(env)
+        done = False
+        while not done:
+            _, done, info = env.step(expert_action(env))
+        ee = env.ee_position()
+        assert info["success"] and np.linalg.norm(ee - start - [0, 0, LIFT_HEIGHT]) < REACH_TOLERANCE
+        assert abs(ee[0] - start[0]) < 0.02 and abs(ee[1] - start[1]) < 0.02  # straight up

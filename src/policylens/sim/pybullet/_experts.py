@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._scene import SHAPES
-from ._tasks import hover_goal, in_tray, reach_goal
+from ._tasks import hover_goal, in_tray, lift_goal, reach_goal
 
 MAX_STEP = 0.05  # m per control step (0.75 m/s)
 
@@ -29,6 +29,10 @@ def _reach_expert(env) -> np.ndarray:
 
 def _hover_expert(env) -> np.ndarray:
     return _toward(env, hover_goal(env), 0.0)
+
+
+def _lift_expert(env) -> np.ndarray:
+    return _toward(env, lift_goal(env), 0.0)
 
 
 def _tray_expert(env) -> np.ndarray:
@@ -71,7 +75,7 @@ def _tray_expert(env) -> np.ndarray:
     return _toward(env, goal, 0.0)
 
 
-EXPERTS = {"reach": _reach_expert, "put_in_tray": _tray_expert, "hover": _hover_expert}
+EXPERTS = {"reach": _reach_expert, "put_in_tray": _tray_expert, "hover": _hover_expert, "lift": _lift_expert}
 
 
 def expert_action(env) -> np.ndarray:

@@ -5,7 +5,10 @@ unique, so the instruction decides the target.  ``put_in_tray``: "put the {colou
 the tray" among 1-3 distractors (graspable shapes only).  ``hover``: "hover above the {colour}
 {shape}" on ``reach``'s layouts (the same layout for the same seed), the goal ``HOVER_HEIGHT``
 above the object's top instead of ``REACH_CLEARANCE``: a skill next to ``reach`` that a policy
-can only tell apart by its words, so fine-tuning on one can overwrite the other.  All start the
+can only tell apart by its words, so fine-tuning on one can overwrite the other.  ``lift``: "lift
+the gripper" on ``reach``'s layouts, the goal ``LIFT_HEIGHT`` straight above the start point: a
+skill that needs no object, so a fine-tune learns it quickly, and one that pulls away from every
+``reach`` motion (down to an object).  All start the
 gripper, pointing down, at a random point of ``START_REGION``.
 """
 
@@ -20,6 +23,7 @@ from ._scene import COLOURS, SHAPES, TRAY_INNER_HALF, ObjectSpec, SceneSpec
 
 REACH_TOLERANCE = 0.04  # m between the gripper point and the spot just above the target
 REACH_CLEARANCE = 0.03  # m above the object's top
+LIFT_HEIGHT = 0.12  # m above the start point for ``lift``
 HOVER_HEIGHT = 0.12  # m above the object's top for ``hover`` (0.09 m above reach's goal: > 2x the tolerance)
 
 
@@ -83,6 +87,16 @@ def hover_goal(env) -> np.ndarray:
     return reach_goal(env, HOVER_HEIGHT)
 
 
+def lift_goal(env) -> np.ndarray:
+    """``lift``'s goal: ``LIFT_HEIGHT`` straight above the gripper's start point, (3,)."""
+    start = env.scene_spec.start_ee
+    return np.asarray(start, dtype=np.float64) + np.array([0.0, 0.0, LIFT_HEIGHT])
+
+
+def _lift_success(env) -> bool:
+    return bool(np.linalg.norm(env.ee_position() - lift_goal(env)) < REACH_TOLERANCE)
+
+
 def _reach_success(env) -> bool:
     return bool(np.linalg.norm(env.ee_position() - reach_goal(env)) < REACH_TOLERANCE)
 
@@ -115,6 +129,7 @@ TASKS: dict[str, TaskSpec] = {
     "hover": TaskSpec(
         "hover", _sample_reach, lambda s: f"hover above the {s.objects[s.target].name}", _hover_success, 60
     ),
+    "lift": TaskSpec("lift", _sample_reach, lambda s: "lift the gripper", _lift_success, 30),
 }
 
 
