@@ -72,7 +72,7 @@ def _error_line(result) -> str:
         ("{tmp}/nope", [], r"error: --anchors: anchor cache \S+/nope does not exist; build the teacher's bridge cache"),
         ("{tmp}", [], r"error: --anchors: No manifest.json in store"),
         ("{cache}/pooled", [], r"error: --anchors: anchor cache \S+/pooled is not a bridge cache"),
-        (None, ["--task", "stack"], r"error: --task 'stack' is unknown; use one of \['hover', 'put_in_tray', 'reach'"),
+        (None, ["--task", "stack"], r"error: --task 'stack' is unknown; use one of \['hover', 'lift', 'put_in"),
         (None, ["--replay-task", "reach"], r"error: --replay-task reach with --replay-episodes 0: experience replay"),
         (None, ["--policy", "nope"], r"error: --policy nope: load_model: 'nope' is neither a built-in policy"),
         (
