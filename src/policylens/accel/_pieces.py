@@ -33,26 +33,6 @@ class SkipFlag:
         self.armed = False
 
 
-def copying_output_forward(module: nn.Module, orig, st, too_many):
-    """The branch output's forward: recompute and keep a copy at update steps, hand out a copy otherwise."""
-
-    @functools.wraps(orig)
-    def forward(*args, **kwargs):
-        if module.training:
-            return orig(*args, **kwargs)
-        s = st.step
-        if s >= st.num_steps:
-            raise too_many(st)
-        st.step = s + 1
-        if st.mask[s]:
-            out = orig(*args, **kwargs)
-            st.cache = out.clone()
-            return out
-        return st.cache.clone()
-
-    return forward
-
-
 def shaped_gate_forward(module: nn.Module, orig, st, flag: SkipFlag | None):
     """A gate that, on a skipped step, returns zeros shaped like its latest real output (made at step 0
     of each loop, which always computes) and arms ``flag``."""

@@ -24,7 +24,7 @@ from typing import Any
 from torch import nn
 
 from ._config import BACConfig
-from ._pieces import SkipFlag, copying_output_forward, shaped_gate_forward, skipping_attention_interface
+from ._pieces import SkipFlag, shaped_gate_forward, skipping_attention_interface
 from ._profiles import policy_profile
 from ._registry import block_spec, discover_branches, submodule, used_spec
 from ._resolve import resolve_schedule
@@ -62,7 +62,11 @@ def _too_many(st: _BranchState) -> RuntimeError:
     )
 
 
-def _output_forward(module: nn.Module, orig, st: _BranchState):
+def _output_forward(module: nn.Module, orig, st: _BranchState, copy: bool = False):
+    """The branch output's forward: recompute and keep it at update steps, hand out the cache
+    otherwise. ``copy``: keep and hand out copies (a model that adds the residual in place on the
+    branch output, as LeRobot's pieces do, would otherwise write into the cache)."""
+
     @functools.wraps(orig)
     def forward(*args, **kwargs):
         if module.training:
@@ -73,9 +77,9 @@ def _output_forward(module: nn.Module, orig, st: _BranchState):
         st.step = s + 1
         if st.mask[s]:
             out = orig(*args, **kwargs)
-            st.cache = out
+            st.cache = out.clone() if copy else out
             return out
-        return st.cache
+        return st.cache.clone() if copy else st.cache
 
     return forward
 
@@ -103,9 +107,7 @@ def _gate_forward(module: nn.Module, orig, st: _BranchState):
 
 
 def _branch_forward(br, st: _BranchState):
-    if br.spec is not None and br.spec.copy:
-        return copying_output_forward(br.output, br.output.forward, st, _too_many)
-    return _output_forward(br.output, br.output.forward, st)
+    return _output_forward(br.output, br.output.forward, st, copy=br.spec is not None and br.spec.copy)
 
 
 def _gate_forwards(br, st: _BranchState, flag: SkipFlag | None) -> list:

@@ -60,31 +60,21 @@ POLICY_METHODS = ("training_loss", "training_noise", "make_batch")
 
 
 @dataclass
-class PolicyTrainConfig:
-    """Optimiser and data side of :func:`policy_train`. ``batch_size`` / ``anchor_batch_size``: global
-    batches; ``replay_fraction``: the share of each batch's rows drawn from the replay episodes;
-    ``retain_every``, ``preload_anchors``, ``anchor_features``: as in :class:`RetainTrainConfig`."""
+class PolicyTrainConfig(RetainTrainConfig):
+    """Optimiser and data side of :func:`policy_train`: :class:`RetainTrainConfig`'s fields (global
+    ``batch_size`` / ``anchor_batch_size``, ``retain_every``, ``preload_anchors``, ``anchor_features``)
+    with a smaller default learning rate for pretrained VLAs, no task statistics (the policy's own
+    pre-processor normalises), and ``replay_fraction``: the share of each batch's rows drawn from the
+    replay episodes."""
 
-    steps: int = 300
-    batch_size: int = 16
-    anchor_batch_size: int = 16
     lr: float = 1e-5
-    weight_decay: float = 1e-4
-    warmup: int = 20
-    seed: int = 0
-    save_every: int = 100
-    log_every: int = 10
-    clip: float = 1.0
+    task_stats: bool = False
     replay_fraction: float = 0.0
-    retain_every: int = 1
-    preload_anchors: bool = True
-    anchor_features: str = "all"
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "anchor_batch_size", "save_every", "log_every", "retain_every"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"PolicyTrainConfig.{name}={getattr(self, name)} must be positive")
-        RetainTrainConfig(retain_every=self.retain_every, anchor_features=self.anchor_features)  # checks the choice
+        super().__post_init__()
+        if self.task_stats:
+            raise ValueError("PolicyTrainConfig.task_stats=True: the policy's pre-processor normalises; use False")
         if not 0.0 <= self.replay_fraction < 1.0:
             raise ValueError(f"PolicyTrainConfig.replay_fraction={self.replay_fraction}; use 0 <= F < 1")
 
@@ -243,11 +233,7 @@ def _run(model, episodes, replay, out, config, retention, anchor_set, data, prog
     task, rep = _samples(episodes, chunk), _samples(replay, chunk, first=len(episodes))
     pool, every = episodes + replay, task + rep
     student = anchor_set.student if anchor_set is not None else None
-    step_config = RetainTrainConfig(steps=config.steps, batch_size=config.batch_size, seed=config.seed,
-                                    anchor_batch_size=config.anchor_batch_size, log_every=config.log_every,
-                                    clip=config.clip, task_stats=False, retain_every=config.retain_every,
-                                    anchor_features=config.anchor_features)  # fmt: skip
-    step = retention_step(_retainer(model, student, retention), anchor_set, step_config)
+    step = retention_step(_retainer(model, student, retention), anchor_set, config)
     opt = torch.optim.AdamW(step.retainer.params, lr=config.lr, weight_decay=config.weight_decay)
     rng, noise_gen = np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed)
     generators = {"batches": rng, "noise": noise_gen}

@@ -78,10 +78,10 @@ class RetainTrainConfig:
         for name in ("steps", "batch_size", "anchor_batch_size", "save_every", "log_every", "retain_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"RetainTrainConfig.{name}={value!r} must be a positive whole number")
+                raise ValueError(f"{type(self).__name__}.{name}={value!r} must be a positive whole number")
         if self.anchor_features not in ANCHOR_FEATURES:
             raise ValueError(
-                f"RetainTrainConfig.anchor_features={self.anchor_features!r} is unknown; use one of "
+                f"{type(self).__name__}.anchor_features={self.anchor_features!r} is unknown; use one of "
                 f"{list(ANCHOR_FEATURES)}"
             )
 
