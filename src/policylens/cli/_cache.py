@@ -84,7 +84,7 @@ def build(
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     who = f"rank {rank}/{world}: " if world > 1 else ""
-    bridge = _bridge_options(bridge_flow_steps, bridge_pooling, bridge_action, bridge_action_only)
+    bridge = _bridge_options(bridge_flow_steps, bridge_pooling, bridge_action, action_only=bridge_action_only)
     if bridge and kind != "bridge":
         raise CommandError(
             f"--bridge-* options ({', '.join(sorted(bridge))}) apply to --kind bridge; got --kind {kind}"

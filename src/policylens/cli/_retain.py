@@ -36,6 +36,7 @@ from ._common import (
     RETENTION_LOSSES,
 )
 from ._errors import CommandError
+from ._own_policy import check_anchors, load_trainable_policy, train_own_policy
 from ._threads import apply_threads, threads_option
 from ._train import check_world_split, rank_output, stopped
 
@@ -68,35 +69,6 @@ def _check_tasks(task: str | None, replay_task: str | None, replay_episodes: int
             f"--replay-task {replay_task} with --replay-episodes {replay_episodes or 0}: experience replay from a "
             "simulated task needs both (a task and a count >= 1); --replay-dataset takes all its episodes by default"
         )
-
-
-def _policy(policy: str):
-    from policylens.models import TinyVLA, load_model
-    from policylens.retain import check_trainable
-
-    try:
-        model = load_model(policy)
-    except (FileNotFoundError, ValueError, ImportError) as exc:
-        raise CommandError(f"--policy {policy}: {exc}") from None
-    if not isinstance(model, TinyVLA):
-        try:
-            check_trainable(model, f"--policy {policy}")
-        except ValueError:
-            raise CommandError(
-                f"--policy {policy}: a {type(model).__name__}; retain train fine-tunes a TinyVLA, a LeRobot SmolVLA / "
-                "pi0 / pi0.5 checkpoint directory or a transformers PI0 / PI05 directory (with training_loss)"
-            ) from None
-    return model
-
-
-def _anchors(anchors: str, model, features: str = "all") -> None:
-    from policylens.retain import open_anchors
-    from policylens.store import StoreError
-
-    try:
-        open_anchors(anchors, model.eval(), features=features)
-    except (FileNotFoundError, StoreError) as exc:
-        raise CommandError(f"--anchors: {exc}") from None
 
 
 @app.command("train")
@@ -182,13 +154,13 @@ def train(
         with distributed() as d:
             say = rank_output(d)
             say(f"torch threads: {apply_threads(threads)}")
-            model = _policy(policy)
+            model = load_trainable_policy(policy)
             if not isinstance(model, TinyVLA):
                 own = {"dataset": dataset, "replay_dataset": replay_dataset, "camera_map": camera_map,
                        "episodes": episodes, "replay_episodes": replay_episodes, **asked}  # fmt: skip
                 own.update(anchors=anchors, replay_fraction=replay_fraction)
-                summary = _train_own(model, policy, own, out=out, retention=retention, config=config,
-                                     overwrite=overwrite, d=d)  # fmt: skip
+                summary = train_own_policy(model, policy, own, out=out, retention=retention, config=config,
+                                           overwrite=overwrite, d=d, log=say)  # fmt: skip
                 say(json.dumps(summary))
                 say(f"policy, retain.json and TensorBoard logs in {out}")
                 return
@@ -197,7 +169,7 @@ def train(
                     f"--policy {policy} (TinyVLA): --anchors is required and replay mixes whole episodes "
                     "(--replay-episodes N); --replay-fraction applies to a LeRobot / transformers pi --policy DIR"
                 )
-            _anchors(anchors, model, config.anchor_features)
+            check_anchors(anchors, model, config.anchor_features)
             data = {
                 "policy": policy,
                 "task": task,
@@ -259,46 +231,3 @@ def _disk_episodes(model, dataset, replay_dataset, *, camera_map, n, replay_n) -
         if spec:
             eps += dataset_training_episodes(model, spec, camera_map, episodes=count)
     return eps
-
-
-def _train_own(model, policy: str, own: dict, *, out, retention, config, overwrite, d) -> dict:
-    """A LeRobot / transformers pi policy: task and replay episodes from disk, the generic loop."""
-    anchors, replay_fraction = own["anchors"], own["replay_fraction"]
-    from policylens.data import dataset_training_episodes
-    from policylens.retain import PolicyTrainConfig, policy_train
-
-    if own["task"] or own["replay_task"]:
-        raise CommandError(
-            f"--policy {policy}: --task / --replay-task record TinyVLA's simulated cameras; give this policy "
-            "episodes from disk with --dataset / --replay-dataset lerobot:PATH | droid:PATH (and --camera-map)"
-        )
-    if not own["dataset"]:
-        raise CommandError(f"--policy {policy}: pass the task data with --dataset lerobot:PATH | droid:PATH")
-    if anchors is None and retention.method != "plain":
-        raise CommandError(
-            f"--method {retention.method} needs --anchors (a bridge cache of the teacher: `policylens cache build "
-            f"--policy {policy} --kind bridge ...`); --method plain fine-tunes without one"
-        )
-    if bool(own["replay_dataset"]) != (replay_fraction > 0):
-        raise CommandError(
-            f"--replay-dataset {own['replay_dataset']} with --replay-fraction {replay_fraction}: with --policy DIR "
-            "replay is a share of every batch; pass both (e.g. --replay-fraction 0.25) or neither"
-        )
-    if anchors is not None:
-        _anchors(anchors, model, config.anchor_features)
-    eps = dataset_training_episodes(model, own["dataset"], own["camera_map"], episodes=own["episodes"])
-    replay = []
-    if own["replay_dataset"]:
-        replay = dataset_training_episodes(
-            model, own["replay_dataset"], own["camera_map"], episodes=own["replay_episodes"]
-        )
-    train = PolicyTrainConfig(
-        steps=config.steps, batch_size=config.batch_size, anchor_batch_size=config.anchor_batch_size, lr=config.lr,
-        seed=config.seed, replay_fraction=replay_fraction, retain_every=config.retain_every,
-        preload_anchors=config.preload_anchors, anchor_features=config.anchor_features,
-    )  # fmt: skip
-    data = {k: own[k] for k in ("dataset", "replay_dataset", "camera_map", "episodes", "replay_episodes")}
-    return policy_train(
-        model.to(d.device), eps, out, train, retention, anchors=anchors, replay=replay, run_settings=data,
-        overwrite=overwrite, progress=d.main, log=rank_output(d),
-    )  # fmt: skip

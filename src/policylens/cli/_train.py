@@ -20,6 +20,7 @@ from . import _metaworld
 from ._app import new_app
 from ._common import CAMERA_MAP_HELP, EPISODES_FORMS, NOISE_HELP, OVERWRITE_HELP, SUITE_HELP, Suite, interrupted
 from ._errors import CommandError
+from ._own_policy import load_trainable_policy, train_own_policy
 from ._threads import apply_threads, threads_option
 
 POLICY_DIR_HELP = (
@@ -180,8 +181,6 @@ def _fine_tune(policy: str, own: dict, *, out: str, config: dict, overwrite: boo
     from policylens.retain import RetainTrainConfig, RetentionConfig
     from policylens.runs import distributed
 
-    from ._retain import _policy, _train_own
-
     check_world_split(batch_size=config["batch_size"])
     own.update(task=None, replay_task=None, replay_dataset=None, replay_episodes=None, anchors=None,
                replay_fraction=0.0)  # fmt: skip
@@ -189,14 +188,15 @@ def _fine_tune(policy: str, own: dict, *, out: str, config: dict, overwrite: boo
         with distributed() as d:
             say = rank_output(d)
             say(f"torch threads: {apply_threads(threads)}")
-            model = _policy(policy)
+            model = load_trainable_policy(policy)
             if isinstance(model, TinyVLA):
                 raise CommandError(
                     f"--policy {policy} is a TinyVLA: fine-tune it with `policylens train vla --init {policy}` "
                     "(its config and normalisation kept)"
                 )
-            summary = _train_own(model, policy, own, out=out, retention=RetentionConfig(method="plain"),
-                                 config=RetainTrainConfig(**config), overwrite=overwrite, d=d)  # fmt: skip
+            summary = train_own_policy(model, policy, own, out=out, retention=RetentionConfig(method="plain"),
+                                       config=RetainTrainConfig(**config), overwrite=overwrite, d=d,
+                                       log=say)  # fmt: skip
             say(f"trained {summary['steps_run']} steps (plain fine-tuning); the policy in {out}/policy")
     except TrainingInterrupted as exc:
         raise stopped(exc) from None
