@@ -149,10 +149,10 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
     n_before = 0 if args.skip_before else args.eval_episodes
     n_other = min(args.other_episodes, args.episodes_b)
     others = other_layouts(n_other, seed)
-    before = {
-        "A": success(load_model("tiny_vla"), "reach", n_before, seed, args.max_steps),
-        "B": success(load_model("tiny_vla"), args.task_b, n_before, seed, args.max_steps),
-        "other": success(load_model("tiny_vla"), "reach", n_other if n_before else 0, seed, args.max_steps, others),
+    before = {  # evaluation reads the weights only: one teacher serves every task
+        "A": success(teacher, "reach", n_before, seed, args.max_steps),
+        "B": success(teacher, args.task_b, n_before, seed, args.max_steps),
+        "other": success(teacher, "reach", n_other if n_before else 0, seed, args.max_steps, others),
     }
     rows = []
     for name in chosen:
@@ -190,8 +190,8 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
                 "retain_every": train.retain_every,
                 "step_s": step_seconds(out),
                 "B": success(tuned, args.task_b, args.eval_episodes, seed, args.max_steps),
-                "A": success(load_model(str(out)), "reach", args.eval_episodes, seed, args.max_steps),
-                "other": success(load_model(str(out)), "reach", n_other, seed, args.max_steps, others),
+                "A": success(tuned, "reach", args.eval_episodes, seed, args.max_steps),
+                "other": success(tuned, "reach", n_other, seed, args.max_steps, others),
                 "A_before": before["A"],
                 "B_before": before["B"],
                 "other_before": before["other"],
