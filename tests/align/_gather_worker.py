@@ -4,6 +4,7 @@ toy in DDP (gloo) and gives rank 0 rows 0-2 and rank 1 rows 3-6 (unequal shares)
 the second with the queue filled by the first. Rank 0 writes losses (mean over ranks), gradients and
 final parameters as JSON."""
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -58,7 +59,10 @@ def main(rank: int, world: int, init_file: str, out: str) -> None:
     }
     if rank == 0:
         Path(out).write_text(json.dumps(result))
-    if world > 1:
+    if world > 1:  # the DDP wrapper freed and every rank done before the group goes
+        del model, inner
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -2,6 +2,7 @@
 World 1 runs the global batch without DDP (the reference); world 2 wraps the toy in DDP (gloo)
 and trains on its half. Writes the final parameters and λ as JSON."""
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -33,7 +34,10 @@ def main(rank: int, world: int, init_file: str, out: str) -> None:
     state = {k: v.tolist() for k, v in inner.state_dict().items()}
     if rank == 0:
         Path(out).write_text(json.dumps({"params": state, "lam": retainer.dual.lam}))
-    if world > 1:
+    if world > 1:  # the DDP wrapper freed and every rank done before the group goes
+        del model, retainer
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 
