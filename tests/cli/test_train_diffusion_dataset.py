@@ -1,6 +1,7 @@
 """``train diffusion --dataset``: the reach diffusion policy learns from LeRobot / DROID episodes that
 policylens wrote (their state and actions, without the simulator), a dataset of other sizes or bad
-values is refused in one line before any training, and 2 torchrun ranks train as one process."""
+values is refused in one line before any training, ``--fit-dataset`` sizes the policy from a dataset of
+other sizes instead, and 2 torchrun ranks train as one process."""
 
 import json
 import os
@@ -18,7 +19,13 @@ import policylens.sim
 import policylens.sim.pybullet
 from policylens.cli.main import app
 from policylens.data.lerobot import LeRobotWriter
-from policylens.models.diffusion import REACH_CONFIG, DiffusionPolicyConfig, TinyDiffusionPolicy, dataset_episodes
+from policylens.models.diffusion import (
+    REACH_CONFIG,
+    DiffusionPolicyConfig,
+    TinyDiffusionPolicy,
+    dataset_config,
+    dataset_episodes,
+)
 from policylens.sim.pybullet import generate_episodes, make_training_episodes
 
 runner = CliRunner()
@@ -29,7 +36,7 @@ TOL = 1e-5
 STATE30 = (
     "episode 0 ({d}/state30/episode_000000): 'observation.state' is 30-D but the policy reads 33-D "
     "(config.obs_dim=33); train on a dataset with 33-D obs values (record one with `policylens sim generate --task "
-    "reach`)"
+    "reach`, or size the policy from it with --fit-dataset)"
 )
 ACTION6 = "episode 0 ({d}/action6/episode_000000): 'action' is 6-D but the policy reads 7-D (config.action_dim=7)"
 CAMERA_MAP = "--camera-map side=hand_camera: the diffusion policies read a state vector, no camera"
@@ -135,6 +142,8 @@ def test_the_reach_policy_learns_from_a_dataset(data, tmp_path, no_simulator, fm
         (["--dataset", "lerobot:{d}/lerobot", "--action-noise", "0.1"], "the noise is for simulated episodes"),
         (["--dataset", "lerobot:{d}/lerobot", "--suite", "metaworld"], "--suite metaworld --dataset needs --task"),
         (["--dataset", "lerobot:{d}/nowhere"], "{d}/nowhere"),
+        (["--fit-dataset"], "--fit-dataset sizes the policy from --dataset; pass --dataset"),
+        (["--dataset", "lerobot:{d}/state30", "--fit-dataset", "--suite", "metaworld"], "records no simulator task"),
     ],
 )
 def test_bad_data_is_refused_in_one_line_before_training(data, tmp_path, no_simulator, extra, says):
@@ -144,6 +153,37 @@ def test_bad_data_is_refused_in_one_line_before_training(data, tmp_path, no_simu
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1 and says.replace("{d}", str(root)) in errors[0], result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_dataset_config_takes_the_first_episodes_widths_and_the_reach_layout(data):
+    root, _ = data
+    config = dataset_config(f"lerobot:{root / 'state30'}", n_emb=32, n_layer=2)
+    assert (config.obs_dim, config.action_dim, config.n_emb, config.n_layer) == (30, 7, 32, 2)
+    assert (config.horizon, config.n_obs_steps, config.n_action_steps) == (16, 2, 8)
+    assert config.suite is None and config.task is None
+    assert dataset_config(f"lerobot:{root / 'action6'}").action_dim == 6
+
+
+def test_fit_dataset_trains_a_policy_of_the_datas_sizes(data, tmp_path, no_simulator):
+    root, expert = data
+    out, spec = tmp_path / "run", f"lerobot:{root / 'state30'}"
+    args = ["train", "diffusion", "--dataset", spec, "--fit-dataset", "--out", str(out), "--n-emb", "48"]
+    result = runner.invoke(app, [*args, "--n-layer", "3", "--steps", "40", "--batch-size", "16"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "run.json").read_text())["settings"]
+    assert run["data"]["dataset"] == spec and run["data"]["fit_dataset"] and run["data"]["episodes"] == 2
+    trained = TinyDiffusionPolicy.from_pretrained(out)
+    assert (trained.config.obs_dim, trained.config.action_dim, trained.config.n_emb) == (30, 7, 48)
+    assert "suite" not in trained.config.to_dict()
+    narrow = [{"obs": ep["obs"][:, :30], "action": ep["action"]} for ep in expert]
+    torch.manual_seed(0)  # the trainer's initial weights (seed 0), with the trained normalisers
+    initial = TinyDiffusionPolicy(trained.config)
+    initial.obs_normalizer.load_state_dict(trained.obs_normalizer.state_dict())
+    initial.action_normalizer.load_state_dict(trained.action_normalizer.state_dict())
+    before, after = _eval_loss(initial.eval(), narrow), _eval_loss(trained, narrow)
+    assert after < 0.5 * before, (before, after)
+    obs = torch.from_numpy(narrow[0]["obs"][None, :2]).float()
+    assert trained.predict_action(obs, generator=torch.Generator().manual_seed(0)).shape == (1, 16, 7)
 
 
 def test_two_torchrun_ranks_train_on_a_dataset_as_one_process(data, tmp_path):

@@ -19,6 +19,7 @@ import typer
 from . import _metaworld
 from ._app import new_app
 from ._common import CAMERA_MAP_HELP, EPISODES_FORMS, NOISE_HELP, OVERWRITE_HELP, SUITE_HELP, Suite, interrupted
+from ._diffusion_dataset import check_dataset_options, check_fit_dataset, train_dataset
 from ._errors import CommandError
 from ._own_policy import load_trainable_policy, train_own_policy
 from ._threads import apply_threads, threads_option
@@ -243,8 +244,8 @@ def diffusion(
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     suite: Annotated[Suite, typer.Option(help=SUITE_HELP)] = "pybullet",
     task: str = typer.Option(None, help="MetaWorld task to train on, e.g. pick-place-v3 (pybullet: reach only)."),
-    n_emb: int = typer.Option(64, min=8, help="MetaWorld: transformer width (n_head 4 divides it)."),
-    n_layer: int = typer.Option(4, min=1, help="MetaWorld: decoder layers."),
+    n_emb: int = typer.Option(64, min=8, help="MetaWorld, --fit-dataset: transformer width (n_head 4 divides it)."),
+    n_layer: int = typer.Option(4, min=1, help="MetaWorld, --fit-dataset: decoder layers."),
     dataset: str | None = typer.Option(
         None,
         help=f"Train on episodes from disk instead (their state and actions; the suite's policy sizes: reach "
@@ -252,6 +253,12 @@ def diffusion(
     ),
     camera_map: str | None = typer.Option(
         None, help="Not used here: the diffusion policies read a state vector, no camera (train vla reads cameras)."
+    ),
+    fit_dataset: bool = typer.Option(
+        False,
+        "--fit-dataset",
+        help="Size the policy from --dataset (its state and action widths; reach's horizon and chunks; --n-emb, "
+        "--n-layer) instead of the suite's policy; no simulator task is recorded.",
     ),
 ) -> None:
     """Train TinyDiffusionPolicy (DDPM, 100 steps) on expert reach or MetaWorld episodes, or on --dataset;
@@ -264,16 +271,17 @@ def diffusion(
         raise CommandError(
             f"--task {task}: the pybullet diffusion policy trains on reach only; or pass --suite metaworld"
         )
-    _check_dataset_options(dataset, camera_map, action_noise)
+    check_dataset_options(dataset, camera_map, action_noise)
+    check_fit_dataset(fit_dataset, dataset=dataset, suite=suite, task=task)
     loop = {"batch_size": batch_size, "lr": lr, "seed": seed, "save_every": save_every, "overwrite": overwrite}
     try:
         with distributed() as d:
             say = rank_output(d)
             say(f"torch threads: {apply_threads(threads, default=1)}")
             if dataset:  # every rank opens the same dataset (the trainer compares the windows)
-                policy, out = _train_dataset(
+                policy, out = train_dataset(
                     out, dataset, suite=suite, task=task, episodes=episodes, steps=steps, n_emb=n_emb,
-                    n_layer=n_layer, device=d.device, progress=d.main, **loop,
+                    n_layer=n_layer, fit=fit_dataset, device=d.device, progress=d.main, **loop,
                 )  # fmt: skip
                 what = f"on {dataset} "
             elif suite == "metaworld":
@@ -318,59 +326,3 @@ def _train_reach(out: str, *, episodes: int, steps: int, action_noise: float, ba
         device=device,
     )  # fmt: skip
     return train_reach_policy(episodes, steps, seed, action_noise=action_noise, **loop)
-
-
-def _check_dataset_options(dataset: str | None, camera_map: str | None, action_noise: float | None) -> None:
-    """Options that a diffusion run on ``--dataset`` cannot honour, refused before any work."""
-    if camera_map is not None:
-        raise CommandError(
-            f"--camera-map {camera_map}: the diffusion policies read a state vector, no camera; leave out "
-            "--camera-map (it maps cameras for `train vla`)"
-        )
-    if dataset and action_noise is not None:
-        raise CommandError(
-            f"--dataset {dataset} with --action-noise: the noise is for simulated episodes; leave out --action-noise"
-        )
-
-
-def _dataset_config(suite: str, task: str | None, *, n_emb: int, n_layer: int):
-    """The suite's policy config for a dataset run and how to record a dataset that fits it."""
-    from policylens.models.diffusion import REACH_CONFIG, DiffusionPolicyConfig, metaworld_config
-
-    if suite != "metaworld":
-        return DiffusionPolicyConfig(**REACH_CONFIG), "record one with `policylens sim generate --task reach`"
-    if not task:
-        raise CommandError(
-            "--suite metaworld --dataset needs --task: the MetaWorld task the episodes show, e.g. --task pick-place-v3"
-        )
-    if "," in task:
-        raise CommandError(f"--task {task}: train one policy per task; pass one task")
-    try:  # checked where MetaWorld is installed; the dataset alone needs no simulator
-        from policylens.sim.metaworld import check_task
-
-        check_task(task, param="--task")
-    except ImportError:
-        pass
-    hint = f"record one with `policylens sim generate --suite metaworld --task {task}`"
-    return metaworld_config(task, n_emb=n_emb, n_layer=n_layer), hint
-
-
-def _train_dataset(out: str | None, dataset: str, *, suite: str, task: str | None, episodes: int | None,
-                   steps: int | None, n_emb: int, n_layer: int, batch_size, lr, seed, save_every, overwrite,
-                   device, progress):  # fmt: skip
-    """The suite's policy trained in ``out`` on ``dataset``'s state and actions (checked before any step);
-    returns (policy, out dir)."""
-    from policylens.models.diffusion import dataset_episodes, diffusion_loop_kwargs, train_diffusion_policy
-
-    config, hint = _dataset_config(suite, task, n_emb=n_emb, n_layer=n_layer)
-    eps = dataset_episodes(config, dataset, episodes, hint=hint)
-    if suite == "metaworld":
-        out, steps = out or f"runs/diffusion_metaworld/{config.task}", steps or 12000
-        data = {"suite": "metaworld", "task": config.task, "dataset": dataset}
-    else:
-        out, steps, data = out or "runs/diffusion_reach", steps or 6000, {"task": "reach", "dataset": dataset}
-    loop = diffusion_loop_kwargs(
-        out, steps, batch_size=batch_size, lr=lr, save_every=save_every, run_settings=data, overwrite=overwrite,
-        device=device,
-    )  # fmt: skip
-    return train_diffusion_policy(eps, config, steps=steps, seed=seed, progress=progress, **loop), out

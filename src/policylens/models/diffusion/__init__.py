@@ -5,7 +5,7 @@
 """
 
 from ._config import POLICY_TYPE, DiffusionPolicyConfig
-from ._dataset import dataset_episodes
+from ._dataset import dataset_config, dataset_episodes
 from ._metaworld import METAWORLD_CONFIG, metaworld_config
 from ._normalizer import MinMaxNormalizer
 from ._policy import TinyDiffusionPolicy
@@ -25,6 +25,7 @@ __all__ = [
     "MinMaxNormalizer",
     "TinyDiffusionPolicy",
     "TransformerForDiffusion",
+    "dataset_config",
     "dataset_episodes",
     "diffusion_loop_kwargs",
     "diffusion_step",

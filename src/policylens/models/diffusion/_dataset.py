@@ -4,7 +4,8 @@ A diffusion policy reads a state vector, no camera: its ``obs`` is the episode's
 (LeRobot ``observation.state``; DROID ``observation/policylens/state``, else the robot state), its
 ``action`` the recorded actions. Every episode is checked against the policy's ``obs_dim`` /
 ``action_dim`` (and for finite values) before any training starts; a mismatch raises
-``data.FeedError`` naming the episode, the field, the sizes and the fix.
+``data.FeedError`` naming the episode, the field, the sizes and the fix. :func:`dataset_config` sizes
+a policy from the data instead (its first episode's state and action widths).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import numpy as np
 
 from ...data import FeedError, open_episodes
 from ._config import DiffusionPolicyConfig
+from ._reach import REACH_CONFIG
 
-__all__ = ["dataset_episodes"]
+__all__ = ["dataset_config", "dataset_episodes"]
 
 STATE_FIELDS = {"lerobot": "'observation.state'", "droid": "'observation/policylens/state' (else the robot state)"}
 ACTION_FIELDS = {"lerobot": "'action'", "droid": "'action' (cartesian position + gripper)"}
@@ -28,6 +30,30 @@ def _form(dataset: str) -> str:
     if sep and kind in ("droid", "lerobot"):
         return kind
     return "lerobot" if (Path(dataset) / "meta" / "info.json").is_file() else "droid"
+
+
+def dataset_config(dataset: str, **overrides) -> DiffusionPolicyConfig:
+    """A policy sized from ``dataset``: ``obs_dim`` / ``action_dim`` from its first episode's state and
+    actions, the reach policy's horizon and chunking (:data:`REACH_CONFIG`), any field overridden
+    (``n_emb=64``, ...). No suite or task is recorded: the data's robot is not a simulator's.
+    :func:`dataset_episodes` then checks every episode against it."""
+    found = open_episodes(dataset)
+    if not found:
+        raise FeedError(f"dataset {dataset!r} holds no episodes")
+    first, form = found[0], _form(dataset)
+    widths = {}
+    for name, value, field in (
+        ("obs_dim", first.state, STATE_FIELDS[form]),
+        ("action_dim", first.actions, ACTION_FIELDS[form]),
+    ):
+        shape = np.shape(value)
+        if len(shape) != 2 or shape[1] < 1:
+            raise FeedError(
+                f"episode 0 ({first.path}): {field} has shape {shape}; a policy sized from the data needs "
+                "(steps, width) values there"
+            )
+        widths[name] = int(shape[1])
+    return DiffusionPolicyConfig(**{**REACH_CONFIG, **widths, **overrides})
 
 
 def dataset_episodes(
