@@ -138,3 +138,52 @@ def test_step_seam_plugs_in_another_loss(tmp_path):
         TinyVLA(TinyVLAConfig(**CFG)), vla_episodes(), config, tmp_path / "penalty", step=with_penalty
     )
     assert all(p > d + 1.0 for p, d in zip(penalised, runs["default"][0], strict=True))  # the penalty is in the total
+
+
+def test_replay_fraction_puts_its_share_of_rows_in_every_batch(tmp_path, monkeypatch):
+    """Fraction 0.25 of a batch of 4: one row of every batch from the replay episodes (numbered after the
+    task's), three from the task's; the statistics cover both; the run records the fraction and counts."""
+    import policylens.models._train_vla as trainer
+
+    task, replay = vla_episodes(3, 5), vla_episodes(2, 4)
+    for ep in replay:
+        ep["action"] = ep["action"] - 10.0
+    picked, make = [], trainer._batch
+
+    def spy(model, episodes, samples, rows):
+        picked.append([samples[r][0] for r in rows])  # the episode of each row
+        return make(model, episodes, samples, rows)
+
+    monkeypatch.setattr(trainer, "_batch", spy)
+    torch.manual_seed(0)
+    model = TinyVLA(TinyVLAConfig(**CFG))
+    config = VLATrainConfig(steps=12, batch_size=4, replay_fraction=0.25)
+    train_vla(model, task, config, tmp_path / "run", replay=replay)
+    assert len(picked) == 12
+    assert all(sum(e >= 3 for e in episodes) == 1 for episodes in picked), picked
+    assert {e for episodes in picked for e in episodes if e < 3} == {0, 1, 2}  # every task episode drawn
+    every = np.concatenate([ep["action"] for ep in task + replay])
+    np.testing.assert_allclose(model.action_mean.numpy(), every.mean(0), rtol=1e-5)
+    settings = json.loads((tmp_path / "run" / "run.json").read_text())["settings"]
+    assert settings["train"]["replay_fraction"] == 0.25 and settings["data"]["replay_episodes"] == 2
+    assert settings["data"]["steps_in_episodes"] == 3 * 5 + 2 * 4
+    train_vla(TinyVLA(TinyVLAConfig(**CFG)), task, VLATrainConfig(steps=1, batch_size=4), tmp_path / "plain")
+    plain = json.loads((tmp_path / "plain" / "run.json").read_text())["settings"]
+    assert "replay_fraction" not in plain["train"] and "replay_episodes" not in plain["data"]  # earlier runs match
+
+
+@pytest.mark.parametrize(
+    ("fraction", "replay", "says"),
+    [
+        (0.25, 0, "replay_fraction=0.25 needs replay episodes"),
+        (0.0, 2, "replay episodes were given with replay_fraction=0"),
+        (0.1, 2, "replay_fraction=0.1 of batch_size=4 is 0 rows"),
+    ],
+)
+def test_replay_fraction_and_episodes_come_together(tmp_path, fraction, replay, says):
+    config = VLATrainConfig(steps=1, batch_size=4, replay_fraction=fraction)
+    with pytest.raises(ValueError, match=says):
+        train_vla(TinyVLA(TinyVLAConfig(**CFG)), vla_episodes(), config, tmp_path, replay=vla_episodes(replay))
+    assert not (tmp_path / "run.json").exists()
+    with pytest.raises(ValueError, match="replay_fraction=1.0; use 0 <= F < 1"):
+        VLATrainConfig(replay_fraction=1.0)

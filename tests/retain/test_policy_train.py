@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 import policylens.retain._train as rt
 from policylens.data import dataset_training_episodes
+from policylens.models import mixed_rows
 from policylens.retain import PolicyTrainConfig, RetentionConfig, check_trainable, policy_train
-from policylens.retain._policy_train import mixed_rows
 from policylens.runs import TrainingInterrupted
 
 TOL = 1e-4  # 2 ranks vs 1 after 3 steps: float rounding; measured 1.6e-6 on the shared 2-core CPU

@@ -52,6 +52,23 @@ def test_task_and_replay_from_disk_train_and_are_recorded(data, tmp_path, no_sim
     assert json.loads(summary)["steps_run"] == 2
 
 
+def test_replay_by_fraction_for_tiny_vla_is_trained_and_recorded(data, tmp_path, no_simulator):
+    out, task, replay = tmp_path / "run", f"lerobot:{data / 'lerobot'}", f"droid:{data / 'droid'}"
+    result = _run(data, out, "--dataset", task, "--replay-dataset", replay, "--replay-fraction", "0.5")
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert settings["train"]["replay_fraction"] == 0.5
+    steps = sum(len(ep) for spec in (task, replay) for ep in open_episodes(spec))
+    assert settings["data"]["steps_in_episodes"] == steps  # the task's two episodes and the replay's one
+    again = _run(data, out, "--dataset", task, "--replay-dataset", replay, "--replay-fraction", "0.5")
+    assert again.exit_code == 0 and "already finished at step 2" in again.output, again.output  # the same run, finished
+    other = _run(data, out, "--dataset", task, "--replay-dataset", replay)  # whole episodes: another run
+    assert other.exit_code != 0 and "replay_fraction" in other.output, other.output
+    same = ("--dataset", task, "--replay-dataset", replay, "--replay-fraction", "0.5")
+    every = _run(data, out, *same, "--retain-every", "2")
+    assert every.exit_code != 0 and "data.retain_every unset there, 2 now" in every.output, every.output
+
+
 def test_the_trainer_gets_the_datasets_frames_states_and_actions(data):
     model = load_model("tiny_vla")
     eps = dataset_training_episodes(model, f"lerobot:{data / 'lerobot'}", episodes=1)
@@ -72,6 +89,7 @@ def test_the_trainer_gets_the_datasets_frames_states_and_actions(data):
         (["--replay-task", "reach", "--replay-dataset", "droid:{d}/droid"], "--replay-task and --replay-dataset"),
         (["--dataset", "lerobot:{d}/nowhere"], "nowhere"),
         (["--dataset", "lerobot:{d}/lerobot", "--camera-map", "wrist=hand_camera"], "camera_map names dataset camera"),
+        (["--dataset", "lerobot:{d}/lerobot", "--replay-fraction", "0.5"], "the replay rows come from --replay-task"),
     ],
 )
 def test_bad_task_data_is_refused_in_one_line_before_training(data, tmp_path, no_simulator, extra, says):

@@ -46,6 +46,21 @@ def test_other_run_is_refused_with_the_differences(tmp_path):
     assert claim_run_dir(tmp_path, other) is True
 
 
+def test_settings_recorded_only_when_set_are_compared_under_partial_too(tmp_path):
+    optional = {"train.every": 1}
+    claim_run_dir(tmp_path / "plain", SETTINGS)  # recorded before the setting existed: at its default
+    (tmp_path / "plain" / "train_state.json").write_text("{}")
+    assert check_run_dir(tmp_path / "plain", {"train": {"seed": 0}}, partial=True, defaults=optional) is True
+    assert check_run_dir(tmp_path / "plain", {"train": {"seed": 0, "every": 1}}, partial=True, defaults=optional)
+    with pytest.raises(FileExistsError, match=r"train.every unset there, 4 now"):
+        check_run_dir(tmp_path / "plain", {"train": {"seed": 0, "every": 4}}, partial=True, defaults=optional)
+    claim_run_dir(tmp_path / "every", {**SETTINGS, "train": {**SETTINGS["train"], "every": 4}})
+    (tmp_path / "every" / "train_state.json").write_text("{}")
+    assert check_run_dir(tmp_path / "every", {"train": {"seed": 0}}, partial=True) is True  # without defaults
+    with pytest.raises(FileExistsError, match=r"train.every 4 there, unset now"):
+        check_run_dir(tmp_path / "every", {"train": {"seed": 0}}, partial=True, defaults=optional)
+
+
 def test_outputs_without_a_record_are_refused(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(FileExistsError, match=r"holds training outputs \['model.safetensors'\] but no run.json"):

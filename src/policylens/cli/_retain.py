@@ -92,7 +92,11 @@ def train(
         None, min=1, help="How many replay episodes [--replay-task: required; --replay-dataset: all]."
     ),
     replay_fraction: float = typer.Option(
-        0.0, min=0.0, max=0.99, help="--policy DIR: the share of each batch's rows drawn from the replay episodes."
+        0.0,
+        min=0.0,
+        max=0.99,
+        help="The share of each batch's rows drawn from the replay episodes [TinyVLA without it: replay episodes "
+        "mixed in whole; --policy DIR: required with --replay-dataset].",
     ),
     method: Annotated[
         Method, typer.Option(help="How L_ret enters each step (docs/retention.md compares the methods).")
@@ -148,7 +152,7 @@ def train(
     config = RetainTrainConfig(
         steps=steps, batch_size=batch_size, anchor_batch_size=anchor_batch_size, lr=lr, seed=seed,
         task_stats=task_stats, retain_every=retain_every, anchor_features=anchor_features,
-        preload_anchors=preload_anchors,
+        preload_anchors=preload_anchors, replay_fraction=replay_fraction,
     )  # fmt: skip
     try:
         with distributed() as d:
@@ -164,10 +168,15 @@ def train(
                 say(json.dumps(summary))
                 say(f"policy, retain.json and TensorBoard logs in {out}")
                 return
-            if anchors is None or replay_fraction:
+            if anchors is None:
                 raise CommandError(
-                    f"--policy {policy} (TinyVLA): --anchors is required and replay mixes whole episodes "
-                    "(--replay-episodes N); --replay-fraction applies to a LeRobot / transformers pi --policy DIR"
+                    f"--policy {policy} (TinyVLA): --anchors is required (a bridge cache of the teacher: "
+                    f"`policylens cache build --policy {policy} --kind bridge ...`)"
+                )
+            if replay_fraction and not (replay_task or replay_dataset):
+                raise CommandError(
+                    f"--replay-fraction {replay_fraction}: the replay rows come from --replay-task T --replay-episodes "
+                    "N or --replay-dataset PATH; pass one"
                 )
             check_anchors(anchors, model, config.anchor_features)
             data = {
@@ -179,11 +188,12 @@ def train(
             }
             if dataset or replay_dataset:  # recorded only when used, so older runs keep their settings
                 data.update(dataset=dataset, replay_dataset=replay_dataset, camera_map=camera_map)
-            eps = _disk_episodes(
+            eps, replay = _disk_episodes(
                 model, dataset, replay_dataset, camera_map=camera_map, n=episodes, replay_n=replay_episodes
             )
             if not overwrite:  # another run's --out, or a finished run: before minutes of recording
-                summary = check_retain_out(out, model, anchors, config=config, retention=retention, run_settings=data)
+                summary = check_retain_out(out, model, anchors, config=config, retention=retention, run_settings=data,
+                                           defaults=DISK_DATA_DEFAULTS)  # fmt: skip
                 if summary is not None:
                     say(finished_message(out, summary))
                     say(json.dumps(summary))
@@ -192,7 +202,9 @@ def train(
             if task:
                 eps = _episodes(model, task, n=data["episodes"], layout_seed=seed, progress=d.main) + eps
             if replay_task:
-                eps += _episodes(model, replay_task, n=replay_episodes, layout_seed=seed + 7919, progress=d.main)
+                replay += _episodes(model, replay_task, n=replay_episodes, layout_seed=seed + 7919, progress=d.main)
+            if not replay_fraction:  # replay episodes mixed in whole, sampled like the task's
+                eps, replay = eps + replay, []
             summary = retain_train(
                 model.to(d.device),
                 anchors,
@@ -203,11 +215,16 @@ def train(
                 run_settings=data,
                 overwrite=overwrite,
                 log=say,
+                replay=replay,
             )
             say(json.dumps(summary))
             say(f"checkpoint, retain.json and TensorBoard logs in {out}")
     except TrainingInterrupted as exc:
         raise stopped(exc) from None
+
+
+# the run settings recorded only when a dataset is used, and their values without one
+DISK_DATA_DEFAULTS = {"data.dataset": None, "data.replay_dataset": None, "data.camera_map": None}
 
 
 def _episodes(model, task: str, *, n: int, layout_seed: int, progress: bool = True) -> list[dict]:
@@ -221,13 +238,13 @@ def _episodes(model, task: str, *, n: int, layout_seed: int, progress: bool = Tr
     return training_samples(raw)
 
 
-def _disk_episodes(model, dataset, replay_dataset, *, camera_map, n, replay_n) -> list[dict]:
+def _disk_episodes(model, dataset, replay_dataset, *, camera_map, n, replay_n) -> tuple[list[dict], list[dict]]:
     """Task B and replay episodes from disk (none without --dataset / --replay-dataset), checked against
     the policy before training starts."""
     from policylens.data import dataset_training_episodes
 
-    eps = []
-    for spec, count in ((dataset, n), (replay_dataset, replay_n)):
+    found = ([], [])
+    for spec, count, into in ((dataset, n, found[0]), (replay_dataset, replay_n, found[1])):
         if spec:
-            eps += dataset_training_episodes(model, spec, camera_map, episodes=count)
-    return eps
+            into += dataset_training_episodes(model, spec, camera_map, episodes=count)
+    return found

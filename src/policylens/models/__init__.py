@@ -39,6 +39,7 @@ from ._hf_pi_policy import NativePIPolicy, load_native_pi, pi_image_processor
 from ._lerobot_adapters import lerobot_adapter, lerobot_layout
 from ._lerobot_teacher import LeRobotTeacher, is_lerobot_checkpoint, load_lerobot_teacher
 from ._loading import load_hf_model, load_model
+from ._replay import check_replay, mixed_rows, replay_rows
 from ._tiny_vla_config import TinyVLAConfig
 from ._tokenizer import ByteTokenizer
 from .diffusion import POLICY_TYPE, DiffusionPolicyConfig, TinyDiffusionPolicy
@@ -47,6 +48,7 @@ from .diffusion._metaworld import METAWORLD_ASSETS
 _ON_FIRST_USE = {  # name -> module: these need transformers' PaliGemma (>= 4.57.1)
     "TinyVLA": "._tiny_vla",
     "VLATrainConfig": "._train_vla",
+    "VLA_OPTIONAL_SETTINGS": "._train_vla",
     "check_vla_run": "._train_vla",
     "flow_loss": "._train_vla",
     "flow_noise": "._train_vla",
@@ -119,6 +121,7 @@ register_policy_type(
 
 __all__ = [
     "PI_DEFAULT_CAMERAS",
+    "VLA_OPTIONAL_SETTINGS",
     "ByteTokenizer",
     "DiffusionPolicyConfig",
     "LeRobotTeacher",
@@ -129,6 +132,7 @@ __all__ = [
     "TrainingInterrupted",
     "VLATrainConfig",
     "average_gradients",
+    "check_replay",
     "check_run_dir",
     "check_safetensors",
     "check_vla_run",
@@ -149,12 +153,14 @@ __all__ = [
     "load_policy",
     "load_tiny_vla_init",
     "load_train_state",
+    "mixed_rows",
     "native_pi_layout",
     "pi_image_processor",
     "read_safetensors",
     "register_adapter",
     "register_policy_name",
     "register_policy_type",
+    "replay_rows",
     "run_settings_of",
     "save_policy",
     "save_train_state",

@@ -2,10 +2,12 @@
 
 An episode is a dict: ``images`` {camera: (T, H, W, 3) uint8}, ``state`` (T, state_dim),
 ``action`` (T, action_dim), ``instruction`` str. A sample is (episode, t): the frames and
-state at t and the action chunk t … t+H−1 (the last action repeats past the end).
-Training is resumable: ``train_state.*`` is written every ``save_every`` steps, at the end and
-on SIGINT / SIGTERM, and read back when the same run uses the same output directory again; it
-holds the batch generator and every global random state, so a resumed run is the uninterrupted one.
+state at t and the action chunk t … t+H−1 (the last action repeats past the end). Experience replay
+by fraction: with ``replay=`` episodes and ``replay_fraction`` F each global batch of B rows holds
+``round(F·B)`` replay rows (``_replay``). Training is resumable: ``train_state.*`` is written every
+``save_every`` steps, at the end and on SIGINT / SIGTERM, and read back when the same run uses the
+same output directory again; it holds the batch generator and every global random state, so a
+resumed run is the uninterrupted one.
 
 Under torchrun (a process group joined with ``runs.distributed()``) every rank draws the same global
 batch and its flow noise, trains on its slice and averages the gradients before clipping
@@ -51,9 +53,11 @@ from ._data_parallel import (
     same_everywhere,
     sync_module,
 )
+from ._replay import check_replay, mixed_rows, replay_rows
 from ._tiny_vla import TinyVLA
 
 __all__ = [
+    "VLA_OPTIONAL_SETTINGS",
     "StepFn",
     "VLATrainConfig",
     "check_vla_run",
@@ -67,6 +71,7 @@ __all__ = [
     "vla_step",
 ]
 
+VLA_OPTIONAL_SETTINGS = {"train.replay_fraction": 0.0}  # recorded only when set: earlier runs still match
 StepFn = Callable[[TinyVLA, dict[str, Tensor], torch.optim.Optimizer], dict[str, Tensor]]
 
 
@@ -80,11 +85,14 @@ class VLATrainConfig:
     seed: int = 0
     save_every: int = 250
     fit_normalization: bool = True  # False: keep the model's state / action statistics (fine-tuning)
+    replay_fraction: float = 0.0  # the share of each batch's rows drawn from train_vla's replay= episodes
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "save_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"VLATrainConfig.{name}={getattr(self, name)} must be positive")
+        if not 0.0 <= self.replay_fraction < 1.0:
+            raise ValueError(f"VLATrainConfig.replay_fraction={self.replay_fraction}; use 0 <= F < 1")
 
 
 def chunk_samples(episodes: list[dict], chunk: int) -> list[tuple[int, int, np.ndarray]]:
@@ -152,10 +160,18 @@ def vla_step(model: TinyVLA, batch: dict[str, torch.Tensor], optimizer: torch.op
     return {"loss": loss.detach()}
 
 
-def run_settings_of(model: TinyVLA, config: VLATrainConfig, episodes: list[dict], data: Mapping | None) -> dict:
-    """What makes a run this run: model config, optimiser settings, data (not ``steps``: a rerun may extend it)."""
+def run_settings_of(
+    model: TinyVLA, config: VLATrainConfig, episodes: list[dict], data: Mapping | None, replay: list[dict] = ()
+) -> dict:
+    """What makes a run this run: model config, optimiser settings, data (not ``steps``: a rerun may extend it).
+    The replay fraction and episodes are recorded only when used, so earlier runs' settings still match."""
     train = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("steps", "save_every")}
-    counts = {"episodes": len(episodes), "steps_in_episodes": int(sum(len(ep["action"]) for ep in episodes))}
+    if not config.replay_fraction:
+        del train["replay_fraction"]
+    every = list(episodes) + list(replay)
+    counts = {"episodes": len(episodes), "steps_in_episodes": int(sum(len(ep["action"]) for ep in every))}
+    if replay:
+        counts["replay_episodes"] = len(replay)
     return {"model": model.config.to_dict(), "train": train, "data": {**counts, **(data or {})}}
 
 
@@ -170,7 +186,7 @@ def check_vla_run(
         raise ValueError(f"check_vla_run: episodes={episodes}; expected the number of episodes to make, >= 1")
     known = run_settings_of(model, config, episodes=[], data=data)
     known["data"] = {"episodes": episodes, **(data or {})}
-    return check_run_dir(out_dir, known, partial=True)
+    return check_run_dir(out_dir, known, partial=True, defaults=VLA_OPTIONAL_SETTINGS)
 
 
 def load_tiny_vla_init(path: str | Path, *, image_size: int, use_state: bool) -> TinyVLA:
@@ -197,6 +213,7 @@ def train_vla(
     step: StepFn = vla_step,
     state: object | None = None,
     generators: Generators | None = None,
+    replay: list[dict] | None = None,
 ) -> list[float]:
     """Train ``model`` in place on its device; write TensorBoard logs, resumable state and the final
     checkpoint (``config.json`` + ``model.safetensors``) into ``out_dir``.
@@ -209,6 +226,7 @@ def train_vla(
     step); ``state``: an object with ``state_dict()`` / ``load_state_dict()`` (JSON-ready) saved
     and restored with the training state; ``generators``: the step's own random generators by name
     (torch or numpy), saved and restored with the batch generator and the global random states.
+    ``replay``: episodes mixed into every batch by ``config.replay_fraction`` (both or neither).
     Under torchrun ``config.batch_size`` is the global batch (a multiple of the ranks), every rank
     holds the same ``episodes`` (checked) and ``out_dir`` is one directory they all read.
     Returns the losses (of the global batch) of the steps run by this call.
@@ -216,15 +234,19 @@ def train_vla(
     out_dir = Path(out_dir)
     d = current()
     check_split(d, **{"VLATrainConfig.batch_size": config.batch_size})
-    samples = chunk_samples(episodes, model.config.chunk_size)
-    if not samples:
+    replay = list(replay or [])
+    check_replay(config.replay_fraction, config.batch_size, replay, "VLATrainConfig")
+    n_task = len(chunk_samples(episodes, model.config.chunk_size))
+    every = list(episodes) + replay  # the task's samples first, then the replay's
+    samples = chunk_samples(every, model.config.chunk_size)
+    if not n_task:
         raise ValueError("train_vla: the episodes hold no steps")
     device = next(model.parameters()).device
     check_device(d, device)
-    data = [x for ep in episodes for x in (ep["state"], ep["action"], ep["instruction"])]
+    data = [x for ep in every for x in (ep["state"], ep["action"], ep["instruction"])]
     fix = "every rank must make the same episodes (the same seed and simulator, or the same dataset)"
     same_everywhere(d, "episodes (states, actions, instructions)", fingerprint(*data), fix)
-    claim(d, out_dir, run_settings_of(model, config, episodes, run_settings), overwrite)
+    claim(d, out_dir, run_settings_of(model, config, episodes, run_settings, replay), overwrite)
     torch.manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)  # the batches; the flow noise draws from torch's generator
@@ -234,7 +256,7 @@ def train_vla(
     if start and state is not None:
         state.load_state_dict(load_train_extra(out_dir))
     if start == 0 and config.fit_normalization:
-        set_normalization(model, episodes)
+        set_normalization(model, every)
     sync_module(d, model)  # rank 0's weights on every rank
     extra = (lambda: state.state_dict()) if state is not None else (lambda: None)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -254,9 +276,13 @@ def train_vla(
             bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train TinyVLA",
                        disable=not d.main)  # fmt: skip
             for i in bar:
-                rows = rng.integers(0, len(samples), config.batch_size)  # the global batch
+                if replay:  # the global batch
+                    n_replay = replay_rows(config.replay_fraction, config.batch_size)
+                    rows = mixed_rows(rng, n_task, len(samples) - n_task, config.batch_size, n_replay)
+                else:
+                    rows = rng.integers(0, n_task, config.batch_size)
                 noise = flow_noise(model, config.batch_size)
-                batch = _batch(model, episodes, samples, rows[mine])
+                batch = _batch(model, every, samples, rows[mine])
                 batch.update({k: v[mine] for k, v in noise.items()})
                 scalars = mean_scalars(d, step(model, {k: v.to(device) for k, v in batch.items()}, opt))
                 sched.step()

@@ -54,7 +54,7 @@ from ._train import (
     retention_step,
 )
 
-__all__ = ["POLICY_METHODS", "PolicyTrainConfig", "check_trainable", "mixed_rows", "policy_train"]
+__all__ = ["POLICY_METHODS", "PolicyTrainConfig", "check_trainable", "policy_train"]
 
 POLICY_METHODS = ("training_loss", "training_noise", "make_batch")
 
@@ -69,18 +69,11 @@ class PolicyTrainConfig(RetainTrainConfig):
 
     lr: float = 1e-5
     task_stats: bool = False
-    replay_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.task_stats:
             raise ValueError("PolicyTrainConfig.task_stats=True: the policy's pre-processor normalises; use False")
-        if not 0.0 <= self.replay_fraction < 1.0:
-            raise ValueError(f"PolicyTrainConfig.replay_fraction={self.replay_fraction}; use 0 <= F < 1")
-
-    def replay_rows(self) -> int:
-        """Rows of each global batch drawn from the replay episodes: ``round(replay_fraction · batch_size)``."""
-        return round(self.replay_fraction * self.batch_size)
 
 
 def check_trainable(model: nn.Module, name: str = "policy") -> None:
@@ -101,15 +94,6 @@ def _samples(episodes: Sequence[dict], chunk: int, first: int = 0) -> list[tuple
         n = len(ep["action"])
         out += [(e, t, np.minimum(np.arange(t, t + chunk), n - 1)) for t in range(n)]
     return out
-
-
-def mixed_rows(rng: np.random.Generator, n_task: int, n_replay: int, batch_size: int, replay_rows: int) -> np.ndarray:
-    """One global batch: ``batch_size - replay_rows`` indices into the task samples (``0 … n_task-1``) and
-    ``replay_rows`` into the replay samples (``n_task …``), shuffled."""
-    rows = rng.integers(0, n_task, batch_size - replay_rows)
-    if replay_rows:
-        rows = np.concatenate([rows, n_task + rng.integers(0, n_replay, replay_rows)])
-    return rows[rng.permutation(batch_size)]
 
 
 def _batch(model: nn.Module, episodes: Sequence[dict], picks: Sequence[tuple]) -> dict[str, Tensor]:
@@ -185,6 +169,8 @@ def policy_train(
     ``config.replay_fraction``; with ``anchors`` (a bridge cache of the teacher) under ``retention``
     (default CRaFT), without them plain fine-tuning. Writes ``OUT/policy``, ``retain.json``, TensorBoard
     and the resumable state; a run that already ran ``config.steps`` is left as it is. Returns the summary."""
+    from policylens.models import check_replay
+
     say, d, out = log or (lambda line: None), ranks(), Path(out)
     name = str(getattr(model, "source", None) or type(model).__name__)
     check_trainable(model, f"policy {name}")
@@ -195,13 +181,7 @@ def policy_train(
     replay = list(replay or [])
     if not episodes:
         raise ValueError("policy_train: no task episodes")
-    if config.replay_fraction > 0 and not replay:
-        raise ValueError(f"replay_fraction={config.replay_fraction} needs replay episodes (--replay-dataset)")
-    if config.replay_fraction > 0 and config.replay_rows() == 0:
-        raise ValueError(f"replay_fraction={config.replay_fraction} of batch_size={config.batch_size} is 0 rows; "
-                         "raise either")  # fmt: skip
-    if replay and config.replay_fraction == 0:
-        raise ValueError("replay episodes were given with replay_fraction=0; pass a fraction > 0 or mix them in")
+    check_replay(config.replay_fraction, config.batch_size, replay, type(config).__name__)
     _check_batch(model, episodes, f"policy {name}")
     torch.manual_seed(config.seed)
     anchor_set = None
@@ -227,6 +207,8 @@ def policy_train(
 def _run(model, episodes, replay, out, config, retention, anchor_set, data, progress) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
+
+    from policylens.models import mixed_rows, replay_rows
 
     d = ranks()
     chunk = model.config.chunk_size
@@ -254,7 +236,8 @@ def _run(model, episodes, replay, out, config, retention, anchor_set, data, prog
             bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="retain train",
                        disable=not (d.main and progress))  # fmt: skip
             for i in bar:
-                rows = mixed_rows(rng, len(task), len(rep), config.batch_size, config.replay_rows())
+                n_replay = replay_rows(config.replay_fraction, config.batch_size)
+                rows = mixed_rows(rng, len(task), len(rep), config.batch_size, n_replay)
                 noise = model.training_noise(config.batch_size, noise_gen, rng)  # the global batch's
                 batch = _batch(model, pool, [every[r] for r in rows[mine]])
                 batch.update({k: v[mine] for k, v in noise.items()})

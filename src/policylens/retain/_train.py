@@ -57,7 +57,9 @@ class RetainTrainConfig:
     only (steps 0, k, 2k, ...), plain steps between. ``preload_anchors``: decode every anchor
     sample once when the run opens the cache (the same batches, without decoding frames at each
     step). ``anchor_features``: ``all`` (the bridge) or ``action`` (the cached action output
-    alone: action distillation with ``method="fixed"``; the cache must be built with it)."""
+    alone: action distillation with ``method="fixed"``; the cache must be built with it).
+    ``replay_fraction``: the share of each global batch's rows drawn from the replay episodes
+    (``retain_train(replay=)``; 0: none)."""
 
     steps: int = 300
     batch_size: int = 16
@@ -73,6 +75,7 @@ class RetainTrainConfig:
     retain_every: int = 1
     preload_anchors: bool = True
     anchor_features: str = "all"
+    replay_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "anchor_batch_size", "save_every", "log_every", "retain_every"):
@@ -84,6 +87,8 @@ class RetainTrainConfig:
                 f"{type(self).__name__}.anchor_features={self.anchor_features!r} is unknown; use one of "
                 f"{list(ANCHOR_FEATURES)}"
             )
+        if not 0.0 <= self.replay_fraction < 1.0:
+            raise ValueError(f"{type(self).__name__}.replay_fraction={self.replay_fraction}; use 0 <= F < 1")
 
 
 class _RetentionStep:
@@ -183,7 +188,11 @@ def _vla_config(config: RetainTrainConfig):
         seed=config.seed,
         save_every=config.save_every,
         fit_normalization=False,  # the teacher's statistics: its features are the anchor
+        replay_fraction=config.replay_fraction,
     )
+
+
+OPTIONAL_SETTINGS = {"data.retain_every": 1, "data.anchor_features": "all"}  # their defaults
 
 
 def _settings(
@@ -202,7 +211,7 @@ def _settings(
         "retention": asdict(retention),
         "anchor_batch_size": config.anchor_batch_size,
         "task_stats": task_stats,
-        # recorded only when set, so earlier runs' settings still match and resume
+        # recorded only when set, so earlier runs' settings still match and resume (OPTIONAL_SETTINGS)
         **({"retain_every": config.retain_every} if config.retain_every != 1 else {}),
         **({"anchor_features": config.anchor_features} if config.anchor_features != "all" else {}),
     }
@@ -276,11 +285,13 @@ def check_retain_out(
     retention: RetentionConfig,
     run_settings: dict | None = None,
     policy: str | Path | nn.Module | None = None,
+    defaults: dict | None = None,
 ) -> dict | None:
     """Before the episodes are made: raise ``FileExistsError`` if ``out`` holds another run than
     these settings describe (those known without the episodes); return the run's summary if it
-    has already run ``config.steps`` steps, None if there is training to do."""
-    from policylens.models import run_settings_of
+    has already run ``config.steps`` steps, None if there is training to do. ``defaults``: the
+    ``run_settings`` keys recorded only when set, with their defaults (``{"data.dataset": None}``)."""
+    from policylens.models import VLA_OPTIONAL_SETTINGS, run_settings_of
     from policylens.runs import check_run_dir
 
     name = policy if policy is not None else model
@@ -289,7 +300,8 @@ def check_retain_out(
     for key in ("episodes", "steps_in_episodes"):  # counted from the episodes, unless the caller names them
         if key not in settings:
             known["data"].pop(key)
-    if not check_run_dir(out, known, partial=True):
+    optional = {**VLA_OPTIONAL_SETTINGS, **OPTIONAL_SETTINGS, **(defaults or {})}
+    if not check_run_dir(out, known, partial=True, defaults=optional):
         return None
     return _finished(Path(out), config.steps)
 
@@ -304,9 +316,12 @@ def retain_train(
     run_settings: dict | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
+    replay: list[dict] | None = None,
 ) -> dict:
     """Fine-tune ``policy`` (TinyVLA: a name, checkpoint or module) on ``episodes`` (the
-    ``train_vla`` format) while retaining the bridge features cached at ``anchors``. Resumable
+    ``train_vla`` format) while retaining the bridge features cached at ``anchors``; ``replay``
+    episodes (experience replay) fill ``config.replay_fraction`` of every batch's rows (episodes
+    mixed into ``episodes`` instead are sampled like the task's). Resumable
     (model, optimiser, λ and the anchor draws); the final checkpoint and ``retain.json`` (steps
     run, first and last L_act, λ and its history, how often projection fired, L_ret against ε,
     what ``task_stats`` did) in ``out``, describing the whole run. A run that already ran
@@ -328,12 +343,13 @@ def retain_train(
     torch.manual_seed(config.seed)
     model = load_model(policy) if isinstance(policy, (str, Path)) else policy
     anchor_set = open_anchors(anchors, model.eval(), config.preload_anchors, config.anchor_features)
-    checks = check_task_stats(model, episodes)
+    replay = list(replay or [])
+    checks = check_task_stats(model, episodes + replay)
     changes = planned_task_stats(model, checks) if config.task_stats else None
     record = {"enabled": config.task_stats, "far": far_dims(checks), "adopted": changes or {}}
     settings = _settings(policy, anchors, config, retention, run_settings, record)
     train = _vla_config(config)
-    if not overwrite and check_run_dir(out, run_settings_of(model, train, episodes, settings)):
+    if not overwrite and check_run_dir(out, run_settings_of(model, train, episodes, settings, replay)):
         summary = _finished(out, config.steps, write=main)
         if summary is not None:
             say(finished_message(out, summary))
@@ -355,7 +371,8 @@ def retain_train(
         return summary
 
     try:
-        train_vla(model, episodes, train, out, run_settings=settings, overwrite=overwrite, step=step, state=step)
+        train_vla(model, episodes, train, out, run_settings=settings, overwrite=overwrite, step=step, state=step,
+                  replay=replay)  # fmt: skip
     except TrainingInterrupted:
         write_summary()  # the state saved at the interruption
         raise

@@ -87,12 +87,18 @@ def recorded_settings(directory: str | Path, kind: RunKind = TRAINING_RUN) -> di
 
 
 def check_run_dir(
-    directory: str | Path, settings: Mapping, partial: bool = False, kind: RunKind = TRAINING_RUN
+    directory: str | Path,
+    settings: Mapping,
+    partial: bool = False,
+    kind: RunKind = TRAINING_RUN,
+    defaults: Mapping[str, object] | None = None,
 ) -> bool:
     """Raise :class:`RunDirError` (a ``FileExistsError`` and a ``ValueError``) if ``directory`` holds
     another run than ``settings`` describes; True if it holds this run (to resume), False if it holds
     none. ``partial``: compare only the settings given (a command line can check what it knows before
-    it makes the data)."""
+    it makes the data). ``defaults``: flat keys (``"train.replay_fraction"``) recorded only when not at
+    their default, with that default: absent on either side means the default, and they are compared
+    under ``partial`` too (a run recorded with the setting is another run than one without it)."""
     directory = Path(directory)
     run_file = directory / RUN_FILE
     present = [name for name in kind.outputs if (directory / name).exists()]
@@ -105,8 +111,9 @@ def check_run_dir(
         )
     old = _flat(recorded_settings(directory, kind))
     new = _flat(json.loads(json.dumps(settings)))  # tuples -> lists, as they come back from the file
-    keys = sorted(new.keys() if partial else old.keys() | new.keys())
-    differ = [k for k in keys if old.get(k, _UNSET) != new.get(k, _UNSET)]
+    defaults = dict(defaults or {})
+    keys = sorted((new.keys() if partial else old.keys() | new.keys()) | defaults.keys())
+    differ = [k for k in keys if old.get(k, defaults.get(k, _UNSET)) != new.get(k, defaults.get(k, _UNSET))]
     if differ:
         diffs = "; ".join(f"{k} {_show(old, k)} there, {_show(new, k)} now" for k in differ)
         raise RunDirError(
