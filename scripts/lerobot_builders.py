@@ -95,6 +95,9 @@ _WORDS = [
     *("in", "on", "into", "onto", "to", "left", "right", "of", "and", "then"),
 ]
 _PUNCT = [":", ",", ";", ".", "\n"]
+# the simulator's instructions ("reach the purple ball", "hover above the cube", "lift the gripper"), after
+# the numbers so that the ids above keep their values
+_SIM_WORDS = ["reach", "hover", "above", "lift", "gripper", "tray", "ball", "cylinder", "purple", "orange"]
 _SMOLVLM_SPECIALS = {
     "unk_token": "<|endoftext|>",
     "bos_token": "<|im_start|>",
@@ -161,12 +164,13 @@ def pi_transformers_available() -> bool:
 
 
 def _word_tokenizer(specials: list[str], *, add_bos: str | None = None, **special_tokens: Any):
-    """A WordLevel tokenizer: ``specials`` first (ids 0..), then a few words, punctuation and 0..255."""
+    """A WordLevel tokenizer: ``specials`` first (ids 0..), then a few words, punctuation, 0..255 and the
+    simulator's words."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {}
-    for tok in [*specials, *_WORDS, *_PUNCT, *map(str, range(256))]:
+    for tok in [*specials, *_WORDS, *_PUNCT, *map(str, range(256)), *_SIM_WORDS]:
         vocab.setdefault(tok, len(vocab))
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token=special_tokens["unk_token"]))
     # words, numbers, runs of punctuation and newlines are tokens; other whitespace is dropped
