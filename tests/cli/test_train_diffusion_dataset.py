@@ -109,6 +109,15 @@ def _eval_loss(policy: TinyDiffusionPolicy, episodes: list[dict]) -> float:
     return float((pred - noise).square().mean())
 
 
+def _loss_before_and_after(trained: TinyDiffusionPolicy, episodes: list[dict]) -> tuple[float, float]:
+    """:func:`_eval_loss` of the trainer's initial weights (seed 0, with the trained normalisers) and of ``trained``."""
+    torch.manual_seed(0)
+    initial = TinyDiffusionPolicy(trained.config)
+    initial.obs_normalizer.load_state_dict(trained.obs_normalizer.state_dict())
+    initial.action_normalizer.load_state_dict(trained.action_normalizer.state_dict())
+    return _eval_loss(initial.eval(), episodes), _eval_loss(trained, episodes)
+
+
 @pytest.mark.parametrize("fmt", ["lerobot", "droid"])
 def test_the_reach_policy_learns_from_a_dataset(data, tmp_path, no_simulator, fmt):
     root, expert = data
@@ -120,11 +129,7 @@ def test_the_reach_policy_learns_from_a_dataset(data, tmp_path, no_simulator, fm
     run = json.loads((out / "run.json").read_text())["settings"]
     assert run["data"]["dataset"] == spec and run["data"]["episodes"] == 2 and run["config"]["obs_dim"] == 33
     trained = TinyDiffusionPolicy.from_pretrained(out)
-    torch.manual_seed(0)  # the trainer's initial weights (seed 0), with the trained normalisers
-    initial = TinyDiffusionPolicy(trained.config)
-    initial.obs_normalizer.load_state_dict(trained.obs_normalizer.state_dict())
-    initial.action_normalizer.load_state_dict(trained.action_normalizer.state_dict())
-    before, after = _eval_loss(initial.eval(), expert), _eval_loss(trained, expert)
+    before, after = _loss_before_and_after(trained, expert)
     assert after < 0.5 * before, (before, after)
 
 
@@ -176,11 +181,7 @@ def test_fit_dataset_trains_a_policy_of_the_datas_sizes(data, tmp_path, no_simul
     assert (trained.config.obs_dim, trained.config.action_dim, trained.config.n_emb) == (30, 7, 48)
     assert "suite" not in trained.config.to_dict()
     narrow = [{"obs": ep["obs"][:, :30], "action": ep["action"]} for ep in expert]
-    torch.manual_seed(0)  # the trainer's initial weights (seed 0), with the trained normalisers
-    initial = TinyDiffusionPolicy(trained.config)
-    initial.obs_normalizer.load_state_dict(trained.obs_normalizer.state_dict())
-    initial.action_normalizer.load_state_dict(trained.action_normalizer.state_dict())
-    before, after = _eval_loss(initial.eval(), narrow), _eval_loss(trained, narrow)
+    before, after = _loss_before_and_after(trained, narrow)
     assert after < 0.5 * before, (before, after)
     obs = torch.from_numpy(narrow[0]["obs"][None, :2]).float()
     assert trained.predict_action(obs, generator=torch.Generator().manual_seed(0)).shape == (1, 16, 7)
