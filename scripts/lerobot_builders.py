@@ -641,6 +641,18 @@ def save_checkpoint(policy, preprocessor, postprocessor, directory) -> Path:
     return directory
 
 
+def at_tiny_sizes(kind: str, checkpoint) -> contextlib.ExitStack:
+    """While open, LeRobot loads ``checkpoint`` (a ``kind`` policy: smolvla, pi0, pi05) at its tiny sizes, which
+    LeRobot's config does not hold (``load_model(checkpoint)``, ``build_cache`` on it, a reload)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(_quiet())  # LeRobot's banners and key-remapping notes
+    if kind != "smolvla":
+        sizes = json.loads((Path(checkpoint) / SIDECAR).read_text())["tiny_sizes"]
+        modeling = importlib.import_module(f"lerobot.policies.{kind}.modeling_{kind}")
+        stack.enter_context(tiny_pi_sizes(modeling, sizes["gemma"], sizes["siglip"], sizes["vocab"]))
+    return stack
+
+
 def load_checkpoint(directory, transformers_path=None):
     """Reload a :func:`save_checkpoint` directory with LeRobot's ``<Policy>.from_pretrained`` and
     ``make_pre_post_processors(config, pretrained_path=...)``: ``(policy, preprocessor, postprocessor)``."""

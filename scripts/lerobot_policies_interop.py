@@ -22,7 +22,7 @@ interpreter with it first on PYTHONPATH. Checks (a PASS / FAIL table; exit 1 on 
    model's methods as they were; the attention job's ``extract_attention`` runs on it through ``LeRobotTeacher``;
 3. the layout equals the one the policy's own ``embed_prefix`` builds (``lerobot_builders.prefix_layout``);
 4. ``build_cache`` on a saved checkpoint and a policylens-made LeRobot dataset stores what a direct capture
-   computes on the same pre-processed frames (``hidden_feature``; pi0 also ``bridge``);
+   computes on the same pre-processed frames (``hidden_feature`` and ``bridge``: its flow from each frame's own noise);
 5. installing policylens kept lerobot's torch / transformers / tokenizers;
 6. ``LeRobotTeacher.image_transform`` finds the bars the policy's own image preprocessing drew and maps its
    input back onto the frame (the attention job's overlays);
@@ -458,20 +458,11 @@ def check_layouts(kind: str) -> None:
 # ---- 4. cache build, end to end ------------------------------------------------------------------------------------
 
 
-def at_tiny_sizes(kind: str, checkpoint: Path) -> contextlib.ExitStack:
-    """While open, LeRobot loads ``checkpoint`` at its tiny sizes (which LeRobot's config does not hold)."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(lb._quiet())  # LeRobot's banners and key-remapping notes
-    if kind != "smolvla":
-        sizes = json.loads((checkpoint / lb.SIDECAR).read_text())["tiny_sizes"]
-        modeling = sys.modules[f"lerobot.policies.{kind}.modeling_{kind}"]
-        stack.enter_context(lb.tiny_pi_sizes(modeling, sizes["gemma"], sizes["siglip"], sizes["vocab"]))
-    return stack
-
-
-def direct_features(teacher, dataset: Path, cache_kind: str, cameras: dict, batch_size: int = 8):
+def direct_features(teacher, dataset: Path, cache_kind: str, cameras: dict, batch_size: int = 8, noise_seed: int = 0):
     """The cache's features computed here: frames -> ``teacher.make_batch`` -> capture, averaged over the image
-    (bridge: and action) positions of the layout the policy itself built."""
+    (bridge: and action) positions of the layout the policy itself built. The bridge's flow starts from frame
+    ``i``'s own noise: a standard normal ``(chunk_size, max_action_dim)`` from a generator seeded
+    ``noise_seed + i`` (the bridge recipe's per-sample noise), handed to ``predict_action_chunk``."""
     import numpy as np
 
     from policylens.data.lerobot import open_dataset
@@ -493,9 +484,13 @@ def direct_features(teacher, dataset: Path, cache_kind: str, cameras: dict, batc
         batch = teacher.make_batch(images, [ep.instruction for ep, _ in chunk], state)
         masks = expected_layout(teacher.policy, lb.prefix_layout(teacher.policy, batch))
         image = torch.stack([m for k, m in masks["prefix"].items() if k.startswith("image[")]).any(0)
+        config = teacher.policy.config
+        shape = (config.chunk_size, config.max_action_dim)
+        seeds = range(noise_seed + s, noise_seed + s + len(chunk))
+        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(i)) for i in seeds])
         with torch.random.fork_rng(devices=[]), torch.no_grad(), capture(teacher.policy, taps) as cap:
             torch.manual_seed(0)  # LeRobotTeacher.sample_actions' noise for a generator seeded 0
-            teacher.policy.predict_action_chunk(batch)
+            teacher.policy.predict_action_chunk(batch, **({"noise": noise} if cache_kind == "bridge" else {}))
         pairs = [(cap.calls(taps[0])[0], image)]
         if cache_kind == "bridge":  # the expert's first call is the first denoising step
             pairs.append((cap.calls(taps[1])[0], masks["suffix"]["action"]))
@@ -515,16 +510,16 @@ def check_cache(kind: str, dataset: Path, out: Path) -> None:
         names = [k.rsplit(".", 1)[-1] for k in cameras]
         policy, pre, post = BUILD[kind](cameras=names, image_shape=(3, 64, 64), state_dim=7)
         checkpoint = lb.save_checkpoint(policy, pre, post, out / f"{kind}-checkpoint")
-        with at_tiny_sizes(kind, checkpoint):
+        with lb.at_tiny_sizes(kind, checkpoint):
             teacher = load_model(str(checkpoint))
         saved, state = load_file(checkpoint / "model.safetensors"), teacher.policy.state_dict()
         wrong = [k for k, v in saved.items() if k not in state or not torch.equal(state[k], v)]
         what = f"{type(teacher).__name__}({type(teacher.policy).__name__})"
         r.update(ok=not wrong, value=f"{len(wrong)} differ", detail=what)
-    for cache_kind in ("hidden_feature", "bridge")[: 2 if kind == "pi0" else 1]:
+    for cache_kind in ("hidden_feature", "bridge"):
         with row(kind, f"4 build_cache({cache_kind}) == direct capture") as r:
             store = out / f"{kind}-{cache_kind}"
-            with at_tiny_sizes(kind, checkpoint):
+            with lb.at_tiny_sizes(kind, checkpoint):
                 source = f"lerobot:{dataset}"
                 build_cache(
                     str(checkpoint), source, str(store), cache_kind, [-2], progress=False, camera_map=CAMERA_MAP

@@ -76,3 +76,36 @@ def test_model_optimiser_and_extra_come_back_exactly(tmp_path):
     for index, state in want["state"].items():
         for name, value in state.items():
             assert torch.equal(torch.as_tensor(got["state"][index][name]), torch.as_tensor(value)), (index, name)
+
+
+class _Tied(torch.nn.Module):
+    """A language model's tied weights: the output head is the embedding matrix."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(6, 4)
+        self.head = torch.nn.Linear(4, 6, bias=False)
+        self.head.weight = self.embed.weight
+        self.window = torch.nn.Parameter(torch.randn(3, 4))
+        self.register_buffer("rows", self.window.detach()[1:])  # overlaps a parameter without being it
+
+
+def test_tied_weights_are_stored_once_and_stay_tied(tmp_path):
+    torch.manual_seed(0)
+    model = _Tied()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model.head(model.embed(torch.tensor([1, 2]))).sum().backward()
+    opt.step()
+    save_train_state(tmp_path, model, opt, step=1)
+    stored = load_file(str(tmp_path / "train_state.safetensors"))
+    assert "model.embed.weight" in stored and "model.head.weight" not in stored  # one copy on disk
+    tied = json.loads((tmp_path / "train_state.json").read_text())["tied"]
+    assert tied == {"model.head.weight": "model.embed.weight"}
+    torch.manual_seed(1)
+    again = _Tied()
+    again_opt = torch.optim.AdamW(again.parameters(), lr=0.1)
+    assert load_train_state(tmp_path, again, again_opt) == 1
+    torch.testing.assert_close(again.embed.weight, model.embed.weight, rtol=0, atol=0)
+    torch.testing.assert_close(again.rows, model.window.detach()[1:], rtol=0, atol=0)
+    assert again.head.weight is again.embed.weight  # still one parameter
+    assert again_opt.state_dict()["state"].keys() == opt.state_dict()["state"].keys()

@@ -35,7 +35,7 @@ def save_train_state(
     loop's own random generators by name, saved with the global ones (:func:`rng_state`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors, tied = _unaliased({f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()})
     opt = optimizer.state_dict()
     for index, state in opt["state"].items():
         for name, value in state.items():
@@ -43,10 +43,34 @@ def save_train_state(
     rng_tensors, rng_meta = rng_state(generators)
     tensors.update(rng_tensors)
     meta = {"step": step, "param_groups": opt["param_groups"], "extra": extra or {}, "rng": rng_meta}
+    if tied:
+        meta["tied"] = tied
     save_file(tensors, str(directory / "train_state.safetensors.tmp"))
     (directory / "train_state.json.tmp").write_text(json.dumps(meta))
     os.replace(directory / "train_state.safetensors.tmp", directory / "train_state.safetensors")
     os.replace(directory / "train_state.json.tmp", directory / "train_state.json")
+
+
+def _unaliased(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``tensors`` with each tensor stored once (safetensors refuses shared memory): a name that is the
+    same view of the same memory as an earlier one (tied weights: a language model's ``lm_head`` and
+    embeddings) is left out and mapped to that name; a partial overlap is copied."""
+    kept: dict[str, torch.Tensor] = {}
+    tied: dict[str, str] = {}
+    views: dict[tuple, str] = {}
+    storages: set[int] = set()
+    for name, t in tensors.items():
+        storage = t.untyped_storage().data_ptr()
+        view = (storage, t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if view in views:
+            tied[name] = views[view]
+            continue
+        if storage in storages and t.numel():
+            t = t.clone()
+        views[view] = name
+        storages.add(storage)
+        kept[name] = t
+    return kept, tied
 
 
 def load_train_state(
@@ -61,6 +85,8 @@ def load_train_state(
         return 0
     meta = json.loads(meta_path.read_text())
     tensors = read_safetensors(tensor_path, fix=RESTATE)
+    for alias, kept in meta.get("tied", {}).items():
+        tensors[alias] = tensors[kept]
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(fit_state(model, weights))
     state: dict[int, dict] = {}
