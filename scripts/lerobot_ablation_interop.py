@@ -1,16 +1,16 @@
-"""Check ``policylens attention ablate`` on LeRobot 0.4.4's real SmolVLA (tiny, random, built offline by
-``lerobot_builders.py``), open loop over a policylens-made LeRobot dataset, outside CI (lerobot pins torch
-and transformers, so it is never a policylens dependency)::
+"""Check ``policylens attention ablate`` on LeRobot 0.4.4's real SmolVLA, pi0 and pi0.5 (tiny, random, built
+offline by ``lerobot_builders.py``), open loop over a policylens-made LeRobot dataset, outside CI (lerobot pins
+torch and transformers, so it is never a policylens dependency)::
 
     /tmp/lerobot_venv/bin/pip install --no-deps -e .          # once, if policylens is not importable there
-    /tmp/lerobot_venv/bin/python scripts/lerobot_ablation_interop.py [--out DIR] [--threads 2]
+    /tmp/lerobot_venv/bin/python scripts/lerobot_ablation_interop.py [--pi-transformers DIR] [--out DIR] [--threads 2]
 
 The command runs in this process (``policylens attention ablate --episodes lerobot:DATASET --policy CKPT
---camera-map ...``) while the batch handed to ``LeRobotTeacher.sample_actions`` and what the policy's own
-``SmolVLAPolicy.prepare_images`` returns are recorded for every forward. The forwards of one keyframe batch
-come in a known order (the reference, the noise floor, then each condition as ``ablation/episodes/*.json``
-lists them), so each condition's inputs are compared with the reference's. Checks (a PASS / FAIL table;
-exit 1 on any FAIL):
+--camera-map ...``) while the batch handed to ``LeRobotTeacher.sample_actions`` and what the policy's own image
+preparation returns (SmolVLA ``prepare_images``, pi0 / pi0.5 ``_preprocess_images``) are recorded for every
+forward. The forwards of one keyframe batch come in a known order (the reference, the noise floor, then each
+condition as ``ablation/episodes/*.json`` lists them), so each condition's inputs are compared with the
+reference's. Checks (a PASS / FAIL table; exit 1 on any FAIL):
 
 1. the command ends with ``ablation.json``; every camera's and the instruction's conditions ran, and
    ``cameras:removed`` is reported unavailable (LeRobot refuses a batch with no camera);
@@ -19,10 +19,13 @@ exit 1 on any FAIL):
    two images only (``swap``: each camera shows the other's reference image), ``instruction:*`` the language
    tokens only; the state is never touched;
 4. ``CAMERA:removed`` goes through the policy's own missing-camera path: the camera's key is absent from the
-   batch, ``prepare_images`` (LeRobot's code) returns one image fewer, and the images it returns are the
-   other cameras' reference images, bit for bit;
-5. the attention masses (layers 0, 1) were read for every condition and the removed camera has no tokens.
-pi0 / pi0.5 need LeRobot's patched transformers and are not checked here.
+   batch and the policy's image preparation (LeRobot's code) returns the other cameras' reference images, bit
+   for bit: SmolVLA one image fewer; pi0 / pi0.5 the present cameras first, then the missing one as an image of
+   -1 with its mask False;
+5. the attention masses (layers 0, 1) were read for every condition and the removed camera's tokens get none.
+
+pi0 / pi0.5 need LeRobot's patched transformers (``--pi-transformers DIR``, made by
+``scripts/make_pi_transformers.sh``): they run in a child process with it first on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,26 +48,39 @@ CAMERA_MAP = {"varied_camera_1": "observation.images.front", "hand_camera": "obs
 ROWS: list[dict] = []
 
 
+KIND = ["smolvla"]  # the policy the rows below are about
+# kind -> (module, policy class, the method that turns the batch's camera keys into the model's images)
+IMAGE_PREP = {
+    "smolvla": ("lerobot.policies.smolvla.modeling_smolvla", "SmolVLAPolicy", "prepare_images"),
+    "pi0": ("lerobot.policies.pi0.modeling_pi0", "PI0Policy", "_preprocess_images"),
+    "pi05": ("lerobot.policies.pi05.modeling_pi05", "PI05Policy", "_preprocess_images"),
+}
+BUILD = {"smolvla": lb.build_smolvla, "pi0": lb.build_pi0, "pi05": lb.build_pi05}
+
+
 @contextlib.contextmanager
 def row(check: str):
     """One table row; the body fills ``ok`` / ``value`` / ``detail``. An exception is a FAIL with its message."""
-    r = {"check": check, "ok": False, "value": "", "detail": ""}
+    r = {"policy": KIND[0], "check": check, "ok": False, "value": "", "detail": ""}
     try:
         yield r
     except Exception as exc:  # any crash is a FAIL of this check; the others still run
         r.update(ok=False, detail=f"{type(exc).__name__}: {exc}"[:400])
     ROWS.append(r)
-    print(f"[smolvla] {check}: {'PASS' if r['ok'] else 'FAIL'} {r['value']} {r['detail']}", file=sys.stderr)
+    print(f"[{KIND[0]}] {check}: {'PASS' if r['ok'] else 'FAIL'} {r['value']} {r['detail']}", file=sys.stderr)
 
 
 @contextlib.contextmanager
-def recording(calls: list[dict]):
-    """Record, per ``LeRobotTeacher.sample_actions`` call, its batch and what ``prepare_images`` returned."""
-    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+def recording(calls: list[dict], kind: str):
+    """Record, per ``LeRobotTeacher.sample_actions`` call, its batch and what the policy's image preparation
+    returned."""
+    import importlib
 
     from policylens.models import LeRobotTeacher
 
-    sample, prepare, make = LeRobotTeacher.sample_actions, SmolVLAPolicy.prepare_images, LeRobotTeacher.make_batch
+    module, cls_name, method = IMAGE_PREP[kind]
+    cls = getattr(importlib.import_module(module), cls_name)
+    sample, prepare, make = LeRobotTeacher.sample_actions, getattr(cls, method), LeRobotTeacher.make_batch
     texts: list = [None]
 
     def make_spy(self, images, instructions, *args, **kwargs):
@@ -79,15 +96,13 @@ def recording(calls: list[dict]):
         calls[-1]["images"] = ([i.clone() for i in images], [m.clone() for m in masks])
         return images, masks
 
-    LeRobotTeacher.sample_actions, SmolVLAPolicy.prepare_images, LeRobotTeacher.make_batch = (
-        sample_spy,
-        prepare_spy,
-        make_spy,
-    )
+    LeRobotTeacher.sample_actions, LeRobotTeacher.make_batch = sample_spy, make_spy
+    setattr(cls, method, prepare_spy)
     try:
         yield
     finally:
-        LeRobotTeacher.sample_actions, SmolVLAPolicy.prepare_images, LeRobotTeacher.make_batch = sample, prepare, make
+        LeRobotTeacher.sample_actions, LeRobotTeacher.make_batch = sample, make
+        setattr(cls, method, prepare)
 
 
 def same(a, b) -> bool:
@@ -106,6 +121,24 @@ def expected(name: str, cams: list[str]) -> tuple[set[str], set[str]]:
         return {"task", "observation.language.tokens", "observation.language.attention_mask"}, {"task"}
     keys = set(cams) if target == "cameras" else {target}
     return keys, keys
+
+
+def removed_images(prepared: tuple, reference: tuple, cams: list[str], cam: str) -> list[str]:
+    """What is wrong with the images the policy prepared with ``cam`` left out of the batch, against the
+    reference's: SmolVLA drops the camera; pi0 / pi0.5 keep the present cameras in order and then fill the
+    missing one with an image of -1 and a False mask."""
+    (images, masks), (ref_images, _) = prepared, reference
+    others = [ref_images[cams.index(c)] for c in cams if c != cam]
+    kept = images[: len(others)]
+    problems = []
+    if not all(torch.equal(a, b) for a, b in zip(kept, others, strict=False)) or len(kept) != len(others):
+        problems.append(f"the first {len(others)} prepared images are not the other cameras' reference ones")
+    if KIND[0] == "smolvla":
+        if len(images) != len(cams) - 1:
+            problems.append(f"prepare_images gave {len(images)} images, not {len(cams) - 1}")
+    elif len(images) != len(cams) or not (images[-1] == -1).all() or masks[-1].any():
+        problems.append(f"{len(images)} images; the last is not the -1 image with a False mask of a missing camera")
+    return problems
 
 
 def check_conditions(out: Path, calls: list[dict], cams: list[str], batch_size: int) -> None:
@@ -141,17 +174,14 @@ def check_conditions(out: Path, calls: list[dict], cams: list[str], batch_size: 
             problems.append("the cameras do not show each other's reference image")
         if name.endswith(":removed"):
             cam = name.rsplit(":", 1)[0]
-            images, ref_images = calls[i]["images"][0], calls[ref]["images"][0]
-            others = [ref_images[cams.index(c)] for c in cams if c != cam]
             if cam in got:
                 problems.append(f"{cam} still in the batch")
-            if len(images) != len(cams) - 1 or not all(torch.equal(a, b) for a, b in zip(images, others, strict=False)):
-                problems.append(f"prepare_images gave {len(images)} images, not the other cameras' reference ones")
+            problems += removed_images(calls[i]["images"], calls[ref]["images"], cams, cam)
         if name.startswith("instruction:") and "observation.language.tokens" not in changed:
             tokens_same.add(name)
         seen.setdefault(name, []).extend(problems)
     for name, problems in seen.items():
-        what = "4 removed through prepare_images' missing-camera path" if name.endswith(":removed") else "3 changes"
+        what = "4 removed through the policy's missing-camera path" if name.endswith(":removed") else "3 changes"
         note = ["the tokens equal at some keyframe (words outside the tiny vocabulary are <unk>)"] * (
             name in tokens_same
         )
@@ -160,37 +190,29 @@ def check_conditions(out: Path, calls: list[dict], cams: list[str], batch_size: 
             r.update(ok=not problems, value=f"{len(problems)} problems", detail=detail)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", help="work directory: dataset, checkpoint, ablation (default: a temp dir)")
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+def run_policy(kind: str, out: Path, dataset: Path, threads: int) -> None:
+    """``attention ablate`` on a saved ``kind`` checkpoint over ``dataset``, recorded and checked (rows 1-5)."""
     from typer.testing import CliRunner
 
     from policylens.cli.main import app
-    from policylens.sim.pybullet import generate_episodes
 
-    t0 = time.perf_counter()
-    out = Path(args.out or tempfile.mkdtemp(prefix="policylens-lerobot-ablation-")).resolve()
-    dataset = out / "reach-lerobot"
-    generate_episodes("reach", 2, dataset, fmt="lerobot", image_size=64, progress=False, if_exists="overwrite")
+    KIND[0] = kind
     names = [k.rsplit(".", 1)[-1] for k in CAMERA_MAP.values()]
     with lb._quiet():
-        policy, pre, post = lb.build_smolvla(cameras=names, image_shape=(3, 64, 64), state_dim=7)
-        checkpoint = lb.save_checkpoint(policy, pre, post, out / "smolvla-checkpoint")
-    cams = list(policy.config.image_features)
+        policy, pre, post = BUILD[kind](cameras=names, image_shape=(3, 64, 64), state_dim=7)
+        checkpoint = lb.save_checkpoint(policy, pre, post, out / f"{kind}-checkpoint")
+    cams = lb.camera_keys(policy)
     cmap = ",".join(f"{d}={p}" for d, p in CAMERA_MAP.items())
+    run = out / f"ablation-{kind}"
     command = ["attention", "ablate", "--episodes", f"lerobot:{dataset}", "--policy", str(checkpoint), "--out",
-               str(out / "ablation-run"), "--camera-map", cmap, "--layers", "0,1", "--every", "8", "--n-boot", "200",
-               "--threads", str(args.threads), "--overwrite"]  # fmt: skip
+               str(run), "--camera-map", cmap, "--layers", "0,1", "--every", "8", "--n-boot", "200",
+               "--threads", str(threads), "--overwrite"]  # fmt: skip
     print("policylens " + " ".join(command), file=sys.stderr)
     calls: list[dict] = []
-    with row("1 attention ablate (open loop) on SmolVLA writes ablation.json") as r:
-        with recording(calls), lb._quiet():
+    with row(f"1 attention ablate (open loop) on {type(policy).__name__} writes ablation.json") as r:
+        with recording(calls, kind), lb.at_tiny_sizes(kind, checkpoint):
             res = CliRunner().invoke(app, command)
-        result = json.loads((out / "ablation-run" / "ablation.json").read_text()) if res.exit_code == 0 else {}
+        result = json.loads((run / "ablation.json").read_text()) if res.exit_code == 0 else {}
         notes = {c["condition"]: c for c in result.get("conditions", [])}
         ran = sorted(c for c, n in notes.items() if n["available"])
         want_off = notes.get("cameras:removed", {}).get("available") is False
@@ -198,20 +220,58 @@ def main(argv=None) -> int:
                  detail=f"exit {res.exit_code}; cameras:removed: {notes.get('cameras:removed', {}).get('note')}; "
                         f"{res.output[-300:] if res.exit_code else ''}")  # fmt: skip
     if calls:
-        check_conditions(out / "ablation-run", calls, cams, batch_size=8)
+        check_conditions(run, calls, cams, batch_size=8)
     with row("5 attention mass read for every condition (layers 0, 1); a removed camera has no tokens") as r:
-        rec = json.loads(next((out / "ablation-run" / "ablation" / "episodes").glob("*.json")).read_text())
+        rec = json.loads(next((run / "ablation" / "episodes").glob("*.json")).read_text())
         layers = {c: sorted(m) for c, m in rec["mass"].items()}
         removed = f"{cams[0]}:removed"
-        empty = rec["mass"][removed]["L1"][f"image[{cams[0]}]"]
+        empty = rec["mass"][removed]["L1"].get(f"image[{cams[0]}]")  # None: no span of its own in the layout
         bad = [c for c, ls in layers.items() if ls != ["L0", "L1"]]
-        r.update(ok=not bad and all(v == 0 for v in empty), value=f"{len(layers)} conditions",
-                 detail=f"{removed} mass on its own image tokens {empty[:3]}; wrong layers {bad}")  # fmt: skip
+        own = "no span of its own" if empty is None else f"mass on its own image tokens {empty[:3]}"
+        r.update(ok=not bad and all(v == 0 for v in empty or []), value=f"{len(layers)} conditions",
+                 detail=f"{removed}: {own}; wrong layers {bad}")  # fmt: skip
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", help="work directory: dataset, checkpoints, ablations (default: a temp dir)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pi-transformers", help=f"LeRobot's patched transformers (or ${lb.PI_TRANSFORMERS_ENV})")
+    ap.add_argument("--only", default="smolvla,pi0,pi05", help="comma-separated: smolvla, pi0, pi05")
+    ap.add_argument("--rows", help=argparse.SUPPRESS)  # the pi child writes its rows here as JSON
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from policylens.sim.pybullet import generate_episodes
+
+    t0 = time.perf_counter()
+    out = Path(args.out or tempfile.mkdtemp(prefix="policylens-lerobot-ablation-")).resolve()
+    dataset, kinds = out / "reach-lerobot", args.only.split(",")
+    tpath = lb.pi_transformers_path(args.pi_transformers)
+    if args.rows:  # the pi child: the patched transformers is first on its path
+        for kind in kinds:
+            run_policy(kind, out, dataset, args.threads)
+        Path(args.rows).write_text(json.dumps(ROWS))
+        return 0
+    generate_episodes("reach", 2, dataset, fmt="lerobot", image_size=64, progress=False, if_exists="overwrite")
+    if "smolvla" in kinds:
+        run_policy("smolvla", out, dataset, args.threads)
+    pi = [k for k in kinds if k != "smolvla"]
+    if pi and tpath:  # one transformers per process: pi0 / pi0.5 in a child with the patched one first
+        rows = out / "rows-pi.json"
+        rows.unlink(missing_ok=True)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tpath, os.environ.get("PYTHONPATH")]))}
+        cmd = [sys.executable, __file__, "--only", ",".join(pi), "--out", str(out), "--rows", str(rows)]
+        rc = subprocess.run([*cmd, "--threads", str(args.threads)], env=env, check=False).returncode
+        ROWS.extend(json.loads(rows.read_text()) if rows.exists() else [])
+        KIND[0] = ",".join(pi)
+        with row("child process (pi0 / pi0.5)") as r:
+            r.update(ok=rc == 0 and rows.exists(), value=f"rc={rc}")
     width = max(len(r["check"]) for r in ROWS)
     for r in ROWS:
-        print(f"{r['check']:{width}s}  {'PASS' if r['ok'] else 'FAIL'}  {r['value']}  {r['detail']}")
-    print(f"work directory {out}; {time.perf_counter() - t0:.0f}s; pi0 / pi0.5 not checked (they need LeRobot's "
-          "patched transformers)")  # fmt: skip
+        print(f"{r['policy']:8s} {r['check']:{width}s}  {'PASS' if r['ok'] else 'FAIL'}  {r['value']}  {r['detail']}")
+    skipped = " (pi0 / pi0.5 not checked: they need LeRobot's patched transformers, --pi-transformers DIR)"
+    print(f"work directory {out}; {time.perf_counter() - t0:.0f}s" + skipped * bool(pi and not tpath))
     return int(not all(r["ok"] for r in ROWS))
 
 
