@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -236,9 +235,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", help="work directory: dataset, checkpoints, ablations (default: a temp dir)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--pi-transformers", help=f"LeRobot's patched transformers (or ${lb.PI_TRANSFORMERS_ENV})")
-    ap.add_argument("--only", default="smolvla,pi0,pi05", help="comma-separated: smolvla, pi0, pi05")
-    ap.add_argument("--rows", help=argparse.SUPPRESS)  # the pi child writes its rows here as JSON
+    lb.add_policy_arguments(ap)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -258,15 +255,11 @@ def main(argv=None) -> int:
         run_policy("smolvla", out, dataset, args.threads)
     pi = [k for k in kinds if k != "smolvla"]
     if pi and tpath:  # one transformers per process: pi0 / pi0.5 in a child with the patched one first
-        rows = out / "rows-pi.json"
-        rows.unlink(missing_ok=True)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tpath, os.environ.get("PYTHONPATH")]))}
-        cmd = [sys.executable, __file__, "--only", ",".join(pi), "--out", str(out), "--rows", str(rows)]
-        rc = subprocess.run([*cmd, "--threads", str(args.threads)], env=env, check=False).returncode
-        ROWS.extend(json.loads(rows.read_text()) if rows.exists() else [])
+        rc, rows = lb.run_pi_child(__file__, pi, out, tpath, "--threads", str(args.threads))
+        ROWS.extend(rows)
         KIND[0] = ",".join(pi)
         with row("child process (pi0 / pi0.5)") as r:
-            r.update(ok=rc == 0 and rows.exists(), value=f"rc={rc}")
+            r.update(ok=rc == 0 and bool(rows), value=f"rc={rc}")
     width = max(len(r["check"]) for r in ROWS)
     for r in ROWS:
         print(f"{r['policy']:8s} {r['check']:{width}s}  {'PASS' if r['ok'] else 'FAIL'}  {r['value']}  {r['detail']}")

@@ -151,6 +151,25 @@ def use_pi_transformers(path: str | os.PathLike | None = None) -> None:
         )
 
 
+def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The interop scripts' shared options: ``--pi-transformers``, ``--only`` and the pi child's ``--rows``."""
+    parser.add_argument("--pi-transformers", help=f"LeRobot's patched transformers (or ${PI_TRANSFORMERS_ENV})")
+    parser.add_argument("--only", default="smolvla,pi0,pi05", help="comma-separated: smolvla, pi0, pi05")
+    parser.add_argument("--rows", help=argparse.SUPPRESS)  # the pi child writes its rows here as JSON
+
+
+def run_pi_child(script: str, kinds: list[str], out: Path, transformers_path: str, *extra: str) -> tuple[int, list]:
+    """Run ``script --only KINDS --out OUT --rows FILE EXTRA`` in a child interpreter with LeRobot's patched
+    transformers first on ``PYTHONPATH`` (a process imports one transformers); returns its exit code and the
+    rows it wrote (none if it wrote none)."""
+    rows = Path(out) / "rows-pi.json"
+    rows.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [transformers_path, os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, script, "--only", ",".join(kinds), "--out", str(out), "--rows", str(rows), *extra]
+    rc = subprocess.run(cmd, env=env, check=False).returncode
+    return rc, json.loads(rows.read_text()) if rows.exists() else []
+
+
 def pi_transformers_available() -> bool:
     """Whether the imported transformers passes LeRobot's own gate for pi0 / pi0.5."""
     try:

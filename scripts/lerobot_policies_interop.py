@@ -673,12 +673,10 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pi-transformers", help=f"LeRobot's patched transformers (or ${lb.PI_TRANSFORMERS_ENV})")
+    lb.add_policy_arguments(ap)
     ap.add_argument("--out", help="work directory: dataset, checkpoints, caches (default: a temp dir)")
     ap.add_argument("--pins-before", help="`pip list` of this venv recorded before installing policylens")
-    ap.add_argument("--only", default="smolvla,pi0,pi05", help="comma-separated: smolvla, pi0, pi05")
     ap.add_argument("--bac-only", action="store_true", help="run check 7 (BAC caching) only")
-    ap.add_argument("--rows", help=argparse.SUPPRESS)  # the pi child writes its rows here as JSON
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -126,10 +125,8 @@ def run_policy(kind: str, work: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pi-transformers", default=None, help="LeRobot's patched transformers (pi0 / pi0.5)")
     parser.add_argument("--out", default=None, help="work directory (default: a temporary one)")
-    parser.add_argument("--only", default="smolvla,pi0,pi05", help="comma-separated: smolvla, pi0, pi05")
-    parser.add_argument("--rows", help=argparse.SUPPRESS)  # the pi child writes its rows here as JSON
+    lb.add_policy_arguments(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -145,13 +142,9 @@ def main(argv=None) -> int:
     if "smolvla" in kinds:
         run_policy("smolvla", work / "smolvla")
     if pi and tpath:  # one transformers per process: pi0 / pi0.5 in a child with the patched one first
-        rows = work / "rows-pi.json"
-        rows.unlink(missing_ok=True)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tpath, os.environ.get("PYTHONPATH")]))}
-        cmd = [sys.executable, __file__, "--only", ",".join(pi), "--out", str(work), "--rows", str(rows)]
-        rc = subprocess.run(cmd, env=env, check=False).returncode
-        ROWS.extend(tuple(r) for r in (json.loads(rows.read_text()) if rows.exists() else []))
-        check(",".join(pi), "child process (pi0 / pi0.5)", rc == 0 and rows.exists(), f"rc={rc}")
+        rc, rows = lb.run_pi_child(__file__, pi, work, tpath)
+        ROWS.extend(tuple(r) for r in rows)
+        check(",".join(pi), "child process (pi0 / pi0.5)", rc == 0 and bool(rows), f"rc={rc}")
     elif pi:
         print("pi0 / pi0.5: SKIPPED (they need LeRobot's patched transformers: --pi-transformers DIR)")
     import lerobot
