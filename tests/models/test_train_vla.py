@@ -172,6 +172,11 @@ def test_replay_fraction_puts_its_share_of_rows_in_every_batch(tmp_path, monkeyp
     assert "replay_fraction" not in plain["train"] and "replay_episodes" not in plain["data"]  # earlier runs match
 
 
+def _train_with_replay(tmp_path, fraction: float, replay: int) -> None:
+    config = VLATrainConfig(steps=1, batch_size=4, replay_fraction=fraction)  # a fraction of no rows: refused here
+    train_vla(TinyVLA(TinyVLAConfig(**CFG)), vla_episodes(), config, tmp_path, replay=vla_episodes(replay))
+
+
 @pytest.mark.parametrize(
     ("fraction", "replay", "says"),
     [
@@ -181,9 +186,8 @@ def test_replay_fraction_puts_its_share_of_rows_in_every_batch(tmp_path, monkeyp
     ],
 )
 def test_replay_fraction_and_episodes_come_together(tmp_path, fraction, replay, says):
-    config = VLATrainConfig(steps=1, batch_size=4, replay_fraction=fraction)
     with pytest.raises(ValueError, match=says):
-        train_vla(TinyVLA(TinyVLAConfig(**CFG)), vla_episodes(), config, tmp_path, replay=vla_episodes(replay))
+        _train_with_replay(tmp_path, fraction, replay)
     assert not (tmp_path / "run.json").exists()
     with pytest.raises(ValueError, match="replay_fraction=1.0; use 0 <= F < 1"):
         VLATrainConfig(replay_fraction=1.0)

@@ -90,6 +90,7 @@ def test_the_trainer_gets_the_datasets_frames_states_and_actions(data):
         (["--dataset", "lerobot:{d}/nowhere"], "nowhere"),
         (["--dataset", "lerobot:{d}/lerobot", "--camera-map", "wrist=hand_camera"], "camera_map names dataset camera"),
         (["--dataset", "lerobot:{d}/lerobot", "--replay-fraction", "0.5"], "the replay rows come from --replay-task"),
+        (["--replay-task", "reach", "--replay-episodes", "1", "--replay-fraction", "0.1"], "of batch_size=2 is 0 rows"),
     ],
 )
 def test_bad_task_data_is_refused_in_one_line_before_training(data, tmp_path, no_simulator, extra, says):

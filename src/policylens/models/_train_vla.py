@@ -93,6 +93,11 @@ class VLATrainConfig:
                 raise ValueError(f"VLATrainConfig.{name}={getattr(self, name)} must be positive")
         if not 0.0 <= self.replay_fraction < 1.0:
             raise ValueError(f"VLATrainConfig.replay_fraction={self.replay_fraction}; use 0 <= F < 1")
+        if self.replay_fraction and replay_rows(self.replay_fraction, self.batch_size) == 0:
+            raise ValueError(
+                f"VLATrainConfig.replay_fraction={self.replay_fraction} of batch_size={self.batch_size} is 0 rows; "
+                "raise either"
+            )
 
 
 def chunk_samples(episodes: list[dict], chunk: int) -> list[tuple[int, int, np.ndarray]]:

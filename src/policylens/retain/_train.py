@@ -89,6 +89,11 @@ class RetainTrainConfig:
             )
         if not 0.0 <= self.replay_fraction < 1.0:
             raise ValueError(f"{type(self).__name__}.replay_fraction={self.replay_fraction}; use 0 <= F < 1")
+        if self.replay_fraction and round(self.replay_fraction * self.batch_size) == 0:
+            raise ValueError(
+                f"{type(self).__name__}.replay_fraction={self.replay_fraction} of batch_size={self.batch_size} is 0 "
+                "rows; raise either"
+            )
 
 
 class _RetentionStep:
