@@ -2,9 +2,10 @@
 ``reach``) on task B, and measure what each method keeps of task A and what each step costs.
 
 Rows, the same steps, data and seeds each: plain fine-tuning; experience replay with 2% and 10% of
-task-A data; action distillation (the teacher's predicted velocities on the anchors as targets,
-``method="fixed"`` on the cache's action output); a fixed-weight retention loss; PCGrad on
-{L_act, λ·L_ret}; CRaFT (dual ascent) with ``projection="conflict"`` and ``"active"``; CRaFT +
+task-A data (episodes mixed in whole and sampled like task B's), and the 2% as a share of every batch's
+rows (one row, or a quarter: ``replay_fraction``); action distillation (the teacher's predicted
+velocities on the anchors as targets, ``method="fixed"`` on the cache's action output); a fixed-weight
+retention loss; PCGrad on {L_act, λ·L_ret}; CRaFT (dual ascent) with ``projection="conflict"`` and ``"active"``; CRaFT +
 replay 2%; and the step-cost variants of CRaFT: the retention pass every 2 / 4 steps
 (``retain_every``) and an anchor batch a quarter of the task batch. For each row and seed: task-B
 and task-A success (closed-loop rollouts, 95% Wilson intervals), success on the teacher's other skills
@@ -44,6 +45,8 @@ ROWS = {  # name: method, replay fraction of the teacher's data, projection, oth
     "plain": ("plain", 0.0, "conflict", {}),
     "replay 2%": ("plain", 0.02, "conflict", {}),
     "replay 10%": ("plain", 0.10, "conflict", {}),
+    "replay 2% as 1 row": ("plain", 0.02, "conflict", {"replay_rows": 1}),
+    "replay 2% as B/4 rows": ("plain", 0.02, "conflict", {"replay_rows": "B/4"}),
     "action distillation": ("fixed", 0.0, "conflict", {"anchor_features": "action"}),
     "fixed weight": ("fixed", 0.0, "conflict", {}),
     "PCGrad": ("pcgrad", 0.0, "conflict", {}),
@@ -122,6 +125,14 @@ def step_seconds(run: Path) -> float | None:
     return float(np.mean(times)) if len(times) else None
 
 
+def replay_share(rows: int | str | None, batch_size: int) -> float:
+    """A row's ``replay_rows`` (rows of each batch: a count, or ``"B/4"``) as ``replay_fraction``; 0 for none."""
+    if rows is None:
+        return 0.0
+    count = max(1, batch_size // 4) if rows == "B/4" else int(rows)
+    return count / batch_size
+
+
 def make_cache(cache: Path, dataset: str, options: dict | None) -> Path:
     if not (cache / "manifest.json").is_file():
         build_cache("tiny_vla", dataset, str(cache), kind="bridge", batch_size=16, progress=False, bridge=options)
@@ -169,6 +180,7 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
             retain_every=extra.get("retain_every", 1),
             anchor_features=extra.get("anchor_features", "all"),
             log_every=args.log_every,
+            replay_fraction=replay_share(extra.get("replay_rows"), args.batch_size),
         )
         lam = args.lam if method in ("fixed", "pcgrad") else 0.0
         retention = RetentionConfig(
@@ -178,7 +190,10 @@ def run_seed(args, seed: int, work: Path) -> list[dict]:
         out = work / f"seed{seed}" / folder
         replay = replay_all[: max(1, round(fraction * args.teacher_episodes))] if fraction else []
         anchors = action_cache if extra.get("anchor_features") == "action" else cache
-        summary = retain_train("tiny_vla", anchors, task_b + replay, out, train, retention)
+        if train.replay_fraction:  # the replay rows: a share of every batch
+            summary = retain_train("tiny_vla", anchors, task_b, out, train, retention, replay=replay)
+        else:
+            summary = retain_train("tiny_vla", anchors, task_b + replay, out, train, retention)
         tuned = load_model(str(out))
         rows.append(
             {
