@@ -52,9 +52,12 @@ Method = Literal[METHODS]
 Projection = Literal[PROJECTIONS]
 Loss = Literal[RETENTION_LOSSES]
 AnchorFeatures = Literal[ANCHOR_FEATURES]
+# the run settings recorded only when a dataset is used, and their values without one
+DISK_DATA_DEFAULTS = {"data.dataset": None, "data.replay_dataset": None, "data.camera_map": None}
 
 
-def _check_tasks(task: str | None, replay_task: str | None, replay_episodes: int | None, *, dataset, replay_dataset):
+def _check_tasks(task: str | None, replay_task: str | None, replay_episodes: int | None, *, dataset, replay_dataset,
+                 replay_fraction: float = 0.0):  # fmt: skip
     from policylens.sim.pybullet import TASKS
 
     if dataset and task:
@@ -68,6 +71,11 @@ def _check_tasks(task: str | None, replay_task: str | None, replay_episodes: int
         raise CommandError(
             f"--replay-task {replay_task} with --replay-episodes {replay_episodes or 0}: experience replay from a "
             "simulated task needs both (a task and a count >= 1); --replay-dataset takes all its episodes by default"
+        )
+    if replay_fraction and not (replay_task or replay_dataset):
+        raise CommandError(
+            f"--replay-fraction {replay_fraction}: the replay rows come from --replay-task T --replay-episodes N or "
+            "--replay-dataset PATH; pass one"
         )
 
 
@@ -142,7 +150,8 @@ def train(
     )
     from policylens.runs import distributed
 
-    _check_tasks(task, replay_task, replay_episodes, dataset=dataset, replay_dataset=replay_dataset)
+    _check_tasks(task, replay_task, replay_episodes, dataset=dataset, replay_dataset=replay_dataset,
+                 replay_fraction=replay_fraction)  # fmt: skip
     check_world_split(batch_size=batch_size, anchor_batch_size=anchor_batch_size)
     asked = {"task": task, "replay_task": replay_task}
     task = None if dataset else (task or "put_in_tray")
@@ -172,11 +181,6 @@ def train(
                 raise CommandError(
                     f"--policy {policy} (TinyVLA): --anchors is required (a bridge cache of the teacher: "
                     f"`policylens cache build --policy {policy} --kind bridge ...`)"
-                )
-            if replay_fraction and not (replay_task or replay_dataset):
-                raise CommandError(
-                    f"--replay-fraction {replay_fraction}: the replay rows come from --replay-task T --replay-episodes "
-                    "N or --replay-dataset PATH; pass one"
                 )
             check_anchors(anchors, model, config.anchor_features)
             data = {
@@ -223,10 +227,6 @@ def train(
         raise stopped(exc) from None
 
 
-# the run settings recorded only when a dataset is used, and their values without one
-DISK_DATA_DEFAULTS = {"data.dataset": None, "data.replay_dataset": None, "data.camera_map": None}
-
-
 def _episodes(model, task: str, *, n: int, layout_seed: int, progress: bool = True) -> list[dict]:
     from policylens.data import training_samples
     from policylens.sim.pybullet import make_training_episodes
@@ -243,8 +243,7 @@ def _disk_episodes(model, dataset, replay_dataset, *, camera_map, n, replay_n) -
     the policy before training starts."""
     from policylens.data import dataset_training_episodes
 
-    found = ([], [])
-    for spec, count, into in ((dataset, n, found[0]), (replay_dataset, replay_n, found[1])):
-        if spec:
-            into += dataset_training_episodes(model, spec, camera_map, episodes=count)
-    return found
+    def read(spec, count) -> list[dict]:
+        return dataset_training_episodes(model, spec, camera_map, episodes=count) if spec else []
+
+    return read(dataset, n), read(replay_dataset, replay_n)

@@ -39,7 +39,7 @@ from ._hf_pi_policy import NativePIPolicy, load_native_pi, pi_image_processor
 from ._lerobot_adapters import lerobot_adapter, lerobot_layout
 from ._lerobot_teacher import LeRobotTeacher, is_lerobot_checkpoint, load_lerobot_teacher
 from ._loading import load_hf_model, load_model
-from ._replay import check_replay, mixed_rows, replay_rows
+from ._replay import check_replay, check_replay_fraction, mixed_rows, replay_rows
 from ._tiny_vla_config import TinyVLAConfig
 from ._tokenizer import ByteTokenizer
 from .diffusion import POLICY_TYPE, DiffusionPolicyConfig, TinyDiffusionPolicy
@@ -133,6 +133,7 @@ __all__ = [
     "VLATrainConfig",
     "average_gradients",
     "check_replay",
+    "check_replay_fraction",
     "check_run_dir",
     "check_safetensors",
     "check_vla_run",

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["check_replay", "mixed_rows", "replay_rows"]
+__all__ = ["check_replay", "check_replay_fraction", "mixed_rows", "replay_rows"]
 
 
 def replay_rows(fraction: float, batch_size: int) -> int:
@@ -16,15 +16,21 @@ def replay_rows(fraction: float, batch_size: int) -> int:
     return round(fraction * batch_size)
 
 
-def check_replay(fraction: float, batch_size: int, replay: Sequence, owner: str = "config") -> None:
-    """Refuse a fraction outside [0, 1), one that rounds to no row, a fraction without replay
-    episodes and replay episodes without a fraction; ``owner`` names the config in the message."""
+def check_replay_fraction(fraction: float, batch_size: int, owner: str = "config") -> None:
+    """Refuse a fraction outside [0, 1) and one that rounds to no row of ``batch_size`` (the configs
+    check it when made); ``owner`` names the config in the message."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"{owner}.replay_fraction={fraction}; use 0 <= F < 1")
-    if fraction > 0 and not replay:
-        raise ValueError(f"{owner}.replay_fraction={fraction} needs replay episodes (--replay-dataset / --replay-task)")
     if fraction > 0 and replay_rows(fraction, batch_size) == 0:
         raise ValueError(f"{owner}.replay_fraction={fraction} of batch_size={batch_size} is 0 rows; raise either")
+
+
+def check_replay(fraction: float, batch_size: int, replay: Sequence, owner: str = "config") -> None:
+    """:func:`check_replay_fraction`, then refuse a fraction without replay episodes and replay
+    episodes without a fraction."""
+    check_replay_fraction(fraction, batch_size, owner)
+    if fraction > 0 and not replay:
+        raise ValueError(f"{owner}.replay_fraction={fraction} needs replay episodes (--replay-dataset / --replay-task)")
     if replay and fraction == 0:
         raise ValueError("replay episodes were given with replay_fraction=0; pass a fraction > 0 or mix them in")
 

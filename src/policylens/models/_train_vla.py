@@ -53,7 +53,7 @@ from ._data_parallel import (
     same_everywhere,
     sync_module,
 )
-from ._replay import check_replay, mixed_rows, replay_rows
+from ._replay import check_replay, check_replay_fraction, mixed_rows, replay_rows
 from ._tiny_vla import TinyVLA
 
 __all__ = [
@@ -91,13 +91,7 @@ class VLATrainConfig:
         for name in ("steps", "batch_size", "save_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"VLATrainConfig.{name}={getattr(self, name)} must be positive")
-        if not 0.0 <= self.replay_fraction < 1.0:
-            raise ValueError(f"VLATrainConfig.replay_fraction={self.replay_fraction}; use 0 <= F < 1")
-        if self.replay_fraction and replay_rows(self.replay_fraction, self.batch_size) == 0:
-            raise ValueError(
-                f"VLATrainConfig.replay_fraction={self.replay_fraction} of batch_size={self.batch_size} is 0 rows; "
-                "raise either"
-            )
+        check_replay_fraction(self.replay_fraction, self.batch_size, "VLATrainConfig")
 
 
 def chunk_samples(episodes: list[dict], chunk: int) -> list[tuple[int, int, np.ndarray]]:
@@ -241,9 +235,9 @@ def train_vla(
     check_split(d, **{"VLATrainConfig.batch_size": config.batch_size})
     replay = list(replay or [])
     check_replay(config.replay_fraction, config.batch_size, replay, "VLATrainConfig")
-    n_task = len(chunk_samples(episodes, model.config.chunk_size))
     every = list(episodes) + replay  # the task's samples first, then the replay's
     samples = chunk_samples(every, model.config.chunk_size)
+    n_task = sum(len(ep["action"]) for ep in episodes)  # one sample per step
     if not n_task:
         raise ValueError("train_vla: the episodes hold no steps")
     device = next(model.parameters()).device
@@ -273,6 +267,7 @@ def train_vla(
 
     writer = SummaryWriter(str(out_dir / "tb")) if d.main else None
     mine = part(d, config.batch_size)
+    n_replay = replay_rows(config.replay_fraction, config.batch_size)
     losses: list[float] = []
     model.train()
     done = saved = start
@@ -282,7 +277,6 @@ def train_vla(
                        disable=not d.main)  # fmt: skip
             for i in bar:
                 if replay:  # the global batch
-                    n_replay = replay_rows(config.replay_fraction, config.batch_size)
                     rows = mixed_rows(rng, n_task, len(samples) - n_task, config.batch_size, n_replay)
                 else:
                     rows = rng.integers(0, n_task, config.batch_size)

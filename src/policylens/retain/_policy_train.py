@@ -214,6 +214,7 @@ def _run(model, episodes, replay, out, config, retention, anchor_set, data, prog
     chunk = model.config.chunk_size
     task, rep = _samples(episodes, chunk), _samples(replay, chunk, first=len(episodes))
     pool, every = episodes + replay, task + rep
+    n_replay = replay_rows(config.replay_fraction, config.batch_size)  # rows of every global batch
     student = anchor_set.student if anchor_set is not None else None
     step = retention_step(_retainer(model, student, retention), anchor_set, config)
     opt = torch.optim.AdamW(step.retainer.params, lr=config.lr, weight_decay=config.weight_decay)
@@ -236,7 +237,6 @@ def _run(model, episodes, replay, out, config, retention, anchor_set, data, prog
             bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="retain train",
                        disable=not (d.main and progress))  # fmt: skip
             for i in bar:
-                n_replay = replay_rows(config.replay_fraction, config.batch_size)
                 rows = mixed_rows(rng, len(task), len(rep), config.batch_size, n_replay)
                 noise = model.training_noise(config.batch_size, noise_gen, rng)  # the global batch's
                 batch = _batch(model, pool, [every[r] for r in rows[mine]])

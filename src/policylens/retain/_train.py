@@ -87,13 +87,9 @@ class RetainTrainConfig:
                 f"{type(self).__name__}.anchor_features={self.anchor_features!r} is unknown; use one of "
                 f"{list(ANCHOR_FEATURES)}"
             )
-        if not 0.0 <= self.replay_fraction < 1.0:
-            raise ValueError(f"{type(self).__name__}.replay_fraction={self.replay_fraction}; use 0 <= F < 1")
-        if self.replay_fraction and round(self.replay_fraction * self.batch_size) == 0:
-            raise ValueError(
-                f"{type(self).__name__}.replay_fraction={self.replay_fraction} of batch_size={self.batch_size} is 0 "
-                "rows; raise either"
-            )
+        from policylens.models import check_replay_fraction
+
+        check_replay_fraction(self.replay_fraction, self.batch_size, type(self).__name__)
 
 
 class _RetentionStep:
