@@ -15,6 +15,8 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+import policylens.data
+import policylens.models.diffusion._dataset
 import policylens.sim
 import policylens.sim.pybullet
 from policylens.cli.main import app
@@ -169,12 +171,16 @@ def test_dataset_config_takes_the_first_episodes_widths_and_the_reach_layout(dat
     assert dataset_config(f"lerobot:{root / 'action6'}").action_dim == 6
 
 
-def test_fit_dataset_trains_a_policy_of_the_datas_sizes(data, tmp_path, no_simulator):
+def test_fit_dataset_trains_a_policy_of_the_datas_sizes(data, tmp_path, no_simulator, monkeypatch):
     root, expert = data
     out, spec = tmp_path / "run", f"lerobot:{root / 'state30'}"
+    opened, open_episodes = [], policylens.data.open_episodes
+    monkeypatch.setattr(policylens.data, "open_episodes", lambda s: opened.append(s) or open_episodes(s))
+    monkeypatch.setattr(policylens.models.diffusion._dataset, "open_episodes", policylens.data.open_episodes)
     args = ["train", "diffusion", "--dataset", spec, "--fit-dataset", "--out", str(out), "--n-emb", "48"]
     result = runner.invoke(app, [*args, "--n-layer", "3", "--steps", "40", "--batch-size", "16"])
     assert result.exit_code == 0, result.output
+    assert opened == [spec]  # sized and checked from one opening of the dataset
     run = json.loads((out / "run.json").read_text())["settings"]
     assert run["data"]["dataset"] == spec and run["data"]["fit_dataset"] and run["data"]["episodes"] == 2
     trained = TinyDiffusionPolicy.from_pretrained(out)

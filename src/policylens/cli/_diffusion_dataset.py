@@ -34,12 +34,13 @@ def check_fit_dataset(fit: bool, *, dataset: str | None, suite: str, task: str |
         )
 
 
-def _dataset_config(dataset: str, suite: str, task: str | None, *, n_emb: int, n_layer: int, fit: bool):
-    """The policy config for a dataset run (the suite's, or sized from the data) and how to make data fit it."""
+def _dataset_config(dataset: str, suite: str, task: str | None, *, n_emb: int, n_layer: int, opened):
+    """The policy config for a dataset run (the suite's, or with the ``opened`` episodes one sized from
+    the data) and how to make data fit it."""
     from policylens.models.diffusion import REACH_CONFIG, DiffusionPolicyConfig, dataset_config, metaworld_config
 
-    if fit:
-        return dataset_config(dataset, n_emb=n_emb, n_layer=n_layer), ""
+    if opened is not None:
+        return dataset_config(dataset, opened, n_emb=n_emb, n_layer=n_layer), ""
     if suite != "metaworld":
         hint = "record one with `policylens sim generate --task reach`, or size the policy from it with --fit-dataset"
         return DiffusionPolicyConfig(**REACH_CONFIG), hint
@@ -64,10 +65,12 @@ def train_dataset(out: str | None, dataset: str, *, suite: str, task: str | None
                    overwrite, device, progress):  # fmt: skip
     """The suite's policy (or with ``fit`` one sized from the data) trained in ``out`` on ``dataset``'s state
     and actions (checked before any step); returns (policy, out dir)."""
+    from policylens.data import open_episodes
     from policylens.models.diffusion import dataset_episodes, diffusion_loop_kwargs, train_diffusion_policy
 
-    config, hint = _dataset_config(dataset, suite, task, n_emb=n_emb, n_layer=n_layer, fit=fit)
-    eps = dataset_episodes(config, dataset, episodes, hint=hint)
+    opened = open_episodes(dataset) if fit else None  # sized from the data: opened once for both uses
+    config, hint = _dataset_config(dataset, suite, task, n_emb=n_emb, n_layer=n_layer, opened=opened)
+    eps = dataset_episodes(config, dataset, episodes, hint=hint, opened=opened)
     if fit:
         out, steps = out or "runs/diffusion_dataset", steps or 6000
         data = {"dataset": dataset, "fit_dataset": True}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data import FeedError, open_episodes
+from ...data import Episode, FeedError, open_episodes
 from ._config import DiffusionPolicyConfig
 from ._reach import REACH_CONFIG
 
@@ -32,15 +32,21 @@ def _form(dataset: str) -> str:
     return "lerobot" if (Path(dataset) / "meta" / "info.json").is_file() else "droid"
 
 
-def dataset_config(dataset: str, **overrides) -> DiffusionPolicyConfig:
+def _opened(dataset: str, opened: list[Episode] | None) -> list[Episode]:
+    """``opened`` (the episodes a caller already opened from ``dataset``), else ``dataset``'s; none refused."""
+    found = open_episodes(dataset) if opened is None else opened
+    if not found:
+        raise FeedError(f"dataset {dataset!r} holds no episodes")
+    return found
+
+
+def dataset_config(dataset: str, opened: list[Episode] | None = None, **overrides) -> DiffusionPolicyConfig:
     """A policy sized from ``dataset``: ``obs_dim`` / ``action_dim`` from its first episode's state and
     actions, the reach policy's horizon and chunking (:data:`REACH_CONFIG`), any field overridden
     (``n_emb=64``, ...). No suite or task is recorded: the data's robot is not a simulator's.
-    :func:`dataset_episodes` then checks every episode against it."""
-    found = open_episodes(dataset)
-    if not found:
-        raise FeedError(f"dataset {dataset!r} holds no episodes")
-    first, form = found[0], _form(dataset)
+    :func:`dataset_episodes` then checks every episode against it (``opened``: ``open_episodes(dataset)``
+    already made, so that the two calls open the dataset once)."""
+    first, form = _opened(dataset, opened)[0], _form(dataset)
     widths = {}
     for name, value, field in (
         ("obs_dim", first.state, STATE_FIELDS[form]),
@@ -57,17 +63,19 @@ def dataset_config(dataset: str, **overrides) -> DiffusionPolicyConfig:
 
 
 def dataset_episodes(
-    config: DiffusionPolicyConfig, dataset: str, episodes: int | None = None, hint: str = ""
+    config: DiffusionPolicyConfig,
+    dataset: str,
+    episodes: int | None = None,
+    hint: str = "",
+    opened: list[Episode] | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """The first ``episodes`` (default: all) episodes of ``dataset`` (``lerobot:PATH``, ``droid:PATH`` or
     ``PATH``) as ``{"obs": (T, obs_dim), "action": (T, action_dim)}`` float32 dicts for
     :func:`train_diffusion_policy`, every one checked first. ``hint``: how to record a dataset that fits
-    (added to a size mismatch's fix)."""
+    (added to a size mismatch's fix); ``opened``: ``open_episodes(dataset)`` already made."""
     if episodes is not None and episodes < 1:
         raise FeedError(f"episodes={episodes}: expected at least 1 episode of dataset {dataset!r}")
-    found = open_episodes(dataset)
-    if not found:
-        raise FeedError(f"dataset {dataset!r} holds no episodes")
+    found = _opened(dataset, opened)
     if episodes is not None and episodes > len(found):
         raise FeedError(f"dataset {dataset!r} holds {len(found)} episodes; {episodes} were asked for (pass fewer)")
     form, fix = _form(dataset), f" ({hint})" if hint else ""
