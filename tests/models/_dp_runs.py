@@ -17,11 +17,13 @@ DP = {"obs_dim": 3, "action_dim": 2, "horizon": 8, "n_obs_steps": 2, "n_action_s
 DP_KW = {"batch_size": 4, "lr": 1e-3, "warmup_steps": 2, "seed": 0, "save_every": 100}
 
 
-def run_vla(out: Path, steps: int = STEPS, step=vla_step) -> list[float]:
+def run_vla(out: Path, steps: int = STEPS, step=vla_step, replay: bool = False) -> list[float]:
+    """``replay``: a quarter of every global batch (1 row of 4) from two other episodes."""
     torch.manual_seed(0)  # the same initial weights; a resumed run loads its own
     model = TinyVLA(TinyVLAConfig(**VLA))
-    config = VLATrainConfig(steps=steps, batch_size=4, warmup=2, save_every=100)
-    return train_vla(model, vla_episodes(t=6), config, out, step=step)
+    config = VLATrainConfig(steps=steps, batch_size=4, warmup=2, save_every=100, replay_fraction=0.25 * replay)
+    others = [{**ep, "action": ep["action"] - 5.0, "instruction": "lift the gripper"} for ep in vla_episodes(2, 5)]
+    return train_vla(model, vla_episodes(t=6), config, out, step=step, replay=others if replay else None)
 
 
 def dp_episodes(n: int = 3, t: int = 12) -> list[dict]:

@@ -5,7 +5,8 @@ _dp_runs.py sets them, into OUT/<loop>_<run>:
 - ``whole``: 4 steps (diffusion also ``whole_dropout``, with dropout);
 - ``cut``: SIGINT to rank 1 alone during step 2 (every rank stops after it, rank 0 saves), then,
   with every global generator reseeded per rank, the same call resumes to step 4;
-- ``nosync``: 4 steps with the gradient averaging taken out of the steps.
+- ``nosync``: 4 steps with the gradient averaging taken out of the steps;
+- ``replay`` (TinyVLA): 4 steps with a quarter of every global batch from replay episodes.
 
 Rank 0 writes OUT/seen.json: per run, how each rank ended and its losses, per rank how often it
 called each writer, and ``average_gradients`` on three parameters: ``a`` with a gradient on both
@@ -103,6 +104,7 @@ def main(out: Path) -> None:
         torch.manual_seed(100 + d.rank), np.random.seed(100 + d.rank), random.seed(100 + d.rank)
         mine["vla_resumed"] = ended(run_vla, out / "vla_cut")
         mine["vla_nosync"] = without_sync(run_vla, out / "vla_nosync")
+        mine["vla_replay"] = ended(run_vla, out / "vla_replay", replay=True)
         mine["diffusion_whole"] = ended(run_diffusion, out / "diffusion_whole")
         mine["diffusion_whole_dropout"] = ended(run_diffusion, out / "diffusion_whole_dropout", dropout=True)
         cut = sigint_on_rank_1(diffusion_step, d.rank)

@@ -1,6 +1,7 @@
 """train_vla and train_diffusion_policy as 2 torchrun ranks (gloo, CPU): each rank trains on its half
 of the global batch and the gradients are averaged, so the weights after 4 steps are one process's on
-that batch (max abs difference below TOL, float rounding); without the averaging they are not. A SIGINT
+that batch (max abs difference below TOL, float rounding), replay rows included (a quarter of every
+global batch from replay episodes); without the averaging they are not. A SIGINT
 that reaches one rank stops every rank after the same step, rank 0 saves, and the rerun on the same
 directory resumes the uninterrupted run bit for bit (dropout included: each rank draws its masks from
 its own stream, which the shared saved state does not hold). Rank 0 alone writes and shows progress.
@@ -49,6 +50,7 @@ def ranks(tmp_path_factory):
 def one_process(tmp_path_factory):
     out = tmp_path_factory.mktemp("one")
     losses = run_vla(out / "vla")
+    run_vla(out / "vla_replay", replay=True)
     run_diffusion(out / "diffusion")
     return out, losses
 
@@ -74,6 +76,12 @@ def test_two_ranks_train_as_one_process_on_the_global_batch(ranks, one_process, 
         np.testing.assert_allclose(got[0]["losses"], one_losses, rtol=1e-5)
 
 
+def test_two_ranks_mix_replay_rows_as_one_process(ranks, one_process):
+    (out, _, _), (one, _) = ranks, one_process
+    assert max_diff(weights(out / "vla_replay"), weights(one / "vla_replay")) < TOL
+    assert max_diff(weights(one / "vla_replay"), weights(one / "vla")) > 10 * TOL  # the replay rows were trained on
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_without_averaged_gradients_the_weights_differ(ranks, one_process, loop):
     out, _, _ = ranks
@@ -96,10 +104,10 @@ def test_a_signal_on_one_rank_stops_all_and_the_rerun_resumes_the_same_run(ranks
 
 def test_rank_0_alone_writes_and_shows_progress(ranks):
     _, seen, logs = ranks
-    runs = 9  # train calls that claim their directory and open TensorBoard
+    runs = 10  # train calls that claim their directory and open TensorBoard
     assert seen["calls"][1] == {}
     assert seen["calls"][0] == {"claim_run_dir": runs, "SummaryWriter": runs, "save_train_state": runs,
-                                "save_checkpoint": 3}  # fmt: skip
+                                "save_checkpoint": 4}  # fmt: skip
     assert "train TinyVLA" in logs[0] and "train diffusion policy" in logs[0]
     assert "train TinyVLA" not in logs[1] and "train diffusion policy" not in logs[1]
 
